@@ -1,0 +1,408 @@
+package spec
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the daemon's own configuration (tandem.yaml). It is not kept in
+// Git with the desired state, and it never holds a secret: every credential
+// is read from an environment variable that a *Env field names.
+type Config struct {
+	Git       GitConfig       `yaml:"git" json:"git"`
+	StateDir  string          `yaml:"stateDir" json:"stateDir"`
+	Listen    string          `yaml:"listen" json:"listen"`
+	API       APIConfig       `yaml:"api" json:"api"`
+	Reconcile ReconcileConfig `yaml:"reconcile" json:"reconcile"`
+	Drift     DriftConfig     `yaml:"drift" json:"drift"`
+	Providers Providers       `yaml:"providers" json:"providers"`
+	Notify    []Notifier      `yaml:"notify" json:"notify,omitempty"`
+	HA        *HAConfig       `yaml:"ha" json:"ha,omitempty"`
+	pos       positions
+	file      string
+}
+
+// GitConfig is the desired-state source.
+type GitConfig struct {
+	URL      string      `yaml:"url" json:"url"` // https://, ssh://, git@host:path, file:// or a local path
+	Branch   string      `yaml:"branch" json:"branch"`
+	Path     string      `yaml:"path" json:"path"` // directory of service files inside the repo
+	Interval Duration    `yaml:"interval" json:"interval"`
+	Auth     GitAuth     `yaml:"auth" json:"auth"`
+	Verify   *GitVerify  `yaml:"verify" json:"verify,omitempty"`
+	Webhook  *GitWebhook `yaml:"webhook" json:"webhook,omitempty"`
+}
+
+// GitAuth names where credentials come from.
+type GitAuth struct {
+	UsernameEnv      string `yaml:"usernameEnv" json:"usernameEnv,omitempty"`
+	PasswordEnv      string `yaml:"passwordEnv" json:"passwordEnv,omitempty"`
+	TokenEnv         string `yaml:"tokenEnv" json:"tokenEnv,omitempty"`
+	SSHKeyFile       string `yaml:"sshKeyFile" json:"sshKeyFile,omitempty"`
+	SSHPassphraseEnv string `yaml:"sshPassphraseEnv" json:"sshPassphraseEnv,omitempty"`
+	KnownHostsFile   string `yaml:"knownHostsFile" json:"knownHostsFile,omitempty"`
+}
+
+// GitVerify turns on commit signature verification.
+type GitVerify struct {
+	Keyring        string `yaml:"keyring" json:"keyring,omitempty"`               // armored OpenPGP public keys
+	AllowedSigners string `yaml:"allowedSigners" json:"allowedSigners,omitempty"` // ssh allowed_signers file
+}
+
+// GitWebhook configures POST /hooks/git.
+type GitWebhook struct {
+	SecretEnv string `yaml:"secretEnv" json:"secretEnv"`
+}
+
+// APIConfig protects the mutating HTTP endpoints.
+type APIConfig struct {
+	TokenEnv string `yaml:"tokenEnv" json:"tokenEnv,omitempty"`
+}
+
+// ReconcileConfig tunes the loop.
+type ReconcileConfig struct {
+	Interval    Duration `yaml:"interval" json:"interval"` // full resync of every service
+	Concurrency int      `yaml:"concurrency" json:"concurrency"`
+}
+
+// DriftConfig says what to do when live state changes behind Tandem's back.
+type DriftConfig struct {
+	Mode   string   `yaml:"mode" json:"mode"`     // alert | heal
+	Repeat Duration `yaml:"repeat" json:"repeat"` // re-send an unresolved alert this often
+}
+
+// Drift modes.
+const (
+	DriftAlert = "alert"
+	DriftHeal  = "heal"
+)
+
+// Providers are the named provider instances that bindings refer to.
+type Providers struct {
+	ALB     []AlibabaProvider `yaml:"alb" json:"alb,omitempty"`
+	SLB     []AlibabaProvider `yaml:"slb" json:"slb,omitempty"`
+	Nacos   []NacosProvider   `yaml:"nacos" json:"nacos,omitempty"`
+	HAProxy []HAProxyProvider `yaml:"haproxy" json:"haproxy,omitempty"`
+}
+
+// AlibabaProvider is one ALB or SLB account and region.
+type AlibabaProvider struct {
+	Name     string `yaml:"name" json:"name"`
+	Region   string `yaml:"region" json:"region"`
+	Endpoint string `yaml:"endpoint" json:"endpoint,omitempty"` // host[:port]; empty: the regional endpoint
+	Protocol string `yaml:"protocol" json:"protocol,omitempty"` // https (default) or http
+	// Credentials: when AccessKeyIDEnv is empty the Alibaba default credential
+	// chain is used (environment, OIDC, profile, ECS RAM role).
+	AccessKeyIDEnv     string   `yaml:"accessKeyIdEnv" json:"accessKeyIdEnv,omitempty"`
+	AccessKeySecretEnv string   `yaml:"accessKeySecretEnv" json:"accessKeySecretEnv,omitempty"`
+	SecurityTokenEnv   string   `yaml:"securityTokenEnv" json:"securityTokenEnv,omitempty"`
+	SignatureVersion   string   `yaml:"signatureVersion" json:"signatureVersion,omitempty"` // v3 (default, ACS3-HMAC-SHA256) or v2
+	ConnectTimeout     Duration `yaml:"connectTimeout" json:"connectTimeout"`
+	ReadTimeout        Duration `yaml:"readTimeout" json:"readTimeout"`
+	JobTimeout         Duration `yaml:"jobTimeout" json:"jobTimeout"` // ALB async job ceiling
+	RetryTimeout       Duration `yaml:"retryTimeout" json:"retryTimeout"`
+}
+
+// NacosProvider is one Nacos cluster.
+type NacosProvider struct {
+	Name        string   `yaml:"name" json:"name"`
+	Servers     []string `yaml:"servers" json:"servers"` // host:port of the HTTP API; gRPC is port+1000 unless grpcPort is set
+	GRPCPort    int      `yaml:"grpcPort" json:"grpcPort,omitempty"`
+	ContextPath string   `yaml:"contextPath" json:"contextPath"`
+	API         string   `yaml:"api" json:"api"` // v1 (Nacos 2.x) or v3 (Nacos 3.x admin API)
+	UsernameEnv string   `yaml:"usernameEnv" json:"usernameEnv,omitempty"`
+	PasswordEnv string   `yaml:"passwordEnv" json:"passwordEnv,omitempty"`
+	Timeout     Duration `yaml:"timeout" json:"timeout"`
+}
+
+// HAProxyProvider is one HAProxy runtime API socket.
+type HAProxyProvider struct {
+	Name    string   `yaml:"name" json:"name"`
+	Socket  string   `yaml:"socket" json:"socket"` // unix socket path, or host:port of a TCP stats socket
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+}
+
+// Notifier is one notification sink.
+type Notifier struct {
+	Name      string   `yaml:"name" json:"name"`
+	Type      string   `yaml:"type" json:"type"` // webhook | dingtalk | feishu | wecom | slack
+	URL       string   `yaml:"url" json:"url,omitempty"`
+	URLEnv    string   `yaml:"urlEnv" json:"urlEnv,omitempty"` // robot URLs carry tokens: keep them in the environment
+	SecretEnv string   `yaml:"secretEnv" json:"secretEnv,omitempty"`
+	Events    []string `yaml:"events" json:"events,omitempty"` // empty: all
+}
+
+// Notifier types.
+var NotifierTypes = []string{"webhook", "dingtalk", "feishu", "wecom", "slack"}
+
+// HAConfig turns on leader election and the etcd journal.
+type HAConfig struct {
+	Etcd        []string `yaml:"etcd" json:"etcd"`
+	Prefix      string   `yaml:"prefix" json:"prefix"`
+	LeaseTTL    Duration `yaml:"leaseTTL" json:"leaseTTL"`
+	UsernameEnv string   `yaml:"usernameEnv" json:"usernameEnv,omitempty"`
+	PasswordEnv string   `yaml:"passwordEnv" json:"passwordEnv,omitempty"`
+}
+
+// Default fills the optional fields.
+func (c *Config) Default() {
+	setDefault(&c.Git.Branch, "main")
+	setDefault(&c.Git.Path, "services")
+	setDefault(&c.Git.Interval, Duration(30*time.Second))
+	setDefault(&c.StateDir, "/var/lib/tandem")
+	setDefault(&c.Listen, "127.0.0.1:8080")
+	setDefault(&c.Reconcile.Interval, Duration(30*time.Second))
+	setDefault(&c.Reconcile.Concurrency, 4)
+	setDefault(&c.Drift.Mode, DriftAlert)
+	setDefault(&c.Drift.Repeat, Duration(time.Hour))
+	for _, ps := range [][]AlibabaProvider{c.Providers.ALB, c.Providers.SLB} {
+		for i := range ps {
+			p := &ps[i]
+			setDefault(&p.Protocol, "https")
+			setDefault(&p.SignatureVersion, "v3")
+			setDefault(&p.ConnectTimeout, Duration(5*time.Second))
+			setDefault(&p.ReadTimeout, Duration(10*time.Second))
+			setDefault(&p.JobTimeout, Duration(2*time.Minute))
+			setDefault(&p.RetryTimeout, Duration(time.Minute))
+		}
+	}
+	for i := range c.Providers.Nacos {
+		p := &c.Providers.Nacos[i]
+		setDefault(&p.ContextPath, "/nacos")
+		setDefault(&p.API, "v1")
+		setDefault(&p.Timeout, Duration(5*time.Second))
+	}
+	for i := range c.Providers.HAProxy {
+		setDefault(&c.Providers.HAProxy[i].Timeout, Duration(5*time.Second))
+	}
+	if c.HA != nil {
+		setDefault(&c.HA.Prefix, "/tandem")
+		setDefault(&c.HA.LeaseTTL, Duration(15*time.Second))
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c *Config) Validate() Problems {
+	var ps Problems
+	bad := func(path, format string, args ...any) {
+		ps = append(ps, Problem{File: c.file, Line: c.pos.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	env := func(path, name string) {
+		if name != "" && !envNameOK(name) {
+			bad(path, "must name an environment variable (letters, digits, _), got %q", name)
+		}
+	}
+	if c.Git.URL == "" {
+		bad("git.url", "is required (a repository URL or a local path)")
+	}
+	if c.Git.Interval.D() < time.Second {
+		bad("git.interval", "must be at least 1s")
+	}
+	if strings.HasPrefix(c.Git.Path, "/") || strings.Contains(c.Git.Path, "..") {
+		bad("git.path", "must be a relative path inside the repository, got %q", c.Git.Path)
+	}
+	env("git.auth.usernameEnv", c.Git.Auth.UsernameEnv)
+	env("git.auth.passwordEnv", c.Git.Auth.PasswordEnv)
+	env("git.auth.tokenEnv", c.Git.Auth.TokenEnv)
+	env("git.auth.sshPassphraseEnv", c.Git.Auth.SSHPassphraseEnv)
+	if v := c.Git.Verify; v != nil && v.Keyring == "" && v.AllowedSigners == "" {
+		bad("git.verify", "must set keyring or allowedSigners")
+	}
+	if w := c.Git.Webhook; w != nil {
+		if w.SecretEnv == "" {
+			bad("git.webhook.secretEnv", "is required: unsigned webhooks are refused")
+		}
+		env("git.webhook.secretEnv", w.SecretEnv)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "must be host:port, got %q", c.Listen)
+	}
+	env("api.tokenEnv", c.API.TokenEnv)
+	if c.Reconcile.Concurrency < 1 {
+		bad("reconcile.concurrency", "must be at least 1")
+	}
+	if c.Reconcile.Interval.D() < time.Second {
+		bad("reconcile.interval", "must be at least 1s")
+	}
+	if c.Drift.Mode != DriftAlert && c.Drift.Mode != DriftHeal {
+		bad("drift.mode", "must be alert or heal, got %q", c.Drift.Mode)
+	}
+
+	names := map[string]string{}
+	unique := func(kind string, i int, name string) {
+		p := fmt.Sprintf("providers.%s[%d].name", kind, i)
+		switch {
+		case name == "":
+			bad(p, "is required")
+		case !nameRE.MatchString(name):
+			bad(p, "must be lower-case letters, digits and '-', got %q", name)
+		default:
+			if prev, dup := names[kind+"/"+name]; dup {
+				bad(p, "%s provider %q is already defined at %s", kind, name, prev)
+			}
+			names[kind+"/"+name] = p
+		}
+	}
+	for kind, list := range map[string][]AlibabaProvider{KindALB: c.Providers.ALB, KindSLB: c.Providers.SLB} {
+		for i, p := range list {
+			unique(kind, i, p.Name)
+			base := fmt.Sprintf("providers.%s[%d]", kind, i)
+			if p.Region == "" {
+				bad(base+".region", "is required, e.g. cn-hangzhou")
+			}
+			if p.Protocol != "http" && p.Protocol != "https" {
+				bad(base+".protocol", "must be http or https, got %q", p.Protocol)
+			}
+			if p.SignatureVersion != "v3" && p.SignatureVersion != "v2" {
+				bad(base+".signatureVersion", "must be v3 or v2, got %q", p.SignatureVersion)
+			}
+			if (p.AccessKeyIDEnv == "") != (p.AccessKeySecretEnv == "") {
+				bad(base, "set both accessKeyIdEnv and accessKeySecretEnv, or neither to use the default credential chain")
+			}
+			env(base+".accessKeyIdEnv", p.AccessKeyIDEnv)
+			env(base+".accessKeySecretEnv", p.AccessKeySecretEnv)
+			env(base+".securityTokenEnv", p.SecurityTokenEnv)
+		}
+	}
+	for i, p := range c.Providers.Nacos {
+		unique(KindNacos, i, p.Name)
+		base := fmt.Sprintf("providers.nacos[%d]", i)
+		if len(p.Servers) == 0 {
+			bad(base+".servers", "needs at least one host:port")
+		}
+		for j, s := range p.Servers {
+			if _, _, err := net.SplitHostPort(s); err != nil {
+				bad(fmt.Sprintf("%s.servers[%d]", base, j), "must be host:port, got %q", s)
+			}
+		}
+		if p.API != "v1" && p.API != "v3" {
+			bad(base+".api", "must be v1 (Nacos 2.x) or v3 (Nacos 3.x), got %q", p.API)
+		}
+		if !strings.HasPrefix(p.ContextPath, "/") {
+			bad(base+".contextPath", "must start with /, got %q", p.ContextPath)
+		}
+		if (p.UsernameEnv == "") != (p.PasswordEnv == "") {
+			bad(base, "set both usernameEnv and passwordEnv, or neither when auth is off")
+		}
+		env(base+".usernameEnv", p.UsernameEnv)
+		env(base+".passwordEnv", p.PasswordEnv)
+	}
+	for i, p := range c.Providers.HAProxy {
+		unique(KindHAProxy, i, p.Name)
+		if p.Socket == "" {
+			bad(fmt.Sprintf("providers.haproxy[%d].socket", i), "is required (a unix socket path or host:port)")
+		}
+	}
+	for i, n := range c.Notify {
+		base := fmt.Sprintf("notify[%d]", i)
+		if !contains(NotifierTypes, n.Type) {
+			bad(base+".type", "must be one of %s, got %q", strings.Join(NotifierTypes, ", "), n.Type)
+		}
+		switch {
+		case n.URL == "" && n.URLEnv == "":
+			bad(base+".url", "set url or urlEnv")
+		case n.URL != "" && n.URLEnv != "":
+			bad(base+".url", "set only one of url and urlEnv")
+		case n.URL != "":
+			if u, err := url.Parse(n.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+				bad(base+".url", "must be an http or https URL")
+			}
+		}
+		env(base+".urlEnv", n.URLEnv)
+		env(base+".secretEnv", n.SecretEnv)
+	}
+	if h := c.HA; h != nil {
+		if len(h.Etcd) == 0 {
+			bad("ha.etcd", "needs at least one endpoint")
+		}
+		if h.LeaseTTL.D() < 2*time.Second {
+			bad("ha.leaseTTL", "must be at least 2s")
+		}
+		env("ha.usernameEnv", h.UsernameEnv)
+		env("ha.passwordEnv", h.PasswordEnv)
+	}
+	return ps
+}
+
+// HasProvider reports whether a provider instance of this kind and name exists.
+func (c *Config) HasProvider(kind, name string) bool {
+	switch kind {
+	case KindALB:
+		return hasName(c.Providers.ALB, name)
+	case KindSLB:
+		return hasName(c.Providers.SLB, name)
+	case KindNacos:
+		for _, p := range c.Providers.Nacos {
+			if p.Name == name {
+				return true
+			}
+		}
+	case KindHAProxy:
+		for _, p := range c.Providers.HAProxy {
+			if p.Name == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func hasName(ps []AlibabaProvider, name string) bool {
+	for _, p := range ps {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func envNameOK(s string) bool {
+	for i, r := range s {
+		ok := r == '_' || (r >= 'A' && r <= 'Z') || (r >= 'a' && r <= 'z') || (i > 0 && r >= '0' && r <= '9')
+		if !ok {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// Secret is a credential read from the environment. It never prints itself:
+// not in logs, JSON, errors or fmt output.
+type Secret string
+
+const redacted = "<redacted>"
+
+func (s Secret) String() string                { return redacted }
+func (s Secret) GoString() string              { return redacted }
+func (s Secret) MarshalText() ([]byte, error)  { return []byte(redacted), nil }
+func (s Secret) LogValue() slog.Value          { return slog.StringValue(redacted) }
+func (s Secret) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(redacted)) }
+func (s Secret) Reveal() string                { return string(s) }
+func (s Secret) Empty() bool                   { return s == "" }
+
+// SecretFromEnv reads the variable an *Env field names. An empty name gives
+// an empty secret; a named but unset variable is an error naming the field.
+func SecretFromEnv(field, name string) (Secret, error) {
+	if name == "" {
+		return "", nil
+	}
+	v, ok := os.LookupEnv(name)
+	if !ok || v == "" {
+		return "", fmt.Errorf("%s: environment variable %s is not set", field, name)
+	}
+	return Secret(v), nil
+}

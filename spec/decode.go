@@ -1,0 +1,311 @@
+package spec
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Limits that keep a hostile or broken file from exhausting the daemon.
+const (
+	MaxFileBytes    = 1 << 20 // one spec or config file
+	maxDocuments    = 1000    // documents in one file
+	maxNodes        = 200_000 // YAML nodes visited per file, aliases expanded: stops alias bombs
+	maxDepth        = 64      // nesting depth
+	maxScalarLength = 64 << 10
+)
+
+// scalarDecoder is implemented by types that parse themselves from one YAML
+// scalar (Duration, Group). The error text becomes the problem message.
+type scalarDecoder interface {
+	decodeScalar(s string) error
+}
+
+// positions maps a field path (groups.B.instances[1].port) to the line that
+// defined it, so that validation, which runs on typed values, can still point
+// at the line an operator must edit.
+type positions map[string]int
+
+// line returns the line of path, or of its nearest ancestor that has one.
+func (p positions) line(path string) int {
+	for {
+		if l, ok := p[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return p[""]
+		}
+		path = path[:i]
+	}
+}
+
+// decoder walks a yaml.Node tree into a Go value. Unlike yaml.v3's own
+// decoding it never stops at the first problem, it rejects unknown fields
+// and duplicate keys, and every problem carries the file, line and field path.
+type decoder struct {
+	file     string
+	problems Problems
+	pos      positions
+	nodes    int
+}
+
+func newDecoder(file string) *decoder {
+	return &decoder{file: file, pos: positions{}}
+}
+
+func (d *decoder) problem(line int, path, format string, args ...any) {
+	d.problems = append(d.problems, Problem{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// splitDocuments parses every YAML document of data into nodes. A syntax
+// error is a single problem for the file: yaml.v3 cannot recover past it.
+func splitDocuments(file string, data []byte) ([]*yaml.Node, Problems) {
+	if len(data) > MaxFileBytes {
+		return nil, Problems{{File: file, Msg: fmt.Sprintf("file is %d bytes; the limit is %d", len(data), MaxFileBytes)}}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var docs []*yaml.Node
+	for {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			return docs, nil
+		}
+		if err != nil {
+			return nil, Problems{yamlSyntaxProblem(file, err)}
+		}
+		if len(docs) == maxDocuments {
+			return nil, Problems{{File: file, Msg: fmt.Sprintf("more than %d YAML documents", maxDocuments)}}
+		}
+		if len(n.Content) == 0 || (n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Tag == "!!null") {
+			continue // an empty document, e.g. a file of comments or a trailing ---
+		}
+		docs = append(docs, n.Content[0])
+	}
+}
+
+// yamlSyntaxProblem turns yaml.v3's "yaml: line 3: did not find expected key"
+// into a located problem.
+func yamlSyntaxProblem(file string, err error) Problem {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if i := strings.Index(rest, ":"); i > 0 {
+			if n, convErr := strconv.Atoi(rest[:i]); convErr == nil {
+				line = n
+				msg = strings.TrimSpace(rest[i+1:])
+			}
+		}
+	}
+	return Problem{File: file, Line: line, Msg: "invalid YAML: " + msg}
+}
+
+// decode fills v (a pointer) from n.
+func (d *decoder) decode(n *yaml.Node, v any) {
+	d.value(n, reflect.ValueOf(v).Elem(), "", 0)
+}
+
+func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, depth int) {
+	d.nodes++
+	if d.nodes > maxNodes {
+		if d.nodes == maxNodes+1 {
+			d.problem(n.Line, path, "document is too large or uses too many aliases (over %d nodes)", maxNodes)
+		}
+		return
+	}
+	if depth > maxDepth {
+		d.problem(n.Line, path, "nested deeper than %d levels", maxDepth)
+		return
+	}
+	if n.Kind == yaml.AliasNode {
+		d.value(n.Alias, v, path, depth+1)
+		return
+	}
+	if _, seen := d.pos[path]; !seen {
+		d.pos[path] = n.Line
+	}
+	if isNull(n) {
+		return // leave the zero value: defaults fill it, validation reports it if required
+	}
+	if sd, ok := v.Addr().Interface().(scalarDecoder); ok {
+		if s, ok := d.scalar(n, path); ok {
+			if err := sd.decodeScalar(s); err != nil {
+				d.problem(n.Line, path, "%s", err.Error())
+			}
+		}
+		return
+	}
+	switch v.Kind() {
+	case reflect.Pointer:
+		elem := reflect.New(v.Type().Elem())
+		d.value(n, elem.Elem(), path, depth+1)
+		v.Set(elem)
+	case reflect.Struct:
+		d.structure(n, v, path, depth)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.problem(n.Line, path, "must be a list, got %s", describe(n))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			d.value(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i), depth+1)
+		}
+		v.Set(s)
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			d.problem(n.Line, path, "must be a mapping, got %s", describe(n))
+			return
+		}
+		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			key, ok := d.scalar(k, path)
+			if !ok {
+				continue
+			}
+			if first, dup := seen[key]; dup {
+				d.problem(k.Line, join(path, key), "duplicate key (first defined on line %d)", first)
+				continue
+			}
+			seen[key] = k.Line
+			elem := reflect.New(v.Type().Elem()).Elem()
+			d.value(val, elem, join(path, key), depth+1)
+			m.SetMapIndex(reflect.ValueOf(key).Convert(v.Type().Key()), elem)
+		}
+		v.Set(m)
+	case reflect.String:
+		if s, ok := d.scalar(n, path); ok {
+			v.SetString(s)
+		}
+	case reflect.Bool:
+		if s, ok := d.scalar(n, path); ok {
+			b, err := strconv.ParseBool(s)
+			if n.Tag != "!!bool" || err != nil {
+				d.problem(n.Line, path, "must be true or false, got %q", s)
+				return
+			}
+			v.SetBool(b)
+		}
+	case reflect.Int, reflect.Int32, reflect.Int64:
+		if s, ok := d.scalar(n, path); ok {
+			i, err := strconv.ParseInt(s, 0, 64)
+			if n.Tag != "!!int" || err != nil || v.OverflowInt(i) {
+				d.problem(n.Line, path, "must be an integer, got %q", s)
+				return
+			}
+			v.SetInt(i)
+		}
+	case reflect.Float64:
+		if s, ok := d.scalar(n, path); ok {
+			f, err := strconv.ParseFloat(s, 64)
+			if (n.Tag != "!!int" && n.Tag != "!!float") || err != nil {
+				d.problem(n.Line, path, "must be a number, got %q", s)
+				return
+			}
+			v.SetFloat(f)
+		}
+	default:
+		panic(fmt.Sprintf("spec: no YAML decoding for %s", v.Type()))
+	}
+}
+
+func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string, depth int) {
+	if n.Kind != yaml.MappingNode {
+		d.problem(n.Line, path, "must be a mapping, got %s", describe(n))
+		return
+	}
+	fields := fieldsOf(v.Type())
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		key, ok := d.scalar(k, path)
+		if !ok {
+			continue
+		}
+		if first, dup := seen[key]; dup {
+			d.problem(k.Line, join(path, key), "duplicate key (first defined on line %d)", first)
+			continue
+		}
+		seen[key] = k.Line
+		idx, ok := fields.index[key]
+		if !ok {
+			d.problem(k.Line, join(path, key), "unknown field; expected one of: %s", strings.Join(fields.names, ", "))
+			continue
+		}
+		d.value(val, v.Field(idx), join(path, key), depth+1)
+	}
+}
+
+// scalar returns the text of a scalar node, reporting anything else.
+func (d *decoder) scalar(n *yaml.Node, path string) (string, bool) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind != yaml.ScalarNode {
+		d.problem(n.Line, path, "must be a single value, got %s", describe(n))
+		return "", false
+	}
+	if len(n.Value) > maxScalarLength {
+		d.problem(n.Line, path, "value is longer than %d bytes", maxScalarLength)
+		return "", false
+	}
+	return n.Value, true
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	default:
+		return fmt.Sprintf("%q", n.Value)
+	}
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+type structFields struct {
+	index map[string]int
+	names []string
+}
+
+var fieldCache sync.Map // reflect.Type -> structFields
+
+func fieldsOf(t reflect.Type) structFields {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(structFields)
+	}
+	f := structFields{index: map[string]int{}}
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		f.index[name] = i
+		f.names = append(f.names, name)
+	}
+	sort.Strings(f.names)
+	fieldCache.Store(t, f)
+	return f
+}
