@@ -1,0 +1,55 @@
+package reconcile
+
+import "time"
+
+// Event is one line of the audit trail: what Tandem did or saw, when, and
+// for which revision of the desired state.
+type Event struct {
+	Time       time.Time     `json:"time"`
+	Service    string        `json:"service"`
+	Type       string        `json:"type"`   // Normal | Warning
+	Reason     string        `json:"reason"` // CamelCase, e.g. TransitionStarted, PhaseCompleted, DriftDetected
+	Message    string        `json:"message"`
+	Revision   string        `json:"revision,omitempty"`
+	Author     string        `json:"author,omitempty"`
+	Subject    string        `json:"subject,omitempty"`
+	Transition string        `json:"transition,omitempty"`
+	Phase      Phase         `json:"phase,omitempty"`
+	Duration   time.Duration `json:"duration,omitempty"`
+}
+
+// Event types.
+const (
+	EventNormal  = "Normal"
+	EventWarning = "Warning"
+)
+
+// Event reasons emitted by the engine.
+const (
+	ReasonTransitionStarted   = "TransitionStarted"
+	ReasonPhaseCompleted      = "PhaseCompleted"
+	ReasonStepApplied         = "StepApplied"
+	ReasonStepFailed          = "StepFailed"
+	ReasonTransitionSucceeded = "TransitionSucceeded"
+	ReasonTransitionAborted   = "TransitionAborted"
+	ReasonSwappedBack         = "SwappedBack"
+	ReasonAbortStarted        = "AbortStarted"
+	ReasonSwapBackStarted     = "SwapBackStarted"
+	ReasonDrainCeiling        = "DrainCeiling"
+	ReasonDriftDetected       = "DriftDetected"
+	ReasonDriftResolved       = "DriftResolved"
+	ReasonStalled             = "Stalled"
+	ReasonRevisionRejected    = "RevisionRejected"
+	ReasonAdopted             = "Adopted"
+)
+
+// Recorder receives events. Implementations must not block for long.
+type Recorder interface {
+	Record(Event)
+}
+
+// RecorderFunc adapts a function to Recorder.
+type RecorderFunc func(Event)
+
+// Record calls f.
+func (f RecorderFunc) Record(e Event) { f(e) }

@@ -1,0 +1,299 @@
+package reconcile
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/spec"
+)
+
+// Live is everything observed about one service in one pass. Observation is
+// all or nothing: a Live is only planned on when every read succeeded
+// (stale data beats partial data, and no data beats both).
+type Live struct {
+	Bindings []BindingLive                    `json:"bindings"`
+	Registry *providers.RegistryView          `json:"registry,omitempty"` // nil when the service has no registry
+	Probes   map[string]providers.ProbeResult `json:"probes,omitempty"`   // by ip:port; only for probed instances
+	Evidence map[string]*providers.Evidence   `json:"evidence,omitempty"` // by ip:port; nil value: could not be read
+}
+
+// BindingLive is one binding as its load balancer reports it.
+type BindingLive struct {
+	Binding  spec.Binding        `json:"binding"`
+	Backends []providers.Backend `json:"backends"`
+}
+
+// Active is the live active group derived from weights and the registry.
+type Active string
+
+const (
+	ActiveA       Active = "A"
+	ActiveB       Active = "B"
+	ActiveBoth    Active = "both"    // both groups carry traffic
+	ActiveNeither Active = "neither" // no group carries all traffic
+	ActiveMixed   Active = "mixed"   // some instances of a group carry traffic, some do not
+)
+
+// view answers questions about a Live in terms of one service's groups.
+type view struct {
+	svc  *spec.Service
+	live *Live
+}
+
+func (v view) backend(bl BindingLive, in spec.Instance) (providers.Backend, bool) {
+	for _, b := range bl.Backends {
+		if b.ID == in.ID {
+			return b, true
+		}
+	}
+	return providers.Backend{}, false
+}
+
+func (v view) registryInstance(in spec.Instance) (providers.RegistryInstance, bool) {
+	if v.live.Registry == nil {
+		return providers.RegistryInstance{}, false
+	}
+	for _, r := range v.live.Registry.Instances {
+		if r.IP == in.IP && r.Port == in.Port {
+			return r, true
+		}
+	}
+	return providers.RegistryInstance{}, false
+}
+
+func (v view) visible(in spec.Instance) bool {
+	if v.live.Registry == nil {
+		return false
+	}
+	for _, a := range v.live.Registry.Visible {
+		if a.IP == in.IP && a.Port == in.Port {
+			return true
+		}
+	}
+	return false
+}
+
+func (v view) hasRegistry() bool { return v.svc.Registry != nil && v.svc.Registry.Nacos != nil }
+
+// weighted reports how many instances of g carry weight on the binding, and
+// whether every instance of g has exactly want (want < 0: any weight > 0).
+func (v view) weightState(bl BindingLive, g spec.Group) (on, total int) {
+	insts := v.svc.Groups.Get(g)
+	for _, in := range insts {
+		if b, ok := v.backend(bl, in); ok && b.Weight > 0 {
+			on++
+		}
+	}
+	return on, len(insts)
+}
+
+// groupOn reports whether every instance of g has weight > 0 on every
+// binding and is enabled in the registry.
+func (v view) groupOn(g spec.Group) bool {
+	for _, bl := range v.live.Bindings {
+		if on, total := v.weightState(bl, g); on != total {
+			return false
+		}
+	}
+	if v.hasRegistry() {
+		for _, in := range v.svc.Groups.Get(g) {
+			if r, ok := v.registryInstance(in); !ok || !r.Enabled {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// groupOff reports whether no instance of g has weight or is enabled.
+func (v view) groupOff(g spec.Group) bool {
+	for _, bl := range v.live.Bindings {
+		if on, _ := v.weightState(bl, g); on > 0 {
+			return false
+		}
+	}
+	if v.hasRegistry() {
+		for _, in := range v.svc.Groups.Get(g) {
+			if r, ok := v.registryInstance(in); ok && r.Enabled {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// active derives the live active group (design §4).
+func (v view) active() Active {
+	aOn, bOn := v.groupOn(spec.GroupA), v.groupOn(spec.GroupB)
+	aOff, bOff := v.groupOff(spec.GroupA), v.groupOff(spec.GroupB)
+	switch {
+	case aOn && bOff:
+		return ActiveA
+	case bOn && aOff:
+		return ActiveB
+	case aOn && bOn:
+		return ActiveBoth
+	case aOff && bOff:
+		return ActiveNeither
+	}
+	return ActiveMixed
+}
+
+// version returns the running version of an instance ("" when unknown).
+func (v view) version(in spec.Instance) string {
+	if key := v.svc.Health.Version.NacosMetadata; key != "" {
+		if r, ok := v.registryInstance(in); ok {
+			return r.Metadata[key]
+		}
+		return ""
+	}
+	if p, ok := v.live.Probes[in.Addr()]; ok {
+		return p.Version
+	}
+	return ""
+}
+
+// groupVersion returns the version every instance of g runs, or "" when they
+// differ or one is unknown.
+func (v view) groupVersion(g spec.Group) string {
+	ver := ""
+	for i, in := range v.svc.Groups.Get(g) {
+		iv := v.version(in)
+		if iv == "" || (i > 0 && iv != ver) {
+			return ""
+		}
+		ver = iv
+	}
+	return ver
+}
+
+// versionKnown reports whether versions of g can be read from this Live.
+func (v view) versionKnown(g spec.Group) bool {
+	if v.svc.Health.Version.NacosMetadata != "" {
+		return v.live.Registry != nil
+	}
+	for _, in := range v.svc.Groups.Get(g) {
+		if _, ok := v.live.Probes[in.Addr()]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// verified reports whether every instance of g is healthy, registered and
+// runs version ("" when the version is unknown, e.g. the source group of a
+// transition that began with unreadable versions), and if not, why.
+func (v view) verified(g spec.Group, version string) (bool, string) {
+	for _, in := range v.svc.Groups.Get(g) {
+		p, ok := v.live.Probes[in.Addr()]
+		switch {
+		case !ok:
+			return false, fmt.Sprintf("%s not probed yet", in)
+		case !p.Healthy:
+			return false, fmt.Sprintf("%s unhealthy: %s", in, orDash(p.Detail))
+		}
+		if got := v.version(in); version != "" && got != version {
+			return false, fmt.Sprintf("%s runs %s, want %s", in, orDash(got), version)
+		}
+		if v.hasRegistry() {
+			if _, ok := v.registryInstance(in); !ok {
+				return false, fmt.Sprintf("%s is not registered in %s", in, v.svc.Registry.Nacos)
+			}
+		}
+		for _, bl := range v.live.Bindings {
+			b, ok := v.backend(bl, in)
+			switch {
+			case !ok:
+				return false, fmt.Sprintf("%s is not a backend of %s", in, bl.Binding.Key())
+			case b.Health == providers.HealthUnhealthy:
+				return false, fmt.Sprintf("%s reports %s unhealthy", bl.Binding.Key(), in)
+			}
+		}
+	}
+	return true, ""
+}
+
+// unhealthy lists the instances of g that a probe or an LB reports unhealthy.
+func (v view) unhealthy(g spec.Group) []string {
+	var out []string
+	for _, in := range v.svc.Groups.Get(g) {
+		if p, ok := v.live.Probes[in.Addr()]; ok && !p.Healthy {
+			out = append(out, fmt.Sprintf("%s: %s", in, orDash(p.Detail)))
+			continue
+		}
+		for _, bl := range v.live.Bindings {
+			if b, ok := v.backend(bl, in); ok && b.Health == providers.HealthUnhealthy {
+				out = append(out, fmt.Sprintf("%s: unhealthy on %s", in, bl.Binding.Key()))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// evidence sums the drain evidence of g: sessions the LBs still route to it
+// and the instances' own in-flight and session counts. known is false when
+// any source could not be read (unknown is never taken for zero).
+func (v view) evidence(g spec.Group) (total int, known bool, detail string) {
+	known = true
+	var parts []string
+	for _, bl := range v.live.Bindings {
+		n := 0
+		for _, in := range v.svc.Groups.Get(g) {
+			if b, ok := v.backend(bl, in); ok {
+				if b.Sessions < 0 {
+					continue // this LB does not report sessions
+				}
+				n += b.Sessions
+			}
+		}
+		total += n
+		parts = append(parts, fmt.Sprintf("%s sessions=%d", bl.Binding.Key(), n))
+	}
+	if v.svc.Drain.Metrics != "" {
+		inflight, sessions := 0, 0
+		for _, in := range v.svc.Groups.Get(g) {
+			e, ok := v.live.Evidence[in.Addr()]
+			if !ok || e == nil {
+				known = false
+				parts = append(parts, fmt.Sprintf("%s evidence unreadable", in))
+				continue
+			}
+			inflight += e.InFlight
+			sessions += e.Sessions
+		}
+		total += inflight + sessions
+		parts = append(parts, fmt.Sprintf("in-flight=%d websockets=%d", inflight, sessions))
+	}
+	return total, known, strings.Join(parts, ", ")
+}
+
+// unknownBackends lists LB backends and registry instances the spec does not know.
+func (v view) unknown() []string {
+	var out []string
+	for _, bl := range v.live.Bindings {
+		for _, b := range bl.Backends {
+			if _, ok := v.svc.Groups.GroupOfID(b.ID); !ok {
+				out = append(out, fmt.Sprintf("%s has backend %s (%s:%d) that is in neither group", bl.Binding.Key(), b.ID, b.IP, b.Port))
+			}
+		}
+	}
+	if v.live.Registry != nil {
+		for _, r := range v.live.Registry.Instances {
+			if _, ok := v.svc.Groups.GroupOf(r.IP, r.Port); !ok {
+				out = append(out, fmt.Sprintf("%s has instance %s:%d that is in neither group", v.svc.Registry.Nacos, r.IP, r.Port))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

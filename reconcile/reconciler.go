@@ -1,0 +1,324 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/spec"
+)
+
+// Target is the desired state of one service at a pinned revision.
+type Target struct {
+	Service  *spec.Service
+	Revision Revision
+}
+
+// Result tells the worker when to look at a service again.
+type Result struct {
+	RequeueAfter time.Duration // 0: at the next resync
+	Requeue      bool          // true: again at once (a step was applied)
+}
+
+// Reconciler runs passes: load desired, observe, plan, guard, apply, verify.
+type Reconciler struct {
+	Providers   *providers.Set
+	Store       Store
+	Fence       Fence    // nil: always allowed (single daemon with a file lock)
+	Recorder    Recorder // nil: events are only logged
+	Log         *slog.Logger
+	Heal        bool          // drift mode heal
+	DriftRepeat time.Duration // re-announce unresolved drift this often (0: never)
+	DryRun      bool          // plan and report, change nothing
+
+	statusMu sync.RWMutex
+	status   map[string]*Status
+	drift    map[string]driftMemo
+}
+
+type driftMemo struct {
+	signature string
+	announced time.Time
+}
+
+func (r *Reconciler) log() *slog.Logger {
+	if r.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Log
+}
+
+func (r *Reconciler) now() time.Time {
+	if r.Providers != nil && r.Providers.Clock != nil {
+		return r.Providers.Clock.Now()
+	}
+	return time.Now()
+}
+
+func (r *Reconciler) record(evs ...Event) {
+	for _, e := range evs {
+		level := slog.LevelInfo
+		if e.Type == EventWarning {
+			level = slog.LevelWarn
+		}
+		r.log().Log(context.Background(), level, "event", "target", e.Service, "reason", e.Reason, "message", e.Message,
+			"revision", e.Revision, "phase", e.Phase)
+		if r.Recorder != nil {
+			r.Recorder.Record(e)
+		}
+	}
+}
+
+// Reconcile runs one pass for one service. At most one side effect is
+// applied per pass; the result asks for the next pass at once when one was.
+// The returned error is classified by Classify.
+func (r *Reconciler) Reconcile(ctx context.Context, tgt Target) (res Result, err error) {
+	svc := tgt.Service
+	log := r.log().With("target", svc.Name, "revision", tgt.Revision.Hash)
+	st, err := r.Store.Load(ctx, svc.Name)
+	if err != nil {
+		return Result{}, fmt.Errorf("loading journal of %s: %w", svc.Name, err)
+	}
+	status := &Status{Service: svc.Name, Revision: tgt.Revision, DesiredActive: svc.Active, DesiredVersion: svc.Version,
+		Suspended: svc.Suspend, LastPass: r.now()}
+	defer func() { r.setStatus(status, st, err) }()
+
+	live, err := Observe(ctx, r.Providers, svc, NeedsFor(svc, st))
+	if err != nil {
+		return Result{}, err
+	}
+	status.observed(svc, live)
+
+	plan := Compute(Input{Service: svc, Revision: tgt.Revision, Live: live, State: st, Now: r.now(), Heal: r.Heal})
+	status.planned(plan)
+	r.announceDrift(svc.Name, tgt.Revision, plan.Drift)
+	if svc.Suspend || r.DryRun {
+		if svc.Suspend {
+			status.Message = "suspended: " + plan.Summary
+		}
+		return Result{}, nil
+	}
+	if plan.Step != nil && st.Transition == nil && plan.Next.Transition != nil {
+		if err := r.dependenciesReady(svc); err != nil {
+			return Result{}, err
+		}
+	}
+	if plan.Step == nil {
+		if !reflect.DeepEqual(plan.Next, st) {
+			if err := r.save(ctx, plan.Next); err != nil {
+				return Result{}, err
+			}
+			st = plan.Next
+		}
+		r.record(plan.Events...)
+		switch {
+		case plan.Stall != nil:
+			return Result{}, plan.Stall
+		case plan.Wait != nil:
+			return Result{}, &WaitingError{Reason: plan.Wait.Reason, Message: plan.Wait.Message, RequeueAfter: plan.Wait.For}
+		case plan.Next.Transition == nil && st.Transition == nil && len(plan.Events) > 0:
+			return Result{Requeue: true}, nil // e.g. a transition just finished: look once more
+		}
+		return Result{}, nil
+	}
+
+	step := plan.Step
+	if err := Guard(svc, live, step); err != nil {
+		r.record(Event{Time: r.now(), Service: svc.Name, Type: EventWarning, Reason: ReasonStalled, Message: err.Error(),
+			Revision: tgt.Revision.Hash, Phase: plan.Phase})
+		return Result{}, err
+	}
+	if err := r.save(ctx, plan.Next); err != nil { // the journal before the side effect
+		return Result{}, err
+	}
+	st = plan.Next
+	r.record(plan.Events...)
+
+	start := r.now()
+	log.Info("applying step", "action", step.Action, "phase", plan.Phase, "step", step.Describe)
+	out, applyErr := r.apply(ctx, svc, tgt.Revision, step)
+	took := r.now().Sub(start)
+	next, absorbed := complete(st, step, out, applyErr)
+	t := st.Transition
+	e := Event{Time: r.now(), Service: svc.Name, Type: EventNormal, Reason: ReasonStepApplied, Message: step.Describe,
+		Revision: t.Revision, Author: t.Author, Subject: t.Subject, Transition: t.ID, Phase: t.Phase, Duration: took}
+	if out.Output != "" {
+		e.Message += "\n" + out.Output
+	}
+	if applyErr != nil {
+		e.Type, e.Reason = EventWarning, ReasonStepFailed
+		e.Message = fmt.Sprintf("%s: %v", step.Describe, applyErr)
+	}
+	if !reflect.DeepEqual(next, st) {
+		if err := r.save(ctx, next); err != nil {
+			return Result{}, err
+		}
+		st = next
+	}
+	r.record(e)
+	if applyErr != nil && !absorbed {
+		return Result{}, fmt.Errorf("%s: %w", step.Describe, applyErr)
+	}
+	return Result{Requeue: true}, nil
+}
+
+// stepOutput is what a step reports besides success or failure.
+type stepOutput struct {
+	Output string // for the events log (deploy output, notes)
+	Closed int    // close-sessions: how many were closed
+}
+
+// complete records the outcome of a step in the state to journal. absorbed
+// reports that a failure became part of the transition (it will be undone)
+// instead of being retried with backoff.
+func complete(st State, s *Step, out stepOutput, err error) (State, bool) {
+	next := st.Clone()
+	t := next.Transition
+	if t == nil {
+		return next, false
+	}
+	if err == nil {
+		t.StepFailures = 0
+		switch s.Action {
+		case ActionDeploy:
+			t.DeployDone = true
+		case ActionCloseSessions:
+			t.Closed += out.Closed
+		}
+		return next, false
+	}
+	if errors.Is(err, context.Canceled) {
+		return next, false // shutting down: the step is repeated after the restart
+	}
+	t.StepFailures++
+	switch {
+	case s.Action == ActionDeploy:
+		// A deploy that reported failure is not retried: the group is in an
+		// unknown state, and the source never stopped serving.
+		t.Failure = fmt.Sprintf("deploy of %s to group %s failed: %v", s.Version, s.Group, err)
+		return next, true
+	case t.Phase.index() < PhaseShift.index() && (t.StepFailures >= MaxStepFailures || Classify(err) == ClassStalled):
+		t.Failure = fmt.Sprintf("%s failed: %v", s.Describe, err)
+		return next, true
+	}
+	return next, false
+}
+
+func (r *Reconciler) save(ctx context.Context, st State) error {
+	if r.Fence != nil {
+		if err := r.Fence.Check(ctx); err != nil {
+			return fmt.Errorf("not acting on %s: %w", st.Service, err)
+		}
+	}
+	if err := r.Store.Save(ctx, st); err != nil {
+		return fmt.Errorf("journaling %s: %w", st.Service, err)
+	}
+	return nil
+}
+
+// apply performs one step through the providers. The fence is checked
+// immediately before the side effect.
+func (r *Reconciler) apply(ctx context.Context, svc *spec.Service, rev Revision, s *Step) (stepOutput, error) {
+	if r.Fence != nil {
+		if err := r.Fence.Check(ctx); err != nil {
+			return stepOutput{}, fmt.Errorf("not acting on %s: %w", svc.Name, err)
+		}
+	}
+	ps := r.Providers
+	switch s.Action {
+	case ActionDeploy:
+		d, err := ps.Deployer(svc)
+		if err != nil {
+			return stepOutput{}, providers.Permanent("DeployerInvalid", fmt.Errorf("deployer of %s: %w", svc.Name, err))
+		}
+		dctx, cancel := context.WithTimeout(ctx, s.Timeout)
+		defer cancel()
+		res, err := d.Deploy(dctx, providers.DeployRequest{Service: svc.Name, Group: s.Group, Version: s.Version,
+			Instances: s.Instances, Revision: rev.Hash})
+		return stepOutput{Output: res.Output}, err
+	case ActionSetWeights:
+		lb := ps.LoadBalancers[providers.LBKey(s.Binding.Kind(), s.Binding.Provider())]
+		return stepOutput{}, lb.SetWeights(ctx, *s.Binding, s.Weights)
+	case ActionSetEnabled:
+		ref := *svc.Registry.Nacos
+		addrs := make([]providers.Addr, len(s.Instances))
+		for i, in := range s.Instances {
+			addrs[i] = providers.Addr{IP: in.IP, Port: in.Port}
+		}
+		return stepOutput{}, ps.Registries[ref.Provider].SetEnabled(ctx, ref, addrs, s.Enabled)
+	case ActionSignalDrain:
+		var errs []error
+		for _, in := range s.Instances {
+			if err := ps.Instances.SignalDrain(ctx, svc, in); err != nil {
+				errs = append(errs, fmt.Errorf("signalling %s: %w", in, err))
+			}
+		}
+		// A failed signal only means sessions stay until the drain ceiling.
+		if err := errors.Join(errs...); err != nil {
+			return stepOutput{Output: "signal failed on some instances (sessions will be closed at the ceiling): " + err.Error()}, nil
+		}
+		return stepOutput{}, nil
+	case ActionCloseSessions:
+		lb := ps.LoadBalancers[providers.LBKey(s.Binding.Kind(), s.Binding.Provider())]
+		closer, ok := lb.(providers.SessionCloser)
+		if !ok {
+			return stepOutput{Output: fmt.Sprintf("%s cannot close sessions; they end with the LB's own drain timeout", s.Binding.Key())}, nil
+		}
+		ids := make([]string, len(s.Instances))
+		for i, in := range s.Instances {
+			ids[i] = in.ID
+		}
+		n, err := closer.CloseSessions(ctx, *s.Binding, ids)
+		return stepOutput{Output: fmt.Sprintf("closed %d sessions", n), Closed: n}, err
+	}
+	return stepOutput{}, fmt.Errorf("unknown action %q", s.Action)
+}
+
+// dependenciesReady refuses to start a transition while a service this one
+// comes after is not in sync.
+func (r *Reconciler) dependenciesReady(svc *spec.Service) error {
+	var waiting []string
+	for _, dep := range svc.After {
+		st, ok := r.Status(dep)
+		if !ok || !st.Ready() || st.Transition != nil {
+			waiting = append(waiting, dep)
+		}
+	}
+	if len(waiting) > 0 {
+		return &WaitingError{Reason: "WaitingForDependencies", RequeueAfter: 2 * PollInterval,
+			Message: fmt.Sprintf("waiting for %s to be in sync first (after:)", strings.Join(waiting, ", "))}
+	}
+	return nil
+}
+
+// announceDrift emits DriftDetected when drift appears or changes, again
+// every DriftRepeat while it lasts, and DriftResolved when it ends.
+func (r *Reconciler) announceDrift(service string, rev Revision, drift []string) {
+	sig := strings.Join(drift, "\n")
+	now := r.now()
+	r.statusMu.Lock()
+	if r.drift == nil {
+		r.drift = map[string]driftMemo{}
+	}
+	memo := r.drift[service]
+	var e *Event
+	switch {
+	case sig == "" && memo.signature != "":
+		e = &Event{Reason: ReasonDriftResolved, Type: EventNormal, Message: "live state matches the desired state again"}
+		delete(r.drift, service)
+	case sig != "" && (sig != memo.signature || (r.DriftRepeat > 0 && now.Sub(memo.announced) >= r.DriftRepeat)):
+		e = &Event{Reason: ReasonDriftDetected, Type: EventWarning, Message: "live state differs from Git: " + strings.Join(drift, "; ")}
+		r.drift[service] = driftMemo{signature: sig, announced: now}
+	}
+	r.statusMu.Unlock()
+	if e != nil {
+		e.Time, e.Service, e.Revision, e.Author, e.Subject = now, service, rev.Hash, rev.Author, rev.Subject
+		r.record(*e)
+	}
+}

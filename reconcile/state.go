@@ -1,0 +1,164 @@
+package reconcile
+
+import (
+	"time"
+
+	"github.com/tandemhq/tandem/spec"
+)
+
+// Phase is a step of the drain-and-swap transition (design §5).
+type Phase string
+
+const (
+	PhasePrepare Phase = "prepare" // deploy the target group if it does not run the version
+	PhaseVerify  Phase = "verify"  // health and version of every target instance
+	PhaseEnable  Phase = "enable"  // registry: target enabled and visible
+	PhaseShift   Phase = "shift"   // every binding: target to full weight, source to 0
+	PhaseDisable Phase = "disable" // registry: source disabled and gone from the subscription
+	PhaseDrain   Phase = "drain"   // source's in-flight evidence at 0, within bounds
+	PhaseWatch   Phase = "watch"   // target keeps healthy for the verify window
+	PhaseDone    Phase = "done"
+)
+
+// Phases in order.
+var Phases = []Phase{PhasePrepare, PhaseVerify, PhaseEnable, PhaseShift, PhaseDisable, PhaseDrain, PhaseWatch, PhaseDone}
+
+func (p Phase) index() int {
+	for i, q := range Phases {
+		if q == p {
+			return i
+		}
+	}
+	return -1
+}
+
+// Kind is why a transition runs.
+type Kind string
+
+const (
+	KindRelease  Kind = "release"   // a new desired active group (deploys it when needed)
+	KindHeal     Kind = "heal"      // drift repair towards the desired, already-serving group
+	KindAbort    Kind = "abort"     // back to the source after a failure before traffic settled
+	KindSwapBack Kind = "swap-back" // back to the still-warm source after the watch failed
+)
+
+// reverse reports whether the transition undoes a failed one.
+func (k Kind) reverse() bool { return k == KindAbort || k == KindSwapBack }
+
+// State is everything Tandem remembers about one service between passes. It
+// is journaled (atomically, before any side effect) so that a restart at any
+// point resumes to the same end state (invariant 5).
+type State struct {
+	Service    string      `json:"service"`
+	Transition *Transition `json:"transition,omitempty"` // in progress; nil when idle
+	Applied    *Applied    `json:"applied,omitempty"`    // what Tandem last brought live
+	Failed     *Failed     `json:"failed,omitempty"`     // a desired state that failed and is not retried
+}
+
+// Applied is the last state a transition completed.
+type Applied struct {
+	Active   spec.Group `json:"active"`
+	Version  string     `json:"version"`
+	Revision string     `json:"revision,omitempty"`
+	At       time.Time  `json:"at"`
+}
+
+// Failed is a desired (active, version) whose transition failed. It is not
+// retried until the desired state changes or a sync with retry is requested.
+type Failed struct {
+	Kind     Kind       `json:"kind"` // release or heal
+	Active   spec.Group `json:"active"`
+	Version  string     `json:"version"`
+	Revision string     `json:"revision,omitempty"`
+	Reason   string     `json:"reason"`
+	At       time.Time  `json:"at"`
+}
+
+// Transition is one drain-and-swap in progress.
+type Transition struct {
+	ID          string     `json:"id"`
+	Kind        Kind       `json:"kind"`
+	From        spec.Group `json:"from"`
+	To          spec.Group `json:"to"`
+	Version     string     `json:"version"`     // version To must run
+	FromVersion string     `json:"fromVersion"` // version From ran when the transition began (the rollback target)
+	Revision    string     `json:"revision,omitempty"`
+	Author      string     `json:"author,omitempty"`
+	Subject     string     `json:"subject,omitempty"`
+	Reason      string     `json:"reason,omitempty"` // for abort and swap-back: what failed
+	// Desired is the (active, version) that asked for the transition; a
+	// reverse transition keeps the failed one to record it when it ends.
+	DesiredActive  spec.Group `json:"desiredActive"`
+	DesiredVersion string     `json:"desiredVersion"`
+
+	Phase      Phase                   `json:"phase"`
+	Started    time.Time               `json:"started"`
+	PhaseSince time.Time               `json:"phaseSince"`
+	PhaseTimes map[Phase]time.Duration `json:"phaseTimes,omitempty"` // finished phases
+
+	DeployStarted  bool `json:"deployStarted,omitempty"`
+	DeployDone     bool `json:"deployDone,omitempty"`
+	DeployAttempts int  `json:"deployAttempts,omitempty"`
+	// Served is set once the target group may have received traffic (it was
+	// enabled or weighted); a reverse transition must then drain it.
+	Served        bool      `json:"served,omitempty"`
+	StepFailures  int       `json:"stepFailures,omitempty"` // consecutive failed steps in this phase
+	Signaled      bool      `json:"signaled,omitempty"`
+	ZeroSince     time.Time `json:"zeroSince,omitzero"` // drain evidence at 0 since
+	Ceiling       bool      `json:"ceiling,omitempty"`  // the drain reached its timeout
+	Closed        int       `json:"closed,omitempty"`   // sessions closed at the ceiling
+	WatchFailures int       `json:"watchFailures,omitempty"`
+	// Failure is set when a step before the shift failed for good (a deploy
+	// that reported failure, a refused or repeatedly failing step); the
+	// next pass undoes the transition.
+	Failure string `json:"failure,omitempty"`
+}
+
+// Limits of the engine. They bound retries that are not covered by a
+// duration in the spec.
+const (
+	MaxDeployAttempts = 2  // a deploy interrupted by a crash is re-run once
+	MaxShiftFailures  = 5  // then the source's weights are restored
+	MaxStepFailures   = 10 // enable/verify failures before the transition aborts
+	PollInterval      = time.Second
+)
+
+// advance moves t to phase p at now, recording how long the last phase took.
+func (t *Transition) advance(p Phase, now time.Time) {
+	if t.PhaseTimes == nil {
+		t.PhaseTimes = map[Phase]time.Duration{}
+	}
+	t.PhaseTimes[t.Phase] += now.Sub(t.PhaseSince)
+	t.Phase = p
+	t.PhaseSince = now
+	t.StepFailures = 0
+}
+
+func (t *Transition) clone() *Transition {
+	if t == nil {
+		return nil
+	}
+	c := *t
+	if t.PhaseTimes != nil {
+		c.PhaseTimes = make(map[Phase]time.Duration, len(t.PhaseTimes))
+		for k, v := range t.PhaseTimes {
+			c.PhaseTimes[k] = v
+		}
+	}
+	return &c
+}
+
+// Clone returns a deep copy.
+func (s State) Clone() State {
+	c := s
+	c.Transition = s.Transition.clone()
+	if s.Applied != nil {
+		a := *s.Applied
+		c.Applied = &a
+	}
+	if s.Failed != nil {
+		f := *s.Failed
+		c.Failed = &f
+	}
+	return c
+}

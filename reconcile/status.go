@@ -1,0 +1,181 @@
+package reconcile
+
+import (
+	"errors"
+	"sort"
+	"time"
+
+	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/spec"
+)
+
+// Condition types, after Flux and Kubernetes.
+const (
+	ConditionReady       = "Ready"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+)
+
+// Condition is one observed aspect of a service.
+type Condition struct {
+	Type    string    `json:"type"`
+	Status  bool      `json:"status"`
+	Reason  string    `json:"reason"`
+	Message string    `json:"message"`
+	Since   time.Time `json:"since"`
+}
+
+// Status is what the last pass saw and decided for one service.
+type Status struct {
+	Service         string                  `json:"service"`
+	Revision        Revision                `json:"revision"`        // desired revision
+	AppliedRevision string                  `json:"appliedRevision"` // revision of the last completed transition
+	DesiredActive   spec.Group              `json:"desiredActive"`
+	DesiredVersion  string                  `json:"desiredVersion"`
+	LiveActive      Active                  `json:"liveActive,omitempty"`
+	Versions        map[spec.Group]string   `json:"versions,omitempty"` // "" when unknown or mixed
+	Bindings        []BindingLive           `json:"bindings,omitempty"`
+	Registry        *providers.RegistryView `json:"registry,omitempty"`
+	Phase           Phase                   `json:"phase,omitempty"`
+	Transition      *Transition             `json:"transition,omitempty"`
+	Summary         string                  `json:"summary"`
+	Step            string                  `json:"step,omitempty"`
+	Message         string                  `json:"message,omitempty"`
+	Evidence        string                  `json:"evidence,omitempty"` // drain evidence of the source group
+	Drift           []string                `json:"drift,omitempty"`
+	Suspended       bool                    `json:"suspended,omitempty"`
+	Conditions      []Condition             `json:"conditions"`
+	LastPass        time.Time               `json:"lastPass"`
+	InSync          bool                    `json:"inSync"`
+}
+
+// Ready reports the Ready condition.
+func (s *Status) Ready() bool {
+	for _, c := range s.Conditions {
+		if c.Type == ConditionReady {
+			return c.Status
+		}
+	}
+	return false
+}
+
+func (s *Status) observed(svc *spec.Service, live *Live) {
+	v := view{svc: svc, live: live}
+	s.LiveActive = v.active()
+	s.Bindings = live.Bindings
+	s.Registry = live.Registry
+	s.Versions = map[spec.Group]string{}
+	for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
+		if v.versionKnown(g) {
+			s.Versions[g] = v.groupVersion(g)
+		}
+	}
+}
+
+func (s *Status) planned(p Plan) {
+	s.Summary = p.Summary
+	s.Drift = p.Drift
+	s.InSync = p.InSync
+	s.Transition = p.Next.Transition
+	s.Phase = p.Phase
+	if p.Step != nil {
+		s.Step = p.Step.Describe
+	}
+	if p.Wait != nil {
+		s.Message = p.Wait.Message
+		if p.Wait.Reason == "Draining" {
+			s.Evidence = p.Wait.Message
+		}
+	}
+	if p.Next.Applied != nil {
+		s.AppliedRevision = p.Next.Applied.Revision
+	}
+}
+
+// setStatus stores the status of a pass with its conditions, keeping the
+// time each condition last changed.
+func (r *Reconciler) setStatus(s *Status, st State, err error) {
+	ready := Condition{Type: ConditionReady, Status: s.InSync && err == nil, Reason: "InSync", Message: s.Summary}
+	reconciling := Condition{Type: ConditionReconciling, Reason: "Idle"}
+	stalled := Condition{Type: ConditionStalled, Reason: "None"}
+	if st.Applied != nil && s.AppliedRevision == "" {
+		s.AppliedRevision = st.Applied.Revision
+	}
+	switch {
+	case s.Suspended:
+		ready.Reason = "Suspended"
+	case len(s.Drift) > 0 && s.Transition == nil:
+		ready.Reason, ready.Message = "Drift", s.Summary
+	case !ready.Status:
+		ready.Reason = "Progressing"
+	}
+	if s.Transition != nil {
+		reconciling = Condition{Type: ConditionReconciling, Status: true, Reason: string(s.Transition.Kind), Message: s.Summary}
+	}
+	switch Classify(err) {
+	case ClassStalled:
+		stalled = Condition{Type: ConditionStalled, Status: true, Reason: Reason(err), Message: err.Error()}
+		ready.Reason, ready.Message = Reason(err), err.Error()
+		s.Message = err.Error()
+	case ClassWaiting:
+		var w *WaitingError
+		if errors.As(err, &w) {
+			reconciling.Status, reconciling.Reason, reconciling.Message = true, w.Reason, w.Message
+		}
+	case ClassTransient:
+		ready.Reason, ready.Message = "TransientError", err.Error()
+		reconciling.Status, reconciling.Reason, reconciling.Message = true, "Retrying", err.Error()
+		s.Message = err.Error()
+	}
+	now := s.LastPass
+	r.statusMu.Lock()
+	defer r.statusMu.Unlock()
+	if r.status == nil {
+		r.status = map[string]*Status{}
+	}
+	prev := r.status[s.Service]
+	s.Conditions = []Condition{ready, reconciling, stalled}
+	for i := range s.Conditions {
+		c := &s.Conditions[i]
+		c.Since = now
+		if prev != nil {
+			for _, pc := range prev.Conditions {
+				if pc.Type == c.Type && pc.Status == c.Status {
+					c.Since = pc.Since
+				}
+			}
+		}
+	}
+	r.status[s.Service] = s
+}
+
+// Status returns the last status of a service.
+func (r *Reconciler) Status(service string) (Status, bool) {
+	r.statusMu.RLock()
+	defer r.statusMu.RUnlock()
+	s, ok := r.status[service]
+	if !ok {
+		return Status{}, false
+	}
+	return *s, true
+}
+
+// Statuses returns the last status of every service, by name.
+func (r *Reconciler) Statuses() []Status {
+	r.statusMu.RLock()
+	defer r.statusMu.RUnlock()
+	out := make([]Status, 0, len(r.status))
+	for _, s := range r.status {
+		out = append(out, *s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	return out
+}
+
+// Forget drops the status of a service that left the desired state.
+func (r *Reconciler) Forget(service string) {
+	r.statusMu.Lock()
+	defer r.statusMu.Unlock()
+	delete(r.status, service)
+	delete(r.drift, service)
+}
