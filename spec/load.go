@@ -110,7 +110,17 @@ func ParseServices(file string, data []byte) ([]*Service, Problems) {
 			continue // too broken to take part in cross checks
 		}
 		svc.Default()
-		ps = append(ps, svc.Validate()...)
+		// A field that could not be decoded is reported once, by the
+		// decoder, not again by validation of its zero value.
+		undecodable := map[string]bool{}
+		for _, p := range d.problems {
+			undecodable[p.Path] = true
+		}
+		for _, p := range svc.Validate() {
+			if !undecodable[p.Path] {
+				ps = append(ps, p)
+			}
+		}
 		out = append(out, svc)
 	}
 	return out, ps

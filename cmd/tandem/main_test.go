@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func tandem(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		require.NoError(t, os.WriteFile(path, []byte(got), 0o644))
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "run go test ./cmd/tandem -update to create it")
+	require.Equal(t, string(want), got)
+}
+
+func TestValidateExamplesPasses(t *testing.T) {
+	code, out, errOut := tandem(t, "validate", "../../examples", "--config", "../../examples/tandem.yaml")
+	require.Equal(t, exitOK, code, errOut)
+	require.Equal(t, "ok: 3 services and ../../examples/tandem.yaml valid (gateway, push, user-service)\n", out)
+}
+
+func TestValidateReportsEveryProblemAndExits1(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "services"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "services", "user.yaml"), []byte(`service: user
+active: A
+version: "1.0"
+groups:
+  A: {instances: [{ip: 10.0.0.1, port: 80, id: a}]}
+  B: {instances: [{ip: 10.0.0.2, port: 0, id: b}]}
+traffic: [{alb: prod, serverGroup: sgp-1}]
+deploy: {exec: [./deploy.sh]}
+health: {http: {path: healthz}, version: {http: /version}}
+`), 0o644))
+	code, out, errOut := tandem(t, "validate", dir)
+	require.Equal(t, exitFail, code)
+	require.Empty(t, out)
+	svc := filepath.Join(dir, "services", "user.yaml")
+	require.Equal(t, svc+":6: groups.B.instances[0].port: must be 1..65535\n"+
+		svc+":9: health.http.path: must start with /, got \"healthz\"\n"+
+		"2 problems; nothing was changed\n", errOut)
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	code, _, errOut := tandem(t, "validate")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, "expected one directory")
+	code, _, errOut = tandem(t, "frobnicate")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, `unknown command "frobnicate"`)
+	code, _, _ = tandem(t, "plan", "--output", "yaml", "../../examples")
+	require.Equal(t, exitUsage, code)
+}
+
+func TestHelpExits0(t *testing.T) {
+	code, out, _ := tandem(t, "--help")
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "validate")
+	code, out, _ = tandem(t, "plan", "--help")
+	require.Equal(t, exitOK, code)
+	require.Contains(t, out, "Usage: tandem plan [flags] DIR")
+}
+
+func TestPlanOfExamplesMatchesGolden(t *testing.T) {
+	code, out, errOut := tandem(t, "plan", "../../examples", "--config", "../../examples/tandem.yaml")
+	require.Equal(t, exitOK, code, errOut)
+	golden(t, "plan-examples.golden", out)
+}
+
+func TestPlanJSONMatchesGolden(t *testing.T) {
+	code, out, errOut := tandem(t, "plan", "-o", "json", "../../examples")
+	require.Equal(t, exitOK, code, errOut)
+	golden(t, "plan-examples.json.golden", out)
+}

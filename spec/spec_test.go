@@ -1,0 +1,178 @@
+package spec_test
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandemhq/tandem/spec"
+)
+
+// Every file under testdata/bad states the problems it must produce in
+// "# want: LINE: path: message" comments; the load must report exactly
+// those, each located in services/case.yaml.
+func TestBadSpecsReportEveryProblemWithFileLineAndField(t *testing.T) {
+	files, err := filepath.Glob("testdata/bad/*.yaml")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			require.NoError(t, err)
+			var want []string
+			sc := bufio.NewScanner(bytes.NewReader(data))
+			for sc.Scan() {
+				if rest, ok := strings.CutPrefix(sc.Text(), "# want: "); ok {
+					want = append(want, "services/case.yaml:"+rest)
+				}
+			}
+			set, err := spec.Load(fstest.MapFS{"services/case.yaml": {Data: data}}, "services", nil)
+			if len(want) == 0 {
+				require.NoError(t, err)
+				require.NotNil(t, set)
+				return
+			}
+			require.Nil(t, set, "an invalid desired state yields no set")
+			ps, ok := spec.AsProblems(err)
+			require.True(t, ok, "want located problems, got %v", err)
+			var got []string
+			for _, p := range ps {
+				got = append(got, p.String())
+			}
+			require.ElementsMatch(t, want, got)
+		})
+	}
+}
+
+const validService = `
+service: user-service
+active: B
+version: "2.4.1"
+groups:
+  A: {instances: [{ip: 10.0.1.11, port: 8080, id: i-a}]}
+  B: {instances: [{ip: 10.0.2.11, port: 8080, id: i-b}]}
+traffic:
+  - {alb: prod-hz, serverGroup: sgp-0123}
+registry:
+  nacos: {provider: prod}
+deploy: {exec: ["./deploy.sh"]}
+health: {http: {path: /healthz}, version: {nacosMetadata: version}}
+`
+
+const validConfig = `
+git: {url: "file:///srv/fleet.git"}
+providers:
+  alb: [{name: prod-hz, region: cn-hangzhou}]
+  nacos: [{name: prod, servers: ["127.0.0.1:8848"]}]
+`
+
+func TestDefaultsAreApplied(t *testing.T) {
+	set, err := spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(validService)}}, "services", nil)
+	require.NoError(t, err)
+	svc, ok := set.Get("user-service")
+	require.True(t, ok)
+	require.Equal(t, 100, svc.Traffic[0].Weight)
+	require.Equal(t, spec.NacosRef{Provider: "prod", Namespace: "public", Group: "DEFAULT_GROUP", Service: "user-service", Cluster: "DEFAULT"}, *svc.Registry.Nacos)
+	require.Equal(t, 30*time.Second, svc.Drain.Propagation.D())
+	require.Equal(t, 5*time.Second, svc.Drain.Quiet.D())
+	require.Equal(t, 5*time.Minute, svc.Drain.Timeout.D())
+	require.Equal(t, 60*time.Second, svc.Verify.Window.D())
+	require.Equal(t, 10*time.Minute, svc.Deploy.Timeout.D())
+	require.Equal(t, "http", svc.Health.HTTP.Scheme)
+	require.Equal(t, spec.Source{File: "services/user.yaml", Line: 2}, svc.Source)
+}
+
+func TestBindingsMustNameConfiguredProviders(t *testing.T) {
+	cfg, err := spec.ParseConfig("tandem.yaml", []byte(validConfig))
+	require.NoError(t, err)
+	bad := strings.Replace(validService, "alb: prod-hz", "alb: prod-sh", 1)
+	bad = strings.Replace(bad, "provider: prod}", "provider: staging}", 1)
+	_, err = spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(bad)}}, "services", cfg)
+	require.EqualError(t, err, strings.Join([]string{
+		`services/user.yaml:9: traffic[0].alb: no alb provider named "prod-sh" in tandem.yaml`,
+		`services/user.yaml:11: registry.nacos.provider: no nacos provider named "staging" in tandem.yaml`,
+	}, "\n"))
+}
+
+func TestInstancesSharedBetweenServicesAreRefused(t *testing.T) {
+	other := strings.Replace(validService, "user-service", "order-service", 1)
+	_, err := spec.Load(fstest.MapFS{
+		"services/user.yaml":  {Data: []byte(validService)},
+		"services/order.yaml": {Data: []byte(other)},
+	}, "services", nil)
+	require.ErrorContains(t, err, `services/user.yaml:6: groups.A.instances[0]: 10.0.1.11:8080 is also an instance of service "order-service" (services/order.yaml:2)`)
+}
+
+func TestEmptyDesiredStateIsRefused(t *testing.T) {
+	_, err := spec.Load(fstest.MapFS{"services/README.md": {Data: []byte("hi")}}, "services", nil)
+	require.EqualError(t, err, "services: no .yaml or .yml files: an empty desired state is refused (it would remove every service)")
+}
+
+func TestOversizedFileIsRefused(t *testing.T) {
+	big := bytes.Repeat([]byte("#"), spec.MaxFileBytes+1)
+	_, err := spec.Load(fstest.MapFS{"services/big.yaml": {Data: big}}, "services", nil)
+	require.ErrorContains(t, err, "services/big.yaml: file is 1048577 bytes; the limit is 1048576")
+}
+
+func TestUnknownAfterIsReported(t *testing.T) {
+	bad := strings.Replace(validService, "version: \"2.4.1\"", "version: \"2.4.1\"\nafter: [gateway]", 1)
+	_, err := spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(bad)}}, "services", nil)
+	require.EqualError(t, err, `services/user.yaml:5: after[0]: unknown service "gateway"`)
+}
+
+func TestConfigProblemsAreLocated(t *testing.T) {
+	_, err := spec.ParseConfig("tandem.yaml", []byte(`
+git: {url: ""}
+drift: {mode: fix}
+providers:
+  alb: [{name: prod, region: cn-hangzhou, accessKeyIdEnv: AK}]
+  nacos:
+    - {name: prod, servers: ["nacos:8848"], api: v2}
+    - {name: prod, servers: ["nacos"]}
+notify: [{type: email, url: "http://x"}]
+`))
+	require.EqualError(t, err, strings.Join([]string{
+		`tandem.yaml:2: git.url: is required (a repository URL or a local path)`,
+		`tandem.yaml:3: drift.mode: must be alert or heal, got "fix"`,
+		`tandem.yaml:5: providers.alb[0]: set both accessKeyIdEnv and accessKeySecretEnv, or neither to use the default credential chain`,
+		`tandem.yaml:7: providers.nacos[0].api: must be v1 (Nacos 2.x) or v3 (Nacos 3.x), got "v2"`,
+		`tandem.yaml:8: providers.nacos[1].name: nacos provider "prod" is already defined at providers.nacos[0].name`,
+		`tandem.yaml:8: providers.nacos[1].servers[0]: must be host:port, got "nacos"`,
+		`tandem.yaml:9: notify[0].type: must be one of webhook, dingtalk, feishu, wecom, slack, got "email"`,
+	}, "\n"))
+}
+
+func TestConfigRejectsUnknownFields(t *testing.T) {
+	_, err := spec.ParseConfig("tandem.yaml", []byte("git: {url: x, intervall: 5s}\n"))
+	require.EqualError(t, err, `tandem.yaml:1: git.intervall: unknown field; expected one of: auth, branch, interval, path, url, verify, webhook`)
+}
+
+func TestExamplesAreValid(t *testing.T) {
+	cfg, err := spec.LoadConfig("../examples/tandem.yaml")
+	require.NoError(t, err)
+	set, err := spec.Load(os.DirFS("../examples"), "services", cfg)
+	require.NoError(t, err)
+	require.Equal(t, []string{"gateway", "push", "user-service"}, set.Names())
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	t.Setenv("TANDEM_TEST_SECRET", "s3cr3t-value")
+	s, err := spec.SecretFromEnv("git.auth.tokenEnv", "TANDEM_TEST_SECRET")
+	require.NoError(t, err)
+	require.Equal(t, "s3cr3t-value", s.Reveal())
+	var buf bytes.Buffer
+	for _, format := range []string{"%v", "%s", "%q", "%#v", "%+v", "%x"} {
+		buf.Reset()
+		_, _ = fmtFprintf(&buf, format, s)
+		require.NotContains(t, buf.String(), "s3cr3t", format)
+	}
+	_, err = spec.SecretFromEnv("git.auth.tokenEnv", "TANDEM_TEST_UNSET")
+	require.EqualError(t, err, "git.auth.tokenEnv: environment variable TANDEM_TEST_UNSET is not set")
+}
