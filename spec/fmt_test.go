@@ -5,4 +5,6 @@ import (
 	"io"
 )
 
-func fmtFprintf(w io.Writer, format string, args ...any) (int, error) { return fmt.Fprintf(w, format, args...) }
+func fmtFprintf(w io.Writer, format string, args ...any) (int, error) {
+	return fmt.Fprintf(w, format, args...)
+}
