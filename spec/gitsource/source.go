@@ -78,10 +78,10 @@ type Status struct {
 
 // Tuning. The poll interval comes from the config; these are fixed.
 const (
-	jitterFraction = 0.1              // polls and retries land within ±10% of their delay
-	retryBase      = time.Second      // first retry after a failed fetch
-	retryCap       = 5 * time.Minute  // retries never wait longer (nor longer than the interval, if it is longer)
-	fetchTimeout   = 5 * time.Minute  // one fetch, including a first clone
+	jitterFraction = 0.1             // polls and retries land within ±10% of their delay
+	retryBase      = time.Second     // first retry after a failed fetch
+	retryCap       = 5 * time.Minute // retries never wait longer (nor longer than the interval, if it is longer)
+	fetchTimeout   = 5 * time.Minute // one fetch, including a first clone
 	refsDebounce   = 20 * time.Millisecond
 	remoteName     = "origin"
 	goodRefPrefix  = "refs/tandem/good/" // + branch: the last good commit, so it survives restarts
