@@ -94,6 +94,12 @@ func newFixture(t testing.TB) *fixture {
 // returning the new head.
 func (f *fixture) commit(msg string, files map[string]string) string {
 	f.t.Helper()
+	return f.commitWith(nil, nil, msg, files)
+}
+
+// commitWith is commit with extra environment and git options (signing).
+func (f *fixture) commitWith(env, options []string, msg string, files map[string]string) string {
+	f.t.Helper()
 	for name, content := range files {
 		p := filepath.Join(f.work, name)
 		if content == "" {
@@ -104,7 +110,7 @@ func (f *fixture) commit(msg string, files map[string]string) string {
 		require.NoError(f.t, os.WriteFile(p, []byte(content), 0o644))
 	}
 	runGit(f.t, f.work, "add", "-A")
-	runGit(f.t, f.work, "commit", "-q", "-m", msg)
+	runGitEnv(f.t, f.work, env, append(options, "commit", "-q", "-m", msg)...)
 	f.push()
 	return f.head()
 }
