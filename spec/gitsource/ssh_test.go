@@ -235,4 +235,3 @@ func TestRemoteCredentialsMustFitTheURL(t *testing.T) {
 		})
 	}
 }
-

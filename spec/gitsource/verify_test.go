@@ -241,4 +241,3 @@ func TestVerifyConfigurationErrorsNameTheField(t *testing.T) {
 		})
 	}
 }
-
