@@ -145,7 +145,7 @@ func Rollback(ctx context.Context, o RollbackOptions) (string, error) {
 				return nil, fmt.Errorf("cannot revert %s: %s no longer exists", shortHash(rel.Hash.String()), name)
 			}
 			if edits[name], err = reverseApply(old, released, cur); err != nil {
-				return nil, fmt.Errorf("cannot revert %s cleanly: %s:%w; revert it by hand", shortHash(rel.Hash.String()), name, err)
+				return nil, fmt.Errorf("cannot revert %s cleanly: %s, %w; revert it by hand", shortHash(rel.Hash.String()), name, err)
 			}
 		}
 		subject, _, _ := strings.Cut(strings.TrimSpace(rel.Message), "\n")

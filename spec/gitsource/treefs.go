@@ -2,6 +2,7 @@ package gitsource
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -19,8 +20,8 @@ import (
 // checkout. edits replaces the content of existing regular files; Release
 // and Rollback validate their result through it before writing anything.
 //
-// Symbolic links and submodules are not followed: opening one is an error,
-// which spec.Load reports against that file.
+// Symbolic links and submodules are listed but not followed: opening one
+// is an error, which spec.Load reports against that file.
 type treeFS struct {
 	root  *object.Tree
 	edits map[string][]byte
@@ -95,14 +96,19 @@ func (t treeFS) stat(op, name string) (treeInfo, error) {
 		return treeInfo{}, &fs.PathError{Op: op, Path: name, Err: fs.ErrNotExist}
 	}
 	info, err := t.info(name, *e)
-	if err != nil {
+	switch {
+	case err != nil:
 		return treeInfo{}, &fs.PathError{Op: op, Path: name, Err: err}
+	case info.mode&fs.ModeSymlink != 0:
+		return treeInfo{}, &fs.PathError{Op: op, Path: name, Err: errors.New("a symbolic link; links are not followed in a commit")}
+	case info.mode&fs.ModeIrregular != 0:
+		return treeInfo{}, &fs.PathError{Op: op, Path: name, Err: fmt.Errorf("a submodule or an unsupported tree entry (mode %s)", e.Mode)}
 	}
 	return info, nil
 }
 
-// info describes one tree entry. Only directories and regular files are
-// readable; the sizes of edited files are those of their new content.
+// info describes one tree entry. The sizes of edited files are those of
+// their new content. Links and submodules are listed, but opening one fails.
 func (t treeFS) info(name string, e object.TreeEntry) (treeInfo, error) {
 	switch e.Mode {
 	case filemode.Dir:
@@ -117,9 +123,9 @@ func (t treeFS) info(name string, e object.TreeEntry) (treeInfo, error) {
 		}
 		return treeInfo{name: e.Name, mode: 0o444, size: blob.Size}, nil
 	case filemode.Symlink:
-		return treeInfo{}, fmt.Errorf("%s is a symbolic link; links are not followed in a commit", name)
+		return treeInfo{name: e.Name, mode: fs.ModeSymlink | 0o444}, nil
 	default:
-		return treeInfo{}, fmt.Errorf("%s is a submodule or an unsupported tree entry (mode %s)", name, e.Mode)
+		return treeInfo{name: e.Name, mode: fs.ModeIrregular}, nil
 	}
 }
 
