@@ -1,0 +1,427 @@
+// Package gitsource keeps Tandem's desired state in step with a Git branch.
+//
+// A Source fetches one branch into a cache repository under the state dir
+// (which survives restarts), on start, on a jittered poll, on Trigger (the
+// webhook) and, for a local repository, as soon as its refs change
+// (fsnotify). Every new head is judged as a whole: it is in force only when
+// its signature passes the configured policy and spec.Load accepts the
+// whole tree at that commit. Otherwise the last good revision stays in
+// force and the rejection is reported. A force push is nothing special: the
+// new head is simply the new desired state.
+//
+// Release and Rollback are the library side of `tandem release` and
+// `tandem rollback`: they edit a working tree with go-git and commit.
+package gitsource
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/tandemhq/tandem/spec"
+)
+
+// Revision is one commit of the desired-state branch.
+type Revision struct {
+	Hash    string    `json:"hash"`
+	Author  string    `json:"author"`
+	Email   string    `json:"email"`
+	Subject string    `json:"subject"`
+	When    time.Time `json:"when"`             // author time
+	Signer  string    `json:"signer,omitempty"` // the trusted key, when signatures are verified
+	// Set is the whole desired state at this commit; nil when rejected.
+	Set *spec.Set `json:"-"`
+}
+
+// Reasons a head is not in force, in the style of status conditions.
+const (
+	ReasonInvalid   = "InvalidSpec"        // the tree does not load: spec.Problems, file:line: field: message
+	ReasonSignature = "UntrustedSignature" // *SignatureError
+)
+
+// Rejection says why the fetched head is not in force.
+type Rejection struct {
+	Reason string // ReasonInvalid or ReasonSignature
+	// Err is the whole story: spec.Problems (see spec.AsProblems) for an
+	// invalid tree, *SignatureError for a signature.
+	Err error
+}
+
+func (r *Rejection) Error() string { return r.Err.Error() }
+func (r *Rejection) Unwrap() error { return r.Err }
+
+// Status is what the source knows. Revisions are immutable and shared.
+type Status struct {
+	Good     *Revision  // the last good revision, in force; nil before the first
+	Head     *Revision  // the newest fetched head; the same pointer as Good when it is in force
+	Rejected *Rejection // why Head is not in force; nil when Head is Good
+	FetchErr error      // the last fetch failure; nil once a fetch succeeds
+	Failures int        // consecutive failed fetches; the retry delay doubles with each
+	// LastFetch is when the last fetch attempt ended, NextFetch when the next
+	// one is due (poll or retry; Trigger and fsnotify start one sooner).
+	LastFetch time.Time
+	NextFetch time.Time
+}
+
+// Tuning. The poll interval comes from the config; these are fixed.
+const (
+	jitterFraction = 0.1             // polls and retries land within ±10% of their delay
+	retryBase      = time.Second     // first retry after a failed fetch
+	retryCap       = 5 * time.Minute // retries never wait longer (nor longer than the interval, if it is longer)
+	fetchTimeout   = 5 * time.Minute // one fetch, including a first clone
+	refsDebounce   = 20 * time.Millisecond
+	remoteName     = "origin"
+	goodRefPrefix  = "refs/tandem/good/" // + branch: the last good commit, so it survives restarts
+)
+
+// Source follows one branch of one repository. Create it with New, call Run
+// once; every other method is safe for concurrent use.
+type Source struct {
+	cfg     spec.GitConfig
+	full    *spec.Config
+	log     *slog.Logger
+	remote  *remote
+	verify  *verifier // nil: signatures are not checked
+	webhook spec.Secret
+	repo    *git.Repository
+	cache   string
+
+	interval            time.Duration
+	retryBase, retryMax time.Duration
+	debounce            time.Duration
+
+	trigger chan struct{}
+
+	mu     sync.Mutex
+	status Status
+	subs   []chan struct{}
+}
+
+// New prepares a source: it resolves the credentials from the environment,
+// loads the trusted keys, and opens the cache repository
+// <stateDir>/git/<hash of the URL> (creating it on first use). The last good
+// revision recorded in the cache is in force again at once, before any
+// fetch, so a restart while the remote is down keeps the desired state.
+//
+// cfg must be defaulted and validated (spec.ParseConfig does both); full,
+// when not nil, lets spec.Load check the provider names the services use.
+func New(cfg spec.GitConfig, full *spec.Config, stateDir string, log *slog.Logger) (*Source, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Branch == "" || cfg.Interval.D() <= 0 {
+		return nil, errors.New("git config is not defaulted: branch and interval are required")
+	}
+	r, err := resolveRemote(cfg.URL, cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
+	v, err := newVerifier(cfg.Verify)
+	if err != nil {
+		return nil, err
+	}
+	s := &Source{
+		cfg:       cfg,
+		full:      full,
+		log:       log.With("provider", "git"),
+		remote:    r,
+		verify:    v,
+		interval:  cfg.Interval.D(),
+		retryBase: retryBase,
+		retryMax:  max(retryCap, cfg.Interval.D()),
+		debounce:  refsDebounce,
+		trigger:   make(chan struct{}, 1),
+	}
+	if cfg.Webhook != nil {
+		if s.webhook, err = spec.SecretFromEnv("git.webhook.secretEnv", cfg.Webhook.SecretEnv); err != nil {
+			return nil, err
+		}
+	}
+	if r.plaintext {
+		s.log.Warn("git credentials are sent over plain http; use https")
+	}
+	sum := sha256.Sum256([]byte(cfg.URL))
+	s.cache = filepath.Join(stateDir, "git", hex.EncodeToString(sum[:8]))
+	if s.repo, err = openCache(s.cache, cfg.URL); err != nil {
+		return nil, err
+	}
+	if err := s.restore(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// openCache opens the bare cache repository, or creates it.
+func openCache(dir, url string) (*git.Repository, error) {
+	repo, err := git.PlainOpen(dir)
+	if errors.Is(err, git.ErrRepositoryNotExists) {
+		if err = os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating git cache: %w", err)
+		}
+		repo, err = git.PlainInit(dir, true)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening git cache %s (remove it to start afresh): %w", dir, err)
+	}
+	if _, err := repo.Remote(remoteName); errors.Is(err, git.ErrRemoteNotFound) {
+		_, err = repo.CreateRemote(&config.RemoteConfig{Name: remoteName, URLs: []string{url}})
+		if err != nil {
+			return nil, fmt.Errorf("configuring git cache %s: %w", dir, err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("opening git cache %s (remove it to start afresh): %w", dir, err)
+	}
+	return repo, nil
+}
+
+func (s *Source) trackingRef() plumbing.ReferenceName {
+	return plumbing.NewRemoteReferenceName(remoteName, s.cfg.Branch)
+}
+
+func (s *Source) goodRef() plumbing.ReferenceName {
+	return plumbing.ReferenceName(goodRefPrefix + s.cfg.Branch)
+}
+
+// restore judges what the cache holds from before a restart: the last good
+// commit, then the last fetched head when it differs.
+func (s *Source) restore() error {
+	for _, name := range []plumbing.ReferenceName{s.goodRef(), s.trackingRef()} {
+		ref, err := s.repo.Reference(name, true)
+		if errors.Is(err, plumbing.ErrReferenceNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s from git cache %s: %w", name, s.cache, err)
+		}
+		if err := s.consider(ref.Hash()); err != nil {
+			return fmt.Errorf("reading git cache %s: %w", s.cache, err)
+		}
+	}
+	return nil
+}
+
+// Run fetches at once, then polls every interval (±10%) until ctx ends.
+// While fetches fail it retries after 1s, doubling up to 5 minutes (or the
+// interval, if longer); the last good revision stays in force meanwhile.
+// For a local repository, changes of its refs start a fetch at once. Run
+// returns nil when ctx ends.
+func (s *Source) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if s.remote.local != "" {
+		if err := s.watchRefs(ctx, &wg); err != nil {
+			s.log.Warn("git refs are not watched; changes are seen on the next poll", "error", err)
+		}
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-s.trigger:
+		}
+		timer.Reset(s.pass(ctx))
+	}
+}
+
+// Trigger asks for a fetch now. It never blocks; triggers that arrive
+// while one is pending are merged into it.
+func (s *Source) Trigger() {
+	select {
+	case s.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Subscribe returns a channel that receives a value whenever the status
+// changes (a new good revision, a new head or rejection, a fetch failure
+// or recovery). Notifications carry no content and coalesce: read
+// Current() after each. The channel is never closed.
+func (s *Source) Subscribe() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	s.subs = append(s.subs, ch)
+	s.mu.Unlock()
+	return ch
+}
+
+// Current returns a snapshot of the status.
+func (s *Source) Current() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+// pass fetches once and judges a new head. It returns the delay until the
+// next scheduled fetch.
+func (s *Source) pass(ctx context.Context) time.Duration {
+	err := s.fetch(ctx)
+	if err == nil {
+		var ref *plumbing.Reference
+		if ref, err = s.repo.Reference(s.trackingRef(), true); err == nil {
+			err = s.consider(ref.Hash())
+		}
+	}
+	if ctx.Err() != nil {
+		return 0 // shutting down: the result of an interrupted fetch is not news
+	}
+	now := time.Now()
+	if err != nil {
+		var delay time.Duration
+		s.update(func(st *Status) {
+			st.FetchErr = err
+			st.Failures++
+			delay = jitter(min(s.retryBase<<min(st.Failures-1, 30), s.retryMax))
+			st.LastFetch, st.NextFetch = now, now.Add(delay)
+		})
+		s.log.Warn("git fetch failed; the last good revision stays in force", "error", err, "retry_in", delay)
+		return delay
+	}
+	delay := jitter(s.interval)
+	s.update(func(st *Status) {
+		st.FetchErr, st.Failures = nil, 0
+		st.LastFetch, st.NextFetch = now, now.Add(delay)
+	})
+	return delay
+}
+
+func (s *Source) fetch(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	rem, err := s.repo.Remote(remoteName)
+	if err != nil {
+		return fmt.Errorf("reading git cache %s: %w", s.cache, err)
+	}
+	spec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:%s", s.cfg.Branch, s.trackingRef()))
+	err = rem.FetchContext(ctx, &git.FetchOptions{
+		RefSpecs: []config.RefSpec{spec},
+		Auth:     s.remote.auth,
+		Tags:     git.NoTags,
+		Force:    true,
+	})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return fmt.Errorf("fetching branch %s from %s: %w", s.cfg.Branch, s.cfg.URL, err)
+	}
+	return nil
+}
+
+// consider judges the commit h unless it is already the head, and records
+// the result. Only storage failures are returned: a bad commit is a
+// rejection, not an error.
+func (s *Source) consider(h plumbing.Hash) error {
+	if head := s.Current().Head; head != nil && head.Hash == h.String() {
+		return nil
+	}
+	rev, rej, err := s.evaluate(h)
+	if err != nil {
+		return err
+	}
+	if rej != nil {
+		s.update(func(st *Status) { st.Head, st.Rejected = rev, rej })
+		s.log.Error("git revision rejected; the last good revision stays in force",
+			"revision", rev.Hash, "reason", rej.Reason, "error", rej.Err)
+		return nil
+	}
+	if err := s.repo.Storer.SetReference(plumbing.NewHashReference(s.goodRef(), h)); err != nil {
+		return fmt.Errorf("recording good revision %s in git cache %s: %w", h, s.cache, err)
+	}
+	s.update(func(st *Status) { st.Good, st.Head, st.Rejected = rev, rev, nil })
+	s.log.Info("git revision in force", "revision", rev.Hash, "author", rev.Author, "subject", rev.Subject)
+	return nil
+}
+
+// evaluate reads commit h and decides whether it may be applied: its
+// signature must pass the policy and the whole tree must load.
+func (s *Source) evaluate(h plumbing.Hash) (*Revision, *Rejection, error) {
+	c, err := s.repo.CommitObject(h)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading commit %s: %w", h, err)
+	}
+	subject, _, _ := strings.Cut(strings.TrimSpace(c.Message), "\n")
+	rev := &Revision{
+		Hash:    h.String(),
+		Author:  c.Author.Name,
+		Email:   c.Author.Email,
+		Subject: subject,
+		When:    c.Author.When,
+	}
+	if s.verify != nil {
+		signer, err := s.verify.check(c)
+		var se *SignatureError
+		if errors.As(err, &se) {
+			return rev, &Rejection{Reason: ReasonSignature, Err: err}, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		rev.Signer = signer
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading tree of commit %s: %w", h, err)
+	}
+	set, err := spec.Load(treeFS{root: tree}, s.cfg.Path, s.full)
+	if err != nil {
+		return rev, &Rejection{Reason: ReasonInvalid, Err: err}, nil
+	}
+	rev.Set = set
+	return rev, nil, nil
+}
+
+// update changes the status and notifies subscribers when anything but the
+// fetch times changed.
+func (s *Source) update(change func(*Status)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	before := digest(s.status)
+	change(&s.status)
+	if digest(s.status) == before {
+		return
+	}
+	for _, ch := range s.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func digest(st Status) string {
+	hash := func(r *Revision) string {
+		if r == nil {
+			return ""
+		}
+		return r.Hash
+	}
+	text := func(err error) string {
+		if err == nil {
+			return ""
+		}
+		return err.Error()
+	}
+	var rej error
+	if st.Rejected != nil {
+		rej = st.Rejected
+	}
+	return fmt.Sprintf("%s|%s|%s|%s|%d", hash(st.Good), hash(st.Head), text(rej), text(st.FetchErr), st.Failures)
+}
+
+// jitter spreads d over ±10%.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*2-1)*jitterFraction*float64(d))
+}
