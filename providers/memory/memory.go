@@ -55,6 +55,7 @@ type World struct {
 	violations []string
 	deploys    []providers.DeployRequest
 	calls      map[string]int
+	realTime   bool
 }
 
 // New returns an empty world with a fake clock at a fixed instant.
@@ -67,6 +68,14 @@ func New() *World {
 		clock:    NewClock(time.Date(2026, 11, 25, 3, 0, 0, 0, time.UTC)),
 		calls:    map[string]int{},
 	}
+}
+
+// UseRealTime makes the providers report the real clock, for tests that run
+// the daemon's worker, whose waits are real.
+func (w *World) UseRealTime() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.realTime = true
 }
 
 // Clock returns the world's fake clock.
@@ -339,7 +348,9 @@ func (w *World) Set() *providers.Set {
 		Registries:    map[string]providers.Registry{},
 		Instances:     instances{w},
 		Deployer:      func(*spec.Service) (providers.Deployer, error) { return deployer{w}, nil },
-		Clock:         w.clock,
+	}
+	if !w.realTime {
+		s.Clock = w.clock
 	}
 	for _, svc := range w.services {
 		for _, b := range svc.Traffic {
