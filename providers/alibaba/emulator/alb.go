@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -236,7 +237,7 @@ func (e *Emulator) updateServerGroupServersAttribute(r *request) (any, *apiError
 			return nil, illegalParam("ServerId", "Servers.%d.ServerId is required", i+1)
 		}
 		// ServerType: "This parameter is required"; Ecs|Eni|Eci|Ip|Fc (SDK doc).
-		if !contains([]string{"ecs", "eni", "eci", "ip", "fc"}, strings.ToLower(c.typ)) {
+		if !slices.Contains([]string{"ecs", "eni", "eci", "ip", "fc"}, strings.ToLower(c.typ)) {
 			return nil, illegalParam("ServerType", "Servers.%d.ServerType must be Ecs, Eni, Eci, Ip or Fc", i+1)
 		}
 		if v, ok := m["Port"]; ok {

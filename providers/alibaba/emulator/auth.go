@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -84,7 +85,7 @@ func (e *Emulator) verifyACS3(r *http.Request, req *request, auth string, body [
 	}
 	// host and the x-acs headers that make a request unique must be signed.
 	for _, h := range []string{"host", "x-acs-action", "x-acs-version", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256"} {
-		if !contains(signed, h) {
+		if !slices.Contains(signed, h) {
 			return errf(http.StatusBadRequest, "IncompleteSignature", "The header %s must be signed.", h)
 		}
 	}
@@ -217,13 +218,4 @@ func first(a, b string) string {
 		return a
 	}
 	return b
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

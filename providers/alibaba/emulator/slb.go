@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -251,7 +252,7 @@ func (e *Emulator) setWeightsLocked(r *request, lb *LoadBalancer, group []*Serve
 		ip := str(it["ServerIp"])
 		typ := slbType(str(it["Type"]))
 		// Type ecs (default), eni or eci; ServerIp required for eni/eci (SDK doc).
-		if !contains([]string{"ecs", "eni", "eci"}, typ) {
+		if !slices.Contains([]string{"ecs", "eni", "eci"}, typ) {
 			return errf(http.StatusBadRequest, "InvalidParameter", "BackendServers[%d].Type must be ecs, eni or eci.", i)
 		}
 		if typ != "ecs" && ip == "" {
