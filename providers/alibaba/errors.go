@@ -128,6 +128,13 @@ func classify(action string, err error) error {
 		a.RequestID = first(body.RequestID, body.RequestID2)
 		a.Message = first(body.Message, body.Message2)
 	}
+	return Classify(a)
+}
+
+// Classify wraps a with providers.Permanent when its code says that
+// retrying cannot fix it (not found, illegal parameter, permission,
+// credentials); busy, throttling, 5xx and unknown codes stay transient.
+func Classify(a *APIError) error {
 	for _, p := range permanentCodes {
 		if codeIn(a.Code, p.code) {
 			if p.reason == "InvalidCredentials" {
