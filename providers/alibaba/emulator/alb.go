@@ -68,6 +68,7 @@ func (e *Emulator) advanceLocked(now time.Time) {
 			}
 		}
 		j.status = "Succeeded"
+		e.noteLocked(Target{ServerGroup: j.resource})
 		changed = true
 	}
 	if changed {

@@ -82,6 +82,7 @@ type Emulator struct {
 	nonces   map[string]time.Time // signature nonces seen in the last 15 minutes
 	slbBusy  map[string]time.Time // SLB load balancer → locked until
 	calls    map[string]int
+	low      map[Target]int // lowest total weight each group has had
 	seq      int
 }
 
@@ -118,6 +119,7 @@ func New(opts Options) *Emulator {
 		nonces:  map[string]time.Time{},
 		slbBusy: map[string]time.Time{},
 		calls:   map[string]int{},
+		low:     map[Target]int{},
 	}
 	for _, k := range opts.Keys {
 		e.keys[k.ID] = k
@@ -221,6 +223,15 @@ func (e *Emulator) Seed(s State) error {
 	e.state.ServerGroups = append(e.state.ServerGroups, add.ServerGroups...)
 	e.state.Listeners = append(e.state.Listeners, add.Listeners...)
 	e.state.LoadBalancers = append(e.state.LoadBalancers, add.LoadBalancers...)
+	for _, g := range add.ServerGroups {
+		e.noteLocked(Target{ServerGroup: g.ID})
+	}
+	for _, lb := range add.LoadBalancers {
+		e.noteLocked(Target{LoadBalancer: lb.ID})
+		for _, vg := range lb.VServerGroups {
+			e.noteLocked(Target{LoadBalancer: lb.ID, VServerGroup: vg.ID})
+		}
+	}
 	e.saveLocked()
 	return nil
 }
@@ -397,8 +408,38 @@ func (e *Emulator) update(t Target, serverID string, f func(*Server)) error {
 	if !found {
 		return fmt.Errorf("updating server %s: not in %s", serverID, t)
 	}
+	e.noteLocked(t)
 	e.saveLocked()
 	return nil
+}
+
+// LowWater returns the lowest total weight the servers of t have had at
+// any moment since they were seeded: 0 means that at some moment no
+// server of the group could receive a new request.
+func (e *Emulator) LowWater(t Target) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.advanceLocked(time.Now())
+	low, ok := e.low[t]
+	if !ok {
+		return 0, fmt.Errorf("%s does not exist", t)
+	}
+	return low, nil
+}
+
+// noteLocked records the total weight of t after a change.
+func (e *Emulator) noteLocked(t Target) {
+	list, err := e.state.servers(t)
+	if err != nil {
+		return
+	}
+	total := 0
+	for _, s := range list {
+		total += s.Weight
+	}
+	if low, ok := e.low[t]; !ok || total < low {
+		e.low[t] = total
+	}
 }
 
 // SetFaults replaces the random fault knobs.

@@ -126,7 +126,7 @@ func (e *Emulator) setVServerGroupAttribute(r *request) (any, *apiError) {
 		return nil, aerr
 	}
 	if r.get("BackendServers") != "" {
-		if aerr := e.setWeightsLocked(r, lb, vg.Servers, true); aerr != nil {
+		if aerr := e.setWeightsLocked(r, lb, vg); aerr != nil {
 			return nil, aerr
 		}
 	}
@@ -182,7 +182,7 @@ func (e *Emulator) setBackendServers(r *request) (any, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	if aerr := e.setWeightsLocked(r, lb, lb.Servers, false); aerr != nil {
+	if aerr := e.setWeightsLocked(r, lb, nil); aerr != nil {
 		return nil, aerr
 	}
 	e.saveLocked()
@@ -202,7 +202,11 @@ func (e *Emulator) setBackendServers(r *request) (any, *apiError) {
 // setWeightsLocked applies a BackendServers JSON list to group. The list is
 // a JSON string with string values in the docs and numbers in
 // cloud-provider-alibaba-cloud; both are accepted (ref §2).
-func (e *Emulator) setWeightsLocked(r *request, lb *LoadBalancer, group []*Server, vserver bool) *apiError {
+func (e *Emulator) setWeightsLocked(r *request, lb *LoadBalancer, vg *VServerGroup) *apiError {
+	group, vserver, target := lb.Servers, false, Target{LoadBalancer: lb.ID}
+	if vg != nil {
+		group, vserver, target.VServerGroup = vg.Servers, true, vg.ID
+	}
 	// BackendServer.configuring: "A previous configuration of the load
 	// balancer is pending" when another change of the same load balancer
 	// is under way, whichever group it touches (ref §2; Terraform SlbIsBusy;
@@ -285,6 +289,7 @@ func (e *Emulator) setWeightsLocked(r *request, lb *LoadBalancer, group []*Serve
 			c.server.Description = *c.desc
 		}
 	}
+	e.noteLocked(target)
 	if e.opts.SLBBusy > 0 {
 		e.slbBusy[lb.ID] = r.now.Add(e.opts.SLBBusy)
 	}
