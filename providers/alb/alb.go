@@ -19,6 +19,7 @@ import (
 	"time"
 
 	albapi "github.com/alibabacloud-go/alb-20200616/v2/client"
+	openapi "github.com/alibabacloud-go/darabonba-openapi/v2/client"
 	"github.com/alibabacloud-go/tea/dara"
 	"github.com/alibabacloud-go/tea/tea"
 
@@ -40,7 +41,7 @@ const (
 // Provider is one ALB provider instance (an account and region).
 type Provider struct {
 	name       string
-	client     *albapi.Client
+	cfg        *openapi.Config
 	retry      alibaba.Retry
 	jobTimeout time.Duration
 	pollBase   time.Duration
@@ -59,8 +60,7 @@ func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := albapi.NewClient(c)
-	if err != nil {
+	if _, err := albapi.NewClient(c); err != nil {
 		return nil, fmt.Errorf("providers.alb[%s]: creating the ALB client: %w", cfg.Name, err)
 	}
 	jobTimeout := cfg.JobTimeout.D()
@@ -70,13 +70,25 @@ func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
 	provider := spec.KindALB + "/" + cfg.Name
 	return &Provider{
 		name:       cfg.Name,
-		client:     client,
+		cfg:        c,
 		retry:      alibaba.Retry{Timeout: cfg.RetryTimeout.D(), Log: log, Provider: provider},
 		jobTimeout: jobTimeout,
 		pollBase:   100 * time.Millisecond,
 		pollMax:    2 * time.Second,
 		log:        log.With("provider", provider),
 	}, nil
+}
+
+// call runs one API call with retries, on an SDK client of its own: SDK
+// clients must not be shared between goroutines (see alibaba.Config).
+func (p *Provider) call(ctx context.Context, action string, f func(context.Context, *albapi.Client) error) error {
+	return p.retry.Do(ctx, action, func(ctx context.Context) error {
+		c, err := albapi.NewClient(p.cfg)
+		if err != nil {
+			return err
+		}
+		return f(ctx, c)
+	})
 }
 
 func (p *Provider) check(b spec.Binding) error {
@@ -137,8 +149,8 @@ func (p *Provider) servers(ctx context.Context, group string) ([]*albapi.ListSer
 	req := &albapi.ListServerGroupServersRequest{ServerGroupId: tea.String(group), MaxResults: tea.Int32(pageSize)}
 	for {
 		var res *albapi.ListServerGroupServersResponse
-		err := p.retry.Do(ctx, "ListServerGroupServers", func(ctx context.Context) (err error) {
-			res, err = p.client.ListServerGroupServersWithContext(ctx, req, &dara.RuntimeOptions{})
+		err := p.call(ctx, "ListServerGroupServers", func(ctx context.Context, c *albapi.Client) (err error) {
+			res, err = c.ListServerGroupServersWithContext(ctx, req, &dara.RuntimeOptions{})
 			return err
 		})
 		if err != nil {
@@ -168,8 +180,8 @@ func (p *Provider) health(ctx context.Context, listener, group string, servers [
 	req := &albapi.GetListenerHealthStatusRequest{ListenerId: tea.String(listener), MaxResults: tea.Int64(healthPageSize)}
 	for {
 		var res *albapi.GetListenerHealthStatusResponse
-		err := p.retry.Do(ctx, "GetListenerHealthStatus", func(ctx context.Context) (err error) {
-			res, err = p.client.GetListenerHealthStatusWithContext(ctx, req, &dara.RuntimeOptions{})
+		err := p.call(ctx, "GetListenerHealthStatus", func(ctx context.Context, c *albapi.Client) (err error) {
+			res, err = c.GetListenerHealthStatusWithContext(ctx, req, &dara.RuntimeOptions{})
 			return err
 		})
 		if err != nil {
@@ -312,8 +324,8 @@ func (p *Provider) update(ctx context.Context, group string, batch []alibaba.Upd
 		req.Servers = append(req.Servers, s)
 	}
 	var res *albapi.UpdateServerGroupServersAttributeResponse
-	err := p.retry.Do(ctx, "UpdateServerGroupServersAttribute", func(ctx context.Context) (err error) {
-		res, err = p.client.UpdateServerGroupServersAttributeWithContext(ctx, req, &dara.RuntimeOptions{})
+	err := p.call(ctx, "UpdateServerGroupServersAttribute", func(ctx context.Context, c *albapi.Client) (err error) {
+		res, err = c.UpdateServerGroupServersAttributeWithContext(ctx, req, &dara.RuntimeOptions{})
 		return err
 	})
 	if err != nil {
@@ -341,8 +353,8 @@ func (p *Provider) wait(ctx context.Context, jobID string) error {
 		case <-t.C:
 		}
 		var res *albapi.ListAsynJobsResponse
-		err := p.retry.Do(ctx, "ListAsynJobs", func(ctx context.Context) (err error) {
-			res, err = p.client.ListAsynJobsWithContext(ctx, req, &dara.RuntimeOptions{})
+		err := p.call(ctx, "ListAsynJobs", func(ctx context.Context, c *albapi.Client) (err error) {
+			res, err = c.ListAsynJobsWithContext(ctx, req, &dara.RuntimeOptions{})
 			return err
 		})
 		if err != nil {

@@ -6,6 +6,7 @@ package alibaba
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 
 	openapi "github.com/alibabacloud-go/darabonba-openapi/v2/client"
@@ -26,8 +27,18 @@ import (
 // returned Config's AccessKeyId/AccessKeySecret fields stay empty, because
 // Config.String prints them.
 //
-// The SDK has no default timeouts (0 means unlimited) and no retries
-// (RetryOptions nil); the timeouts are set here and retries are Retry's job.
+// HTTP goes through an HTTP client of the Config's own (Config.HttpClient)
+// rather than the SDK's process-wide pool, whose shared http.Client the SDK
+// mutates on every request (tea/dara core.go DoRequestWithCtx sets
+// Timeout, a data race under concurrent calls). That client has the
+// connect and read timeouts the SDK lacks by default (0 means unlimited),
+// and takes proxies from the environment the Go way, which never proxies
+// loopback addresses (tea would proxy them unless NO_PROXY names the exact
+// host:port). The SDK does not retry (RetryOptions nil); Retry does.
+//
+// An SDK client must not be shared between goroutines: every call writes
+// its Headers field (darabonba-openapi GetRpcHeaders). Build one per call
+// from the returned Config, which is only read.
 func Config(kind string, p spec.AlibabaProvider) (*openapi.Config, error) {
 	field := fmt.Sprintf("providers.%s[%s]", kind, p.Name)
 	cred, err := credential(field, p)
@@ -35,10 +46,9 @@ func Config(kind string, p spec.AlibabaProvider) (*openapi.Config, error) {
 		return nil, err
 	}
 	cfg := &openapi.Config{
-		Credential:     cred,
-		RegionId:       tea.String(p.Region),
-		ConnectTimeout: tea.Int(millis(p.ConnectTimeout.D(), 5*time.Second)),
-		ReadTimeout:    tea.Int(millis(p.ReadTimeout.D(), 10*time.Second)),
+		Credential: cred,
+		RegionId:   tea.String(p.Region),
+		HttpClient: newHTTPClient(orDefault(p.ConnectTimeout.D(), 5*time.Second), orDefault(p.ReadTimeout.D(), 10*time.Second)),
 	}
 	if p.Protocol != "" {
 		cfg.Protocol = tea.String(p.Protocol)
@@ -54,12 +64,6 @@ func Config(kind string, p spec.AlibabaProvider) (*openapi.Config, error) {
 	}
 	if p.Endpoint != "" {
 		cfg.Endpoint = tea.String(p.Endpoint)
-		// tea honours HTTP_PROXY even for loopback addresses and only skips the
-		// proxy for hosts listed verbatim in NO_PROXY (tea/dara/core.go
-		// getHttpProxy). A loopback endpoint (the emulator) is never proxied.
-		if loopback(p.Endpoint) {
-			cfg.NoProxy = tea.String(p.Endpoint)
-		}
 	}
 	return cfg, nil
 }
@@ -105,21 +109,32 @@ func credential(field string, p spec.AlibabaProvider) (credentials.Credential, e
 	return cred, nil
 }
 
-func millis(d, def time.Duration) int {
+func orDefault(d, def time.Duration) time.Duration {
 	if d <= 0 {
-		d = def
+		return def
 	}
-	return int(d / time.Millisecond)
+	return d
 }
 
-func loopback(endpoint string) bool {
-	host, _, err := net.SplitHostPort(endpoint)
-	if err != nil {
-		host = endpoint
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+// httpClient is the SDK's HTTP client hook (tea/dara HttpClient). The
+// per-request transport the SDK builds is ignored: ours has the timeouts.
+type httpClient struct{ c *http.Client }
+
+func newHTTPClient(connect, read time.Duration) *httpClient {
+	return &httpClient{c: &http.Client{
+		Timeout: connect + read,
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   connect,
+			ResponseHeaderTimeout: read,
+			MaxIdleConnsPerHost:   16,
+			IdleConnTimeout:       90 * time.Second,
+			ForceAttemptHTTP2:     true,
+		},
+	}}
+}
+
+func (h *httpClient) Call(req *http.Request, _ *http.Transport) (*http.Response, error) {
+	return h.c.Do(req)
 }

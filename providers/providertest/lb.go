@@ -137,6 +137,29 @@ func TestLoadBalancer(t *testing.T, h LBHarness) {
 		require.Positive(t, h.LowWater(t, b))
 	})
 
+	t.Run("concurrent swaps on different bindings all take effect", func(t *testing.T) {
+		type job struct {
+			b     spec.Binding
+			a, bs []Server
+		}
+		var jobs []job
+		for i := range 4 {
+			a, bs, all := groups(2, 100, 0, fmt.Sprintf("cc%d", i))
+			jobs = append(jobs, job{h.Create(t, all), a, bs})
+		}
+		errs := make(chan error, len(jobs))
+		for _, j := range jobs {
+			go func() { errs <- h.Provider(t).SetWeights(ctx(t), j.b, swap(j.a, j.bs, 0, 100)) }()
+		}
+		for range jobs {
+			require.NoError(t, <-errs)
+		}
+		for _, j := range jobs {
+			requireWeights(t, j.b, j.a, 0)
+			requireWeights(t, j.b, j.bs, 100)
+		}
+	})
+
 	t.Run("servers not named keep their weight", func(t *testing.T) {
 		a, bs, all := groups(2, 100, 0, "keep")
 		b := h.Create(t, all)

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"strconv"
 
+	openapi "github.com/alibabacloud-go/darabonba-openapi/v2/client"
 	slbapi "github.com/alibabacloud-go/slb-20140515/v4/client"
 	"github.com/alibabacloud-go/tea/dara"
 	"github.com/alibabacloud-go/tea/tea"
@@ -36,7 +37,7 @@ const maxBatch = 20
 type Provider struct {
 	name   string
 	region string
-	client *slbapi.Client
+	cfg    *openapi.Config
 	retry  alibaba.Retry
 	log    *slog.Logger
 }
@@ -52,18 +53,29 @@ func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := slbapi.NewClient(c)
-	if err != nil {
+	if _, err := slbapi.NewClient(c); err != nil {
 		return nil, fmt.Errorf("providers.slb[%s]: creating the SLB client: %w", cfg.Name, err)
 	}
 	provider := spec.KindSLB + "/" + cfg.Name
 	return &Provider{
 		name:   cfg.Name,
 		region: cfg.Region,
-		client: client,
+		cfg:    c,
 		retry:  alibaba.Retry{Timeout: cfg.RetryTimeout.D(), Log: log, Provider: provider},
 		log:    log.With("provider", provider),
 	}, nil
+}
+
+// call runs one API call with retries, on an SDK client of its own: SDK
+// clients must not be shared between goroutines (see alibaba.Config).
+func (p *Provider) call(ctx context.Context, action string, f func(context.Context, *slbapi.Client) error) error {
+	return p.retry.Do(ctx, action, func(ctx context.Context) error {
+		c, err := slbapi.NewClient(p.cfg)
+		if err != nil {
+			return err
+		}
+		return f(ctx, c)
+	})
 }
 
 func (p *Provider) check(b spec.Binding) error {
@@ -121,8 +133,8 @@ func (p *Provider) members(ctx context.Context, b spec.Binding) ([]alibaba.Membe
 	if b.VServerGroup != "" {
 		req := &slbapi.DescribeVServerGroupAttributeRequest{RegionId: tea.String(p.region), VServerGroupId: tea.String(b.VServerGroup)}
 		var res *slbapi.DescribeVServerGroupAttributeResponse
-		err := p.retry.Do(ctx, "DescribeVServerGroupAttribute", func(ctx context.Context) (err error) {
-			res, err = p.client.DescribeVServerGroupAttributeWithContext(ctx, req, &dara.RuntimeOptions{})
+		err := p.call(ctx, "DescribeVServerGroupAttribute", func(ctx context.Context, c *slbapi.Client) (err error) {
+			res, err = c.DescribeVServerGroupAttributeWithContext(ctx, req, &dara.RuntimeOptions{})
 			return err
 		})
 		if err != nil {
@@ -147,8 +159,8 @@ func (p *Provider) members(ctx context.Context, b spec.Binding) ([]alibaba.Membe
 	}
 	req := &slbapi.DescribeLoadBalancerAttributeRequest{RegionId: tea.String(p.region), LoadBalancerId: tea.String(b.LoadBalancer)}
 	var res *slbapi.DescribeLoadBalancerAttributeResponse
-	err := p.retry.Do(ctx, "DescribeLoadBalancerAttribute", func(ctx context.Context) (err error) {
-		res, err = p.client.DescribeLoadBalancerAttributeWithContext(ctx, req, &dara.RuntimeOptions{})
+	err := p.call(ctx, "DescribeLoadBalancerAttribute", func(ctx context.Context, c *slbapi.Client) (err error) {
+		res, err = c.DescribeLoadBalancerAttributeWithContext(ctx, req, &dara.RuntimeOptions{})
 		return err
 	})
 	if err != nil {
@@ -177,8 +189,8 @@ func (p *Provider) health(ctx context.Context, b spec.Binding) ([]*slbapi.Descri
 		ListenerPort:   tea.Int32(int32(b.ListenerPort)),
 	}
 	var res *slbapi.DescribeHealthStatusResponse
-	err := p.retry.Do(ctx, "DescribeHealthStatus", func(ctx context.Context) (err error) {
-		res, err = p.client.DescribeHealthStatusWithContext(ctx, req, &dara.RuntimeOptions{})
+	err := p.call(ctx, "DescribeHealthStatus", func(ctx context.Context, c *slbapi.Client) (err error) {
+		res, err = c.DescribeHealthStatusWithContext(ctx, req, &dara.RuntimeOptions{})
 		return err
 	})
 	if err != nil {
@@ -247,14 +259,14 @@ func (p *Provider) write(ctx context.Context, b spec.Binding, batch []alibaba.Up
 	}
 	if b.VServerGroup != "" {
 		req := &slbapi.SetVServerGroupAttributeRequest{RegionId: tea.String(p.region), VServerGroupId: tea.String(b.VServerGroup), BackendServers: tea.String(string(js))}
-		return p.retry.Do(ctx, "SetVServerGroupAttribute", func(ctx context.Context) error {
-			_, err := p.client.SetVServerGroupAttributeWithContext(ctx, req, &dara.RuntimeOptions{})
+		return p.call(ctx, "SetVServerGroupAttribute", func(ctx context.Context, c *slbapi.Client) error {
+			_, err := c.SetVServerGroupAttributeWithContext(ctx, req, &dara.RuntimeOptions{})
 			return err
 		})
 	}
 	req := &slbapi.SetBackendServersRequest{RegionId: tea.String(p.region), LoadBalancerId: tea.String(b.LoadBalancer), BackendServers: tea.String(string(js))}
-	return p.retry.Do(ctx, "SetBackendServers", func(ctx context.Context) error {
-		_, err := p.client.SetBackendServersWithContext(ctx, req, &dara.RuntimeOptions{})
+	return p.call(ctx, "SetBackendServers", func(ctx context.Context, c *slbapi.Client) error {
+		_, err := c.SetBackendServersWithContext(ctx, req, &dara.RuntimeOptions{})
 		return err
 	})
 }
