@@ -360,6 +360,9 @@ func (p *Provider) wait(ctx context.Context, jobID string) error {
 		if err != nil {
 			return fmt.Errorf("waiting for job %s: %w", jobID, err)
 		}
+		if res.Body == nil {
+			return fmt.Errorf("waiting for job %s: ListAsynJobs: empty answer", jobID)
+		}
 		status := "Processing" // a job not listed yet is still starting
 		var job *albapi.ListAsynJobsResponseBodyJobs
 		for _, j := range res.Body.Jobs {

@@ -27,6 +27,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const jobDelay = 30 * time.Millisecond
 
 type harness struct {
+	emutest.Harness
 	e *emulator.Emulator
 	p *alb.Provider
 	n int
@@ -36,7 +37,12 @@ func newHarness(t *testing.T, opts emulator.Options) *harness {
 	e, cfg := emutest.Start(t, "prod-hz", opts)
 	p, err := alb.New(cfg, nil)
 	require.NoError(t, err)
-	return &harness{e: e, p: p}
+	return wrap(e, p)
+}
+
+func wrap(e *emulator.Emulator, p *alb.Provider) *harness {
+	target := func(b spec.Binding) emulator.Target { return emulator.Target{ServerGroup: b.ServerGroup} }
+	return &harness{Harness: emutest.Harness{E: e, Target: target}, e: e, p: p}
 }
 
 func (h *harness) Provider(*testing.T) providers.LoadBalancer { return h.p }
@@ -53,31 +59,6 @@ func (h *harness) Create(t *testing.T, servers []providertest.Server) spec.Bindi
 	return spec.Binding{ALB: "prod-hz", ServerGroup: g.ID, Listener: l.ID, Weight: 100}
 }
 
-func (h *harness) Weights(t *testing.T, b spec.Binding) map[string]int {
-	servers, err := h.e.Servers(emulator.Target{ServerGroup: b.ServerGroup})
-	require.NoError(t, err)
-	out := map[string]int{}
-	for _, s := range servers {
-		out[s.ID] = s.Weight
-	}
-	return out
-}
-
-func (h *harness) LowWater(t *testing.T, b spec.Binding) int {
-	low, err := h.e.LowWater(emulator.Target{ServerGroup: b.ServerGroup})
-	require.NoError(t, err)
-	return low
-}
-
-func (h *harness) SetHealthy(t *testing.T, b spec.Binding, id string, healthy bool) {
-	require.NoError(t, h.e.SetHealthy(emulator.Target{ServerGroup: b.ServerGroup}, id, healthy))
-}
-
-func (h *harness) Faults(t *testing.T, rate float64) {
-	h.e.SetFaults(emulator.Faults{ThrottleRate: rate / 2, ErrorRate: rate / 2})
-	t.Cleanup(func() { h.e.SetFaults(emulator.Faults{}) })
-}
-
 func TestConformance(t *testing.T) {
 	providertest.TestLoadBalancer(t, newHarness(t, emulator.Options{JobDelay: jobDelay}))
 }
@@ -87,7 +68,7 @@ func TestConformanceLegacySignature(t *testing.T) {
 	cfg.SignatureVersion = "v2"
 	p, err := alb.New(cfg, nil)
 	require.NoError(t, err)
-	providertest.TestLoadBalancer(t, &harness{e: e, p: p})
+	providertest.TestLoadBalancer(t, wrap(e, p))
 }
 
 func ctx(t *testing.T) context.Context {
@@ -175,7 +156,7 @@ func TestSetWeightsGivesUpWhenTheJobOutlastsJobTimeout(t *testing.T) {
 	cfg.JobTimeout = spec.Duration(300 * time.Millisecond)
 	p, err := alb.New(cfg, nil)
 	require.NoError(t, err)
-	h := &harness{e: e, p: p}
+	h := wrap(e, p)
 	b, swap := seed(t, h, 1)
 	err = p.SetWeights(ctx(t), b, swap)
 	require.ErrorContains(t, err, "still Processing")
@@ -223,7 +204,7 @@ func TestTransientErrorsGiveUpAtRetryTimeout(t *testing.T) {
 	cfg.RetryTimeout = spec.Duration(500 * time.Millisecond)
 	p, err := alb.New(cfg, nil)
 	require.NoError(t, err)
-	h := &harness{e: e, p: p}
+	h := wrap(e, p)
 	b, _ := seed(t, h, 1)
 	e.Inject("ListServerGroupServers", "SystemBusy", 400, 1000)
 	_, err = p.Backends(ctx(t), b)
@@ -324,7 +305,7 @@ func TestCredentialsNeverAppearInLogsOrErrors(t *testing.T) {
 	e, cfg := emutest.Start(t, "prod-hz", emulator.Options{JobDelay: jobDelay})
 	p, err := alb.New(cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	require.NoError(t, err)
-	h := &harness{e: e, p: p}
+	h := wrap(e, p)
 	b, swap := seed(t, h, 1)
 	e.Inject("UpdateServerGroupServersAttribute", "Throttling.User", 400, 1)
 	require.NoError(t, p.SetWeights(ctx(t), b, swap))
@@ -354,4 +335,18 @@ func TestNewNamesAMissingCredentialVariable(t *testing.T) {
 	cfg.AccessKeySecretEnv = "TANDEM_TEST_UNSET_SECRET"
 	_, err := alb.New(cfg, nil)
 	require.ErrorContains(t, err, "providers.alb[prod-hz].accessKeySecretEnv: environment variable TANDEM_TEST_UNSET_SECRET is not set")
+}
+
+// BenchmarkLargeGroup observes and swaps a server group of 250 servers
+// (125 in A, 125 in B) through the SDK and the emulator, jobs finishing at
+// once; it reports the API calls each step takes.
+func BenchmarkLargeGroup(b *testing.B) {
+	e, cfg := emutest.Start(b, "prod-hz", emulator.Options{})
+	p, err := alb.New(cfg, nil)
+	require.NoError(b, err)
+	servers, toB, toA := emutest.Fleet(125)
+	g := &emulator.ServerGroup{ID: "sgp-bench", Servers: servers}
+	require.NoError(b, e.Seed(emulator.State{ServerGroups: []*emulator.ServerGroup{g}, Listeners: []*emulator.Listener{{ID: "lsn-bench", Port: 80, ServerGroup: g.ID}}}))
+	binding := spec.Binding{ALB: "prod-hz", ServerGroup: g.ID, Listener: "lsn-bench"}
+	emutest.Benchmark(b, e, p, binding, toB, toA, "UpdateServerGroupServersAttribute")
 }

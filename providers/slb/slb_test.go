@@ -24,6 +24,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const busy = 50 * time.Millisecond
 
 type harness struct {
+	emutest.Harness
 	e       *emulator.Emulator
 	p       *slb.Provider
 	n       int
@@ -34,7 +35,11 @@ func newHarness(t *testing.T, vserver bool, opts emulator.Options) *harness {
 	e, cfg := emutest.Start(t, "prod-hz", opts)
 	p, err := slb.New(cfg, nil)
 	require.NoError(t, err)
-	return &harness{e: e, p: p, vserver: vserver}
+	return wrap(e, p, vserver)
+}
+
+func wrap(e *emulator.Emulator, p *slb.Provider, vserver bool) *harness {
+	return &harness{Harness: emutest.Harness{E: e, Target: target}, e: e, p: p, vserver: vserver}
 }
 
 func (h *harness) Provider(*testing.T) providers.LoadBalancer { return h.p }
@@ -68,31 +73,6 @@ func target(b spec.Binding) emulator.Target {
 	return emulator.Target{LoadBalancer: b.LoadBalancer, VServerGroup: b.VServerGroup}
 }
 
-func (h *harness) Weights(t *testing.T, b spec.Binding) map[string]int {
-	servers, err := h.e.Servers(target(b))
-	require.NoError(t, err)
-	out := map[string]int{}
-	for _, s := range servers {
-		out[s.ID] = s.Weight
-	}
-	return out
-}
-
-func (h *harness) LowWater(t *testing.T, b spec.Binding) int {
-	low, err := h.e.LowWater(target(b))
-	require.NoError(t, err)
-	return low
-}
-
-func (h *harness) SetHealthy(t *testing.T, b spec.Binding, id string, healthy bool) {
-	require.NoError(t, h.e.SetHealthy(target(b), id, healthy))
-}
-
-func (h *harness) Faults(t *testing.T, rate float64) {
-	h.e.SetFaults(emulator.Faults{ThrottleRate: rate / 2, ErrorRate: rate / 2})
-	t.Cleanup(func() { h.e.SetFaults(emulator.Faults{}) })
-}
-
 func TestConformanceVServerGroup(t *testing.T) {
 	providertest.TestLoadBalancer(t, newHarness(t, true, emulator.Options{SLBBusy: busy}))
 }
@@ -106,7 +86,7 @@ func TestConformanceLegacySignature(t *testing.T) {
 	cfg.SignatureVersion = "v2"
 	p, err := slb.New(cfg, nil)
 	require.NoError(t, err)
-	providertest.TestLoadBalancer(t, &harness{e: e, p: p, vserver: true})
+	providertest.TestLoadBalancer(t, wrap(e, p, true))
 }
 
 func ctx(t *testing.T) context.Context {
@@ -232,4 +212,19 @@ func TestHealthFollowsTheListener(t *testing.T) {
 	for _, be := range got {
 		require.Equal(t, providers.HealthUnknown, be.Health, "no listener, no health")
 	}
+}
+
+// BenchmarkLargeGroup observes and swaps a vServer group of 250 servers
+// (125 in A, 125 in B) through the SDK and the emulator; it reports the API
+// calls each step takes.
+func BenchmarkLargeGroup(b *testing.B) {
+	e, cfg := emutest.Start(b, "prod-hz", emulator.Options{})
+	p, err := slb.New(cfg, nil)
+	require.NoError(b, err)
+	servers, toB, toA := emutest.Fleet(125)
+	vg := &emulator.VServerGroup{ID: "rsp-bench", Servers: servers}
+	lb := &emulator.LoadBalancer{ID: "lb-bench", VServerGroups: []*emulator.VServerGroup{vg}, Listeners: []*emulator.SLBListener{{Port: 80, VServerGroup: vg.ID}}}
+	require.NoError(b, e.Seed(emulator.State{LoadBalancers: []*emulator.LoadBalancer{lb}}))
+	binding := spec.Binding{SLB: "prod-hz", LoadBalancer: lb.ID, VServerGroup: vg.ID, ListenerPort: 80}
+	emutest.Benchmark(b, e, p, binding, toB, toA, "SetVServerGroupAttribute")
 }

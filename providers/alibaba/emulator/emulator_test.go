@@ -464,7 +464,7 @@ func TestMainServesUntilTheContextEnds(t *testing.T) {
 	var stderr bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- emulator.Main(ctx, []string{"--listen", "127.0.0.1:0", "--state", path, "--key", akID + ":" + akSecret, "--job-delay", "0s"}, out, &stderr)
+		done <- emulator.Main(ctx, []string{"--listen", "127.0.0.1:0", "--state", path, "--key", akID + ":" + akSecret, "--job-delay", "0s", "--frontend", "127.0.0.1:0=alb:sgp-1"}, out, &stderr)
 	}()
 	var line string
 	select {
@@ -474,6 +474,7 @@ func TestMainServesUntilTheContextEnds(t *testing.T) {
 	}
 	addr, ok := strings.CutPrefix(line, "openapi listening on http://")
 	require.True(t, ok, line)
+	require.Contains(t, <-out.lines, "frontend alb server group sgp-1 listening on http://127.0.0.1:")
 	v := &env{url: "http://" + addr}
 	c := v.alb(t, "")
 	_, err := c.UpdateServerGroupServersAttribute(&alb.UpdateServerGroupServersAttributeRequest{ServerGroupId: tea.String("sgp-1"),

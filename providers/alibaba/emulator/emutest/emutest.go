@@ -3,11 +3,16 @@
 package emutest
 
 import (
+	"context"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/alibaba/emulator"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -45,4 +50,88 @@ func Start(t testing.TB, name string, opts emulator.Options) (*emulator.Emulator
 		JobTimeout:         spec.Duration(30 * time.Second),
 		RetryTimeout:       spec.Duration(30 * time.Second),
 	}
+}
+
+// Harness implements the parts of providertest.LBHarness that read and
+// steer the emulator behind a provider's back; Target maps a binding to
+// the emulated group it names.
+type Harness struct {
+	E      *emulator.Emulator
+	Target func(spec.Binding) emulator.Target
+}
+
+// Weights reads the true weight of every server of b, by server id.
+func (h Harness) Weights(t *testing.T, b spec.Binding) map[string]int {
+	servers, err := h.E.Servers(h.Target(b))
+	require.NoError(t, err)
+	out := map[string]int{}
+	for _, s := range servers {
+		out[s.ID] = s.Weight
+	}
+	return out
+}
+
+// LowWater returns the lowest total weight b's group ever had.
+func (h Harness) LowWater(t *testing.T, b spec.Binding) int {
+	low, err := h.E.LowWater(h.Target(b))
+	require.NoError(t, err)
+	return low
+}
+
+// SetHealthy makes the emulated health check pass or fail for a server.
+func (h Harness) SetHealthy(t *testing.T, b spec.Binding, id string, healthy bool) {
+	require.NoError(t, h.E.SetHealthy(h.Target(b), id, healthy))
+}
+
+// Faults makes about rate of the calls fail, half throttled, half 503.
+func (h Harness) Faults(t *testing.T, rate float64) {
+	h.E.SetFaults(emulator.Faults{ThrottleRate: rate / 2, ErrorRate: rate / 2})
+	t.Cleanup(func() { h.E.SetFaults(emulator.Faults{}) })
+}
+
+// Fleet returns n servers of group A at weight 100 and n of group B at
+// weight 0 (ids i-aNNN and i-bNNN), and the changes that swap them.
+func Fleet(n int) (servers []*emulator.Server, toB, toA []providers.WeightChange) {
+	for i := range n {
+		a, b := fmt.Sprintf("i-a%03d", i), fmt.Sprintf("i-b%03d", i)
+		servers = append(servers,
+			&emulator.Server{ID: a, IP: "10.0.1.1", Port: 8000 + i, Weight: 100},
+			&emulator.Server{ID: b, IP: "10.0.2.1", Port: 8000 + i, Weight: 0})
+		toB = append(toB, providers.WeightChange{ID: a, Weight: 0}, providers.WeightChange{ID: b, Weight: 100})
+		toA = append(toA, providers.WeightChange{ID: a, Weight: 100}, providers.WeightChange{ID: b, Weight: 0})
+	}
+	return servers, toB, toA
+}
+
+// Benchmark measures Backends and back-and-forth swaps of binding, and
+// reports the API calls each takes (write: the action that sets weights).
+func Benchmark(b *testing.B, e *emulator.Emulator, p providers.LoadBalancer, binding spec.Binding, toB, toA []providers.WeightChange, write string) {
+	count := func() int {
+		n := 0
+		for _, c := range e.Calls() {
+			n += c
+		}
+		return n
+	}
+	b.Run("Backends", func(b *testing.B) {
+		e.ResetCalls()
+		for b.Loop() {
+			_, err := p.Backends(context.Background(), binding)
+			require.NoError(b, err)
+		}
+		b.ReportMetric(float64(count())/float64(b.N), "calls/op")
+	})
+	b.Run("SetWeights swap", func(b *testing.B) {
+		e.ResetCalls()
+		i := 0
+		for b.Loop() {
+			changes := toB
+			if i++; i%2 == 0 {
+				changes = toA
+			}
+			require.NoError(b, p.SetWeights(context.Background(), binding, changes))
+		}
+		b.ReportMetric(float64(count())/float64(b.N), "calls/op")
+		b.ReportMetric(float64(e.Calls()[write])/float64(b.N), "writes/op")
+	})
 }
