@@ -78,17 +78,8 @@ func ctx(t *testing.T) context.Context {
 }
 
 func seed(t *testing.T, h *harness, n int) (spec.Binding, []providers.WeightChange) {
-	var servers []providertest.Server
-	var swap []providers.WeightChange
-	for i := range n {
-		servers = append(servers,
-			providertest.Server{ID: fmt.Sprintf("i-a%03d", i), IP: "10.0.1.1", Port: 8080 + i, Weight: 100},
-			providertest.Server{ID: fmt.Sprintf("i-b%03d", i), IP: "10.0.2.1", Port: 8080 + i, Weight: 0})
-		swap = append(swap,
-			providers.WeightChange{ID: fmt.Sprintf("i-a%03d", i), Weight: 0},
-			providers.WeightChange{ID: fmt.Sprintf("i-b%03d", i), Weight: 100})
-	}
-	return h.Create(t, servers), swap
+	servers, toB, _ := providertest.Fleet(n)
+	return h.Create(t, servers), toB
 }
 
 func TestSetWeightsSwapThatFitsOneBatchIsOneCallAndOneJob(t *testing.T) {

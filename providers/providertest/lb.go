@@ -23,6 +23,21 @@ type Server struct {
 	Weight int
 }
 
+// Fleet returns n servers of group A at weight 100 and n of group B at
+// weight 0 (ids i-aNNN and i-bNNN, interleaved), and the changes that move
+// all weight to B and back to A.
+func Fleet(n int) (servers []Server, toB, toA []providers.WeightChange) {
+	for i := range n {
+		a, b := fmt.Sprintf("i-a%03d", i), fmt.Sprintf("i-b%03d", i)
+		servers = append(servers,
+			Server{ID: a, IP: "10.0.1.1", Port: 8000 + i, Weight: 100},
+			Server{ID: b, IP: "10.0.2.1", Port: 8000 + i, Weight: 0})
+		toB = append(toB, providers.WeightChange{ID: a, Weight: 0}, providers.WeightChange{ID: b, Weight: 100})
+		toA = append(toA, providers.WeightChange{ID: a, Weight: 100}, providers.WeightChange{ID: b, Weight: 0})
+	}
+	return servers, toB, toA
+}
+
 // LBHarness gives the load-balancer suite a provider and the means to set
 // up and inspect the system behind it without going through the provider.
 type LBHarness interface {

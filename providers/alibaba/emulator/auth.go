@@ -182,15 +182,15 @@ func (e *Emulator) freshness(now, ts time.Time, nonce string) *apiError {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for n, seen := range e.nonces {
-		if now.Sub(seen) > signatureWindow {
-			delete(e.nonces, n)
-		}
+	for len(e.nonceQueue) > 0 && now.Sub(e.nonces[e.nonceQueue[0]]) > signatureWindow {
+		delete(e.nonces, e.nonceQueue[0])
+		e.nonceQueue = e.nonceQueue[1:]
 	}
 	if _, used := e.nonces[nonce]; used {
 		return errf(http.StatusBadRequest, "SignatureNonceUsed", "Specified signature nonce was used already.")
 	}
 	e.nonces[nonce] = now
+	e.nonceQueue = append(e.nonceQueue, nonce)
 	return nil
 }
 

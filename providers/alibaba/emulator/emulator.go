@@ -80,10 +80,12 @@ type Emulator struct {
 	jobs     []*job
 	tokens   map[string]tokenUse  // ALB ClientToken → the request it was first used for
 	nonces   map[string]time.Time // signature nonces seen in the last 15 minutes
-	slbBusy  map[string]time.Time // SLB load balancer → locked until
-	calls    map[string]int
-	low      map[Target]int // lowest total weight each group has had
-	seq      int
+	// nonceQueue holds the nonces in the order seen, to forget them in order.
+	nonceQueue []string
+	slbBusy    map[string]time.Time // SLB load balancer → locked until
+	calls      map[string]int
+	low        map[Target]int // lowest total weight each group has had
+	seq        int
 }
 
 type injection struct {

@@ -4,7 +4,6 @@ package emutest
 
 import (
 	"context"
-	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/alibaba/emulator"
+	"github.com/tandemhq/tandem/providers/providertest"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -89,16 +89,11 @@ func (h Harness) Faults(t *testing.T, rate float64) {
 	t.Cleanup(func() { h.E.SetFaults(emulator.Faults{}) })
 }
 
-// Fleet returns n servers of group A at weight 100 and n of group B at
-// weight 0 (ids i-aNNN and i-bNNN), and the changes that swap them.
+// Fleet is providertest.Fleet as emulated servers.
 func Fleet(n int) (servers []*emulator.Server, toB, toA []providers.WeightChange) {
-	for i := range n {
-		a, b := fmt.Sprintf("i-a%03d", i), fmt.Sprintf("i-b%03d", i)
-		servers = append(servers,
-			&emulator.Server{ID: a, IP: "10.0.1.1", Port: 8000 + i, Weight: 100},
-			&emulator.Server{ID: b, IP: "10.0.2.1", Port: 8000 + i, Weight: 0})
-		toB = append(toB, providers.WeightChange{ID: a, Weight: 0}, providers.WeightChange{ID: b, Weight: 100})
-		toA = append(toA, providers.WeightChange{ID: a, Weight: 100}, providers.WeightChange{ID: b, Weight: 0})
+	list, toB, toA := providertest.Fleet(n)
+	for _, s := range list {
+		servers = append(servers, &emulator.Server{ID: s.ID, IP: s.IP, Port: s.Port, Weight: s.Weight})
 	}
 	return servers, toB, toA
 }
