@@ -18,6 +18,19 @@ import (
 // Main is `tandem emulate alibaba`: it serves the emulated ALB and SLB
 // OpenAPI until ctx ends. It returns the process exit code: 0 after a
 // clean stop, 2 for bad flags, 1 when serving failed.
+//
+// The resources come from the --state file (the State type as JSON), e.g.
+//
+//	{"albServerGroups": [{"id": "sgp-push", "servers": [
+//	   {"id": "i-a1", "ip": "127.0.0.1", "port": 9001, "weight": 100},
+//	   {"id": "i-b1", "ip": "127.0.0.1", "port": 9002, "weight": 0}]}],
+//	 "albListeners": [{"id": "lsn-push", "port": 80, "serverGroup": "sgp-push"}],
+//	 "slbLoadBalancers": [{"id": "lb-gw", "servers": [],
+//	   "vServerGroups": [{"id": "rsp-gw", "servers": [...]}],
+//	   "listeners": [{"port": 80, "vServerGroup": "rsp-gw"}]}]}
+//
+// and a tandem.yaml provider points at it with endpoint 127.0.0.1:PORT,
+// protocol http and the --key as its accessKeyIdEnv/accessKeySecretEnv.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("tandem emulate alibaba", flag.ContinueOnError)
 	fset.SetOutput(stderr)
