@@ -1,0 +1,140 @@
+// Package alibaba holds what the ALB and SLB providers share: building the
+// official SDK's configuration from a provider instance of tandem.yaml,
+// classifying OpenAPI errors, and the retry loop around every call.
+package alibaba
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	openapi "github.com/alibabacloud-go/darabonba-openapi/v2/client"
+	"github.com/alibabacloud-go/tea/tea"
+	"github.com/aliyun/credentials-go/credentials"
+
+	"github.com/tandemhq/tandem/spec"
+)
+
+// Config builds the SDK configuration of one provider instance; kind (alb or
+// slb) only names the instance in error messages.
+//
+// Credentials come from the environment variables the instance names
+// (accessKeyIdEnv, accessKeySecretEnv, securityTokenEnv), or, when it names
+// none, from the Alibaba default credential chain of credentials-go
+// (environment, OIDC/RRSA, CLI profile, credentials file, ECS RAM role,
+// credentials URI). The secret is held only by the credential object: the
+// returned Config's AccessKeyId/AccessKeySecret fields stay empty, because
+// Config.String prints them.
+//
+// HTTP goes through an HTTP client of the Config's own (Config.HttpClient)
+// rather than the SDK's process-wide pool, whose shared http.Client the SDK
+// mutates on every request (tea/dara core.go DoRequestWithCtx sets
+// Timeout, a data race under concurrent calls). That client has the
+// connect and read timeouts the SDK lacks by default (0 means unlimited),
+// and takes proxies from the environment the Go way, which never proxies
+// loopback addresses (tea would proxy them unless NO_PROXY names the exact
+// host:port). The SDK does not retry (RetryOptions nil); Retry does.
+//
+// An SDK client must not be shared between goroutines: every call writes
+// its Headers field (darabonba-openapi GetRpcHeaders). Build one per call
+// from the returned Config, which is only read.
+func Config(kind string, p spec.AlibabaProvider) (*openapi.Config, error) {
+	field := fmt.Sprintf("providers.%s[%s]", kind, p.Name)
+	cred, err := credential(field, p)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &openapi.Config{
+		Credential: cred,
+		RegionId:   tea.String(p.Region),
+		HttpClient: newHTTPClient(orDefault(p.ConnectTimeout.D(), 5*time.Second), orDefault(p.ReadTimeout.D(), 10*time.Second)),
+	}
+	if p.Protocol != "" {
+		cfg.Protocol = tea.String(p.Protocol)
+	}
+	switch p.SignatureVersion {
+	case "", "v3":
+		// The SDK's default: ACS3-HMAC-SHA256 (darabonba-openapi DoRequest).
+	case "v2":
+		// Legacy RPC signature (HMAC-SHA1 in the query), darabonba-openapi DoRPCRequest.
+		cfg.SignatureAlgorithm = tea.String("v2")
+	default:
+		return nil, fmt.Errorf("%s.signatureVersion: must be v3 or v2, got %q", field, p.SignatureVersion)
+	}
+	if p.Endpoint != "" {
+		cfg.Endpoint = tea.String(p.Endpoint)
+	}
+	return cfg, nil
+}
+
+func credential(field string, p spec.AlibabaProvider) (credentials.Credential, error) {
+	if p.AccessKeyIDEnv == "" && p.AccessKeySecretEnv == "" {
+		cred, err := credentials.NewCredential(nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s: default credential chain: %w", field, err)
+		}
+		return cred, nil
+	}
+	if p.AccessKeyIDEnv == "" || p.AccessKeySecretEnv == "" {
+		return nil, fmt.Errorf("%s: set both accessKeyIdEnv and accessKeySecretEnv, or neither to use the default credential chain", field)
+	}
+	id, err := spec.SecretFromEnv(field+".accessKeyIdEnv", p.AccessKeyIDEnv)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := spec.SecretFromEnv(field+".accessKeySecretEnv", p.AccessKeySecretEnv)
+	if err != nil {
+		return nil, err
+	}
+	token, err := spec.SecretFromEnv(field+".securityTokenEnv", p.SecurityTokenEnv)
+	if err != nil {
+		return nil, err
+	}
+	c := &credentials.Config{
+		Type:            tea.String("access_key"),
+		AccessKeyId:     tea.String(id.Reveal()),
+		AccessKeySecret: tea.String(secret.Reveal()),
+	}
+	if !token.Empty() {
+		c.Type = tea.String("sts")
+		c.SecurityToken = tea.String(token.Reveal())
+	}
+	cred, err := credentials.NewCredential(c)
+	if err != nil {
+		// credentials-go only rejects empty fields here; its message names
+		// the field, never the value.
+		return nil, fmt.Errorf("%s: credentials: %w", field, err)
+	}
+	return cred, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// httpClient is the SDK's HTTP client hook (tea/dara HttpClient). The
+// per-request transport the SDK builds is ignored: ours has the timeouts.
+type httpClient struct{ c *http.Client }
+
+func newHTTPClient(connect, read time.Duration) *httpClient {
+	return &httpClient{c: &http.Client{
+		Timeout: connect + read,
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   connect,
+			ResponseHeaderTimeout: read,
+			MaxIdleConnsPerHost:   16,
+			IdleConnTimeout:       90 * time.Second,
+			ForceAttemptHTTP2:     true,
+		},
+	}}
+}
+
+func (h *httpClient) Call(req *http.Request, _ *http.Transport) (*http.Response, error) {
+	return h.c.Do(req)
+}

@@ -1,0 +1,167 @@
+package emulator
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Main is `tandem emulate alibaba`: it serves the emulated ALB and SLB
+// OpenAPI until ctx ends. It returns the process exit code: 0 after a
+// clean stop, 2 for bad flags, 1 when serving failed.
+//
+// The resources come from the --state file (the State type as JSON), e.g.
+//
+//	{"albServerGroups": [{"id": "sgp-push", "servers": [
+//	   {"id": "i-a1", "ip": "127.0.0.1", "port": 9001, "weight": 100},
+//	   {"id": "i-b1", "ip": "127.0.0.1", "port": 9002, "weight": 0}]}],
+//	 "albListeners": [{"id": "lsn-push", "port": 80, "serverGroup": "sgp-push"}],
+//	 "slbLoadBalancers": [{"id": "lb-gw", "servers": [],
+//	   "vServerGroups": [{"id": "rsp-gw", "servers": [...]}],
+//	   "listeners": [{"port": 80, "vServerGroup": "rsp-gw"}]}]}
+//
+// and a tandem.yaml provider points at it with endpoint 127.0.0.1:PORT,
+// protocol http and the --key as its accessKeyIdEnv/accessKeySecretEnv.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fset := flag.NewFlagSet("tandem emulate alibaba", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	listen := fset.String("listen", "127.0.0.1:8099", "`host:port` of the OpenAPI endpoint (point the SDK's endpoint here, protocol http)")
+	statePath := fset.String("state", "", "state `file` (JSON): loaded at start when it exists, rewritten after every change")
+	region := fset.String("region", "cn-hangzhou", "region of every emulated resource")
+	jobDelay := fset.Duration("job-delay", time.Second, "how long an ALB asynchronous job stays Processing")
+	slbBusy := fset.Duration("slb-busy", 0, "how long an SLB load balancer stays locked after a change (BackendServer.configuring)")
+	throttle := fset.Float64("throttle-rate", 0, "share of API calls refused with Throttling.User (0..1)")
+	errRate := fset.Float64("error-rate", 0, "share of API calls answered ServiceUnavailable, HTTP 503 (0..1)")
+	latency := fset.Duration("latency", 0, "latency added to every API call")
+	seed := fset.Uint64("seed", 0, "random seed for the faults (0: random)")
+	drain := fset.Duration("drain", 10*time.Second, "connection drain timeout of the data-plane frontends")
+	var keys []Key
+	fset.Func("key", "accepted test AccessKey as `ID:SECRET` (repeatable; at least one)", func(s string) error {
+		id, secret, ok := strings.Cut(s, ":")
+		if !ok || id == "" || secret == "" {
+			return errors.New("must be ID:SECRET")
+		}
+		keys = append(keys, Key{ID: id, Secret: secret})
+		return nil
+	})
+	type frontend struct {
+		addr   string
+		target Target
+	}
+	var frontends []frontend
+	fset.Func("frontend", "data-plane listener as `ADDR=alb:SERVERGROUP` or `ADDR=slb:LB[/VSERVERGROUP]` (repeatable)", func(s string) error {
+		addr, spec, ok := strings.Cut(s, "=")
+		if !ok {
+			return errors.New("must be ADDR=alb:SERVERGROUP or ADDR=slb:LB[/VSERVERGROUP]")
+		}
+		t, err := parseTarget(spec)
+		if err != nil {
+			return err
+		}
+		frontends = append(frontends, frontend{addr, t})
+		return nil
+	})
+	if err := fset.Parse(args); err != nil {
+		return 2
+	}
+	bad := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "tandem emulate alibaba: "+format+"\n", a...)
+		return 2
+	}
+	switch {
+	case fset.NArg() > 0:
+		return bad("unexpected arguments: %s", strings.Join(fset.Args(), " "))
+	case len(keys) == 0:
+		return bad("--key ID:SECRET is required: the emulator refuses unsigned and unknown callers")
+	case *throttle < 0 || *throttle > 1 || *errRate < 0 || *errRate > 1 || *throttle+*errRate > 1:
+		return bad("--throttle-rate and --error-rate must be in 0..1 and add up to at most 1")
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	e := New(Options{
+		Keys: keys, Region: *region, JobDelay: *jobDelay, SLBBusy: *slbBusy, Seed: *seed,
+		Faults: Faults{ThrottleRate: *throttle, ErrorRate: *errRate, Latency: *latency},
+		Log:    log,
+	})
+	if *statePath != "" {
+		s, err := LoadState(*statePath)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return bad("%v", err)
+		default:
+			if err := e.Seed(s); err != nil {
+				return bad("%s: %v", *statePath, err)
+			}
+		}
+		e.opts.StateFile = *statePath
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(frontends)+1)
+	serve := func(name, addr string, run func(net.Listener) error) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s listening on http://%s\n", name, ln.Addr())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ln); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+		return nil
+	}
+	api := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	err := serve("openapi", *listen, func(ln net.Listener) error {
+		if err := api.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	for _, f := range frontends {
+		if err != nil {
+			break
+		}
+		fe := e.NewFrontend(f.target, *drain)
+		err = serve("frontend "+f.target.String(), f.addr, func(ln net.Listener) error { return fe.Serve(ctx, ln) })
+	}
+	if err == nil {
+		select {
+		case <-ctx.Done():
+		case err = <-errc:
+		}
+	}
+	cancel()
+	_ = api.Close()
+	wg.Wait()
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem emulate alibaba: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func parseTarget(s string) (Target, error) {
+	kind, rest, _ := strings.Cut(s, ":")
+	switch {
+	case kind == "alb" && rest != "":
+		return Target{ServerGroup: rest}, nil
+	case kind == "slb" && rest != "":
+		lb, vg, _ := strings.Cut(rest, "/")
+		return Target{LoadBalancer: lb, VServerGroup: vg}, nil
+	}
+	return Target{}, fmt.Errorf("target %q must be alb:SERVERGROUP or slb:LB[/VSERVERGROUP]", s)
+}
