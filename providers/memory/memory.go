@@ -55,6 +55,7 @@ type World struct {
 	violations []string
 	deploys    []providers.DeployRequest
 	calls      map[string]int
+	lowWater   map[string]int
 	realTime   bool
 }
 
@@ -67,6 +68,7 @@ func New() *World {
 		apps:     map[string]*App{},
 		clock:    NewClock(time.Date(2026, 11, 25, 3, 0, 0, 0, time.UTC)),
 		calls:    map[string]int{},
+		lowWater: map[string]int{},
 	}
 }
 
@@ -403,10 +405,29 @@ func (l lb) SetWeights(_ context.Context, b spec.Binding, changes []providers.We
 	if !ok {
 		return providers.Permanentf("NotFound", "%s: no such server group", b.Key())
 	}
+	maxWeight := 100
+	if b.Kind() == spec.KindHAProxy {
+		maxWeight = 256
+	}
+	total := 0
+	after := map[string]int{}
+	for id, be := range m {
+		after[id] = be.Weight
+	}
 	for _, c := range changes {
 		if _, ok := m[c.ID]; !ok {
 			return providers.Permanentf("NotFound", "%s: no backend %s", b.Key(), c.ID)
 		}
+		if c.Weight < 0 || c.Weight > maxWeight {
+			return providers.Permanentf("InvalidParameter", "%s: weight %d of %s is outside 0..%d", b.Key(), c.Weight, c.ID, maxWeight)
+		}
+		after[c.ID] = c.Weight
+	}
+	for _, wt := range after {
+		total += wt
+	}
+	if total == 0 {
+		return providers.Permanentf("WouldZeroAll", "%s: the change would leave every backend at weight 0", b.Key())
 	}
 	before := w.serving()
 	for _, c := range changes {
@@ -422,8 +443,44 @@ func (l lb) SetWeights(_ context.Context, b spec.Binding, changes []providers.We
 		be.Weight = c.Weight
 	}
 	w.check(before, "set-weights on "+b.Key())
+	if low, ok := w.lowWater[b.Key()]; !ok || total < low {
+		w.lowWater[b.Key()] = total
+	}
 	return nil
 }
+
+// AddBackends creates a server group for binding b outside of any service
+// (for the LB conformance suite).
+func (w *World) AddBackends(b spec.Binding, backends []providers.Backend) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := map[string]*providers.Backend{}
+	total := 0
+	for _, be := range backends {
+		c := be
+		m[be.ID] = &c
+		total += be.Weight
+	}
+	w.backends[b.Key()] = m
+	w.lowWater[b.Key()] = total
+}
+
+// LowWater returns the lowest total weight binding b ever had.
+func (w *World) LowWater(b spec.Binding) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lowWater[b.Key()]
+}
+
+// SetBackendHealth sets the health an LB reports for a backend.
+func (w *World) SetBackendHealth(b spec.Binding, id string, h providers.Health) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.backends[b.Key()][id].Health = h
+}
+
+// LoadBalancer returns the world's load balancer (every binding).
+func (w *World) LoadBalancer() providers.LoadBalancer { return lb{w} }
 
 func (l lb) CloseSessions(_ context.Context, b spec.Binding, ids []string) (int, error) {
 	w := l.w
