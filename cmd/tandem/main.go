@@ -31,6 +31,9 @@ type command struct {
 	summary string
 	run     func(ctx context.Context, env *cli, fs *flag.FlagSet, args []string) error
 	flags   func(fs *flag.FlagSet)
+	// raw commands get their arguments unparsed (after a --help check on
+	// the first one): they hand them to another program's flags.
+	raw bool
 }
 
 // cli carries the streams, so that tests run commands in-process.
@@ -45,8 +48,12 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-// failure is an error whose message has already been printed in full.
-var errReported = errors.New("failed")
+// errReported is an error whose message has already been printed in full;
+// errUsageReported the same for a usage error (exit code 2).
+var (
+	errReported      = errors.New("failed")
+	errUsageReported = errors.New("usage")
+)
 
 var commands = map[string]*command{}
 
@@ -89,17 +96,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if c.flags != nil {
 		c.flags(fs)
 	}
-	for _, a := range args[1:] {
+	rest := args[1:]
+	helpArgs := rest
+	if c.raw && len(rest) > 0 {
+		helpArgs = rest[:1]
+	}
+	for _, a := range helpArgs {
 		if a == "-h" || a == "-help" || a == "--help" {
 			fs.SetOutput(stdout)
 			fs.Usage()
 			return exitOK
 		}
 	}
-	if err := fs.Parse(interleave(fs, args[1:])); err != nil {
-		return exitUsage
+	if !c.raw {
+		if err := fs.Parse(interleave(fs, rest)); err != nil {
+			return exitUsage
+		}
+		rest = fs.Args()
 	}
-	err := c.run(ctx, env, fs, fs.Args())
+	err := c.run(ctx, env, fs, rest)
 	var ue usageError
 	switch {
 	case err == nil:
@@ -107,6 +122,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "tandem %s: %s\n", c.name, ue.msg)
 		fs.Usage()
+		return exitUsage
+	case errors.Is(err, errUsageReported):
 		return exitUsage
 	case errors.Is(err, errReported):
 		return exitFail
