@@ -292,10 +292,11 @@ func acceptCode(codeKey, msgKey string) func([]byte) error {
 }
 
 // permanentStatus reports whether an HTTP status means retrying cannot help:
+// a redirect (not followed: a signed message goes only where configured) or
 // a 4xx other than 408 (timeout) and 429 (too many requests). Slack answers
 // 400, 403, 404 and 410 for bad payloads and gone channels.
 func permanentStatus(code int) bool {
-	return code >= 400 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests
+	return code >= 300 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests
 }
 
 // statusError is a non-2xx answer; Detail is the answer's body when it is a

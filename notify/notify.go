@@ -364,37 +364,40 @@ func (s *sink) run(ctx context.Context) {
 			if !ok {
 				break
 			}
-			if err := s.deliver(ctx, e); err != nil && ctx.Err() != nil {
+			if !s.deliver(ctx, e) {
 				s.requeue(e)
 			}
 		}
 	}
 }
 
-// deliver sends e, retrying with backoff. It gives up after the configured
-// attempts, on an answer that retrying cannot change, or when ctx ends (the
-// caller then leaves e to the last attempt).
-func (s *sink) deliver(ctx context.Context, e reconcile.Event) error {
+// deliver sends e, retrying with backoff, and gives up after the configured
+// attempts or on an answer that retrying cannot change. It reports false
+// when ctx ended first; the caller then leaves e to the last attempt. An
+// attempt under way is not cut short by ctx, only bounded by the request
+// timeout: cutting it would leave unknown whether the message arrived, and
+// the last attempt might repeat it.
+func (s *sink) deliver(ctx context.Context, e reconcile.Event) (finished bool) {
 	for attempt := 1; ; attempt++ {
-		err := s.send(ctx, e)
+		err := s.send(context.WithoutCancel(ctx), e)
 		switch {
 		case err == nil:
 			s.sent.Inc()
 			s.log.Debug("notification sent", "target", e.Service, "reason", e.Reason, "attempt", attempt)
-			return nil
-		case ctx.Err() != nil:
-			return err
+			return true
 		case attempt >= s.attempts || providers.IsPermanent(err):
 			s.failed.Inc()
 			s.log.Error("notification failed", "target", e.Service, "reason", e.Reason, "attempts", attempt, "error", err)
-			return err
+			return true
+		case ctx.Err() != nil:
+			return false
 		}
 		s.log.Warn("notification attempt failed, retrying", "target", e.Service, "reason", e.Reason, "attempt", attempt, "error", err)
 		t := time.NewTimer(s.backoff.Delay(attempt))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return err
+			return false
 		case <-t.C:
 		}
 	}
