@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -42,11 +43,13 @@ var headlines = map[string]string{
 	reconcile.ReasonDrainCeiling:        "drain reached its ceiling",
 }
 
-// maxMessage bounds the event message in a notification. WeCom's markdown
-// content is limited to 4096 bytes and its text to 2048 (群机器人配置说明,
-// https://developer.work.weixin.qq.com/document/path/91770); the rest of a
-// message stays well under the remainder.
-const maxMessage = 1500
+// maxMessage and maxSubject bound the free text of a notification, so that
+// a message stays short and under WeCom's 4096 bytes of markdown content
+// (see buildWeCom).
+const (
+	maxMessage = 1500
+	maxSubject = 200
+)
 
 func summarize(e reconcile.Event) summary {
 	what := headlines[e.Reason]
@@ -70,7 +73,7 @@ func summarize(e reconcile.Event) summary {
 			rev += " by " + e.Author
 		}
 		if e.Subject != "" {
-			rev += ": " + e.Subject
+			rev += ": " + truncate(e.Subject, maxSubject)
 		}
 		s.lines = append(s.lines, rev)
 	}
@@ -167,8 +170,8 @@ func buildWebhook(s summary, e reconcile.Event, secret string, now time.Time, u 
 // string to sign = timestamp in milliseconds + "\n" + secret; HMAC-SHA256
 // keyed with the secret; Base64; URL-encoded; appended to the webhook URL as
 // timestamp= and sign=. The timestamp must be within one hour of DingTalk's
-// clock. Read through copies of the official page and the vendors' own
-// examples quoted in blogs; the official page itself was not reachable.
+// clock. Read through copies that quote the official page and its Java and
+// Python examples; the official page itself was not in the stored corpus.
 func buildDingTalk(s summary, _ reconcile.Event, secret string, now time.Time, u url.URL) (url.URL, http.Header, []byte, error) {
 	body, err := json.Marshal(map[string]any{
 		"msgtype":  "markdown",
@@ -193,8 +196,8 @@ func buildDingTalk(s summary, _ reconcile.Event, secret string, now time.Time, u
 // Base64(HMAC-SHA256 keyed with timestamp + "\n" + secret, over an empty
 // message). Note the key is the string to sign, unlike DingTalk (自定义机器人
 // 使用指南, https://open.feishu.cn/document/client-docs/bot-v3/add-custom-bot;
-// read through copies quoting it, with its Python example, and matching open
-// source clients; the official page itself was not reachable). Unverified:
+// read through copies quoting it and its Python example, and open source
+// clients; the official page itself was not in the stored corpus). Unverified:
 // that Lark (the international service) shows a zh_cn-only post; the
 // request shape is documented as the same.
 func buildFeishu(s summary, _ reconcile.Event, secret string, now time.Time, u url.URL) (url.URL, http.Header, []byte, error) {
@@ -222,11 +225,13 @@ func buildFeishu(s summary, _ reconcile.Event, secret string, now time.Time, u u
 }
 
 // buildWeCom posts a markdown message to a WeCom group robot:
-// {"msgtype":"markdown","markdown":{"content"}}; content at most 4096 bytes;
-// <font color="warning"> is one of the three documented colours. WeCom
-// robots are not signed: the key in the URL is the credential (群机器人配置说明,
+// {"msgtype":"markdown","markdown":{"content"}}. WeCom robots are not
+// signed: the key in the URL is the credential (群机器人配置说明,
 // https://developer.work.weixin.qq.com/document/path/91770, read as stored
-// at work.weixin.qq.com/api/doc/90000/90136/91770).
+// at work.weixin.qq.com/api/doc/90000/90136/91770). The content limit of
+// 4096 bytes and <font color="warning"> being one of three built-in colours
+// come from copies of that page's markdown section, which the stored page
+// cut short.
 func buildWeCom(s summary, _ reconcile.Event, _ string, _ time.Time, u url.URL) (url.URL, http.Header, []byte, error) {
 	title := s.title
 	if s.warning {
@@ -259,16 +264,6 @@ func buildSlack(s summary, _ reconcile.Event, _ string, _ time.Time, u url.URL) 
 	return u, jsonHeader(), body, err
 }
 
-// vendorError is a robot that answered 2xx with a non-zero error code.
-type vendorError struct {
-	Code    int
-	Message string
-}
-
-func (e *vendorError) Error() string {
-	return fmt.Sprintf("robot answered error code %d: %s", e.Code, e.Message)
-}
-
 // acceptCode judges robots that answer HTTP 200 with an error code in the
 // body: DingTalk and WeCom send {"errcode":0,"errmsg":"ok"} on success and a
 // non-zero errcode otherwise (DingTalk 310000: bad signature or missing
@@ -285,7 +280,7 @@ func acceptCode(codeKey, msgKey string) func([]byte) error {
 		}
 		if code != 0 {
 			msg, _ := r[msgKey].(string)
-			return &vendorError{Code: int(code), Message: msg}
+			return fmt.Errorf("robot answered error code %d: %s", int(code), msg)
 		}
 		return nil
 	}
@@ -299,28 +294,15 @@ func permanentStatus(code int) bool {
 	return code >= 300 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests
 }
 
-// statusError is a non-2xx answer; Detail is the answer's body when it is a
-// short error word (Slack's invalid_payload), else empty.
-type statusError struct {
-	Status string
-	Detail string
-}
-
-func (e *statusError) Error() string {
-	if e.Detail != "" {
-		return "answered " + e.Status + ": " + e.Detail
-	}
-	return "answered " + e.Status
-}
-
 // answerError builds the error for a non-2xx answer. The body is shown only
-// when it is a short error word: a longer body (a proxy's error page) could
-// echo the request URL and its token.
+// when it is a short error word (Slack's invalid_payload): a longer body (a
+// proxy's error page) could echo the request URL and its token.
 func answerError(resp *http.Response, body []byte) error {
-	err := &statusError{Status: resp.Status}
+	msg := "answered " + resp.Status
 	if len(body) <= 64 && errorWord.Match(body) {
-		err.Detail = string(body)
+		msg += ": " + string(body)
 	}
+	err := errors.New(msg)
 	if permanentStatus(resp.StatusCode) {
 		return providers.Permanent("NotificationRejected", err)
 	}

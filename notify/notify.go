@@ -428,38 +428,41 @@ func (s *sink) flush(parent context.Context) {
 	}
 }
 
-// send makes one attempt. Errors show the redacted URL only.
+// send makes one attempt. Its errors show the URL redacted only.
 func (s *sink) send(ctx context.Context, e reconcile.Event) error {
+	if err := s.post(ctx, e); err != nil {
+		return fmt.Errorf("posting to %s: %w", s.where, err)
+	}
+	return nil
+}
+
+func (s *sink) post(ctx context.Context, e reconcile.Event) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	u, header, body, err := s.vendor.build(summarize(e), e, s.secret.Reveal(), s.now(), s.url)
 	if err != nil {
-		return fmt.Errorf("building the message for %s: %w", s.where, err)
+		return fmt.Errorf("building the message: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("building the request for %s", s.where) // the error would quote the URL
+		return errors.New("building the request") // its error would quote the URL
 	}
 	req.Header = header
 	resp, err := s.client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // without the URL it quotes
-		}
-		return fmt.Errorf("posting to %s: %w", s.where, err)
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		return ue.Err // without the URL it quotes
+	} else if err != nil {
+		return err
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	switch {
 	case err != nil:
-		return fmt.Errorf("reading the answer of %s: %w", s.where, err)
+		return fmt.Errorf("reading the answer: %w", err)
 	case resp.StatusCode/100 != 2:
-		return fmt.Errorf("posting to %s: %w", s.where, answerError(resp, answer))
+		return answerError(resp, answer)
 	case s.vendor.accept != nil:
-		if err := s.vendor.accept(answer); err != nil {
-			return fmt.Errorf("posting to %s: %w", s.where, err)
-		}
+		return s.vendor.accept(answer)
 	}
 	return nil
 }

@@ -542,17 +542,6 @@ func TestNewRejectsBadOptions(t *testing.T) {
 // the request, refused connections) and searches the captured log for every
 // secret: URL tokens in query and path, and signing secrets.
 func TestSecretsNeverShowInLogs(t *testing.T) {
-	secrets := map[string]string{
-		"TEST_DING_URL":      "", // filled below with receiver URLs
-		"TEST_DING_SECRET":   "SECsigning-secret-ding",
-		"TEST_FEISHU_URL":    "",
-		"TEST_FEISHU_SECRET": "signing-secret-feishu",
-		"TEST_SLACK_URL":     "",
-		"TEST_WECOM_URL":     "",
-		"TEST_HOOK_URL":      "",
-		"TEST_HOOK_SECRET":   "signing-secret-hook",
-		"TEST_DEAD_URL":      "",
-	}
 	// A receiver that echoes the request URL, as some proxies' error pages do.
 	echoing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotFound)
@@ -562,14 +551,19 @@ func TestSecretsNeverShowInLogs(t *testing.T) {
 	ok := newReceiver(t, func(*http.Request, []byte) error { return nil }, always(http.StatusOK, ""))
 	dead := newReceiver(t, func(*http.Request, []byte) error { return nil }, always(http.StatusOK, ""))
 	dead.srv.Close() // connection refused: the client's error quotes the URL
-	tokens := []string{"ding-token-in-query", "feishu-token-in-path", "slack-token-in-path", "wecom-key-in-query", "hook-token-in-query", "dead-token"}
-	secrets["TEST_DING_URL"] = echoing.URL + "/robot/send?access_token=" + tokens[0]
-	secrets["TEST_FEISHU_URL"] = echoing.URL + "/open-apis/bot/v2/hook/" + tokens[1]
-	secrets["TEST_SLACK_URL"] = echoing.URL + "/services/T0/B0/" + tokens[2]
-	secrets["TEST_WECOM_URL"] = ok.srv.URL + "/cgi-bin/webhook/send?key=" + tokens[3] // 200 without errcode
-	secrets["TEST_HOOK_URL"] = ok.srv.URL + "/hooks?token=" + tokens[4]               // succeeds: debug log
-	secrets["TEST_DEAD_URL"] = dead.srv.URL + "/robot/send?access_token=" + tokens[5]
-	for k, v := range secrets {
+	secrets := []string{"ding-token-in-query", "feishu-token-in-path", "slack-token-in-path", "wecom-key-in-query",
+		"hook-token-in-query", "dead-token-in-query", "SECsigning-secret-ding", "signing-secret-feishu", "signing-secret-hook"}
+	for k, v := range map[string]string{
+		"TEST_DING_URL":      echoing.URL + "/robot/send?access_token=" + secrets[0],
+		"TEST_FEISHU_URL":    echoing.URL + "/open-apis/bot/v2/hook/" + secrets[1],
+		"TEST_SLACK_URL":     echoing.URL + "/services/T0/B0/" + secrets[2],
+		"TEST_WECOM_URL":     ok.srv.URL + "/cgi-bin/webhook/send?key=" + secrets[3], // 200 without errcode
+		"TEST_HOOK_URL":      ok.srv.URL + "/hooks?token=" + secrets[4],              // succeeds: debug log
+		"TEST_DEAD_URL":      dead.srv.URL + "/robot/send?access_token=" + secrets[5],
+		"TEST_DING_SECRET":   secrets[6],
+		"TEST_FEISHU_SECRET": secrets[7],
+		"TEST_HOOK_SECRET":   secrets[8],
+	} {
 		t.Setenv(k, v)
 	}
 
@@ -598,11 +592,8 @@ func TestSecretsNeverShowInLogs(t *testing.T) {
 	require.Contains(t, out, "notification sent")
 	require.Contains(t, out, "posting to "+echoing.URL+"/robot/send:", "the redacted URL keeps scheme, host and path")
 	require.Contains(t, out, "posting to "+echoing.URL+"/<redacted>:", "Slack and Feishu keep their token in the path")
-	for _, tok := range tokens {
-		require.NotContains(t, out, tok)
-	}
-	for _, k := range []string{"TEST_DING_SECRET", "TEST_FEISHU_SECRET", "TEST_HOOK_SECRET"} {
-		require.NotContains(t, out, secrets[k])
+	for _, secret := range secrets {
+		require.NotContains(t, out, secret)
 	}
 }
 
