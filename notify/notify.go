@@ -186,7 +186,6 @@ type sink struct {
 	timeout  time.Duration
 	capacity int
 	log      *slog.Logger
-	now      func() time.Time
 
 	sent, failed, dropped prometheus.Counter
 
@@ -259,7 +258,7 @@ func newSink(i int, c spec.Notifier, o *options, log *slog.Logger, counts *prome
 	return &sink{
 		name: name, vendor: v, url: *u, where: redactURL(u, v.tokenInPath), secret: secret, events: events,
 		client: o.client, attempts: o.attempts, backoff: o.backoff, timeout: o.timeout, capacity: o.queue,
-		log: log.With("notifier", name), now: time.Now,
+		log: log.With("notifier", name),
 		sent: counts.WithLabelValues(name, "sent"), failed: counts.WithLabelValues(name, "failed"),
 		dropped: counts.WithLabelValues(name, "dropped"),
 		wake:    make(chan struct{}, 1),
@@ -284,7 +283,7 @@ func (s *sink) offer(e reconcile.Event) {
 	}
 	s.mu.Lock()
 	var dropped []reconcile.Event
-	if s.dedup.admit(e, s.now()) {
+	if s.dedup.admit(e, time.Now()) {
 		dropped = s.push(e)
 	}
 	s.mu.Unlock()
@@ -357,7 +356,7 @@ func (s *sink) run(ctx context.Context) {
 			return
 		case <-s.wake:
 		case <-tick:
-			s.release(s.now())
+			s.release(time.Now())
 		}
 		for ctx.Err() == nil {
 			e, ok := s.pop()
@@ -408,7 +407,7 @@ func (s *sink) deliver(ctx context.Context, e reconcile.Event) (finished bool) {
 func (s *sink) flush(parent context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), shutdownGrace)
 	defer cancel()
-	s.release(s.now().Add(s.dedup.window))
+	s.release(time.Now().Add(s.dedup.window))
 	for {
 		e, ok := s.pop()
 		if !ok {
@@ -439,7 +438,7 @@ func (s *sink) send(ctx context.Context, e reconcile.Event) error {
 func (s *sink) post(ctx context.Context, e reconcile.Event) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	u, header, body, err := s.vendor.build(summarize(e), e, s.secret.Reveal(), s.now(), s.url)
+	u, header, body, err := s.vendor.build(summarize(e), e, s.secret.Reveal(), time.Now(), s.url)
 	if err != nil {
 		return fmt.Errorf("building the message: %w", err)
 	}

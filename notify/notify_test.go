@@ -429,20 +429,33 @@ func TestEveryNotifierGetsItsOwnCopy(t *testing.T) {
 	})
 }
 
+// watchedContext tells when someone waits on it.
+type watchedContext struct {
+	context.Context
+	waited chan struct{}
+	once   sync.Once
+}
+
+func (c *watchedContext) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.waited) })
+	return c.Context.Done()
+}
+
 func TestRunWithoutNotifiersLastsUntilItsContextEnds(t *testing.T) {
 	n, err := notify.New(nil, nil)
 	require.NoError(t, err)
 	n.Record(event("svc", reconcile.ReasonTransitionStarted, "x"))
-	ctx, cancel := context.WithCancel(context.Background())
+	parent, cancel := context.WithCancel(context.Background())
+	ctx := &watchedContext{Context: parent, waited: make(chan struct{})}
 	done := make(chan struct{})
 	go func() {
 		n.Run(ctx)
 		close(done)
 	}()
 	select {
+	case <-ctx.waited:
 	case <-done:
-		t.Fatal("Run returned before its context ended")
-	default:
+		t.Fatal("Run returned without waiting for its context")
 	}
 	cancel()
 	<-done
