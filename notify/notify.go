@@ -258,7 +258,7 @@ func newSink(i int, c spec.Notifier, o *options, log *slog.Logger, counts *prome
 	return &sink{
 		name: name, vendor: v, url: *u, where: redactURL(u, v.tokenInPath), secret: secret, events: events,
 		client: o.client, attempts: o.attempts, backoff: o.backoff, timeout: o.timeout, capacity: o.queue,
-		log: log.With("notifier", name),
+		log:  log.With("notifier", name),
 		sent: counts.WithLabelValues(name, "sent"), failed: counts.WithLabelValues(name, "failed"),
 		dropped: counts.WithLabelValues(name, "dropped"),
 		wake:    make(chan struct{}, 1),
