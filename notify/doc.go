@@ -23,7 +23,7 @@
 // # Verifying the generic webhook
 //
 // The body is the JSON of the event (the fields of reconcile.Event) plus a
-// "text" field with a one-paragraph summary. When the notifier has a
+// "text" field with a short plain-text summary. When the notifier has a
 // secretEnv, two headers are set:
 //
 //	X-Tandem-Timestamp: <unix seconds at sending time>
