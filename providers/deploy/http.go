@@ -172,7 +172,9 @@ func (h *HTTP) poll(ctx context.Context, req providers.DeployRequest, st Status,
 		case errors.As(err, &perm):
 			return st, h.failure(ctx, req, "GET", statusURL, err)
 		case err != nil:
-			lastErr = err // transient: poll again
+			if ctx.Err() == nil {
+				lastErr = err // transient: poll again
+			}
 		case next.Status == "":
 			return st, providers.Permanentf("DeployProtocol", "%s: GET %s: the answer has no status", describe(req), statusURL.Redacted())
 		default:
