@@ -19,7 +19,6 @@ package demoapp
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -301,8 +300,7 @@ func (a *App) ws(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *App) version(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]string{"version": a.opts.Version, "name": a.opts.Name, "group": a.opts.Group})
+	writeJSON(w, http.StatusOK, map[string]string{"version": a.opts.Version, "name": a.opts.Name, "group": a.opts.Group})
 }
 
 func (a *App) healthz(w http.ResponseWriter, _ *http.Request) {
@@ -335,9 +333,7 @@ func (a *App) drain(w http.ResponseWriter, _ *http.Request) {
 		}()
 	}
 	a.log.Info("demo app draining", "websockets", len(conns))
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusAccepted)
-	_ = json.NewEncoder(w).Encode(map[string]int{"closing": len(conns)})
+	writeJSON(w, http.StatusAccepted, map[string]int{"closing": len(conns)})
 }
 
 // sockets tracks WebSocket handlers and connections. wg counts handlers and
