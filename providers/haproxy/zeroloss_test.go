@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -264,4 +266,73 @@ func TestARestartInPlaceLosesRequestsAndConnections(t *testing.T) {
 	require.False(t, r.Clean())
 	require.Positive(t, r.Failed, "requests failed while the active group restarted")
 	require.Positive(t, r.DialFailures, "WebSocket clients could not reconnect while the active group restarted")
+}
+
+// writeTimeline writes the run's timeline to $TANDEM_RESULTS/name, when set.
+func writeTimeline(b *testing.B, r loadgen.Report, name string) {
+	dir := os.Getenv("TANDEM_RESULTS")
+	if dir == "" {
+		return
+	}
+	require.NoError(b, os.MkdirAll(dir, 0o755))
+	out, err := os.Create(filepath.Join(dir, name))
+	require.NoError(b, err)
+	defer out.Close()
+	require.NoError(b, r.WriteTimelineCSV(out))
+}
+
+// BenchmarkReleaseUnderLoad measures drain-and-swap releases through
+// HAProxy under 600 POST/s and 200 WebSocket clients; it fails unless users
+// noticed nothing. ms-drain/release is the time from the weight shift to
+// the old group's evidence at 0 (drain jitter 200ms included).
+//
+//	go test ./providers/haproxy -run '^$' -bench ReleaseUnderLoad -benchtime 10x
+func BenchmarkReleaseUnderLoad(b *testing.B) {
+	const rate, clients = 600, 200
+	f := newFleet(b, 2)
+	g := f.load(b, rate, clients)
+	f.waitServed(b, g, rate/2)
+	var drain time.Duration
+	for b.Loop() {
+		drain += f.release(b)
+		f.waitConnected(b, g, clients)
+		f.waitServed(b, g, rate/2)
+	}
+	r := g.Stop()
+	b.Log(r)
+	writeTimeline(b, r, "haproxy-release-timeline.csv")
+	b.ReportMetric(float64(drain.Milliseconds())/float64(b.N), "ms-drain/release")
+	b.ReportMetric(float64(r.Requests), "requests")
+	b.ReportMetric(float64(r.Failed), "failed")
+	b.ReportMetric(float64(r.Messages), "messages")
+	b.ReportMetric(float64(r.Lost), "lost")
+	b.ReportMetric(float64(r.Abnormal), "abnormal")
+	if !r.Clean() {
+		b.Errorf("users noticed the releases: %s", r)
+	}
+}
+
+// BenchmarkRestartInPlaceUnderLoad is the naive baseline beside it: the
+// active group restarted in place under the same load. It reports what
+// users lost per restart.
+//
+//	go test ./providers/haproxy -run '^$' -bench RestartInPlaceUnderLoad -benchtime 5x
+func BenchmarkRestartInPlaceUnderLoad(b *testing.B) {
+	const rate, clients = 600, 200
+	f := newFleet(b, 2)
+	g := f.load(b, rate, clients)
+	f.waitServed(b, g, rate/2)
+	for b.Loop() {
+		f.restartInPlace(b)
+		f.waitConnected(b, g, clients)
+		f.waitServed(b, g, rate/2)
+	}
+	r := g.Stop()
+	b.Log(r)
+	writeTimeline(b, r, "haproxy-restart-in-place-timeline.csv")
+	n := float64(b.N)
+	b.ReportMetric(float64(r.Failed)/n, "failed/restart")
+	b.ReportMetric(float64(r.DialFailures)/n, "failed-connects/restart")
+	b.ReportMetric(float64(r.Lost)/n, "lost/restart")
+	b.ReportMetric(float64(r.Abnormal)/n, "abnormal/restart")
 }
