@@ -141,13 +141,17 @@ func Run(ctx context.Context, o Options) error {
 	}
 	select {
 	case <-ctx.Done():
-	case <-a.stopped:
+	case <-a.Done():
 	}
 	return a.Stop()
 }
 
 // Addr is the address the app listens on.
 func (a *App) Addr() string { return a.addr }
+
+// Done is closed when the app has stopped: after Stop, when its context
+// ended, or when serving failed (Stop then returns the error).
+func (a *App) Done() <-chan struct{} { return a.stopped }
 
 // Stop shuts the app down gracefully and waits: /healthz turns 503 (for
 // ShutdownDelay the app keeps serving), the listener closes, every
