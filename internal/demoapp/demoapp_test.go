@@ -201,3 +201,18 @@ func TestStartFailsOnAnAddressInUse(t *testing.T) {
 	_, err := demoapp.Start(t.Context(), demoapp.Options{Name: "dup", Listen: a.Addr()})
 	require.ErrorContains(t, err, "demo app dup: listen tcp "+a.Addr())
 }
+
+func TestRunServesUntilItsContextEnds(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- demoapp.Run(ctx, demoapp.Options{Name: "a1", Version: "1.0.0", Listener: ln}) }()
+	resp, body := get(t, "http://"+addr+"/healthz")
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	cancel()
+	require.NoError(t, <-done)
+	_, err = net.Dial("tcp", addr)
+	require.Error(t, err)
+}
