@@ -18,7 +18,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	"github.com/tandemhq/tandem/internal/demoapp"
@@ -67,10 +66,8 @@ func run(args []string) error {
 	}
 	deregister := func() {}
 	if *nacosAddr != "" {
-		host, _, _ := net.SplitHostPort(o.Listen) // as configured: the listener may report [::] for 0.0.0.0
-		_, port, _ := net.SplitHostPort(app.Addr())
-		p, _ := strconv.Atoi(port)
-		if deregister, err = registerNacos(*nacosAddr, *nacosService, host, p, o, o.Log); err != nil {
+		host, _, _ := net.SplitHostPort(o.Listen) // as configured: the listener reports [::] for 0.0.0.0
+		if deregister, err = registerNacos(*nacosAddr, *nacosService, host, app.Instance().Port, o, o.Log); err != nil {
 			return errors.Join(err, app.Stop())
 		}
 	}

@@ -33,6 +33,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tandemhq/tandem/spec"
 )
 
 // Metric names the app exports; providers/probe reads the first two as
@@ -68,7 +70,7 @@ type Options struct {
 // App is a running instance.
 type App struct {
 	opts    Options
-	addr    string
+	addr    *net.TCPAddr
 	log     *slog.Logger
 	cancel  context.CancelFunc
 	stopped chan struct{}
@@ -108,7 +110,7 @@ func Start(ctx context.Context, o Options) (*App, error) {
 	}
 	a := &App{
 		opts:    o,
-		addr:    ln.Addr().String(),
+		addr:    ln.Addr().(*net.TCPAddr),
 		log:     o.Log.With("instance", o.Name, "version", o.Version, "group", o.Group),
 		stopped: make(chan struct{}),
 		sockets: sockets{conns: map[*websocket.Conn]struct{}{}},
@@ -147,7 +149,14 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // Addr is the address the app listens on.
-func (a *App) Addr() string { return a.addr }
+func (a *App) Addr() string { return a.addr.String() }
+
+// Instance describes the app as an instance of the desired state: its
+// listening IP and port, and its name as the id (the HAProxy server name of
+// the demo fleet).
+func (a *App) Instance() spec.Instance {
+	return spec.Instance{IP: a.addr.IP.String(), Port: a.addr.Port, ID: a.opts.Name}
+}
 
 // Done is closed when the app has stopped: after Stop, when its context
 // ended, or when serving failed (Stop then returns the error).
@@ -174,13 +183,13 @@ func (a *App) serve(ctx context.Context, ln net.Listener) error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	a.log.Info("demo app serving", "addr", a.addr)
+	a.log.Info("demo app serving", "addr", a.Addr())
 	select {
 	case err := <-served:
 		a.cancelConn()
 		a.sockets.closeAll(websocket.StatusInternalError)
 		a.sockets.wg.Wait()
-		return fmt.Errorf("demo app %s: serving %s: %w", a.opts.Name, a.addr, err)
+		return fmt.Errorf("demo app %s: serving %s: %w", a.opts.Name, a.Addr(), err)
 	case <-ctx.Done():
 	}
 
@@ -274,7 +283,8 @@ func (a *App) echo(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *App) ws(w http.ResponseWriter, r *http.Request) {
-	if !a.sockets.enter() {
+	drains, ok := a.sockets.enter()
+	if !ok {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
@@ -284,11 +294,15 @@ func (a *App) ws(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered the client
 	}
 	defer c.CloseNow()
-	if !a.sockets.add(c) {
+	ok, missed := a.sockets.add(c, drains)
+	if !ok {
 		_ = c.Close(websocket.StatusGoingAway, "shutting down")
 		return
 	}
 	defer a.sockets.remove(c)
+	if missed { // a drain signal came while this connection was being set up
+		a.closeLater(c)
+	}
 	a.requests.WithLabelValues("ws").Inc()
 	a.webSockets.Inc()
 	defer a.webSockets.Dec()
@@ -317,27 +331,35 @@ func (a *App) healthz(w http.ResponseWriter, _ *http.Request) {
 
 // drain closes every open WebSocket with 1001 Going Away, each after a
 // random delay below DrainJitter, so that clients reconnect through the
-// load balancer (to the new group) without arriving all at once.
+// load balancer (to the new group) without arriving all at once. Upgrades
+// under way when the signal comes are closed too (see ws); later ones are
+// kept.
 func (a *App) drain(w http.ResponseWriter, _ *http.Request) {
-	conns := a.sockets.list()
+	conns := a.sockets.drain()
 	for _, c := range conns {
-		if !a.sockets.enter() {
-			break // shutting down: closeAll takes over
-		}
-		delay := rand.N(a.opts.DrainJitter)
-		go func() {
-			defer a.sockets.wg.Done()
-			t := time.NewTimer(delay)
-			defer t.Stop()
-			select {
-			case <-t.C:
-				_ = c.Close(websocket.StatusGoingAway, "draining")
-			case <-a.connCtx.Done():
-			}
-		}()
+		a.closeLater(c)
 	}
 	a.log.Info("demo app draining", "websockets", len(conns))
 	writeJSON(w, http.StatusAccepted, map[string]int{"closing": len(conns)})
+}
+
+// closeLater closes c with 1001 after a random delay below DrainJitter.
+// During a shutdown it does nothing: closeAll takes over.
+func (a *App) closeLater(c *websocket.Conn) {
+	if _, ok := a.sockets.enter(); !ok {
+		return
+	}
+	delay := rand.N(a.opts.DrainJitter)
+	go func() {
+		defer a.sockets.wg.Done()
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			_ = c.Close(websocket.StatusGoingAway, "draining")
+		case <-a.connCtx.Done():
+		}
+	}()
 }
 
 // sockets tracks WebSocket handlers and connections. wg counts handlers and
@@ -347,28 +369,33 @@ type sockets struct {
 	mu      sync.Mutex
 	conns   map[*websocket.Conn]struct{}
 	closing bool
+	drains  int // drain signals so far
 	wg      sync.WaitGroup
 }
 
-func (s *sockets) enter() bool {
+// enter counts a handler or timer in wg. It returns the number of drain
+// signals so far, and false once closing began.
+func (s *sockets) enter() (int, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return false
+		return 0, false
 	}
 	s.wg.Add(1)
-	return true
+	return s.drains, true
 }
 
-// add registers an accepted connection; false when shutdown has begun.
-func (s *sockets) add(c *websocket.Conn) bool {
+// add registers an accepted connection whose handler entered when drains
+// signals had come. ok is false when shutdown has begun; missed is true
+// when a drain signal came since (it did not list this connection).
+func (s *sockets) add(c *websocket.Conn, drains int) (ok, missed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return false
+		return false, false
 	}
 	s.conns[c] = struct{}{}
-	return true
+	return true, s.drains != drains
 }
 
 func (s *sockets) remove(c *websocket.Conn) {
@@ -377,9 +404,11 @@ func (s *sockets) remove(c *websocket.Conn) {
 	delete(s.conns, c)
 }
 
-func (s *sockets) list() []*websocket.Conn {
+// drain counts a drain signal and returns the open connections.
+func (s *sockets) drain() []*websocket.Conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.drains++
 	out := make([]*websocket.Conn, 0, len(s.conns))
 	for c := range s.conns {
 		out = append(out, c)

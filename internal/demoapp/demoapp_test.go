@@ -128,6 +128,9 @@ func TestDrainClosesWebSocketsWithGoingAwayAndStillAcceptsNewOnes(t *testing.T) 
 	a := start(t, demoapp.Options{DrainJitter: 50 * time.Millisecond})
 	ctx := t.Context()
 	conns := []*websocket.Conn{dial(t, ctx, a), dial(t, ctx, a)}
+	// The client's handshake ends before the app has registered the socket.
+	require.Eventually(t, func() bool { return metric(t, a, "tandem_demo_websockets_open") == "tandem_demo_websockets_open 2" },
+		5*time.Second, 5*time.Millisecond)
 	resp, err := http.Post("http://"+a.Addr()+"/drain", "", nil)
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)

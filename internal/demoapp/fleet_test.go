@@ -25,9 +25,7 @@ func TestFleetDeployRestartsTheInstancesAtTheNewVersionThroughTheHTTPDeployer(t 
 		require.NoError(t, err)
 		a, err := fleet.Start(demoapp.Options{Name: name, Version: "1.0.0", Group: "B", Listener: ln})
 		require.NoError(t, err)
-		host, port, _ := net.SplitHostPort(a.Addr())
-		p, _ := strconv.Atoi(port)
-		instances = append(instances, spec.Instance{IP: host, Port: p, ID: name})
+		instances = append(instances, a.Instance())
 	}
 	srv := httptest.NewServer(fleet.DeployHandler())
 	t.Cleanup(srv.Close)

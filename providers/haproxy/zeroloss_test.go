@@ -63,11 +63,7 @@ func newFleet(t testing.TB, perGroup int) *fleet {
 			require.NoError(t, err)
 			a, err := apps.Start(demoapp.Options{Name: name, Version: "1.0.0", Group: string(g), Listener: ln, DrainJitter: 200 * time.Millisecond})
 			require.NoError(t, err)
-			_, port, err := net.SplitHostPort(a.Addr())
-			require.NoError(t, err)
-			p, err := strconv.Atoi(port)
-			require.NoError(t, err)
-			instances = append(instances, spec.Instance{IP: "127.0.0.1", Port: p, ID: name})
+			instances = append(instances, a.Instance())
 			weight := 0
 			if g == spec.GroupA {
 				weight = 100

@@ -42,7 +42,7 @@ func startApp(t *testing.T, version string) spec.Instance {
 	a, err := demoapp.Start(t.Context(), demoapp.Options{Name: "a1", Version: version, Group: "A", Listener: ln, DrainJitter: 20 * time.Millisecond})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = a.Stop() })
-	return instanceOf(t, a.Addr())
+	return a.Instance()
 }
 
 // stub serves fixed answers by path.
