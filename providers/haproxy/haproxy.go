@@ -99,8 +99,9 @@ func (p *Provider) Backends(ctx context.Context, b spec.Binding) ([]providers.Ba
 
 // SetWeights applies weight changes to servers of the binding's backend
 // (WeightChange.ID is the server name). Every change is checked first (the
-// server exists, 0 <= weight <= 256, its address matches when given); a bad
-// change is a permanent error and nothing is changed. Raises are applied
+// server exists, 0 <= weight <= 256, its address matches when given, some
+// server keeps a weight); a bad change is a permanent error (NotFound,
+// InvalidParameter, WouldZeroAll) and nothing is changed. Raises are applied
 // before lowers, so the backend never passes through a state with fewer
 // serving servers than at either end. It returns once `show stat` reads
 // back the requested weights.
@@ -158,7 +159,7 @@ func (p *Provider) CloseSessions(ctx context.Context, b spec.Binding, ids []stri
 		}
 	}
 	if len(missing) > 0 {
-		return 0, fmt.Errorf("closing sessions on %s: %w", b.Key(), providers.Permanentf("ServerNotFound",
+		return 0, fmt.Errorf("closing sessions on %s: %w", b.Key(), providers.Permanentf("NotFound",
 			"backend %s has no server %s", b.Backend, strings.Join(missing, ", ")))
 	}
 	closed := 0
@@ -189,28 +190,43 @@ func statusOf(s *providers.Backend) string {
 }
 
 // check validates changes against the backend's current servers, reporting
-// every bad change at once.
+// every bad change at once: NotFound when a server is missing, else
+// InvalidParameter, else WouldZeroAll when no server would keep a weight
+// (design invariant 1; a drained server counts as 0).
 func check(b spec.Binding, current []providers.Backend, changes []providers.WeightChange) error {
-	var errs []error
+	var missing, invalid []error
+	weights := map[string]int{}
+	for _, s := range current {
+		weights[s.ID] = s.Weight
+	}
 	seen := map[string]bool{}
 	for _, c := range changes {
 		s := find(current, c.ID)
 		switch {
 		case s == nil:
-			errs = append(errs, fmt.Errorf("backend %s has no server %q", b.Backend, c.ID))
+			missing = append(missing, fmt.Errorf("backend %s has no server %q", b.Backend, c.ID))
 		case c.Weight < 0 || c.Weight > maxWeight:
-			errs = append(errs, fmt.Errorf("server %s: weight %d is outside 0..%d", c.ID, c.Weight, maxWeight))
+			invalid = append(invalid, fmt.Errorf("server %s: weight %d is outside 0..%d", c.ID, c.Weight, maxWeight))
 		case seen[c.ID]:
-			errs = append(errs, fmt.Errorf("server %s is changed twice", c.ID))
+			invalid = append(invalid, fmt.Errorf("server %s is changed twice", c.ID))
 		case c.IP != "" && s.IP != "" && (c.IP != s.IP || (c.Port != 0 && c.Port != s.Port)):
-			errs = append(errs, fmt.Errorf("server %s is %s:%d in HAProxy, not %s:%d", c.ID, s.IP, s.Port, c.IP, c.Port))
+			invalid = append(invalid, fmt.Errorf("server %s is %s:%d in HAProxy, not %s:%d", c.ID, s.IP, s.Port, c.IP, c.Port))
 		}
 		seen[c.ID] = true
+		weights[c.ID] = c.Weight
 	}
-	if len(errs) > 0 {
-		return providers.Permanent("InvalidChange", errors.Join(errs...))
+	switch {
+	case len(missing) > 0:
+		return providers.Permanent("NotFound", errors.Join(append(missing, invalid...)...))
+	case len(invalid) > 0:
+		return providers.Permanent("InvalidParameter", errors.Join(invalid...))
 	}
-	return nil
+	for _, w := range weights {
+		if w > 0 {
+			return nil
+		}
+	}
+	return providers.Permanentf("WouldZeroAll", "the change would leave every server of backend %s at weight 0", b.Backend)
 }
 
 // servers reads the binding's backend from `show stat` (backends and
@@ -218,7 +234,7 @@ func check(b spec.Binding, current []providers.Backend, changes []providers.Weig
 // with text only).
 func (p *Provider) servers(ctx context.Context, b spec.Binding) ([]providers.Backend, error) {
 	if b.Kind() != spec.KindHAProxy || b.Backend == "" {
-		return nil, providers.Permanentf("InvalidBinding", "binding %s is not an haproxy backend", b.Key())
+		return nil, providers.Permanentf("InvalidParameter", "binding %s is not an haproxy backend", b.Key())
 	}
 	reply, err := p.command(ctx, "show stat -1 6 -1")
 	if err != nil {
@@ -243,7 +259,7 @@ func (p *Provider) servers(ctx context.Context, b spec.Binding) ([]providers.Bac
 		}
 	}
 	if !found {
-		return nil, providers.Permanentf("BackendNotFound", "haproxy %s has no backend %q", p.name, b.Backend)
+		return nil, providers.Permanentf("NotFound", "haproxy %s has no backend %q", p.name, b.Backend)
 	}
 	return out, nil
 }

@@ -273,13 +273,14 @@ func TestSetWeightsRefusesBadChangesAndChangesNothing(t *testing.T) {
 		reason  string
 		errPart string
 	}{
-		{"unknown server", binding("web"), []providers.WeightChange{{ID: "s1", Weight: 0}, {ID: "s9", Weight: 100}}, "InvalidChange", `backend web has no server "s9"`},
-		{"weight above 256", binding("web"), []providers.WeightChange{{ID: "s1", Weight: 257}}, "InvalidChange", "server s1: weight 257 is outside 0..256"},
-		{"negative weight", binding("web"), []providers.WeightChange{{ID: "s2", Weight: -1}}, "InvalidChange", "server s2: weight -1 is outside 0..256"},
-		{"server changed twice", binding("web"), []providers.WeightChange{{ID: "s1", Weight: 0}, {ID: "s1", Weight: 100}}, "InvalidChange", "server s1 is changed twice"},
-		{"address that is not the server's", binding("web"), []providers.WeightChange{{ID: "s1", IP: "10.0.0.1", Port: 8080, Weight: 0}}, "InvalidChange", "server s1 is " + s1 + " in HAProxy, not 10.0.0.1:8080"},
-		{"unknown backend", binding("nope"), []providers.WeightChange{{ID: "s1", Weight: 0}}, "BackendNotFound", `haproxy edge has no backend "nope"`},
-		{"binding of another kind", spec.Binding{ALB: "edge", ServerGroup: "sgp-1"}, []providers.WeightChange{{ID: "s1", Weight: 0}}, "InvalidBinding", "binding alb:edge/sgp-1 is not an haproxy backend"},
+		{"unknown server", binding("web"), []providers.WeightChange{{ID: "s1", Weight: 0}, {ID: "s9", Weight: 100}}, "NotFound", `backend web has no server "s9"`},
+		{"weight above 256", binding("web"), []providers.WeightChange{{ID: "s1", Weight: 257}}, "InvalidParameter", "server s1: weight 257 is outside 0..256"},
+		{"negative weight", binding("web"), []providers.WeightChange{{ID: "s2", Weight: -1}}, "InvalidParameter", "server s2: weight -1 is outside 0..256"},
+		{"server changed twice", binding("web"), []providers.WeightChange{{ID: "s1", Weight: 0}, {ID: "s1", Weight: 100}}, "InvalidParameter", "server s1 is changed twice"},
+		{"address that is not the server's", binding("web"), []providers.WeightChange{{ID: "s1", IP: "10.0.0.1", Port: 8080, Weight: 0}}, "InvalidParameter", "server s1 is " + s1 + " in HAProxy, not 10.0.0.1:8080"},
+		{"every server at weight 0", binding("web"), []providers.WeightChange{{ID: "s1", Weight: 0}, {ID: "s2", Weight: 0}}, "WouldZeroAll", "the change would leave every server of backend web at weight 0"},
+		{"unknown backend", binding("nope"), []providers.WeightChange{{ID: "s1", Weight: 0}}, "NotFound", `haproxy edge has no backend "nope"`},
+		{"binding of another kind", spec.Binding{ALB: "edge", ServerGroup: "sgp-1"}, []providers.WeightChange{{ID: "s1", Weight: 0}}, "InvalidParameter", "binding alb:edge/sgp-1 is not an haproxy backend"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := p.SetWeights(t.Context(), tc.b, tc.changes)
