@@ -1,0 +1,221 @@
+package demoapp_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/tandemhq/tandem/internal/demoapp"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func start(t *testing.T, o demoapp.Options) *demoapp.App {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	o.Listener = ln
+	if o.Name == "" {
+		o.Name, o.Version, o.Group = "a1", "1.0.0", "A"
+	}
+	a, err := demoapp.Start(t.Context(), o)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = a.Stop() })
+	return a
+}
+
+func get(t *testing.T, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, string(b)
+}
+
+func dial(t *testing.T, ctx context.Context, a *demoapp.App) *websocket.Conn {
+	t.Helper()
+	c, resp, err := websocket.Dial(ctx, "ws://"+a.Addr()+"/ws", nil)
+	require.NoError(t, err)
+	require.Equal(t, "a1", resp.Header.Get("X-Backend"))
+	t.Cleanup(func() { _ = c.CloseNow() })
+	return c
+}
+
+// metric returns one sample line of /metrics, e.g. "tandem_demo_websockets_open 2".
+func metric(t *testing.T, a *demoapp.App, name string) string {
+	t.Helper()
+	_, body := get(t, "http://"+a.Addr()+"/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
+			return line
+		}
+	}
+	return ""
+}
+
+func TestEchoAnswersWithTheBodyAndTheInstanceHeaders(t *testing.T) {
+	a := start(t, demoapp.Options{Name: "b2", Version: "2.0.0", Group: "B"})
+	resp, err := http.Post("http://"+a.Addr()+"/echo", "text/plain", strings.NewReader("req-42"))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "req-42", string(body))
+	require.Equal(t, "b2", resp.Header.Get("X-Backend"))
+	require.Equal(t, "2.0.0", resp.Header.Get("X-Version"))
+	require.Equal(t, "B", resp.Header.Get("X-Group"))
+
+	_, version := get(t, "http://"+a.Addr()+"/version")
+	require.JSONEq(t, `{"version":"2.0.0","name":"b2","group":"B"}`, version)
+	resp, health := get(t, "http://"+a.Addr()+"/healthz")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "ok\n", health)
+	require.Equal(t, `tandem_demo_requests_total{handler="echo"} 1`, metric(t, a, "tandem_demo_requests_total"))
+}
+
+func TestBadEchoRequestsAreRefused(t *testing.T) {
+	a := start(t, demoapp.Options{})
+	for _, tc := range []struct {
+		name, method, path string
+		code               int
+	}{
+		{"delay that is not a duration", http.MethodPost, "/echo?delay=soon", http.StatusBadRequest},
+		{"delay above 30s", http.MethodPost, "/echo?delay=31s", http.StatusBadRequest},
+		{"method other than GET and POST", http.MethodPut, "/echo", http.StatusMethodNotAllowed},
+		{"drain by GET", http.MethodGet, "/drain", http.StatusMethodNotAllowed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, "http://"+a.Addr()+tc.path, nil)
+			require.NoError(t, err)
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, tc.code, resp.StatusCode)
+		})
+	}
+}
+
+func TestWebSocketEchoesInOrderAndIsCountedWhileOpen(t *testing.T) {
+	a := start(t, demoapp.Options{})
+	ctx := t.Context()
+	c := dial(t, ctx, a)
+	for _, msg := range []string{"1", "2", "3"} {
+		require.NoError(t, c.Write(ctx, websocket.MessageText, []byte(msg)))
+	}
+	for _, want := range []string{"1", "2", "3"} {
+		_, got, err := c.Read(ctx)
+		require.NoError(t, err)
+		require.Equal(t, want, string(got))
+	}
+	require.Equal(t, "tandem_demo_websockets_open 1", metric(t, a, "tandem_demo_websockets_open"))
+	require.NoError(t, c.Close(websocket.StatusNormalClosure, ""))
+	require.Eventually(t, func() bool { return metric(t, a, "tandem_demo_websockets_open") == "tandem_demo_websockets_open 0" },
+		5*time.Second, 10*time.Millisecond)
+}
+
+func TestDrainClosesWebSocketsWithGoingAwayAndStillAcceptsNewOnes(t *testing.T) {
+	a := start(t, demoapp.Options{DrainJitter: 50 * time.Millisecond})
+	ctx := t.Context()
+	conns := []*websocket.Conn{dial(t, ctx, a), dial(t, ctx, a)}
+	// The client's handshake ends before the app has registered the socket.
+	require.Eventually(t, func() bool { return metric(t, a, "tandem_demo_websockets_open") == "tandem_demo_websockets_open 2" },
+		5*time.Second, 5*time.Millisecond)
+	resp, err := http.Post("http://"+a.Addr()+"/drain", "", nil)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.JSONEq(t, `{"closing":2}`, string(body))
+	for _, c := range conns {
+		_, _, err := c.Read(ctx)
+		require.Equal(t, websocket.StatusGoingAway, websocket.CloseStatus(err))
+	}
+	// Draining is not shutting down: the app stays healthy and takes new WebSockets.
+	resp, _ = get(t, "http://"+a.Addr()+"/healthz")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	c := dial(t, ctx, a)
+	require.NoError(t, c.Write(ctx, websocket.MessageText, []byte("after drain")))
+	_, got, err := c.Read(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "after drain", string(got))
+}
+
+func TestStopWaitsForInFlightRequestsAndClosesWebSocketsWithGoingAway(t *testing.T) {
+	a := start(t, demoapp.Options{})
+	ctx := t.Context()
+	ws := dial(t, ctx, a)
+
+	// A request held by the app for 300ms must complete although Stop is
+	// called while it is in flight.
+	echoed := make(chan string, 1)
+	go func() {
+		resp, err := http.Post("http://"+a.Addr()+"/echo?delay=300ms", "text/plain", strings.NewReader("slow"))
+		if err != nil {
+			echoed <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		echoed <- resp.Status + " " + string(b)
+	}()
+	require.Eventually(t, func() bool { return metric(t, a, "tandem_demo_inflight_requests") == "tandem_demo_inflight_requests 1" },
+		5*time.Second, 5*time.Millisecond)
+
+	closed := make(chan error, 1)
+	go func() {
+		_, _, err := ws.Read(ctx)
+		closed <- err
+	}()
+	require.NoError(t, a.Stop())
+	// Stop returned: the request was answered in full, the WebSocket was
+	// closed with 1001, and the port no longer accepts connections.
+	require.Equal(t, "200 OK slow", <-echoed)
+	require.Equal(t, websocket.StatusGoingAway, websocket.CloseStatus(<-closed))
+	_, err := net.Dial("tcp", a.Addr())
+	require.Error(t, err)
+}
+
+func TestHealthzTurns503DuringTheShutdownDelayWhileRequestsAreStillServed(t *testing.T) {
+	a := start(t, demoapp.Options{ShutdownDelay: 500 * time.Millisecond})
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Stop() }()
+	require.Eventually(t, func() bool {
+		resp, _ := get(t, "http://"+a.Addr()+"/healthz")
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, 5*time.Second, 5*time.Millisecond)
+	resp, body := get(t, "http://"+a.Addr()+"/echo")
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	require.NoError(t, <-stopped)
+}
+
+func TestStartFailsOnAnAddressInUse(t *testing.T) {
+	a := start(t, demoapp.Options{})
+	_, err := demoapp.Start(t.Context(), demoapp.Options{Name: "dup", Listen: a.Addr()})
+	require.ErrorContains(t, err, "demo app dup: listen tcp "+a.Addr())
+}
+
+func TestRunServesUntilItsContextEnds(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- demoapp.Run(ctx, demoapp.Options{Name: "a1", Version: "1.0.0", Listener: ln}) }()
+	resp, body := get(t, "http://"+addr+"/healthz")
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	cancel()
+	require.NoError(t, <-done)
+	_, err = net.Dial("tcp", addr)
+	require.Error(t, err)
+}

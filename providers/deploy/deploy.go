@@ -1,0 +1,95 @@
+// Package deploy upgrades a service's idle group through the hook its spec
+// names: a command (exec) or a deploy system spoken to over HTTP (http).
+//
+// Failures that retrying cannot fix are providers.Permanent: the command
+// failed or could not start, the deploy system rejected the request or
+// reported failure, or the deploy outlived deploy.timeout (the hook was
+// killed, or the remote deploy may still be running: a person has to look).
+// Errors of the daemon's own context (shutdown, lost lease) and failures to
+// reach the deploy system before it accepted the request are returned as
+// they are, so the reconciler retries them.
+package deploy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/spec"
+)
+
+// New returns the deployer that d asks for. d must have been validated
+// (exactly one of exec and http is set).
+func New(d spec.Deploy, log *slog.Logger) (providers.Deployer, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case len(d.Exec) > 0 && d.HTTP == nil:
+		return &Exec{Command: d.Exec, Timeout: d.Timeout.D(), log: log}, nil
+	case d.HTTP != nil && len(d.Exec) == 0:
+		return newHTTP(*d.HTTP, d.Timeout.D(), log)
+	}
+	return nil, errors.New("deploy: set exactly one of exec and http")
+}
+
+// errTimeout is the cause of a deploy's context when deploy.timeout passed.
+var errTimeout = errors.New("deploy timeout passed")
+
+// maxOutput bounds the output kept from a deploy; the tail is kept.
+const maxOutput = 64 << 10
+
+// tail keeps the last max bytes written to it; it is safe for concurrent
+// writers (a command's stdout and stderr).
+type tail struct {
+	mu        sync.Mutex
+	buf       []byte
+	max       int
+	truncated bool
+}
+
+func newTail() *tail { return &tail{max: maxOutput} }
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = t.buf[:copy(t.buf, t.buf[over:])]
+		t.truncated = true
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.truncated {
+		return "[output truncated]\n" + string(t.buf)
+	}
+	return string(t.buf)
+}
+
+// lastLines returns the end of a deploy's output for an error message:
+// at most 5 lines and 500 bytes, or "" when there is no output.
+func lastLines(out string) string {
+	out = strings.TrimSpace(out)
+	if out == "" {
+		return ""
+	}
+	if len(out) > 500 {
+		out = strings.ToValidUTF8(out[len(out)-500:], "")
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return ": " + strings.Join(lines, " | ")
+}
+
+func describe(req providers.DeployRequest) string {
+	return fmt.Sprintf("deploying %s group %s to version %s", req.Service, req.Group, req.Version)
+}
