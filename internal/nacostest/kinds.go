@@ -1,0 +1,299 @@
+package nacostest
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Versions installed by scripts/nacos/install-*.sh; keep them in step.
+const (
+	rnacosVersion = "0.8.5"
+	nacos3Version = "3.1.0-bugfix"
+)
+
+// Readiness timeouts: r-nacos is ready in milliseconds, Nacos 3 in about ten
+// seconds on two cores (docs/nacos-servers.md), slower when tests run beside it.
+const (
+	rnacosReadyTimeout = 30 * time.Second
+	nacos3ReadyTimeout = 3 * time.Minute
+)
+
+// startAttempts bounds the restarts after a server exits before it is ready,
+// which happens when another process takes a chosen port first.
+const startAttempts = 3
+
+// kind knows how to find and start one kind of server.
+type kind struct {
+	script    string       // install script under scripts/nacos
+	installed func() error // nil when the server can be started
+	// start starts one server in dir and returns it ready, or errExited when
+	// it ended before it was ready.
+	start func(dir string, opts Options) (*Server, error)
+}
+
+var kinds = map[string]kind{
+	KindRNacos: {script: "install-rnacos.sh", installed: rnacosInstalled, start: startRNacos},
+	KindNacos3: {script: "install-nacos3.sh", installed: nacos3Installed, start: startNacos3},
+}
+
+// launch starts a server of that kind in a new temporary directory, which
+// Server.stop removes.
+func launch(kindName string, opts Options) (*Server, error) {
+	k := kinds[kindName]
+	dir, err := os.MkdirTemp("", "nacostest-"+kindName+"-")
+	if err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+	for attempt := 1; ; attempt++ {
+		home := filepath.Join(dir, strconv.Itoa(attempt))
+		if err = os.Mkdir(home, 0o700); err != nil {
+			break
+		}
+		var s *Server
+		s, err = k.start(home, opts)
+		if err == nil {
+			s.dir = dir
+			return s, nil
+		}
+		if !errors.Is(err, errExited) || attempt == startAttempts {
+			break
+		}
+	}
+	os.RemoveAll(dir)
+	return nil, err
+}
+
+// stop stops the server and removes its data directory.
+func (s *Server) stop() error {
+	err := s.proc.stop()
+	if rmErr := os.RemoveAll(s.dir); rmErr != nil && err == nil {
+		err = fmt.Errorf("removing data directory: %w", rmErr)
+	}
+	return err
+}
+
+// --- r-nacos ---
+
+func rnacosBinary() string {
+	return filepath.Join(cacheDir(), "rnacos-"+rnacosVersion, "bin", "rnacos")
+}
+
+func rnacosInstalled() error {
+	_, err := os.Stat(rnacosBinary())
+	return err
+}
+
+// startRNacos starts r-nacos with every listener on 127.0.0.1. Settings are
+// environment variables read by rnacos src/common/mod.rs
+// (AppSysConfig::init_from_env); RNACOS_SDK_HOST defaults to 0.0.0.0.
+func startRNacos(dir string, opts Options) (*Server, error) {
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
+	}
+	httpPort, grpcPort, consolePort := ports[0], ports[1], ports[2]
+	// An empty env file: without --env-file, rnacos loads a .env found in
+	// its working directory or any parent.
+	envFile := filepath.Join(dir, "rnacos.env")
+	if err := os.WriteFile(envFile, nil, 0o600); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", envFile, err)
+	}
+	s := &Server{
+		Kind:        KindRNacos,
+		HTTPAddr:    fmt.Sprintf("127.0.0.1:%d", httpPort),
+		GRPCPort:    grpcPort,
+		ContextPath: "/nacos",
+		API:         "v1",
+	}
+	env := []string{
+		"RNACOS_HTTP_PORT=" + strconv.Itoa(httpPort),
+		"RNACOS_GRPC_PORT=" + strconv.Itoa(grpcPort),
+		"RNACOS_HTTP_CONSOLE_PORT=" + strconv.Itoa(consolePort),
+		"RNACOS_SDK_HOST=127.0.0.1",
+		"RNACOS_CONSOLE_HOST=127.0.0.1",
+		"RNACOS_RAFT_NODE_ADDR=127.0.0.1:" + strconv.Itoa(grpcPort),
+		"RNACOS_DATA_DIR=" + filepath.Join(dir, "data"),
+		"RUST_LOG=info",
+	}
+	if opts.Auth {
+		s.Username, s.Password = "nacos", randomHex(16)
+		env = append(env,
+			"RNACOS_ENABLE_OPEN_API_AUTH=true",
+			"RNACOS_INIT_ADMIN_USERNAME="+s.Username,
+			"RNACOS_INIT_ADMIN_PASSWORD="+s.Password,
+		)
+	}
+	cmd := exec.Command(rnacosBinary(), "--env-file", envFile)
+	cmd.Dir = dir
+	cmd.Env = append(environWithout("RNACOS_", "RUST_LOG="), env...)
+	if s.proc, err = startProcess(cmd, filepath.Join(dir, "server.log")); err != nil {
+		return nil, err
+	}
+	if err := s.proc.waitReady(s.BaseURL()+"/health", rnacosReadyTimeout); err != nil {
+		s.proc.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// --- Nacos 3 ---
+
+func nacos3Dir() string { return filepath.Join(cacheDir(), "nacos3-"+nacos3Version) }
+
+func nacos3Installed() error {
+	if _, err := os.Stat(filepath.Join(nacos3Dir(), "stamp")); err != nil {
+		return err
+	}
+	_, err := javaBinary()
+	return err
+}
+
+// javaBinary finds java as the install script does: $JAVA_HOME, then PATH.
+func javaBinary() (string, error) {
+	if home := os.Getenv("JAVA_HOME"); home != "" {
+		return filepath.Join(home, "bin", "java"), nil
+	}
+	return exec.LookPath("java")
+}
+
+// Nacos 3 derives its other ports from the main (HTTP) port
+// (alibaba/nacos Constants.SDK_GRPC_PORT_DEFAULT_OFFSET,
+// CLUSTER_GRPC_PORT_DEFAULT_OFFSET, and the Raft port in
+// ProtocolManager/JRaftServer).
+const (
+	nacos3SDKOffset     = 1000
+	nacos3ClusterOffset = 1001
+	nacos3RaftOffset    = -1000
+)
+
+// nacos3Ports finds a main port whose derived ports are free too.
+func nacos3Ports() (int, error) {
+	for range 50 {
+		ports, err := freePorts(1)
+		if err != nil {
+			return 0, err
+		}
+		p := ports[0]
+		if portsFree(p+nacos3SDKOffset, p+nacos3ClusterOffset, p+nacos3RaftOffset) {
+			return p, nil
+		}
+	}
+	return 0, errors.New("no free main port with free derived ports (+1000, +1001, -1000)")
+}
+
+// startNacos3 starts the standalone server built by install-nacos3.sh, with
+// its data, logs and home under dir. Properties are the keys of alibaba/nacos
+// bootstrap application.properties; see scripts/nacos/nacos3.
+func startNacos3(dir string, opts Options) (*Server, error) {
+	java, err := javaBinary()
+	if err != nil {
+		return nil, fmt.Errorf("finding java: %w", err)
+	}
+	port, err := nacos3Ports()
+	if err != nil {
+		return nil, err
+	}
+	install := nacos3Dir()
+	s := &Server{
+		Kind:        KindNacos3,
+		HTTPAddr:    fmt.Sprintf("127.0.0.1:%d", port),
+		GRPCPort:    port + nacos3SDKOffset,
+		ContextPath: "/nacos",
+		API:         "v3",
+	}
+	args := []string{
+		// Small heap, serial GC and C1 only: the server idles in tests and
+		// should start fast and stay small (figures in docs/nacos-servers.md).
+		"-Xms64m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+		"-Dnacos.standalone=true",
+		"-Dnacos.home=" + dir,
+		"-Duser.home=" + dir,
+		"-DJM.LOG.PATH=" + filepath.Join(dir, "logs"),
+		"-Dnacos.server.ip=127.0.0.1",
+		"-Dnacos.remote.grpc.listen.ip=127.0.0.1",
+		// lib-sofa after lib: see install-nacos3.sh.
+		"-cp", strings.Join([]string{
+			filepath.Join(install, "classes"),
+			filepath.Join(install, "lib", "*"),
+			filepath.Join(install, "lib-sofa", "*"),
+		}, string(os.PathListSeparator)),
+		"dev.tandem.nacos3.Main",
+		"--spring.config.additional-location=file:" + filepath.Join(install, "conf") + "/",
+		"--nacos.server.main.port=" + strconv.Itoa(port),
+		"--nacos.logs.path=" + filepath.Join(dir, "logs"),
+		// Secrets are random per server. The token key must be base64 of at
+		// least 32 bytes or startup fails (JwtTokenManager).
+		"--nacos.core.auth.server.identity.key=tandem-" + randomHex(8),
+		"--nacos.core.auth.server.identity.value=" + randomHex(16),
+		"--nacos.core.auth.plugin.nacos.token.secret.key=" + base64.StdEncoding.EncodeToString(randomBytes(32)),
+		"--nacos.core.auth.enabled=" + strconv.FormatBool(opts.Auth),
+		"--nacos.core.auth.admin.enabled=" + strconv.FormatBool(opts.Auth),
+		"--nacos.core.auth.console.enabled=" + strconv.FormatBool(opts.Auth),
+	}
+	cmd := exec.Command(java, args...)
+	cmd.Dir = dir
+	if s.proc, err = startProcess(cmd, filepath.Join(dir, "server.log")); err != nil {
+		return nil, err
+	}
+	err = s.proc.waitReady(s.BaseURL()+"/v3/admin/core/state/readiness", nacos3ReadyTimeout)
+	if err == nil && opts.Auth {
+		s.Username, s.Password = "nacos", randomHex(16)
+		err = createNacos3Admin(s)
+	}
+	if err != nil {
+		s.proc.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// createNacos3Admin creates the first administrator, which Nacos 3 always
+// names "nacos" (POST /v3/auth/user/admin, default auth plugin).
+func createNacos3Admin(s *Server) error {
+	resp, err := http.PostForm(s.BaseURL()+"/v3/auth/user/admin", url.Values{"password": {s.Password}})
+	if err != nil {
+		return fmt.Errorf("creating the nacos administrator: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("creating the nacos administrator: %s: %s", resp.Status, body)
+	}
+	return nil
+}
+
+// environWithout returns the environment without the variables whose
+// names start with any of the prefixes.
+func environWithout(prefixes ...string) []string {
+	var env []string
+next:
+	for _, kv := range os.Environ() {
+		for _, p := range prefixes {
+			if strings.HasPrefix(kv, p) {
+				continue next
+			}
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func randomHex(n int) string { return hex.EncodeToString(randomBytes(n)) }

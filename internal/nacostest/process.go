@@ -1,0 +1,158 @@
+package nacostest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+)
+
+// errExited reports that the server process ended before it was ready,
+// which is how a port taken since it was chosen shows up.
+var errExited = errors.New("server exited before it was ready")
+
+// process is one server process, in its own process group, with its output
+// in a log file.
+type process struct {
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{} // closed when the process has ended
+	waitErr error         // set before exited is closed
+}
+
+// startProcess starts cmd with its stdout and stderr in logPath.
+func startProcess(cmd *exec.Cmd, logPath string) (*process, error) {
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("creating server log: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Own process group, so that stop reaches any children; Pdeathsig, so that
+	// a test binary killed by a timeout does not leave servers behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("starting %s: %w", cmd.Path, err)
+	}
+	p := &process{cmd: cmd, logPath: logPath, exited: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		logFile.Close()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// stopGrace is how long stop waits after SIGTERM before it sends SIGKILL.
+const stopGrace = 5 * time.Second
+
+// stop ends the process group: SIGTERM, then SIGKILL if it lingers. It
+// returns when the process has ended.
+func (p *process) stop() error {
+	select {
+	case <-p.exited:
+		return nil
+	default:
+	}
+	pgid := p.cmd.Process.Pid
+	if err := syscall.Kill(-pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signalling process group %d: %w", pgid, err)
+	}
+	grace := time.NewTimer(stopGrace)
+	defer grace.Stop()
+	select {
+	case <-p.exited:
+		return nil
+	case <-grace.C:
+	}
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("killing process group %d: %w", pgid, err)
+	}
+	<-p.exited
+	return nil
+}
+
+// tailLines is how many lines of the log tail prints.
+const tailLines = 40
+
+// tail returns the last lines of the server's log.
+func (p *process) tail() string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return fmt.Sprintf("(reading %s: %v)", p.logPath, err)
+	}
+	b = bytes.TrimRight(b, "\n")
+	for i, n := len(b)-1, 0; i >= 0; i-- {
+		if b[i] == '\n' {
+			if n++; n == tailLines {
+				return string(b[i+1:])
+			}
+		}
+	}
+	return string(b)
+}
+
+// readyPoll is how often waitReady asks the server.
+const readyPoll = 100 * time.Millisecond
+
+// waitReady polls url until it answers 200 OK, the process ends (errExited)
+// or timeout passes.
+func (p *process) waitReady(url string, timeout time.Duration) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(readyPoll)
+	defer tick.Stop()
+	last := "no answer"
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = resp.Status
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("%w (%v); last lines of %s:\n%s", errExited, p.waitErr, p.logPath, p.tail())
+		case <-deadline.C:
+			return fmt.Errorf("%s not ready after %s (last: %s); last lines of %s:\n%s", url, timeout, last, p.logPath, p.tail())
+		case <-tick.C:
+		}
+	}
+}
+
+// freePorts returns n distinct ports that are free on 127.0.0.1 now.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("finding a free port: %w", err)
+		}
+		defer l.Close()
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports, nil
+}
+
+// portsFree reports whether every port can be listened on at 127.0.0.1 now.
+func portsFree(ports ...int) bool {
+	for _, p := range ports {
+		if p <= 1024 || p > 65535 {
+			return false
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return false
+		}
+		l.Close()
+	}
+	return true
+}

@@ -1,0 +1,232 @@
+// Package emulator is a small Nacos naming server for the demo and for fast
+// tests. It speaks the gRPC protocol of nacos-sdk-go v2 (the SDK's own
+// generated service interfaces and request/response types are reused) and
+// the operator HTTP subset Tandem uses, in two modes: "v1" behaves like
+// Nacos 2.x, "v3" like Nacos 3.x (the v3 admin API; v1 writes answer 410).
+//
+// Every behaviour is commented with its source: a section of
+// /work/shared/reference/nacos.md ("ref §N", which names the Nacos source
+// files), or an observation on a real server recorded in
+// docs/nacos-servers.md. The same conformance suite
+// (providers/nacos/conformance_test.go) runs against this emulator and
+// against real servers to keep it honest.
+package emulator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	auto "github.com/nacos-group/nacos-sdk-go/v2/api/grpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/tandemhq/tandem/spec"
+)
+
+// Modes.
+const (
+	ModeV1 = "v1" // Nacos 2.x: PUT /v1/ns/instance, GET /v1/ns/catalog/instances
+	ModeV3 = "v3" // Nacos 3.x: /v3/admin/ns/instance[/list]; v1 writes answer 410
+)
+
+// Defaults taken from Nacos.
+const (
+	// DefaultOverrideExpiry is how long an operator override outlives the
+	// connection that owned the instance (ref §1:
+	// GlobalConfig.getExpiredMetadataExpiredTime, 60 s).
+	DefaultOverrideExpiry = 60 * time.Second
+	// DefaultTokenTTL is the lifetime of a login token
+	// (nacos.core.auth.plugin.nacos.token.expire.seconds, 18000 s).
+	DefaultTokenTTL = 18000 * time.Second
+	// ContextPath is where the HTTP API lives, as on a default Nacos.
+	ContextPath = "/nacos"
+)
+
+// Options configure an emulator.
+type Options struct {
+	Mode string // ModeV1 (default) or ModeV3
+	// Username and Password turn authentication on: logins must match, and
+	// every other HTTP request and every naming gRPC request must carry
+	// the token (ref §1 "Auth").
+	Username string
+	Password spec.Secret
+	// GRPCPort is the gRPC port; 0 means the HTTP port + 1000, as Nacos
+	// and the SDK assume (ref §5), or any free port when the HTTP port is 0.
+	GRPCPort int
+	// PushDelay delays pushes after a change, as Nacos does
+	// (nacos.naming.push.pushTaskDelay, 500 ms; ref §1). Changes within the
+	// delay are merged into one push. 0 pushes at once.
+	PushDelay time.Duration
+	// OverrideExpiry replaces DefaultOverrideExpiry (tests use a short one).
+	OverrideExpiry time.Duration
+	// TokenTTL replaces DefaultTokenTTL.
+	TokenTTL time.Duration
+	Log      *slog.Logger
+}
+
+// Emulator is one emulated Nacos server.
+type Emulator struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	closed   bool
+	conns    map[string]*conn // by the peer address of the client's TCP connection
+	services map[serviceKey]*service
+	tokens   map[string]time.Time // token -> expiry
+	timers   map[*time.Timer]struct{}
+	doneCh   chan struct{} // closed by Close
+
+	grpcSrv *grpc.Server
+	httpSrv *http.Server
+	wg      sync.WaitGroup
+}
+
+// New returns an emulator that is not listening yet.
+func New(opts Options) *Emulator {
+	if opts.Mode == "" {
+		opts.Mode = ModeV1
+	}
+	if opts.OverrideExpiry <= 0 {
+		opts.OverrideExpiry = DefaultOverrideExpiry
+	}
+	if opts.TokenTTL <= 0 {
+		opts.TokenTTL = DefaultTokenTTL
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Emulator{
+		opts:     opts,
+		log:      log,
+		conns:    map[string]*conn{},
+		services: map[serviceKey]*service{},
+		tokens:   map[string]time.Time{},
+		timers:   map[*time.Timer]struct{}{},
+		doneCh:   make(chan struct{}),
+	}
+}
+
+// Addrs are where a started emulator listens.
+type Addrs struct {
+	HTTP string // host:port of the HTTP API (under ContextPath)
+	GRPC string // host:port of the gRPC API
+}
+
+// GRPCPort returns the gRPC port.
+func (a Addrs) GRPCPort() int {
+	_, p, _ := net.SplitHostPort(a.GRPC)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// Start listens on httpAddr and on the gRPC port (Options.GRPCPort; pass
+// Addrs.GRPCPort to clients when it is not the HTTP port + 1000). The
+// servers stop when ctx ends or Close is called.
+func (e *Emulator) Start(ctx context.Context, httpAddr string) (Addrs, error) {
+	if e.opts.Mode != ModeV1 && e.opts.Mode != ModeV3 {
+		return Addrs{}, fmt.Errorf("starting nacos emulator: mode must be %s or %s, got %q", ModeV1, ModeV3, e.opts.Mode)
+	}
+	hl, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		return Addrs{}, fmt.Errorf("starting nacos emulator: %w", err)
+	}
+	host, _, _ := net.SplitHostPort(hl.Addr().String())
+	grpcPort := e.opts.GRPCPort
+	if _, p, _ := net.SplitHostPort(httpAddr); grpcPort == 0 && p != "0" {
+		grpcPort = hl.Addr().(*net.TCPAddr).Port + 1000
+	}
+	grpcAddr := net.JoinHostPort(host, strconv.Itoa(grpcPort))
+	gl, err := net.Listen("tcp", grpcAddr)
+	if err != nil {
+		_ = hl.Close()
+		return Addrs{}, fmt.Errorf("starting nacos emulator gRPC: %w", err)
+	}
+	// The SDK pings every 60 s even without streams (grpc_client.go
+	// getKeepAliveTimeMillis); grpc-go's default policy would answer that
+	// with GOAWAY too_many_pings.
+	e.grpcSrv = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+		MinTime: 5 * time.Second, PermitWithoutStream: true,
+	}))
+	auto.RegisterRequestServer(e.grpcSrv, requestServer{e: e})
+	auto.RegisterBiRequestStreamServer(e.grpcSrv, streamServer{e: e})
+	e.httpSrv = &http.Server{Handler: e.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+
+	e.wg.Add(3)
+	go func() {
+		defer e.wg.Done()
+		_ = e.grpcSrv.Serve(gl)
+	}()
+	go func() {
+		defer e.wg.Done()
+		if err := e.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.log.Error("nacos emulator http server stopped", "err", err)
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { _ = e.Close() })
+	go func() {
+		defer e.wg.Done()
+		<-e.doneCh
+		stop()
+	}()
+	addrs := Addrs{HTTP: hl.Addr().String(), GRPC: gl.Addr().String()}
+	e.log.Info("nacos emulator listening", "http", addrs.HTTP, "grpc", addrs.GRPC, "mode", e.opts.Mode, "auth", e.opts.Username != "")
+	return addrs, nil
+}
+
+// Close stops the servers, drops every connection and waits for the
+// emulator's goroutines.
+func (e *Emulator) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		e.wg.Wait()
+		return nil
+	}
+	e.closed = true
+	for t := range e.timers {
+		t.Stop()
+	}
+	close(e.doneCh)
+	e.mu.Unlock()
+	var err error
+	if e.grpcSrv != nil {
+		e.grpcSrv.Stop()
+	}
+	if e.httpSrv != nil {
+		err = e.httpSrv.Close()
+	}
+	e.wg.Wait()
+	return err
+}
+
+// afterFunc runs f after d unless the emulator closes first. Call with e.mu held.
+func (e *Emulator) afterFunc(d time.Duration, f func()) {
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		e.mu.Lock()
+		delete(e.timers, t)
+		closed := e.closed
+		e.mu.Unlock()
+		if !closed {
+			f()
+		}
+	})
+	e.timers[t] = struct{}{}
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,98 @@
+// Package nacosapp registers an application instance in Nacos the way Spring
+// Cloud Alibaba and Dubbo applications do: with the official SDK, over gRPC,
+// as an ephemeral instance (weight 1, enabled, cluster DEFAULT unless set)
+// whose metadata carries its version. The instance lives as long as the
+// SDK's connection. The demo fleet and the tests use it.
+package nacosapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nacos-group/nacos-sdk-go/v2/vo"
+
+	"github.com/tandemhq/tandem/providers/nacos/internal/sdk"
+	"github.com/tandemhq/tandem/spec"
+)
+
+// Config locates the Nacos server and the service's place in it.
+type Config struct {
+	Servers     []string // host:port of the HTTP API
+	GRPCPort    int      // 0: the HTTP port + 1000
+	ContextPath string   // default /nacos
+	Namespace   string   // default public
+	Group       string   // default DEFAULT_GROUP
+	Cluster     string   // default DEFAULT
+	Username    string   // "" when auth is off
+	Password    spec.Secret
+	Timeout     time.Duration // per SDK request; default 5 s
+}
+
+// Register registers ip:port as an instance of service with metadata (for
+// example {"version": "2.4.1"}) and returns a function that deregisters it
+// and closes the connection, as an application does when it stops. ctx
+// bounds the registration only.
+func Register(ctx context.Context, cfg Config, service, ip string, port int, metadata map[string]string) (deregister func(), err error) {
+	if service == "" || ip == "" || port < 1 || port > 65535 {
+		return nil, fmt.Errorf("registering %q %s:%d in nacos: service, ip and a port 1..65535 are required", service, ip, port)
+	}
+	if cfg.ContextPath == "" {
+		cfg.ContextPath = "/nacos"
+	}
+	if cfg.Group == "" {
+		cfg.Group = "DEFAULT_GROUP"
+	}
+	if cfg.Cluster == "" {
+		cfg.Cluster = "DEFAULT"
+	}
+	dir, err := os.MkdirTemp("", "tandem-nacosapp-")
+	if err != nil {
+		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, err)
+	}
+	client, err := sdk.NewNamingClient(sdk.Config{
+		Servers: cfg.Servers, GRPCPort: cfg.GRPCPort, ContextPath: cfg.ContextPath, Namespace: cfg.Namespace,
+		Username: cfg.Username, Password: cfg.Password, Timeout: cfg.Timeout, CacheDir: dir,
+	})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, err)
+	}
+	closeAll := func() {
+		client.CloseClient()
+		_ = os.RemoveAll(dir)
+	}
+	param := vo.RegisterInstanceParam{
+		Ip: ip, Port: uint64(port), ServiceName: service, GroupName: cfg.Group, ClusterName: cfg.Cluster,
+		Weight: 1, Enable: true, Healthy: true, Ephemeral: true, Metadata: metadata,
+	}
+	done := make(chan error, 1)
+	go func() {
+		ok, err := client.RegisterInstance(param)
+		if err == nil && !ok {
+			// The SDK reports a refused request (auth, bad parameter) as
+			// false without an error.
+			err = errors.New("the server refused the registration (check auth and parameters)")
+		}
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		closeAll() // fails the pending request
+		<-done
+		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, ctx.Err())
+	}
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, err)
+	}
+	return func() {
+		_, _ = client.DeregisterInstance(vo.DeregisterInstanceParam{
+			Ip: ip, Port: uint64(port), ServiceName: service, GroupName: cfg.Group, Cluster: cfg.Cluster, Ephemeral: true,
+		})
+		closeAll()
+	}, nil
+}

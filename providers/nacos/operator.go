@@ -1,0 +1,281 @@
+package nacos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/spec"
+)
+
+// operator is a small client of the Nacos operator HTTP API (ref §2: the
+// SDK has no maintainer API). It logs in when credentials are set, keeps
+// the token until about 90% of its tokenTtl, and logs in again once when a
+// request is refused with 401/403. The token travels in headers only, so
+// it never appears in a URL or an error.
+type operator struct {
+	servers     []string // host:port, tried in order on connection errors
+	contextPath string
+	api         string // "v1" or "v3"
+	user        string
+	pass        spec.Secret
+	hc          *http.Client
+	now         func() time.Time
+
+	mu       sync.Mutex
+	token    string
+	tokenExp time.Time
+}
+
+// instanceJSON is an instance as the operator API returns it.
+type instanceJSON struct {
+	IP          string            `json:"ip"`
+	Port        int               `json:"port"`
+	ClusterName string            `json:"clusterName"`
+	Weight      float64           `json:"weight"`
+	Healthy     bool              `json:"healthy"`
+	Enabled     bool              `json:"enabled"`
+	Ephemeral   bool              `json:"ephemeral"`
+	Metadata    map[string]string `json:"metadata"`
+}
+
+// list reads every instance of the service in ref's cluster, disabled ones
+// included: v3 GET /v3/admin/ns/instance/list, v1 GET
+// /v1/ns/catalog/instances (ref §1 "What consumers receive"). A service
+// that does not exist has no instances.
+func (o *operator) list(ctx context.Context, ref spec.NacosRef) ([]providers.RegistryInstance, error) {
+	q := url.Values{
+		"namespaceId": {ref.Namespace},
+		"groupName":   {ref.Group},
+		"serviceName": {ref.Service},
+		"clusterName": {ref.Cluster},
+	}
+	path := "/v3/admin/ns/instance/list"
+	if o.api == "v1" {
+		path = "/v1/ns/catalog/instances"
+		q.Set("serviceName", ref.Group+"@@"+ref.Service)
+		q.Set("pageNo", "1")
+		q.Set("pageSize", "10000")
+	}
+	body, status, err := o.do(ctx, http.MethodGet, path, q)
+	if status == http.StatusNotFound {
+		return []providers.RegistryInstance{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing instances of %s: %w", ref, err)
+	}
+	var raw []instanceJSON
+	if o.api == "v1" {
+		var page struct {
+			List []instanceJSON `json:"list"`
+		}
+		err = json.Unmarshal(body, &page)
+		raw = page.List
+	} else {
+		raw, err = v3Data[[]instanceJSON](body)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing instances of %s: decoding the answer: %w", ref, err)
+	}
+	out := make([]providers.RegistryInstance, 0, len(raw))
+	for _, in := range raw {
+		if in.ClusterName != ref.Cluster {
+			continue
+		}
+		out = append(out, providers.RegistryInstance{
+			IP: in.IP, Port: in.Port, Cluster: in.ClusterName, Enabled: in.Enabled, Healthy: in.Healthy,
+			Weight: in.Weight, Ephemeral: in.Ephemeral, Metadata: in.Metadata,
+		})
+	}
+	return out, nil
+}
+
+// update writes the whole state of one instance with enabled set, as the
+// console's offline button does: omitted fields would reset (weight 1,
+// metadata empty; ref §1 "Operator APIs").
+func (o *operator) update(ctx context.Context, ref spec.NacosRef, in providers.RegistryInstance, enabled bool) error {
+	meta, err := json.Marshal(in.Metadata)
+	if err != nil {
+		return fmt.Errorf("encoding metadata of %s:%d: %w", in.IP, in.Port, err)
+	}
+	if in.Metadata == nil {
+		meta = []byte("{}")
+	}
+	q := url.Values{
+		"namespaceId": {ref.Namespace},
+		"groupName":   {ref.Group},
+		"serviceName": {ref.Service},
+		"clusterName": {in.Cluster},
+		"ip":          {in.IP},
+		"port":        {strconv.Itoa(in.Port)},
+		"ephemeral":   {strconv.FormatBool(in.Ephemeral)},
+		"weight":      {strconv.FormatFloat(in.Weight, 'f', -1, 64)},
+		"enabled":     {strconv.FormatBool(enabled)},
+		"metadata":    {string(meta)},
+	}
+	path := "/v3/admin/ns/instance"
+	if o.api == "v1" {
+		path = "/v1/ns/instance"
+		q.Set("serviceName", ref.Group+"@@"+ref.Service)
+	}
+	body, _, err := o.do(ctx, http.MethodPut, path, q)
+	if err == nil && o.api == "v3" {
+		_, err = v3Data[json.RawMessage](body)
+	}
+	if err != nil {
+		return fmt.Errorf("setting enabled=%t on %s:%d of %s: %w", enabled, in.IP, in.Port, ref, err)
+	}
+	return nil
+}
+
+// v3Data unwraps {code, message, data}; a code other than 0 is permanent.
+func v3Data[T any](body []byte) (T, error) {
+	var r struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Data    T      `json:"data"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return r.Data, err
+	}
+	if r.Code != 0 {
+		return r.Data, providers.Permanentf("InvalidRequest", "nacos answered code %d: %s", r.Code, r.Message)
+	}
+	return r.Data, nil
+}
+
+// do sends one request (parameters in the query; no secret travels there)
+// and returns the body of a 2xx answer. Other answers are errors: 401/403
+// after one fresh login, 410 and other 4xx are permanent; connection
+// problems and 5xx are transient. The status is returned too.
+func (o *operator) do(ctx context.Context, method, path string, q url.Values) ([]byte, int, error) {
+	for attempt := 0; ; attempt++ {
+		token, err := o.login(ctx, attempt > 0)
+		if err != nil {
+			return nil, 0, err
+		}
+		body, status, err := o.send(ctx, method, path, q, token)
+		if err != nil {
+			return nil, 0, err
+		}
+		switch {
+		case status >= 200 && status < 300:
+			return body, status, nil
+		case (status == http.StatusUnauthorized || status == http.StatusForbidden) && attempt == 0 && o.user != "":
+			continue // the token may have expired or been revoked
+		case status == http.StatusUnauthorized || status == http.StatusForbidden:
+			return nil, status, providers.Permanentf("PermissionDenied", "%s %s: %d %s", method, path, status, excerpt(body))
+		case status == http.StatusGone:
+			return nil, status, providers.Permanentf("APIVersionMismatch",
+				"%s %s: %d %s (the server refuses the %s API; check the provider's api setting)", method, path, status, excerpt(body), o.api)
+		case status >= 400 && status < 500:
+			return nil, status, providers.Permanentf("InvalidRequest", "%s %s: %d %s", method, path, status, excerpt(body))
+		default:
+			return nil, status, fmt.Errorf("%s %s: %d %s", method, path, status, excerpt(body))
+		}
+	}
+}
+
+// send tries each server in turn until one answers.
+func (o *operator) send(ctx context.Context, method, path string, q url.Values, token string) ([]byte, int, error) {
+	var errs []error
+	for _, server := range o.servers {
+		u := "http://" + server + o.contextPath + path + "?" + q.Encode()
+		req, err := http.NewRequestWithContext(ctx, method, u, nil)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		if token != "" {
+			req.Header.Set("accessToken", token)
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := o.hc.Do(req)
+		if err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		_ = resp.Body.Close()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return body, resp.StatusCode, nil
+	}
+	return nil, 0, fmt.Errorf("%s %s: %w", method, path, errors.Join(errs...))
+}
+
+// login returns a token, logging in when there is none, it is past 90% of
+// its lifetime, or fresh is set. It returns "" when auth is off.
+func (o *operator) login(ctx context.Context, fresh bool) (string, error) {
+	if o.user == "" {
+		return "", nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !fresh && o.token != "" && o.now().Before(o.tokenExp) {
+		return o.token, nil
+	}
+	path := "/v3/auth/user/login"
+	if o.api == "v1" {
+		path = "/v1/auth/users/login"
+	}
+	form := url.Values{"username": {o.user}, "password": {o.pass.Reveal()}}
+	var errs []error
+	for _, server := range o.servers {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+server+o.contextPath+path, strings.NewReader(form.Encode()))
+		if err != nil {
+			return "", fmt.Errorf("logging in to nacos: %w", err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := o.hc.Do(req)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		_ = resp.Body.Close()
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+			continue
+		case resp.StatusCode >= 500:
+			errs = append(errs, fmt.Errorf("%d %s", resp.StatusCode, excerpt(body)))
+			continue
+		case resp.StatusCode != http.StatusOK:
+			return "", providers.Permanentf("AuthenticationFailed", "logging in to nacos as %s: %d %s", o.user, resp.StatusCode, excerpt(body))
+		}
+		var r struct {
+			AccessToken string  `json:"accessToken"`
+			TokenTTL    float64 `json:"tokenTtl"` // seconds
+		}
+		if err := json.Unmarshal(body, &r); err != nil || r.AccessToken == "" {
+			return "", providers.Permanentf("AuthenticationFailed", "logging in to nacos as %s: the answer has no accessToken", o.user)
+		}
+		o.token = r.AccessToken
+		o.tokenExp = o.now().Add(time.Duration(r.TokenTTL * 0.9 * float64(time.Second)))
+		return o.token, nil
+	}
+	return "", fmt.Errorf("logging in to nacos: %w", errors.Join(errs...))
+}
+
+// excerpt is the start of an error body, for messages.
+func excerpt(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
