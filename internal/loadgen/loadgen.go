@@ -183,7 +183,6 @@ func Start(ctx context.Context, cfg Config) (*Generator, error) {
 		echo: strings.TrimSuffix(cfg.URL, "/") + "/echo",
 		ws:   "ws://" + u.Host + "/ws",
 		client: &http.Client{Transport: &http.Transport{
-			Proxy:               nil,
 			MaxIdleConnsPerHost: cfg.MaxInFlight,
 			// Shorter than any server's or LB's keep-alive timeout, so the
 			// client closes idle connections first and never races a

@@ -373,8 +373,11 @@ func (p *Provider) command(ctx context.Context, cmd string) (string, error) {
 		return "", fmt.Errorf("haproxy %s: %s: %w", p.name, cmd, orCtx(ctx, err))
 	}
 	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(io.LimitReader(conn, maxReply)); err != nil {
+	if _, err := buf.ReadFrom(io.LimitReader(conn, maxReply+1)); err != nil {
 		return "", fmt.Errorf("haproxy %s: %s: %w", p.name, cmd, orCtx(ctx, err))
+	}
+	if buf.Len() > maxReply {
+		return "", fmt.Errorf("haproxy %s: %s: the reply exceeds %d MiB", p.name, cmd, maxReply>>20)
 	}
 	return buf.String(), nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -184,31 +185,14 @@ func runtimeCommand(t testing.TB, socket, cmd string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// recorder is a unix socket in front of the runtime API that records the
-// commands passing through it.
-type recorder struct {
-	mu       sync.Mutex
-	commands []string
-}
-
-func (r *recorder) sets() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for _, c := range r.commands {
-		if !strings.HasPrefix(c, "show ") {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-func record(t testing.TB, socket string) (string, *recorder) {
+// interpose puts a unix socket in front of the runtime API and calls
+// observe, in order, with every command that passes and HAProxy's reply.
+func interpose(t testing.TB, socket string, observe func(cmd, reply string)) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "recorder.sock")
+	path := filepath.Join(t.TempDir(), "interposed.sock")
 	ln, err := net.Listen("unix", path)
 	require.NoError(t, err)
-	rec := &recorder{}
+	var mu sync.Mutex // one command at a time, so observe sees HAProxy's order
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		ln.Close()
@@ -226,20 +210,46 @@ func record(t testing.TB, socket string) (string, *recorder) {
 				if err != nil {
 					return
 				}
-				rec.mu.Lock()
-				rec.commands = append(rec.commands, strings.TrimSpace(line))
-				rec.mu.Unlock()
+				mu.Lock()
+				defer mu.Unlock()
 				up, err := net.Dial("unix", socket)
 				if err != nil {
 					return
 				}
 				defer up.Close()
 				_, _ = io.WriteString(up, line)
-				_, _ = io.Copy(c, up)
+				reply, _ := io.ReadAll(up)
+				observe(strings.TrimSpace(line), string(reply))
+				_, _ = c.Write(reply)
 			})
 		}
 	})
-	return path, rec
+	return path
+}
+
+// recorder keeps the commands that change something.
+type recorder struct {
+	mu   sync.Mutex
+	sets []string
+}
+
+func (r *recorder) observe(cmd, _ string) {
+	if !strings.HasPrefix(cmd, "show ") {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.sets = append(r.sets, cmd)
+	}
+}
+
+func (r *recorder) changes() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.sets)
+}
+
+func record(t testing.TB, socket string) (string, *recorder) {
+	rec := &recorder{}
+	return interpose(t, socket, rec.observe), rec
 }
 
 func TestSetWeightsRaisesBeforeItLowers(t *testing.T) {
@@ -256,7 +266,7 @@ func TestSetWeightsRaisesBeforeItLowers(t *testing.T) {
 		"set server web/b1 weight 100", "set server web/b1 state ready",
 		"set server web/b2 weight 100", "set server web/b2 state ready",
 		"set server web/a1 state drain", "set server web/a2 state drain",
-	}, rec.sets())
+	}, rec.changes())
 }
 
 func TestSetWeightsRefusesBadChangesAndChangesNothing(t *testing.T) {
@@ -289,7 +299,7 @@ func TestSetWeightsRefusesBadChangesAndChangesNothing(t *testing.T) {
 			require.Equal(t, tc.reason, perm.Reason)
 			require.ErrorContains(t, err, "setting weights on "+tc.b.Key())
 			require.ErrorContains(t, err, tc.errPart)
-			require.Empty(t, rec.sets(), "nothing may be changed")
+			require.Empty(t, rec.changes(), "nothing may be changed")
 		})
 	}
 	bs, err := p.Backends(t.Context(), binding("web"))

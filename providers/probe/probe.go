@@ -68,7 +68,7 @@ func New(log *slog.Logger) *Prober {
 	}
 	return &Prober{
 		client: &http.Client{
-			Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+			Transport: &http.Transport{DisableKeepAlives: true},
 			// A redirect is an answer of its own: never follow it elsewhere.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
