@@ -17,8 +17,12 @@ demo: build
 ## test: install what the tests need (if missing), then gofmt, go vet and every test.
 test: deps-test fmt-check vet unit
 
+# Real servers the integration tests use, installed once and cached under
+# $(TANDEM_CACHE) (outside the repository).
 deps-test:
-	@true
+	scripts/install-haproxy.sh
+	scripts/nacos/install-rnacos.sh
+	scripts/nacos/install-nacos3.sh
 
 fmt-check:
 	@files=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -27,8 +31,9 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
+# Under make test a missing real server fails its tests instead of skipping them.
 unit:
-	$(GO) test -timeout 25m ./...
+	TANDEM_REQUIRE_HAPROXY=1 TANDEM_REQUIRE_REAL_NACOS=1 $(GO) test -timeout 25m ./...
 
 clean:
 	rm -rf bin results

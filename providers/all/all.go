@@ -30,7 +30,7 @@ func New(cfg *spec.Config, log *slog.Logger) (*providers.Set, func() error, erro
 		Registries:    map[string]providers.Registry{},
 		Instances:     probe.New(log),
 		Deployer: func(svc *spec.Service) (providers.Deployer, error) {
-			return deploy.New(svc.Deploy, log.With("target", svc.Name))
+			return deploy.New(svc.Deploy, log)
 		},
 	}
 	var closers []func() error
