@@ -235,7 +235,11 @@ func (s *Source) Run(ctx context.Context) error {
 		case <-timer.C:
 		case <-s.trigger:
 		}
-		timer.Reset(s.pass(ctx))
+		delay := s.pass(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		timer.Reset(delay)
 	}
 }
 
@@ -278,7 +282,7 @@ func (s *Source) pass(ctx context.Context) time.Duration {
 		}
 	}
 	if ctx.Err() != nil {
-		return 0 // shutting down: the result of an interrupted fetch is not news
+		return 0 // shutting down: an interrupted fetch is not news
 	}
 	now := time.Now()
 	if err != nil {
