@@ -311,9 +311,9 @@ func (s *Source) fetch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading git cache %s: %w", s.cache, err)
 	}
-	spec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:%s", s.cfg.Branch, s.trackingRef()))
+	refSpec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:%s", s.cfg.Branch, s.trackingRef()))
 	err = rem.FetchContext(ctx, &git.FetchOptions{
-		RefSpecs: []config.RefSpec{spec},
+		RefSpecs: []config.RefSpec{refSpec},
 		Auth:     s.remote.auth,
 		Tags:     git.NoTags,
 		Force:    true,
