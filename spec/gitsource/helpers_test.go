@@ -184,6 +184,43 @@ func (h *httpRemote) stop() {
 	h.srv = nil
 }
 
+// serveGitDaemon serves root over the git:// protocol on loopback: each
+// connection is handed to the real `git daemon --inetd`.
+func serveGitDaemon(t testing.TB, root string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				f, err := c.(*net.TCPConn).File()
+				if err != nil {
+					return
+				}
+				defer f.Close()
+				cmd := exec.Command("git", "daemon", "--inetd", "--export-all", "--base-path="+root, root)
+				cmd.Stdin, cmd.Stdout = f, f
+				_ = cmd.Run()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		wg.Wait()
+	})
+	return "git://" + ln.Addr().String() + "/desired.git"
+}
+
 func gitConfig(url string) spec.GitConfig {
 	return spec.GitConfig{URL: url, Branch: "main", Path: "services", Interval: spec.Duration(time.Hour)}
 }

@@ -23,6 +23,7 @@ func TestSourceFetchesOverEveryLocalTransport(t *testing.T) {
 		{name: "file URL", url: func(f *fixture) string { return "file://" + f.bare }},
 		{name: "local path of a working tree", url: func(f *fixture) string { return f.work }},
 		{name: "http without auth", url: func(f *fixture) string { return serveHTTP(t, f.root, "", "").url() }},
+		{name: "git protocol", url: func(f *fixture) string { return serveGitDaemon(t, f.root) }},
 		{
 			name: "http with basic auth from the environment",
 			url:  func(f *fixture) string { return serveHTTP(t, f.root, "deployer", "s3cret-pw").url() },
