@@ -184,6 +184,57 @@ func (h *httpRemote) stop() {
 	h.srv = nil
 }
 
+// serveLoopback accepts connections on 127.0.0.1 and hands each to handle
+// in a goroutine of wg, where handle may start more. When the test ends it
+// closes the listener and every connection, and waits for all of them.
+func serveLoopback(t testing.TB, handle func(c net.Conn, wg *sync.WaitGroup)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() { handle(c, &wg) })
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// serveGitDaemon serves root over the git:// protocol on loopback: each
+// connection is handed to the real `git daemon --inetd`.
+func serveGitDaemon(t testing.TB, root string) string {
+	t.Helper()
+	addr := serveLoopback(t, func(c net.Conn, _ *sync.WaitGroup) {
+		f, err := c.(*net.TCPConn).File()
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		cmd := exec.Command("git", "daemon", "--inetd", "--export-all", "--base-path="+root, root)
+		cmd.Stdin, cmd.Stdout = f, f
+		_ = cmd.Run()
+	})
+	return "git://" + addr + "/desired.git"
+}
+
 func gitConfig(url string) spec.GitConfig {
 	return spec.GitConfig{URL: url, Branch: "main", Path: "services", Interval: spec.Duration(time.Hour)}
 }

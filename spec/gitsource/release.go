@@ -28,8 +28,8 @@ const ReleaseTrailer = "Tandem-Release"
 
 // RepoOptions say where Release and Rollback commit.
 type RepoOptions struct {
-	RepoDir string // a working tree of the desired-state repository; its checked-out branch gets the commit
-	Dir     string // the directory of service files, relative to the repository root (git.path)
+	RepoDir string // a working tree of the desired-state repository (default "."); its checked-out branch gets the commit
+	Dir     string // the directory of service files, relative to the repository root (git.path; default "services")
 	// Config, when not nil, lets validation check the provider names the
 	// services use, as the daemon does.
 	Config *spec.Config
@@ -66,7 +66,7 @@ func Release(ctx context.Context, o ReleaseOptions) (string, error) {
 	return commitChange(ctx, o.RepoOptions, func(co *checkout) (*change, error) {
 		svc, ok := co.set.Get(o.Service)
 		if !ok {
-			return nil, fmt.Errorf("service %s is not defined under %s (services: %s)", o.Service, o.Dir, strings.Join(co.set.Names(), ", "))
+			return nil, fmt.Errorf("service %s is not defined under %s (services: %s)", o.Service, co.dir, strings.Join(co.set.Names(), ", "))
 		}
 		if svc.Version == o.Version {
 			return nil, fmt.Errorf("service %s already has version %s (active group %s): nothing to release", svc.Name, svc.Version, svc.Active)
@@ -196,6 +196,7 @@ func releasedService(message string) string {
 
 // checkout is a clean working tree at a valid HEAD on a branch.
 type checkout struct {
+	dir    string // of the service files
 	repo   *git.Repository
 	wt     *git.Worktree
 	branch plumbing.ReferenceName
@@ -214,6 +215,7 @@ type change struct {
 }
 
 func commitChange(ctx context.Context, o RepoOptions, plan func(*checkout) (*change, error)) (string, error) {
+	o.RepoDir, o.Dir = cmp.Or(o.RepoDir, "."), cmp.Or(o.Dir, "services")
 	co, err := openCheckout(o)
 	if err != nil {
 		return "", err
@@ -311,7 +313,7 @@ func openCheckout(o RepoOptions) (*checkout, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the desired state at HEAD (%s) is invalid; fix it first:\n%w", shortHash(head.Hash().String()), err)
 	}
-	return &checkout{repo: repo, wt: wt, branch: head.Name(), commit: commit, tree: tree, set: set}, nil
+	return &checkout{dir: o.Dir, repo: repo, wt: wt, branch: head.Name(), commit: commit, tree: tree, set: set}, nil
 }
 
 // commitAuthor is the given author, or the one of the git config.

@@ -235,7 +235,11 @@ func (s *Source) Run(ctx context.Context) error {
 		case <-timer.C:
 		case <-s.trigger:
 		}
-		timer.Reset(s.pass(ctx))
+		delay := s.pass(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		timer.Reset(delay)
 	}
 }
 
@@ -272,29 +276,28 @@ func (s *Source) Current() Status {
 func (s *Source) pass(ctx context.Context) time.Duration {
 	err := s.fetch(ctx)
 	if err == nil {
+		now, delay := time.Now(), jitter(s.interval)
+		s.update(func(st *Status) {
+			st.FetchErr, st.Failures = nil, 0
+			st.LastFetch, st.NextFetch = now, now.Add(delay)
+		})
 		var ref *plumbing.Reference
 		if ref, err = s.repo.Reference(s.trackingRef(), true); err == nil {
 			err = s.consider(ref.Hash())
 		}
+		if err == nil {
+			return delay
+		}
 	}
 	if ctx.Err() != nil {
-		return 0 // shutting down: the result of an interrupted fetch is not news
+		return 0 // shutting down: an interrupted fetch is not news
 	}
 	now := time.Now()
-	if err != nil {
-		var delay time.Duration
-		s.update(func(st *Status) {
-			st.FetchErr = err
-			st.Failures++
-			delay = jitter(min(s.retryBase<<min(st.Failures-1, 30), s.retryMax))
-			st.LastFetch, st.NextFetch = now, now.Add(delay)
-		})
-		s.log.Warn("git fetch failed; the last good revision stays in force", "error", err, "retry_in", delay)
-		return delay
-	}
-	delay := jitter(s.interval)
+	failures := s.Current().Failures + 1 // only Run's goroutine changes it
+	delay := jitter(min(s.retryBase<<min(failures-1, 30), s.retryMax))
+	s.log.Warn("git fetch failed; the last good revision stays in force", "error", err, "retry_in", delay)
 	s.update(func(st *Status) {
-		st.FetchErr, st.Failures = nil, 0
+		st.FetchErr, st.Failures = err, failures
 		st.LastFetch, st.NextFetch = now, now.Add(delay)
 	})
 	return delay
@@ -307,9 +310,9 @@ func (s *Source) fetch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading git cache %s: %w", s.cache, err)
 	}
-	spec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:%s", s.cfg.Branch, s.trackingRef()))
+	refSpec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:%s", s.cfg.Branch, s.trackingRef()))
 	err = rem.FetchContext(ctx, &git.FetchOptions{
-		RefSpecs: []config.RefSpec{spec},
+		RefSpecs: []config.RefSpec{refSpec},
 		Auth:     s.remote.auth,
 		Tags:     git.NoTags,
 		Force:    true,
@@ -332,16 +335,16 @@ func (s *Source) consider(h plumbing.Hash) error {
 		return err
 	}
 	if rej != nil {
-		s.update(func(st *Status) { st.Head, st.Rejected = rev, rej })
 		s.log.Error("git revision rejected; the last good revision stays in force",
 			"revision", rev.Hash, "reason", rej.Reason, "error", rej.Err)
+		s.update(func(st *Status) { st.Head, st.Rejected = rev, rej })
 		return nil
 	}
 	if err := s.repo.Storer.SetReference(plumbing.NewHashReference(s.goodRef(), h)); err != nil {
 		return fmt.Errorf("recording good revision %s in git cache %s: %w", h, s.cache, err)
 	}
-	s.update(func(st *Status) { st.Good, st.Head, st.Rejected = rev, rev, nil })
 	s.log.Info("git revision in force", "revision", rev.Hash, "author", rev.Author, "subject", rev.Subject)
+	s.update(func(st *Status) { st.Good, st.Head, st.Rejected = rev, rev, nil })
 	return nil
 }
 

@@ -23,6 +23,7 @@ func TestSourceFetchesOverEveryLocalTransport(t *testing.T) {
 		{name: "file URL", url: func(f *fixture) string { return "file://" + f.bare }},
 		{name: "local path of a working tree", url: func(f *fixture) string { return f.work }},
 		{name: "http without auth", url: func(f *fixture) string { return serveHTTP(t, f.root, "", "").url() }},
+		{name: "git protocol", url: func(f *fixture) string { return serveGitDaemon(t, f.root) }},
 		{
 			name: "http with basic auth from the environment",
 			url:  func(f *fixture) string { return serveHTTP(t, f.root, "deployer", "s3cret-pw").url() },
@@ -230,8 +231,11 @@ func TestRemoteGoingAwayKeepsTheGoodRevisionAndBacksOff(t *testing.T) {
 		require.Greater(t, delays[seen[i]], delays[seen[i-1]], "the retry delay grows: %v", delays)
 	}
 
-	remote.start()
+	// The commit lands while the server is down; the first fetch that
+	// reaches the server again brings it.
 	next := f.commit("release user 1.1.0", map[string]string{"services/user.yaml": service("user", "B", "1.1.0", 1)})
+	remote.start()
+	s.Trigger()
 	st = waitFor(t, s, "recovery", goodIs(next))
 	require.NoError(t, st.FetchErr)
 	require.Zero(t, st.Failures)

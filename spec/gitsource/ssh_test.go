@@ -41,52 +41,16 @@ func serveSSH(t *testing.T, root string, client ssh.PublicKey) sshRemote {
 		return nil, errors.New("unknown client key")
 	}}
 	cfg.AddHostKey(signer)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				serveSSHConn(t, c, cfg, root, &wg)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return sshRemote{addr: ln.Addr().String(), hostKey: signer.PublicKey()}
+	addr := serveLoopback(t, func(c net.Conn, wg *sync.WaitGroup) { serveSSHConn(c, cfg, root, wg) })
+	return sshRemote{addr: addr, hostKey: signer.PublicKey()}
 }
 
-func serveSSHConn(t *testing.T, c net.Conn, cfg *ssh.ServerConfig, root string, wg *sync.WaitGroup) {
+func serveSSHConn(c net.Conn, cfg *ssh.ServerConfig, root string, wg *sync.WaitGroup) {
 	_, chans, reqs, err := ssh.NewServerConn(c, cfg)
 	if err != nil {
 		return
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		ssh.DiscardRequests(reqs)
-	}()
+	wg.Go(func() { ssh.DiscardRequests(reqs) })
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
 			_ = nc.Reject(ssh.UnknownChannelType, "sessions only")
@@ -96,11 +60,7 @@ func serveSSHConn(t *testing.T, c net.Conn, cfg *ssh.ServerConfig, root string, 
 		if err != nil {
 			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			serveGitSession(ch, chReqs, root, wg)
-		}()
+		wg.Go(func() { serveGitSession(ch, chReqs, root, wg) })
 	}
 }
 
@@ -133,12 +93,10 @@ func serveGitSession(ch ssh.Channel, reqs <-chan *ssh.Request, root string, wg *
 		if err := cmd.Start(); err != nil {
 			status = 127
 		} else {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				_, _ = io.Copy(stdin, ch)
 				_ = stdin.Close()
-			}()
+			})
 			if cmd.Wait() != nil {
 				status = uint32(cmd.ProcessState.ExitCode())
 			}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,7 +49,6 @@ type allowedSigner struct {
 	namespaces []string // empty: any
 	after      time.Time
 	before     time.Time
-	line       int
 }
 
 // readAllowedSigners parses an allowed_signers file, refusing anything it
@@ -69,7 +69,6 @@ func readAllowedSigners(file string) ([]allowedSigner, error) {
 		if err != nil {
 			return nil, fmt.Errorf("git.verify.allowedSigners: %s:%d: %w", file, n, err)
 		}
-		s.line = n
 		out = append(out, s)
 	}
 	if err := sc.Err(); err != nil {
@@ -82,11 +81,11 @@ func readAllowedSigners(file string) ([]allowedSigner, error) {
 }
 
 func parseAllowedSigner(line string) (allowedSigner, error) {
-	principals, rest, ok := strings.Cut(line, " ")
-	if !ok {
+	i := strings.IndexAny(line, " \t")
+	if i < 0 {
 		return allowedSigner{}, errors.New("expected principals, then a public key")
 	}
-	principals = strings.Trim(principals, `"`)
+	principals, rest := strings.Trim(line[:i], `"`), line[i+1:]
 	// After the principals the line has the layout of an authorized_keys
 	// line: [options] keytype base64-key [comment].
 	key, _, options, _, err := ssh.ParseAuthorizedKey([]byte(strings.TrimSpace(rest)))
@@ -131,19 +130,10 @@ func parseSignerTime(v string) (time.Time, error) {
 }
 
 func (s allowedSigner) allows(at time.Time) bool {
-	if len(s.namespaces) > 0 && !contains(s.namespaces, sshsigNamespace) {
+	if len(s.namespaces) > 0 && !slices.Contains(s.namespaces, sshsigNamespace) {
 		return false
 	}
 	return (s.after.IsZero() || !at.Before(s.after)) && (s.before.IsZero() || at.Before(s.before))
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // sshSignature is a decoded SSHSIG blob.

@@ -76,13 +76,11 @@ func newVerifier(v *spec.GitVerify) (*verifier, error) {
 }
 
 // check verifies the commit's signature and describes the trusted signer.
+// A signature that is not accepted is a *SignatureError.
 func (v *verifier) check(c *object.Commit) (string, error) {
-	fail := func(key, format string, args ...any) (string, error) {
-		return "", &SignatureError{Commit: c.Hash.String(), Key: key, Reason: fmt.Sprintf(format, args...)}
-	}
 	sig := strings.TrimSpace(c.PGPSignature)
 	if sig == "" {
-		return fail("", "unsigned; a signature by a trusted key is required")
+		return "", rejectSignature(c, "", "unsigned; a signature by a trusted key is required")
 	}
 	message, err := signedPayload(c)
 	if err != nil {
@@ -90,63 +88,77 @@ func (v *verifier) check(c *object.Commit) (string, error) {
 	}
 	switch {
 	case strings.HasPrefix(sig, pgpArmorHead):
-		if v.keyring == nil {
-			return fail("", "signed with OpenPGP, but git.verify.keyring is not configured")
-		}
-		if strings.Count(sig, pgpArmorHead) > 1 {
-			return fail("", "carries more than one signature")
-		}
-		block, err := armor.Decode(strings.NewReader(sig))
-		if err != nil {
-			return fail("", "unreadable OpenPGP signature: %v", err)
-		}
-		body, err := io.ReadAll(block.Body)
-		if err != nil {
-			return fail("", "unreadable OpenPGP signature: %v", err)
-		}
-		key := pgpIssuer(body)
-		signer, err := openpgp.CheckDetachedSignature(v.keyring, bytes.NewReader(message), bytes.NewReader(body), nil)
-		switch {
-		case errors.Is(err, pgperrors.ErrUnknownIssuer):
-			return fail(key, "signed by a key that is not in git.verify.keyring")
-		case err != nil:
-			return fail(key, "OpenPGP signature does not verify: %v", err)
-		}
-		if id := signer.PrimaryIdentity(); id != nil {
-			return "openpgp " + key + " " + id.Name, nil
-		}
-		return "openpgp " + key, nil
+		return v.checkPGP(c, sig, message)
 	case strings.HasPrefix(sig, sshsigArmorHead):
-		if v.signers == nil {
-			return fail("", "signed with SSH, but git.verify.allowedSigners is not configured")
-		}
-		s, err := parseSSHSignature(sig)
-		if err != nil {
-			return fail("", "unreadable SSH signature: %v", err)
-		}
-		key := ssh.FingerprintSHA256(s.key)
-		listed := false
-		for _, a := range v.signers {
-			if !bytes.Equal(a.key.Marshal(), s.key.Marshal()) {
-				continue
-			}
-			listed = true
-			if !a.allows(c.Committer.When) {
-				continue
-			}
-			if err := s.verify(message); err != nil {
-				return fail(key, "SSH signature does not verify: %v", err)
-			}
-			return "ssh " + key + " " + a.principals, nil
-		}
-		if listed {
-			return fail(key, "signing key is in git.verify.allowedSigners, but not for namespace %q at the commit time %s",
-				sshsigNamespace, c.Committer.When.UTC().Format("2006-01-02T15:04:05Z"))
-		}
-		return fail(key, "signed by a key that is not in git.verify.allowedSigners")
-	default:
-		return fail("", "signature type is not supported (OpenPGP and SSH are)")
+		return v.checkSSH(c, sig, message)
 	}
+	return "", rejectSignature(c, "", "signature type is not supported (OpenPGP and SSH are)")
+}
+
+func rejectSignature(c *object.Commit, key, format string, args ...any) error {
+	return &SignatureError{Commit: c.Hash.String(), Key: key, Reason: fmt.Sprintf(format, args...)}
+}
+
+func (v *verifier) checkPGP(c *object.Commit, sig string, message []byte) (string, error) {
+	if v.keyring == nil {
+		return "", rejectSignature(c, "", "signed with OpenPGP, but git.verify.keyring is not configured")
+	}
+	if strings.Count(sig, pgpArmorHead) > 1 {
+		return "", rejectSignature(c, "", "carries more than one signature")
+	}
+	block, err := armor.Decode(strings.NewReader(sig))
+	if err != nil {
+		return "", rejectSignature(c, "", "unreadable OpenPGP signature: %v", err)
+	}
+	body, err := io.ReadAll(block.Body)
+	if err != nil {
+		return "", rejectSignature(c, "", "unreadable OpenPGP signature: %v", err)
+	}
+	key := pgpIssuer(body)
+	signer, err := openpgp.CheckDetachedSignature(v.keyring, bytes.NewReader(message), bytes.NewReader(body), nil)
+	switch {
+	case errors.Is(err, pgperrors.ErrUnknownIssuer):
+		return "", rejectSignature(c, key, "signed by a key that is not in git.verify.keyring")
+	case err != nil:
+		return "", rejectSignature(c, key, "OpenPGP signature does not verify: %v", err)
+	}
+	if id := signer.PrimaryIdentity(); id != nil {
+		return "openpgp " + key + " " + id.Name, nil
+	}
+	return "openpgp " + key, nil
+}
+
+// checkSSH accepts a signature by a key of the allowed signers that is
+// valid for git's namespace at the commit time (as git passes the
+// committer date to ssh-keygen -Y verify).
+func (v *verifier) checkSSH(c *object.Commit, sig string, message []byte) (string, error) {
+	if v.signers == nil {
+		return "", rejectSignature(c, "", "signed with SSH, but git.verify.allowedSigners is not configured")
+	}
+	s, err := parseSSHSignature(sig)
+	if err != nil {
+		return "", rejectSignature(c, "", "unreadable SSH signature: %v", err)
+	}
+	key := ssh.FingerprintSHA256(s.key)
+	listed := false
+	for _, a := range v.signers {
+		if !bytes.Equal(a.key.Marshal(), s.key.Marshal()) {
+			continue
+		}
+		listed = true
+		if !a.allows(c.Committer.When) {
+			continue
+		}
+		if err := s.verify(message); err != nil {
+			return "", rejectSignature(c, key, "SSH signature does not verify: %v", err)
+		}
+		return "ssh " + key + " " + a.principals, nil
+	}
+	if listed {
+		return "", rejectSignature(c, key, "signing key is in git.verify.allowedSigners, but not for namespace %q at the commit time %s",
+			sshsigNamespace, c.Committer.When.UTC().Format("2006-01-02T15:04:05Z"))
+	}
+	return "", rejectSignature(c, key, "signed by a key that is not in git.verify.allowedSigners")
 }
 
 // signedPayload is what git signs: the commit object without its signature.

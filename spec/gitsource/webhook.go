@@ -21,8 +21,10 @@ const MaxWebhookBody = 1 << 20
 //     (docs.github.com, "Validating webhook deliveries")
 //   - GitLab: X-Gitlab-Token = the secret token itself
 //     (docs.gitlab.com, "Webhooks", secret token)
-//   - Gitea: X-Gitea-Signature = hex(HMAC-SHA256(secret, body))
-//     (docs.gitea.com, "Webhooks"; Gitea also sends X-Hub-Signature-256)
+//   - Gitea: X-Gitea-Signature = hex(HMAC-SHA256(secret, body)); it also
+//     sends the same MAC as X-Hub-Signature-256 (and X-Gogs-Signature,
+//     X-Hub-Signature with SHA-1, which are not checked here), per
+//     go-gitea/gitea services/webhook/deliver.go, addDefaultHeaders.
 const (
 	headerGitHub = "X-Hub-Signature-256"
 	headerGitLab = "X-Gitlab-Token"
