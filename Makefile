@@ -15,7 +15,7 @@ demo: build
 	./bin/tandem demo
 
 ## test: install what the tests need (if missing), then gofmt, go vet and every test.
-test: deps-test fmt-check vet unit
+test: deps-test fmt-check vet unit fuzz-short
 
 # Real servers the integration tests use, installed once and cached under
 # $(TANDEM_CACHE) (outside the repository).
@@ -34,6 +34,15 @@ vet:
 # Under make test a missing real server fails its tests instead of skipping them.
 unit:
 	TANDEM_REQUIRE_HAPROXY=1 TANDEM_REQUIRE_REAL_NACOS=1 $(GO) test -timeout 25m ./...
+
+# A short fuzz run of every decoder of untrusted input; the seeds are hostile
+# files (huge, deep, alias bombs, invalid UTF-8, duplicate keys). Longer:
+# make fuzz-short FUZZTIME=10m.
+FUZZTIME ?= 10s
+fuzz-short:
+	$(GO) test ./spec -run '^$$' -fuzz '^FuzzParseServices$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./spec -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./spec/gitsource -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin results

@@ -25,7 +25,7 @@ func sign(body string) string {
 
 // webhookSource is a source with the webhook configured; it is not run, so
 // the only effect a delivery can have is a pending trigger.
-func webhookSource(t *testing.T, logs *logBuffer) *Source {
+func webhookSource(t testing.TB, logs *logBuffer) *Source {
 	t.Helper()
 	t.Setenv("T_HOOK_SECRET", hookSecret)
 	f := newFixture(t)
