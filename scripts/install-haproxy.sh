@@ -15,4 +15,4 @@ if [ ! -x "$haproxy" ]; then
 	apt-get update -q
 	apt-get install -y -q haproxy
 fi
-"$haproxy" -v | head -n 1
+"$haproxy" -v | sed -n 1p
