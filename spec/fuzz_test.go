@@ -14,11 +14,11 @@ import (
 var hostile = []string{
 	"",
 	"---\n---\n---\n",
-	"\xef\xbb\xbfservice: bom\n",                      // byte-order mark
-	"service: \xff\xfe\xfd\n",                         // invalid UTF-8
-	"service: a\x00b\n",                               // NUL
-	"service: x\nservice: y\n",                        // duplicate key
-	"service: &a x\nactive: *a\nversion: *a\n",        // aliases to scalars
+	"\xef\xbb\xbfservice: bom\n", // byte-order mark
+	"service: \xff\xfe\xfd\n",    // invalid UTF-8
+	"service: a\x00b\n",          // NUL
+	"service: x\nservice: y\n",   // duplicate key
+	"service: &a x\nactive: *a\nversion: *a\n",       // aliases to scalars
 	"a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n", // alias fan-out
 	strings.Repeat("[", 10000) + strings.Repeat("]", 10000),
 	strings.Repeat("- ", 5000) + "x\n",

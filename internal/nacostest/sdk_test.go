@@ -67,7 +67,7 @@ type watcher struct {
 	pushed  bool             // at least one push arrived
 	latest  []model.Instance // the last push
 	at      time.Time        // when it arrived
-	changed chan struct{} // signalled after each push
+	changed chan struct{}    // signalled after each push
 }
 
 // subscribe subscribes client to the service and returns what it is pushed.
