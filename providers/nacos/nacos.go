@@ -124,11 +124,13 @@ func (p *Provider) Close() error {
 // subscription currently holds (nil before the first push). The first call
 // for a service subscribes.
 func (p *Provider) Instances(ctx context.Context, ref spec.NacosRef) (providers.RegistryView, error) {
-	s, err := p.subscription(ref)
+	// The operator read goes first: its login reports bad credentials as a
+	// permanent error, which the SDK cannot.
+	list, err := p.op.list(ctx, ref)
 	if err != nil {
 		return providers.RegistryView{}, err
 	}
-	list, err := p.op.list(ctx, ref)
+	s, err := p.subscription(ref)
 	if err != nil {
 		return providers.RegistryView{}, err
 	}
@@ -157,11 +159,11 @@ func (p *Provider) SetEnabled(ctx context.Context, ref spec.NacosRef, addrs []pr
 	if len(addrs) == 0 {
 		return nil
 	}
-	s, err := p.subscription(ref)
+	list, err := p.op.list(ctx, ref)
 	if err != nil {
 		return fmt.Errorf("%s %v in %s: %w", action, addrs, ref, err)
 	}
-	list, err := p.op.list(ctx, ref)
+	s, err := p.subscription(ref)
 	if err != nil {
 		return fmt.Errorf("%s %v in %s: %w", action, addrs, ref, err)
 	}
@@ -182,6 +184,22 @@ func (p *Provider) SetEnabled(ctx context.Context, ref spec.NacosRef, addrs []pr
 			}
 		case in.Enabled:
 			remaining++
+		}
+	}
+	for _, a := range addrs {
+		if found[a] || p.cfg.API != "v1" {
+			continue
+		}
+		// r-nacos lists only enabled instances; ask for the others one by one.
+		in, ok, err := p.op.detail(ctx, ref, a)
+		if err != nil {
+			return fmt.Errorf("%s %v in %s: %w", action, addrs, ref, err)
+		}
+		if ok {
+			found[a] = true
+			if in.Enabled != enabled {
+				targets = append(targets, in)
+			}
 		}
 	}
 	if enabled {
