@@ -14,8 +14,8 @@ var realExpectations = map[string]expectations{
 	// instances out.
 	nacostest.KindRNacos: {restartKeepsOverride: false, listOmitsDisabled: true},
 	// Nacos 3 keeps the override 60 s after the owner left and refuses the
-	// v1 write API with 410 (ref §1).
-	nacostest.KindNacos3: {restartKeepsOverride: true, v1WritesGone: true},
+	// v1 write API with 410 (ref §1); it answers a wrong password with 500.
+	nacostest.KindNacos3: {restartKeepsOverride: true, v1WritesGone: true, badLoginTransient: true},
 }
 
 // realTargets are the real servers internal/nacostest knows, with auth off
@@ -34,7 +34,7 @@ func realTargets() []target {
 				name:   name,
 				auth:   auth,
 				expect: realExpectations[kind],
-				start: func(t *testing.T) server {
+				start: func(t testing.TB) server {
 					if _, ok := realExpectations[kind]; !ok {
 						t.Fatalf("no expectations recorded for the %s server", kind)
 					}
