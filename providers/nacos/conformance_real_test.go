@@ -21,7 +21,7 @@ var realExpectations = map[string]expectations{
 // realTargets are the real servers internal/nacostest knows, with auth off
 // and on; a server that is not installed skips (or fails under
 // TANDEM_REQUIRE_REAL_NACOS=1). The override's 60 s expiry is not waited
-// for on real servers (shortExpiry false): make test does not spend that.
+// for on real servers (no startShortExpiry): make test does not spend that.
 func realTargets() []target {
 	var ts []target
 	for _, kind := range nacostest.Kinds() {

@@ -64,9 +64,6 @@ type expectations struct {
 	// with 500 (Nacos 3 on /v3/auth/user/login, observed), which the
 	// provider cannot tell from an outage.
 	badLoginTransient bool
-	// overrideExpiry is run only where it is short (the emulator); real
-	// servers take 60-65 s, which make test does not spend.
-	shortExpiry bool
 }
 
 type target struct {
@@ -74,6 +71,10 @@ type target struct {
 	auth   bool
 	expect expectations
 	start  func(t testing.TB) server
+	// startShortExpiry starts a server whose overrides expire quickly (the
+	// emulator); nil for real servers, whose 60-65 s expiry make test does
+	// not spend.
+	startShortExpiry func(t testing.TB) server
 }
 
 func emulatorTarget(mode string, auth bool) target {
@@ -87,23 +88,29 @@ func emulatorTarget(mode string, auth bool) target {
 		expect: expectations{
 			restartKeepsOverride: true,
 			v1WritesGone:         mode == emulator.ModeV3,
-			shortExpiry:          true,
 		},
-		start: func(t testing.TB) server {
-			opts := emulator.Options{Mode: mode, OverrideExpiry: 300 * time.Millisecond}
-			s := server{ContextPath: emulator.ContextPath, API: mode}
-			if auth {
-				opts.Username, opts.Password = "nacos", spec.Secret("s3cret-pass")
-				s.Username, s.Password = "nacos", "s3cret-pass"
-			}
-			e := emulator.New(opts)
-			addrs, err := e.Start(tctx(t), "127.0.0.1:0")
-			require.NoError(t, err)
-			t.Cleanup(func() { require.NoError(t, e.Close()) })
-			s.HTTPAddr, s.GRPCPort, s.emu = addrs.HTTP, addrs.GRPCPort(), e
-			return s
+		// The default 60 s expiry, as on Nacos: the restart test must not
+		// race it.
+		start: func(t testing.TB) server { return startEmulator(t, mode, auth, 0) },
+		startShortExpiry: func(t testing.TB) server {
+			return startEmulator(t, mode, auth, 200*time.Millisecond)
 		},
 	}
+}
+
+func startEmulator(t testing.TB, mode string, auth bool, expiry time.Duration) server {
+	opts := emulator.Options{Mode: mode, OverrideExpiry: expiry}
+	s := server{ContextPath: emulator.ContextPath, API: mode}
+	if auth {
+		opts.Username, opts.Password = "nacos", spec.Secret("s3cret-pass")
+		s.Username, s.Password = "nacos", "s3cret-pass"
+	}
+	e := emulator.New(opts)
+	addrs, err := e.Start(context.Background(), "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, e.Close()) })
+	s.HTTPAddr, s.GRPCPort, s.emu = addrs.HTTP, addrs.GRPCPort(), e
+	return s
 }
 
 // targets lists the emulator always, and real servers (realTargets, in
@@ -214,10 +221,10 @@ func TestConformance(t *testing.T) {
 				require.Equal(t, !tg.expect.restartKeepsOverride, in.Enabled)
 				require.Equal(t, !tg.expect.restartKeepsOverride, slices.Contains(view.Visible, a1))
 			})
-			if tg.expect.shortExpiry {
+			if tg.startShortExpiry != nil {
 				t.Run("an override expires after the owner stays away", func(t *testing.T) {
-					h.t = t
-					f := h.fleet("expiry")
+					short := tg.startShortExpiry(t)
+					f := (&harness{t: t, srv: short}).fleet("expiry")
 					a1 := f.a[0]
 					require.NoError(t, f.p.SetEnabled(tctx(t), f.ref, []providers.Addr{a1}, false))
 					f.apps[a1]()
@@ -225,10 +232,10 @@ func TestConformance(t *testing.T) {
 					// A bounded poll of the emulator's state: the override is
 					// gone once the expiry passed.
 					require.Eventually(t, func() bool {
-						_, ok := srv.emu.Override(f.ref.Namespace, f.ref.Group, f.ref.Service, a1.IP, a1.Port, f.ref.Cluster)
+						_, ok := short.emu.Override(f.ref.Namespace, f.ref.Group, f.ref.Service, a1.IP, a1.Port, f.ref.Cluster)
 						return !ok
 					}, waitLimit, 10*time.Millisecond)
-					f.apps[a1] = h.register(f.ref, a1, "1.0.1")
+					f.apps[a1] = f.h.register(f.ref, a1, "1.0.1")
 					f.waitVisible(f.all())
 				})
 			}
