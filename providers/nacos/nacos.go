@@ -112,18 +112,25 @@ func (p *Provider) Close() error {
 	for _, c := range p.clients {
 		c.CloseClient()
 	}
-	return os.RemoveAll(p.dir)
+	// The SDK may still be writing its cache for a push that arrived just
+	// before the close; what is left is only a cache.
+	if err := os.RemoveAll(p.dir); err != nil {
+		p.log.Debug("removing nacos sdk cache", "dir", p.dir, "err", err)
+	}
+	return nil
 }
 
 // Instances returns the operator view of the service and what Tandem's own
 // subscription currently holds (nil before the first push). The first call
 // for a service subscribes.
 func (p *Provider) Instances(ctx context.Context, ref spec.NacosRef) (providers.RegistryView, error) {
-	s, err := p.subscription(ref)
+	// The operator read goes first: its login reports bad credentials as a
+	// permanent error, which the SDK cannot.
+	list, err := p.op.list(ctx, ref)
 	if err != nil {
 		return providers.RegistryView{}, err
 	}
-	list, err := p.op.list(ctx, ref)
+	s, err := p.subscription(ref)
 	if err != nil {
 		return providers.RegistryView{}, err
 	}
@@ -152,11 +159,11 @@ func (p *Provider) SetEnabled(ctx context.Context, ref spec.NacosRef, addrs []pr
 	if len(addrs) == 0 {
 		return nil
 	}
-	s, err := p.subscription(ref)
+	list, err := p.op.list(ctx, ref)
 	if err != nil {
 		return fmt.Errorf("%s %v in %s: %w", action, addrs, ref, err)
 	}
-	list, err := p.op.list(ctx, ref)
+	s, err := p.subscription(ref)
 	if err != nil {
 		return fmt.Errorf("%s %v in %s: %w", action, addrs, ref, err)
 	}
@@ -177,6 +184,22 @@ func (p *Provider) SetEnabled(ctx context.Context, ref spec.NacosRef, addrs []pr
 			}
 		case in.Enabled:
 			remaining++
+		}
+	}
+	for _, a := range addrs {
+		if found[a] || p.cfg.API != "v1" {
+			continue
+		}
+		// r-nacos lists only enabled instances; ask for the others one by one.
+		in, ok, err := p.op.detail(ctx, ref, a)
+		if err != nil {
+			return fmt.Errorf("%s %v in %s: %w", action, addrs, ref, err)
+		}
+		if ok {
+			found[a] = true
+			if in.Enabled != enabled {
+				targets = append(targets, in)
+			}
 		}
 	}
 	if enabled {
@@ -225,6 +248,7 @@ type subscription struct {
 	subscribeMu sync.Mutex // serialises the SDK Subscribe call
 	subscribed  bool
 	param       *vo.SubscribeParam
+	client      naming_client.INamingClient
 
 	mu       sync.Mutex
 	hosts    []model.Instance
@@ -266,8 +290,24 @@ func (p *Provider) subscription(ref spec.NacosRef) (*subscription, error) {
 		_ = client.Unsubscribe(s.param)
 		return nil, fmt.Errorf("subscribing to %s: %w", ref, err)
 	}
-	s.subscribed = true
+	s.subscribed, s.client = true, client
 	return s, nil
+}
+
+// resync asks the server for the service afresh. The SDK's cache can end
+// up older than the last push: ServiceInfoHolder.ProcessService is not
+// atomic, and the re-subscription the SDK makes when it connects
+// (connection_event_listener.go redoSubscribe) can store a stale answer
+// after a newer push, which then stays until the next push (seen in this
+// package's tests right after a client started). Unsubscribing drops the
+// SDK's cache entry, and subscribing again fetches the current state.
+func (s *subscription) resync() error {
+	s.subscribeMu.Lock()
+	defer s.subscribeMu.Unlock()
+	if err := s.client.Unsubscribe(s.param); err != nil {
+		return err
+	}
+	return s.client.Subscribe(s.param)
 }
 
 // client returns the SDK client of a namespace, starting it on first use.
@@ -325,8 +365,14 @@ func (s *subscription) visible(cluster string) ([]providers.Addr, <-chan struct{
 	return out, s.changed
 }
 
+// resyncAfter is how long await trusts pushes before it asks the server
+// afresh: well above Nacos' 500 ms push delay.
+const resyncAfter = 2 * time.Second
+
 // await waits until every address is visible (present) or none is.
 func (s *subscription) await(ctx context.Context, cluster string, addrs []providers.Addr, present bool) error {
+	resync := time.NewTimer(resyncAfter)
+	defer resync.Stop()
 	for {
 		vis, next := s.visible(cluster)
 		if vis != nil && allMatch(vis, addrs, present) {
@@ -334,6 +380,11 @@ func (s *subscription) await(ctx context.Context, cluster string, addrs []provid
 		}
 		select {
 		case <-next:
+		case <-resync.C:
+			if err := s.resync(); err != nil {
+				return fmt.Errorf("subscribing again: %w", err)
+			}
+			resync.Reset(resyncAfter)
 		case <-ctx.Done():
 			if vis == nil {
 				return fmt.Errorf("no push received yet (check the gRPC port and credentials): %w", ctx.Err())

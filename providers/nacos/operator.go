@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -91,12 +92,47 @@ func (o *operator) list(ctx context.Context, ref spec.NacosRef) ([]providers.Reg
 		if in.ClusterName != ref.Cluster {
 			continue
 		}
-		out = append(out, providers.RegistryInstance{
-			IP: in.IP, Port: in.Port, Cluster: in.ClusterName, Enabled: in.Enabled, Healthy: in.Healthy,
-			Weight: in.Weight, Ephemeral: in.Ephemeral, Metadata: in.Metadata,
-		})
+		out = append(out, toInstance(in))
 	}
 	return out, nil
+}
+
+// detail reads one instance with GET /v1/ns/instance (v1 only). r-nacos
+// leaves disabled instances out of its catalog list but shows them here
+// (docs/nacos-servers.md); found is false when the server does not know it.
+func (o *operator) detail(ctx context.Context, ref spec.NacosRef, a providers.Addr) (in providers.RegistryInstance, found bool, err error) {
+	q := url.Values{
+		"namespaceId": {ref.Namespace},
+		"serviceName": {ref.Group + "@@" + ref.Service},
+		"groupName":   {ref.Group},
+		"clusterName": {ref.Cluster},
+		"ip":          {a.IP},
+		"port":        {strconv.Itoa(a.Port)},
+	}
+	body, status, err := o.do(ctx, http.MethodGet, "/v1/ns/instance", q)
+	switch {
+	case err != nil && status != 0 && status != http.StatusUnauthorized && status != http.StatusForbidden:
+		// The server answered but does not know the instance: Nacos says
+		// 404 or 400, r-nacos 500 (observed).
+		return in, false, nil
+	case err != nil:
+		return in, false, fmt.Errorf("reading %s:%d of %s: %w", a.IP, a.Port, ref, err)
+	}
+	var raw instanceJSON
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return in, false, fmt.Errorf("reading %s:%d of %s: decoding the answer: %w", a.IP, a.Port, ref, err)
+	}
+	if raw.ClusterName == "" {
+		raw.ClusterName = ref.Cluster
+	}
+	return toInstance(raw), true, nil
+}
+
+func toInstance(in instanceJSON) providers.RegistryInstance {
+	return providers.RegistryInstance{
+		IP: in.IP, Port: in.Port, Cluster: in.ClusterName, Enabled: in.Enabled, Healthy: in.Healthy,
+		Weight: in.Weight, Ephemeral: in.Ephemeral, Metadata: in.Metadata,
+	}
 }
 
 // update writes the whole state of one instance with enabled set, as the
@@ -153,8 +189,7 @@ func v3Data[T any](body []byte) (T, error) {
 	return r.Data, nil
 }
 
-// do sends one request (parameters in the query; no secret travels there)
-// and returns the body of a 2xx answer. Other answers are errors: 401/403
+// do sends one request with its parameters in the query, and returns the body of a 2xx answer. Other answers are errors: 401/403
 // after one fresh login, 410 and other 4xx are permanent; connection
 // problems and 5xx are transient. The status is returned too.
 func (o *operator) do(ctx context.Context, method, path string, q url.Values) ([]byte, int, error) {
@@ -189,17 +224,24 @@ func (o *operator) do(ctx context.Context, method, path string, q url.Values) ([
 func (o *operator) send(ctx context.Context, method, path string, q url.Values, token string) ([]byte, int, error) {
 	var errs []error
 	for _, server := range o.servers {
-		u := "http://" + server + o.contextPath + path + "?" + q.Encode()
+		query := q
+		if token != "" {
+			query = maps.Clone(q)
+			query.Set("accessToken", token)
+		}
+		u := "http://" + server + o.contextPath + path + "?" + query.Encode()
 		req, err := http.NewRequestWithContext(ctx, method, u, nil)
 		if err != nil {
 			return nil, 0, fmt.Errorf("%s %s: %w", method, path, err)
 		}
-		if token != "" {
-			req.Header.Set("accessToken", token)
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
 		resp, err := o.hc.Do(req)
 		if err != nil {
+			// A url.Error quotes the URL, which holds the token: keep only
+			// the cause.
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = fmt.Errorf("%s: %w", server, ue.Err)
+			}
 			errs = append(errs, err)
 			if ctx.Err() != nil {
 				break

@@ -36,6 +36,7 @@ func (e *Emulator) httpHandler() http.Handler {
 	if e.opts.Mode == ModeV1 {
 		mux.HandleFunc("PUT "+cp+"/v1/ns/instance", e.authed(e.v1Update))
 		mux.HandleFunc("GET "+cp+"/v1/ns/catalog/instances", e.authed(e.v1List))
+		mux.HandleFunc("GET "+cp+"/v1/ns/instance", e.authed(e.v1Detail))
 		return mux
 	}
 	mux.HandleFunc("POST "+cp+"/v3/auth/user/login", e.login)
@@ -228,6 +229,35 @@ func (e *Emulator) v1List(w http.ResponseWriter, r *http.Request) {
 	}
 	start := min((pageNo-1)*pageSize, len(list))
 	writeJSON(w, http.StatusOK, map[string]any{"count": len(list), "list": list[start:min(start+pageSize, len(list))]})
+}
+
+// v1Detail is GET /v1/ns/instance: one instance, disabled or not, 404
+// when no connection publishes it. The JSON is the full instance as r-nacos
+// answers (docs/nacos-servers.md); which fields Nacos 2.x puts in it is
+// unverified.
+func (e *Emulator) v1Detail(w http.ResponseWriter, r *http.Request) {
+	k := newServiceKey(r.FormValue("namespaceId"), r.FormValue("groupName"), r.FormValue("serviceName"))
+	port, err := strconv.ParseUint(r.FormValue("port"), 10, 16)
+	if k.name == "" || r.FormValue("ip") == "" || err != nil {
+		http.Error(w, "caused: serviceName, ip and port are required", http.StatusBadRequest)
+		return
+	}
+	cluster := r.FormValue("clusterName")
+	if cluster == "" {
+		cluster = defaultCluster
+	}
+	list, err := e.adminList(k, cluster)
+	if err != nil {
+		http.Error(w, "caused: "+err.Error(), httpStatus(err))
+		return
+	}
+	for _, in := range list {
+		if in.Ip == r.FormValue("ip") && in.Port == port {
+			writeJSON(w, http.StatusOK, in)
+			return
+		}
+	}
+	http.Error(w, "caused: no instance "+r.FormValue("ip")+":"+r.FormValue("port"), http.StatusNotFound)
 }
 
 type v3Result struct {

@@ -133,6 +133,7 @@ func (e *Emulator) register(c *conn, k serviceKey, in model.Instance) error {
 		e.ownerGone(s, old)
 	}
 	c.published[k] = in
+	e.log.Debug("nacos emulator register", "conn", c.id, "service", k.String(), "ip", in.Ip)
 	// Re-registration cancels the expiry of an override (InstanceMetadataEvent
 	// with expired=false: NamingMetadataManager.handleInstanceMetadataEvent).
 	// So an app that restarts within the expiry comes back still disabled
@@ -317,6 +318,7 @@ func (e *Emulator) push(k serviceKey) {
 	}
 	e.mu.Unlock()
 	for _, t := range targets {
+		e.log.Debug("nacos emulator push", "conn", t.c.id, "service", k.String(), "hosts", len(t.info.Hosts), "lastRefTime", t.info.LastRefTime)
 		if err := t.c.send(notifyPayload(k, t.info)); err != nil {
 			e.log.Debug("nacos emulator push failed", "conn", t.c.id, "service", k.String(), "err", err)
 		}
