@@ -9,12 +9,14 @@ import (
 	"strings"
 
 	"github.com/tandemhq/tandem/providers/alibaba/emulator"
+	nacosemu "github.com/tandemhq/tandem/providers/nacos/emulator"
 )
 
 // emulators are the systems `tandem emulate` can stand in for; each takes
 // its own flags.
 var emulators = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) int{
 	"alibaba": emulator.Main,
+	"nacos":   nacosemu.Main,
 }
 
 func init() {
@@ -24,6 +26,7 @@ func init() {
 		args: "SYSTEM [flags]",
 		summary: `Run an emulator of an external system on this machine, for trying Tandem without a cloud:
   alibaba   ALB and SLB OpenAPI (the official SDKs talk to it), with an optional data plane
+  nacos     Nacos naming: the SDK's gRPC protocol and the operator HTTP API (v1 or v3 mode)
 Run 'tandem emulate SYSTEM --help' for its flags.`,
 		run: func(ctx context.Context, env *cli, _ *flag.FlagSet, args []string) error {
 			if len(args) == 0 {
