@@ -160,6 +160,8 @@ func TestExamplesAreValid(t *testing.T) {
 	set, err := spec.Load(os.DirFS("../examples"), "services", cfg)
 	require.NoError(t, err)
 	require.Equal(t, []string{"gateway", "push", "user-service"}, set.Names())
+	_, err = spec.LoadConfig("../examples/tandem.full.yaml")
+	require.NoError(t, err, "the fully commented example config stays valid")
 }
 
 func TestSecretNeverPrints(t *testing.T) {
