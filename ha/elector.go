@@ -151,8 +151,7 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context, l *Lea
 
 // refused reports errors of etcd's authentication and authorisation.
 func refused(err error) bool {
-	for _, r := range []error{rpctypes.ErrPermissionDenied, rpctypes.ErrAuthFailed, rpctypes.ErrInvalidAuthToken,
-		rpctypes.ErrUserEmpty, rpctypes.ErrAuthOldRevision} {
+	for _, r := range []error{rpctypes.ErrPermissionDenied, rpctypes.ErrAuthFailed, rpctypes.ErrUserEmpty} {
 		if errors.Is(err, r) {
 			return true
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/reconcile"
@@ -26,7 +27,7 @@ type replica struct {
 	once   sync.Once
 }
 
-func startReplica(t *testing.T, cfg spec.HAConfig, name string, lead func(context.Context, *Leadership) error) *replica {
+func startReplica(t testing.TB, cfg spec.HAConfig, name string, lead func(context.Context, *Leadership) error) *replica {
 	t.Helper()
 	e, err := NewElector(cfg, name, nil)
 	require.NoError(t, err)
@@ -65,27 +66,43 @@ type term struct {
 	resign chan struct{} // closing it makes lead return
 }
 
-// reporting is a lead function that hands each term to the test and leads
-// until the term ends or the test makes it resign.
+// announce hands a new term to the test; false if it ended first.
+func announce(ctx context.Context, terms chan<- term, who string, l *Leadership) (term, bool) {
+	tm := term{who: who, l: l, ctx: ctx, resign: make(chan struct{})}
+	select {
+	case terms <- tm:
+		return tm, true
+	case <-ctx.Done():
+		return tm, false
+	}
+}
+
+// reporting is a lead function that announces each term and leads until
+// the term ends or the test makes it resign.
 func reporting(who string, terms chan<- term) func(context.Context, *Leadership) error {
 	return func(ctx context.Context, l *Leadership) error {
-		tm := term{who: who, l: l, ctx: ctx, resign: make(chan struct{})}
-		select {
-		case terms <- tm:
-		case <-ctx.Done():
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-		case <-tm.resign:
+		if tm, ok := announce(ctx, terms, who, l); ok {
+			select {
+			case <-ctx.Done():
+			case <-tm.resign:
+			}
 		}
 		return nil
 	}
 }
 
+// pair starts replicas a and b that report their terms.
+func pair(t testing.TB, cfg spec.HAConfig) (map[string]*replica, <-chan term) {
+	terms := make(chan term)
+	return map[string]*replica{
+		"a": startReplica(t, cfg, "a", reporting("a", terms)),
+		"b": startReplica(t, cfg, "b", reporting("b", terms)),
+	}, terms
+}
+
 // receive waits for a value; the bound only keeps a broken test from
 // hanging.
-func receive[T any](t *testing.T, ch <-chan T) T {
+func receive[T any](t testing.TB, ch <-chan T) T {
 	t.Helper()
 	select {
 	case v := <-ch:
@@ -97,7 +114,7 @@ func receive[T any](t *testing.T, ch <-chan T) T {
 }
 
 // eventually polls an observable condition, within a bound.
-func eventually(t *testing.T, cond func() bool, msg string) {
+func eventually(t testing.TB, cond func() bool, msg string) {
 	t.Helper()
 	require.Eventually(t, cond, 30*time.Second, 10*time.Millisecond, msg)
 }
@@ -112,11 +129,7 @@ func other(name string) string {
 func TestOnlyOneOfTwoElectorsLeadsAndTheOtherTakesOverWhenItStepsDown(t *testing.T) {
 	cfg := haConfig(t, time.Second)
 	ctx := t.Context()
-	terms := make(chan term)
-	replicas := map[string]*replica{
-		"a": startReplica(t, cfg, "a", reporting("a", terms)),
-		"b": startReplica(t, cfg, "b", reporting("b", terms)),
-	}
+	replicas, terms := pair(t, cfg)
 	first := receive(t, terms)
 	require.NoError(t, first.l.Check(ctx))
 	// The other one is a candidate: its key waits behind the leader's.
@@ -154,11 +167,7 @@ func TestOnlyOneOfTwoElectorsLeadsAndTheOtherTakesOverWhenItStepsDown(t *testing
 func TestCrashedLeaderIsReplacedWhenItsLeaseExpires(t *testing.T) {
 	cfg := haConfig(t, time.Second)
 	ctx := t.Context()
-	terms := make(chan term)
-	replicas := map[string]*replica{
-		"a": startReplica(t, cfg, "a", reporting("a", terms)),
-		"b": startReplica(t, cfg, "b", reporting("b", terms)),
-	}
+	replicas, terms := pair(t, cfg)
 	first := receive(t, terms)
 	replicas[first.who].crash()
 	eventually(t, func() bool { return first.ctx.Err() != nil }, "the crashed leader's context is cancelled")
@@ -190,9 +199,7 @@ func TestDeposedLeaderCannotWriteEvenBeforeItNotices(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := haConfig(t, time.Second)
 			ctx := t.Context()
-			terms := make(chan term)
-			startReplica(t, cfg, "a", reporting("a", terms))
-			startReplica(t, cfg, "b", reporting("b", terms))
+			_, terms := pair(t, cfg)
 			first := receive(t, terms)
 			// The first leader is paused: it does nothing while it is deposed and another takes over.
 			tc.depose(t, first.l)
@@ -213,12 +220,17 @@ func TestDeposedLeaderCannotWriteEvenBeforeItNotices(t *testing.T) {
 	}
 }
 
+// soleLeader starts one replica and returns its leadership.
+func soleLeader(t *testing.T, cfg spec.HAConfig) *Leadership {
+	terms := make(chan term)
+	startReplica(t, cfg, "a", reporting("a", terms))
+	return receive(t, terms).l
+}
+
 func TestJournalRoundTripsThroughEtcd(t *testing.T) {
 	cfg := haConfig(t, time.Second)
 	ctx := t.Context()
-	terms := make(chan term)
-	startReplica(t, cfg, "a", reporting("a", terms))
-	store := receive(t, terms).l.Store()
+	store := soleLeader(t, cfg).Store()
 
 	empty, err := store.Load(ctx, "user-service")
 	require.NoError(t, err)
@@ -246,9 +258,7 @@ func TestJournalRoundTripsThroughEtcd(t *testing.T) {
 func TestJournalRefusesWhatItCannotTrust(t *testing.T) {
 	cfg := haConfig(t, time.Second)
 	ctx := t.Context()
-	terms := make(chan term)
-	startReplica(t, cfg, "a", reporting("a", terms))
-	store := receive(t, terms).l.Store()
+	store := soleLeader(t, cfg).Store()
 
 	for _, tc := range []struct {
 		name, service, value, want string
@@ -310,12 +320,13 @@ func TestCredentialsComeFromTheEnvironmentAndNeverShow(t *testing.T) {
 		cfg.PasswordEnv = "TANDEM_TEST_WRONG_PASSWORD"
 		_, err := NewElector(cfg, "a", log)
 		require.ErrorContains(t, err, "connecting to etcd "+etcdEndpoint)
-		require.ErrorContains(t, err, "authentication failed")
+		require.ErrorIs(t, err, rpctypes.ErrAuthFailed)
 		require.NotContains(t, err.Error(), "wrong-pw-d41d8cd9")
 	})
 	t.Run("a user without permission on the prefix makes Run fail", func(t *testing.T) {
 		_, err := testRoot.UserAdd(ctx, "nobody", "nobody-pw-5e3f")
 		require.NoError(t, err)
+		t.Cleanup(func() { _, _ = testRoot.UserDelete(context.Background(), "nobody") })
 		t.Setenv("TANDEM_TEST_NOBODY", "nobody")
 		t.Setenv("TANDEM_TEST_NOBODY_PASSWORD", "nobody-pw-5e3f")
 		cfg := haConfig(t, time.Second)
@@ -327,7 +338,7 @@ func TestCredentialsComeFromTheEnvironmentAndNeverShow(t *testing.T) {
 			t.Error("a replica without permission was elected")
 			return nil
 		})
-		require.ErrorContains(t, err, "permission denied")
+		require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
 		require.NotContains(t, err.Error(), "nobody-pw-5e3f")
 	})
 	t.Run("the right credentials lead", func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/spec"
 )
 
 // actingChecker records, in this process, when each replica acts: from
@@ -55,10 +56,8 @@ func (c *actingChecker) committed(key string) int {
 // the term that made it.
 func actor(who string, chk *actingChecker, terms chan<- term) func(context.Context, *Leadership) error {
 	return func(ctx context.Context, l *Leadership) error {
-		tm := term{who: who, l: l, ctx: ctx, resign: make(chan struct{})}
-		select {
-		case terms <- tm:
-		case <-ctx.Done():
+		tm, ok := announce(ctx, terms, who, l)
+		if !ok {
 			return nil
 		}
 		store := l.Store()
@@ -94,8 +93,7 @@ const (
 // handoverRounds runs two replicas that act while they lead, hands
 // leadership over as plan says, each time after the leader has acted a
 // few times, and returns the checker and etcd's history of the prefix.
-func handoverRounds(t *testing.T, plan []handover) (*actingChecker, []*clientv3.Event) {
-	cfg := haConfig(t, time.Second)
+func handoverRounds(t *testing.T, cfg spec.HAConfig, plan []handover) (*actingChecker, []*clientv3.Event) {
 	ctx := t.Context()
 
 	// Everything etcd commits under the prefix, in commit order.
@@ -154,17 +152,19 @@ func TestNoTwoReplicasEverAct(t *testing.T) {
 	for range 4 {
 		plan = append(plan, resign, resign, crash)
 	}
-	chk, history := handoverRounds(t, plan)
+	cfg := haConfig(t, time.Second)
+	chk, history := handoverRounds(t, cfg, plan)
 	require.Empty(t, chk.overlaps)
-	require.Empty(t, fencingViolations(t, haConfig(t, time.Second).Prefix, history))
+	require.Empty(t, fencingViolations(t, cfg.Prefix, history))
 }
 
 // A deposed leader keeps writing until it notices; the fence refuses every
 // write after its successor was elected. (Acting is not checked in process
 // time here: a paused leader believes it acts; that is what fencing is for.)
 func TestDeposedLeadersNeverCommitAfterTheyLostTheirKey(t *testing.T) {
-	chk, history := handoverRounds(t, []handover{depose, depose, depose, depose, depose, depose})
-	require.Empty(t, fencingViolations(t, haConfig(t, time.Second).Prefix, history))
+	cfg := haConfig(t, time.Second)
+	chk, history := handoverRounds(t, cfg, []handover{depose, depose, depose, depose, depose, depose})
+	require.Empty(t, fencingViolations(t, cfg.Prefix, history))
 	require.Len(t, chk.commits, 7, "every term acted")
 }
 

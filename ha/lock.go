@@ -41,7 +41,7 @@ func Lock(stateDir string) (release func() error, err error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		defer f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("state directory %s is in use by another tandem daemon%s: stop it, or give this one another stateDir (or turn on ha)",
+			return nil, fmt.Errorf("state directory %s is in use by another tandem daemon%s: stop it, or give this one another stateDir",
 				stateDir, describeHolder(f))
 		}
 		return nil, fmt.Errorf("locking %s: %w", path, err)

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -141,11 +142,14 @@ func setUpAuth() error {
 	return err
 }
 
-// haConfig is a configuration for a prefix of this test's own.
+var prefixes atomic.Int64
+
+// haConfig is a configuration for a prefix of its own, even when tests
+// are repeated (-count).
 func haConfig(t testing.TB, ttl time.Duration) spec.HAConfig {
 	return spec.HAConfig{
 		Etcd:        []string{etcdEndpoint},
-		Prefix:      "/test/" + strings.ReplaceAll(t.Name(), "/", "_"),
+		Prefix:      fmt.Sprintf("/test/%s-%d", strings.ReplaceAll(t.Name(), "/", "_"), prefixes.Add(1)),
 		LeaseTTL:    spec.Duration(ttl),
 		UsernameEnv: testUserEnv,
 		PasswordEnv: testPasswordEnv,
