@@ -280,25 +280,22 @@ func TestFactAppReconnectWithinAMinute(t *testing.T) {
 	})
 }
 
-func TestFactNacos3RejectsV1AndV2Writes(t *testing.T) {
-	s := Shared(t, KindNacos3, Options{})
-	op := newOperator(t, s)
-	form := instanceForm(app{service: serviceName(t), group: "DEFAULT_GROUP", ip: "127.0.0.1", port: 80}, false, 1, "")
-	for _, path := range []string{"/v1/ns/instance", "/v2/ns/instance"} {
-		status, body := op.call(http.MethodPut, path, form)
-		require.Equal(t, http.StatusGone, status, "PUT %s: %s", path, body)
-		require.Contains(t, string(body), "/v3/admin/ns/instance", "PUT %s names its replacement", path)
+func TestFactInstanceWritesOfOtherAPIVersionsAreRefused(t *testing.T) {
+	refused := map[string]map[string]int{
+		KindRNacos: {"/v2/ns/instance": http.StatusNotFound, "/v3/admin/ns/instance": http.StatusNotFound},
+		KindNacos3: {"/v1/ns/instance": http.StatusGone, "/v2/ns/instance": http.StatusGone},
 	}
-}
-
-func TestFactRNacosHasNoV2OrV3InstanceAPI(t *testing.T) {
-	s := Shared(t, KindRNacos, Options{})
-	op := newOperator(t, s)
-	form := instanceForm(app{service: serviceName(t), group: "DEFAULT_GROUP", ip: "127.0.0.1", port: 80}, false, 1, "")
-	for _, path := range []string{"/v2/ns/instance", "/v3/admin/ns/instance"} {
-		status, body := op.call(http.MethodPut, path, form)
-		require.Equal(t, http.StatusNotFound, status, "PUT %s: %s", path, body)
-	}
+	forEachKind(t, Options{}, func(t *testing.T, s *Server) {
+		op := newOperator(t, s)
+		form := instanceForm(app{service: serviceName(t), group: "DEFAULT_GROUP", ip: "127.0.0.1", port: 80}, false, 1, "")
+		for path, want := range refused[s.Kind] {
+			status, body := op.call(http.MethodPut, path, form)
+			require.Equal(t, want, status, "PUT %s: %s", path, body)
+			if want == http.StatusGone {
+				require.Contains(t, string(body), "/v3/admin/ns/instance", "PUT %s names its replacement", path)
+			}
+		}
+	})
 }
 
 // slowFactsEnv runs the facts that take more than a minute.

@@ -30,11 +30,6 @@ const (
 	nacos3ReadyTimeout = 3 * time.Minute
 )
 
-// startAttempts bounds the restarts after errStartFailed: a server that
-// exits before it is ready because another process took a chosen port
-// first, or an r-nacos that came up broken (one start in ten to two).
-const startAttempts = 12
-
 // kind knows how to find and start one kind of server.
 type kind struct {
 	script    string       // install script under scripts/nacos
@@ -42,11 +37,15 @@ type kind struct {
 	// start starts one server in dir and returns it ready, or an error that
 	// wraps errStartFailed when another start may succeed.
 	start func(dir string, opts Options) (*Server, error)
+	// attempts bounds the starts after errStartFailed: a server that exits
+	// before it is ready because another process took a chosen port first,
+	// or an r-nacos that came up broken (one start in ten to one in two).
+	attempts int
 }
 
 var kinds = map[string]kind{
-	KindRNacos: {script: "install-rnacos.sh", installed: rnacosInstalled, start: startRNacos},
-	KindNacos3: {script: "install-nacos3.sh", installed: nacos3Installed, start: startNacos3},
+	KindRNacos: {script: "install-rnacos.sh", installed: rnacosInstalled, start: startRNacos, attempts: 12},
+	KindNacos3: {script: "install-nacos3.sh", installed: nacos3Installed, start: startNacos3, attempts: 3},
 }
 
 // launch starts a server of that kind in a new temporary directory, which
@@ -60,6 +59,7 @@ func launch(kindName string, opts Options) (*Server, error) {
 	for attempt := 1; ; attempt++ {
 		home := filepath.Join(dir, strconv.Itoa(attempt))
 		if err = os.Mkdir(home, 0o700); err != nil {
+			err = fmt.Errorf("creating data directory: %w", err)
 			break
 		}
 		var s *Server
@@ -68,7 +68,11 @@ func launch(kindName string, opts Options) (*Server, error) {
 			s.dir = dir
 			return s, nil
 		}
-		if !errors.Is(err, errStartFailed) || attempt == startAttempts {
+		if !errors.Is(err, errStartFailed) {
+			break
+		}
+		if attempt == k.attempts {
+			err = fmt.Errorf("%d starts failed, the last: %w", attempt, err)
 			break
 		}
 	}
@@ -158,8 +162,8 @@ func startRNacos(dir string, opts Options) (*Server, error) {
 // through Raft: milliseconds when it works, so waiting longer is useless.
 const rnacosRaftTimeout = 3 * time.Second
 
-// checkRNacosRaft checks that r-nacos applies Raft writes. In about one
-// start in two on a new data directory, rnacos 0.8.5 panics in its Raft
+// checkRNacosRaft checks that r-nacos applies Raft writes. In one start in
+// ten to one in two on a new data directory, rnacos 0.8.5 panics in its Raft
 // state machine (StateApplyManager handles a log entry before it is wired,
 // raft/filestore/raftapply.rs) and from then on acknowledges writes that it
 // never applies: no initial administrator, configs that cannot be read back.
@@ -175,7 +179,7 @@ func checkRNacosRaft(s *Server) error {
 		err = awaitConfigReadBack(s, rnacosRaftTimeout)
 	}
 	if err != nil && !errors.Is(err, errStartFailed) {
-		err = fmt.Errorf("%w: rnacos does not apply Raft writes (its start-up race): %v", errStartFailed, err)
+		err = fmt.Errorf("%w: rnacos does not apply Raft writes (its start-up race): %w", errStartFailed, err)
 	}
 	return err
 }
