@@ -2,6 +2,7 @@ package nacostest
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -49,17 +50,9 @@ var tokenPlaceNames = map[string]func(r *http.Request, form string, token string
 }
 
 func setBody(r *http.Request, body string) {
-	r.Body = http.NoBody
-	if body != "" {
-		rd := strings.NewReader(body)
-		r.ContentLength = int64(rd.Len())
-		r.Body = readCloser{rd}
-	}
+	r.Body = io.NopCloser(strings.NewReader(body))
+	r.ContentLength = int64(len(body))
 }
-
-type readCloser struct{ *strings.Reader }
-
-func (readCloser) Close() error { return nil }
 
 func TestFactAuthLoginEndpointsReturnATokenWithItsTTL(t *testing.T) {
 	forEachKind(t, Options{Auth: true}, func(t *testing.T, s *Server) {
