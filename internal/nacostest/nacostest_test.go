@@ -36,18 +36,30 @@ func serviceName(t testing.TB) string {
 	return fmt.Sprintf("%s-%d", name, serviceSeq.Add(1))
 }
 
-func TestStartListensOnLoopbackOnly(t *testing.T) {
-	for _, kind := range Kinds() {
-		t.Run(kind, func(t *testing.T) {
-			s := Start(t, kind, Options{})
-			addrs := listeningAddrs(t, s.proc.cmd.Process.Pid)
-			require.NotEmpty(t, addrs)
-			for _, a := range addrs {
-				require.True(t, a.IP.IsLoopback(), "%s listens on %s", kind, a)
-			}
-			require.Contains(t, addrs, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1).To4(), Port: s.GRPCPort})
-		})
+func TestServersListenOnLoopbackOnly(t *testing.T) {
+	forEachKind(t, Options{}, func(t *testing.T, s *Server) {
+		addrs := listeningAddrs(t, s.proc.cmd.Process.Pid)
+		require.NotEmpty(t, addrs)
+		for _, a := range addrs {
+			require.True(t, a.IP.IsLoopback(), "%s listens on %s", s.Kind, a)
+		}
+		require.Contains(t, addrs, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1).To4(), Port: s.GRPCPort})
+	})
+}
+
+func TestStartStopsTheServerAndRemovesItsDataAtCleanup(t *testing.T) {
+	var s *Server
+	t.Run("rnacos", func(t *testing.T) { s = Start(t, KindRNacos, Options{}) })
+	if s == nil {
+		return // skipped: not installed
 	}
+	select {
+	case <-s.proc.exited:
+	default:
+		t.Fatal("the server is still running after the test that started it")
+	}
+	_, err := os.Stat(s.dir)
+	require.True(t, os.IsNotExist(err), "data directory %s: %v", s.dir, err)
 }
 
 func TestNotInstalledNamesTheInstallScript(t *testing.T) {

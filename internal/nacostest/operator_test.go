@@ -66,7 +66,7 @@ func (o *operator) call(method, path string, form url.Values) (int, []byte) {
 
 func (o *operator) do(req *http.Request) (int, []byte) {
 	o.t.Helper()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpClient.Do(req)
 	require.NoError(o.t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)

@@ -12,9 +12,10 @@ import (
 	"time"
 )
 
-// errExited reports that the server process ended before it was ready,
-// which is how a port taken since it was chosen shows up.
-var errExited = errors.New("server exited before it was ready")
+// errStartFailed marks a start that failed in a way a fresh start may not:
+// the process ended before it was ready (how a port taken since it was
+// chosen shows up) or came up broken.
+var errStartFailed = errors.New("server failed to start")
 
 // process is one server process, in its own process group, with its output
 // in a log file.
@@ -97,32 +98,47 @@ func (p *process) tail() string {
 	return string(b)
 }
 
-// readyPoll is how often waitReady asks the server.
+// httpClient makes the package's own requests. It keeps no idle
+// connections: r-nacos (actix-web) delays its exit on SIGTERM while clients
+// hold keep-alive connections open.
+var httpClient = &http.Client{
+	Timeout:   5 * time.Second,
+	Transport: &http.Transport{DisableKeepAlives: true},
+}
+
+// readyPoll is how often poll checks.
 const readyPoll = 100 * time.Millisecond
 
-// waitReady polls url until it answers 200 OK, the process ends (errExited)
-// or timeout passes.
+// waitReady polls url until it answers 200 OK.
 func (p *process) waitReady(url string, timeout time.Duration) error {
-	client := &http.Client{Timeout: time.Second}
+	return p.poll(timeout, url+" ready", func() (bool, string) {
+		resp, err := httpClient.Get(url)
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
+}
+
+// poll calls check until it reports done, the process ends
+// (errStartFailed) or timeout passes; check also returns what it saw, for
+// the error.
+func (p *process) poll(timeout time.Duration, what string, check func() (done bool, saw string)) error {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(readyPoll)
 	defer tick.Stop()
-	last := "no answer"
 	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = resp.Status
+		done, saw := check()
+		if done {
+			return nil
 		}
 		select {
 		case <-p.exited:
-			return fmt.Errorf("%w (%v); last lines of %s:\n%s", errExited, p.waitErr, p.logPath, p.tail())
+			return fmt.Errorf("%w: it exited (%v) while waiting for %s; last lines of %s:\n%s", errStartFailed, p.waitErr, what, p.logPath, p.tail())
 		case <-deadline.C:
-			return fmt.Errorf("%s not ready after %s (last: %s); last lines of %s:\n%s", url, timeout, last, p.logPath, p.tail())
+			return fmt.Errorf("no %s after %s (last: %s); last lines of %s:\n%s", what, timeout, saw, p.logPath, p.tail())
 		case <-tick.C:
 		}
 	}

@@ -1,6 +1,7 @@
 package nacostest
 
 import (
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -24,7 +25,11 @@ func newSDKClient(t testing.TB, s *Server, sc *constant.ServerConfig) naming_cli
 		c := s.SDKServerConfig()
 		sc = &c
 	}
-	dir := t.TempDir()
+	// Not t.TempDir: the SDK's logger may still write after CloseClient, and
+	// TempDir fails the test when it cannot remove everything.
+	dir, err := os.MkdirTemp("", "nacostest-sdk-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	cc := constant.ClientConfig{
 		TimeoutMs:            5000,
 		NotLoadCacheAtStart:  true,

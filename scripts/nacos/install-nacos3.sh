@@ -38,6 +38,7 @@ done
 mkdir -p "$cache"
 # Build into a scratch directory and move it in place, so that a failed build never looks installed.
 tmp=$(mktemp -d "$cache/nacos3-$version.tmp.XXXXXX")
+chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 echo "install-nacos3: building Nacos $version into $dir" >&2
 mvn -B -q -f "$src/pom.xml" dependency:copy-dependencies \

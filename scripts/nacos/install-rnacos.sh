@@ -22,6 +22,7 @@ command -v cargo >/dev/null || { echo "install-rnacos: cargo is needed to build 
 mkdir -p "$cache"
 # Build into a scratch root and move it in place, so that an interrupted build never looks installed.
 tmp=$(mktemp -d "$cache/rnacos-$version.tmp.XXXXXX")
+chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 echo "install-rnacos: building rnacos $version into $root (takes minutes)" >&2
 # --locked uses the crate's own Cargo.lock: the versions its authors tested.
