@@ -18,7 +18,7 @@ demo: build
 test: deps-test fmt-check vet unit
 
 deps-test:
-	@true
+	scripts/install-chromium.sh
 
 fmt-check:
 	@files=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -28,7 +28,7 @@ vet:
 	$(GO) vet ./...
 
 unit:
-	$(GO) test -timeout 25m ./...
+	TANDEM_REQUIRE_CHROMIUM=1 $(GO) test -timeout 25m ./...
 
 clean:
 	rm -rf bin results

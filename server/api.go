@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -158,9 +159,9 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request, res ActionResult, d
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.MarshalIndent(v, "", "  ")
+	b, err := marshalIndent(v)
 	if err != nil { // cannot happen: the types have only plain fields
-		writeError(w, http.StatusInternalServerError, fmt.Errorf("encoding the answer: %w", err))
+		http.Error(w, "encoding the answer failed", http.StatusInternalServerError)
 		return
 	}
 	h := w.Header()
@@ -168,7 +169,18 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(b)
+}
+
+// marshalIndent is indented JSON for people reading it with curl: no HTML
+// escapes (the answers are never HTML), a final newline.
+func marshalIndent(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	err := enc.Encode(v)
+	return b.Bytes(), err
 }
 
 func writeError(w http.ResponseWriter, code int, err error) {

@@ -74,7 +74,7 @@ func TestEventsEndpoint(t *testing.T) {
 		want  []string // reasons, oldest first; or the error
 	}{
 		{"no query lists every event in memory", "", 200,
-			[]string{"TransitionStarted", "TransitionAborted", "PhaseCompleted", "DriftDetected"}},
+			[]string{"TransitionAborted", "TransitionStarted", "PhaseCompleted", "DriftDetected"}},
 		{"service keeps that service's events", "?service=push", 200, []string{"TransitionAborted", "DriftDetected"}},
 		{"since keeps later events", "?since=2025-03-01T02:59:00Z", 200, []string{"PhaseCompleted", "DriftDetected"}},
 		{"limit keeps the newest", "?limit=1", 200, []string{"DriftDetected"}},
@@ -157,7 +157,7 @@ func TestActions(t *testing.T) {
 			code: 404, answer: `{"error": "sync nope: no such service in the desired state"}`},
 		{name: "a failing action is a server error", token: token, path: "/api/v1/services/push/sync", header: auth,
 			actionErr: errors.New("journal of push: etcd unavailable"),
-			code: 500, answer: `{"error": "journal of push: etcd unavailable"}`, calls: []call{{"sync", "push", false}}},
+			code:      500, answer: `{"error": "journal of push: etcd unavailable"}`, calls: []call{{"sync", "push", false}}},
 		{name: "suspend true suspends", token: token, path: "/api/v1/services/push/suspend", body: `{"suspend": true}`, header: auth,
 			code: 202, answer: `{"service": "push", "action": "suspend"}`, calls: []call{{"suspend", "push", true}}},
 		{name: "suspend false resumes", token: token, path: "/api/v1/services/push/suspend", body: `{"suspend": false}`, header: auth,
@@ -278,4 +278,23 @@ func TestTheTokenNeverAppearsInAnyAnswer(t *testing.T) {
 		f := frames.next(t)
 		require.NotContains(t, f.data, token)
 	}
+}
+
+func TestDashboardIsServedWithNothingFromElsewhere(t *testing.T) {
+	e := start(t, server.Options{})
+	for path, ctype := range map[string]string{
+		"/": "text/html; charset=utf-8", "/static/app.js": "text/javascript; charset=utf-8", "/static/app.css": "text/css; charset=utf-8",
+	} {
+		code, h, body := e.do(t, "GET", path, "", nil)
+		require.Equal(t, http.StatusOK, code, path)
+		require.Equal(t, ctype, h.Get("Content-Type"), path)
+		require.Contains(t, h.Get("Content-Security-Policy"), "default-src 'none'", path)
+		require.Contains(t, h.Get("Content-Security-Policy"), "connect-src 'self'", path)
+		for _, external := range []string{"http:", "https:", `src="//`, `href="//`, "@import"} {
+			require.NotContains(t, body, external, "%s refers to something outside the server", path)
+		}
+	}
+	code, _, body := e.do(t, "GET", "/", "", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, `<script src="static/app.js" defer></script>`)
 }

@@ -32,11 +32,11 @@ func PrintStatus(w io.Writer, statuses []reconcile.Status, format string) error 
 		if statuses == nil {
 			statuses = []reconcile.Status{}
 		}
-		b, err := json.MarshalIndent(ServiceList{Services: statuses}, "", "  ")
+		b, err := marshalIndent(ServiceList{Services: statuses})
 		if err != nil {
 			return fmt.Errorf("encoding status: %w", err)
 		}
-		_, err = w.Write(append(b, '\n'))
+		_, err = w.Write(b)
 		return err
 	}
 	return fmt.Errorf("output format %q: want %s or %s", format, FormatTable, FormatJSON)

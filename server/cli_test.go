@@ -97,4 +97,3 @@ func TestFetchStatusStopsWithItsContext(t *testing.T) {
 	_, err := server.FetchStatus(ctx, e.url)
 	require.ErrorIs(t, err, context.Canceled)
 }
-

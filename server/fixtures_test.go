@@ -36,7 +36,9 @@ const (
 	revGateway = "9f8e7d6c5b4a39281706f5e4d3c2b1a098765432"
 )
 
-func inst(ip string, port int, id string) spec.Instance { return spec.Instance{IP: ip, Port: port, ID: id} }
+func inst(ip string, port int, id string) spec.Instance {
+	return spec.Instance{IP: ip, Port: port, ID: id}
+}
 
 func backends(weights map[string]int, sessions int) []providers.Backend {
 	ids := make([]string, 0, len(weights))
@@ -169,11 +171,11 @@ func fixtures() []reconcile.Status {
 
 func fixtureEvents() []reconcile.Event {
 	return []reconcile.Event{
+		{Time: t0.Add(-5 * time.Minute), Service: "push", Type: reconcile.EventWarning, Reason: reconcile.ReasonTransitionAborted,
+			Message: "group B serves 3.1.0 again after abort: deploy of 3.2.0 to group A failed: exit status 1", Revision: revNew},
 		{Time: t0.Add(-3 * time.Minute), Service: "user-service", Type: reconcile.EventNormal, Reason: reconcile.ReasonTransitionStarted,
 			Message: "release 2.4.1: move traffic from group A (2.4.0) to group B (2.4.1)", Revision: revNew, Author: "Zhang Min",
 			Subject: "user-service: release 2.4.1", Transition: "user-service-20250301T025700.000000000", Phase: reconcile.PhasePrepare},
-		{Time: t0.Add(-5 * time.Minute), Service: "push", Type: reconcile.EventWarning, Reason: reconcile.ReasonTransitionAborted,
-			Message: "group B serves 3.1.0 again after abort: deploy of 3.2.0 to group A failed: exit status 1", Revision: revNew},
 		{Time: t0.Add(-52 * time.Second), Service: "user-service", Type: reconcile.EventNormal, Reason: reconcile.ReasonPhaseCompleted,
 			Message: "phase disable completed", Revision: revNew, Phase: reconcile.PhaseDisable, Duration: 10 * time.Second},
 		{Time: t0.Add(-30 * time.Second), Service: "push", Type: reconcile.EventWarning, Reason: reconcile.ReasonDriftDetected,

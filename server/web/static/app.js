@@ -20,7 +20,7 @@ function el(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v !== undefined && v !== null) e.setAttribute(k, v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     e.append(c instanceof Node ? c : String(c));
   }
@@ -242,10 +242,11 @@ function renderServices() {
   const count = (w) => services.filter((s) => state(s)[0] === w).length;
   const stalled = count("STALLED");
   const busy = services.filter((s) => s.transition).length;
-  document.getElementById("totals").replaceChildren(
+  document.getElementById("totals").replaceChildren(...[
     `${services.length} service${services.length === 1 ? "" : "s"}`,
-    stalled ? [" · ", el("span", { class: "bad" }, `${stalled} stalled`)] : "",
-    busy ? [" · ", el("span", { class: "busy" }, `${busy} in transition`)] : "");
+    stalled ? [" · ", el("span", { class: "bad" }, `${stalled} stalled`)] : [],
+    busy ? [" · ", el("span", { class: "busy" }, `${busy} in transition`)] : [],
+  ].flat());
 }
 
 function eventTime(iso) {
