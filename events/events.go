@@ -54,7 +54,13 @@ var _ reconcile.Recorder = (*Log)(nil)
 type Option func(*Log)
 
 // WithLogger logs write failures (the audit file is never silently lost).
-func WithLogger(log *slog.Logger) Option { return func(l *Log) { l.log = log } }
+func WithLogger(log *slog.Logger) Option {
+	return func(l *Log) {
+		if log != nil {
+			l.log = log
+		}
+	}
+}
 
 // WithMaxBytes bounds the file (default DefaultMaxBytes).
 func WithMaxBytes(n int64) Option { return func(l *Log) { l.maxBytes = n } }
@@ -201,14 +207,19 @@ func (l *Log) Record(e reconcile.Event) {
 }
 
 func (l *Log) write(line []byte) error {
-	if l.size > 0 && l.size+int64(len(line)) > l.maxBytes {
-		if err := l.rotate(); err != nil {
+	if l.failed { // a failed rotation may have left the file closed: open it again
+		_ = l.f.Close()
+		if err := l.openFile(); err != nil {
 			return err
 		}
 	}
+	var rotateErr error
+	if l.size > 0 && l.size+int64(len(line)) > l.maxBytes {
+		rotateErr = l.rotate() // on failure, the event still goes to the file we have
+	}
 	n, err := l.f.Write(line)
 	l.size += int64(n)
-	return err
+	return errors.Join(rotateErr, err)
 }
 
 // rotate renames the file to <path>.1 and starts a new one.
@@ -216,14 +227,11 @@ func (l *Log) rotate() error {
 	if err := l.f.Close(); err != nil {
 		return fmt.Errorf("rotating events log %s: %w", l.path, err)
 	}
-	if err := os.Rename(l.path, l.path+".1"); err != nil {
-		// Keep appending to the file we have rather than losing events.
-		if oerr := l.openFile(); oerr != nil {
-			return errors.Join(fmt.Errorf("rotating events log %s: %w", l.path, err), oerr)
-		}
-		return fmt.Errorf("rotating events log %s: %w", l.path, err)
+	err := os.Rename(l.path, l.path+".1")
+	if err != nil {
+		err = fmt.Errorf("rotating events log %s: %w", l.path, err)
 	}
-	return l.openFile()
+	return errors.Join(err, l.openFile()) // after a failed rename: the same file again
 }
 
 // Filter selects events. The zero value selects every event in memory.

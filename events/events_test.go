@@ -275,3 +275,25 @@ func fileMessages(t *testing.T, path string) []string {
 	}
 	return out
 }
+
+func TestAFailedRotationKeepsEveryEventAndIsLoggedOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	line := len(mustLine(t, ev(0, "gateway")))
+	var logs bytes.Buffer
+	l := open(t, path, 100, events.WithMaxBytes(int64(2*line)), events.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	// A directory where the rotation goes makes the rename fail.
+	require.NoError(t, os.MkdirAll(filepath.Join(path+".1", "blocker"), 0o755))
+	for i := range 5 {
+		l.Record(ev(i, "gateway"))
+	}
+	require.Equal(t, []string{"step 0", "step 1", "step 2", "step 3", "step 4"}, fileMessages(t, path), "nothing is lost")
+	require.Equal(t, 1, strings.Count(logs.String(), "writing the events log"), logs.String())
+	require.Contains(t, logs.String(), "rotating events log "+path)
+	require.Len(t, l.List(events.Filter{}), 5)
+
+	require.NoError(t, os.RemoveAll(path+".1"))
+	l.Record(ev(5, "gateway"))
+	require.Contains(t, logs.String(), "writing the events log again")
+	require.Equal(t, []string{"step 0", "step 1", "step 2", "step 3", "step 4"}, fileMessages(t, path+".1"))
+	require.Equal(t, []string{"step 5"}, fileMessages(t, path))
+}

@@ -177,7 +177,8 @@ func TestActions(t *testing.T) {
 		{name: "suspend of an unknown service is not found", token: token, path: "/api/v1/services/nope/suspend",
 			body: `{"suspend": true}`, header: auth, code: 404, answer: `{"error": "suspend nope: no such service in the desired state"}`},
 		{name: "a cross-origin browser request is refused even with the token", token: token, path: "/api/v1/services/push/sync",
-			header: with(map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}), code: 403},
+			header: with(map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}), code: 403,
+			answer: `{"error": "cross-origin request refused: use the API from a tool, not from another web page"}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

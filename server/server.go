@@ -110,6 +110,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/events", s.events)
 	mux.HandleFunc("GET /api/v1/stream", s.stream)
 	csrf := http.NewCrossOriginProtection()
+	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusForbidden, errors.New("cross-origin request refused: use the API from a tool, not from another web page"))
+	}))
 	mux.Handle("POST /api/v1/services/{name}/sync", csrf.Handler(s.authorized(s.sync)))
 	mux.Handle("POST /api/v1/services/{name}/suspend", csrf.Handler(s.authorized(s.suspend)))
 	if s.opts.GitWebhook != nil {
@@ -171,6 +174,8 @@ func (s *Server) Serve(ctx context.Context, addr string) error {
 }
 
 func (s *Server) serve(ctx context.Context, ln net.Listener) error {
+	// No ReadTimeout or WriteTimeout: either would cut the event streams.
+	// Bodies are bounded by size, stream writes by a deadline each.
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
