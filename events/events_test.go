@@ -297,3 +297,23 @@ func TestAFailedRotationKeepsEveryEventAndIsLoggedOnce(t *testing.T) {
 	require.Equal(t, []string{"step 0", "step 1", "step 2", "step 3", "step 4"}, fileMessages(t, path+".1"))
 	require.Equal(t, []string{"step 5"}, fileMessages(t, path))
 }
+
+// BenchmarkRecord measures appending one event (file and memory) with a
+// subscriber attached: go test -run - -bench Record ./events
+func BenchmarkRecord(b *testing.B) {
+	l, err := events.Open(filepath.Join(b.TempDir(), "events.jsonl"), 1000)
+	require.NoError(b, err)
+	defer l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := l.Subscribe(ctx)
+	go func() {
+		for range ch {
+		}
+	}()
+	e := ev(1, "user-service")
+	b.ReportAllocs()
+	for b.Loop() {
+		l.Record(e)
+	}
+}

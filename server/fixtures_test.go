@@ -262,7 +262,7 @@ type env struct {
 
 // start serves fixtures on 127.0.0.1 with a fixed clock; opts may set the
 // token, the webhook, Ready and the registry.
-func start(t *testing.T, opts server.Options) *env {
+func start(t testing.TB, opts server.Options) *env {
 	t.Helper()
 	log, err := events.Open(filepath.Join(t.TempDir(), "events.jsonl"), 100)
 	require.NoError(t, err)

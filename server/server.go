@@ -118,8 +118,9 @@ func (s *Server) Handler() http.Handler {
 	if s.opts.GitWebhook != nil {
 		mux.Handle("POST /hooks/git", s.opts.GitWebhook)
 	}
-	mux.Handle("GET /{$}", dashboard())
-	mux.Handle("GET /static/", dashboard())
+	dash := dashboard()
+	mux.Handle("GET /{$}", dash)
+	mux.Handle("GET /static/", dash)
 	return mux
 }
 
