@@ -32,6 +32,7 @@ type Status struct {
 	AppliedRevision string                  `json:"appliedRevision"` // revision of the last completed transition
 	DesiredActive   spec.Group              `json:"desiredActive"`
 	DesiredVersion  string                  `json:"desiredVersion"`
+	Groups          spec.Groups             `json:"groups"` // desired membership, to tell the groups apart in Bindings and Registry
 	LiveActive      Active                  `json:"liveActive,omitempty"`
 	Versions        map[spec.Group]string   `json:"versions,omitempty"` // "" when unknown or mixed
 	Bindings        []BindingLive           `json:"bindings,omitempty"`
@@ -61,6 +62,7 @@ func (s *Status) Ready() bool {
 
 func (s *Status) observed(svc *spec.Service, live *Live) {
 	v := view{svc: svc, live: live}
+	s.Groups = svc.Groups
 	s.LiveActive = v.active()
 	s.Bindings = live.Bindings
 	s.Registry = live.Registry

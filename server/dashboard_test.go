@@ -1,0 +1,235 @@
+package server_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/server"
+	"github.com/tandemhq/tandem/spec"
+)
+
+// pageState is what the dashboard shows, read from its DOM by readPage.
+type pageState struct {
+	Connection string        `json:"connection"`
+	Totals     string        `json:"totals"`
+	Services   []serviceView `json:"services"`
+	Events     []eventView   `json:"events"`
+	Resources  []string      `json:"resources"`
+}
+
+type serviceView struct {
+	Name        string            `json:"name"`
+	State       string            `json:"state"`
+	Desired     string            `json:"desired"`
+	Live        string            `json:"live"`
+	Groups      map[string]string `json:"groups"` // group -> "version | role | registry"
+	Bindings    []string          `json:"bindings"`
+	Transition  string            `json:"transition"`
+	Phase       *string           `json:"phase"`
+	Elapsed     *string           `json:"elapsed"`
+	Evidence    *string           `json:"evidence"`
+	Message     *string           `json:"message"`
+	Conditions  []string          `json:"conditions"`
+	Stalled     *string           `json:"stalled"`
+	Drift       []string          `json:"drift"`
+	DriftMarkup int               `json:"driftMarkup"` // elements inside the drift list items: must be 0
+	Revision    string            `json:"revision"`
+}
+
+type eventView struct {
+	Text string `json:"text"`
+	When string `json:"when"`
+}
+
+// readPage collects what an operator sees, by the dashboard's data-* hooks.
+const readPage = `(() => {
+  const txt = (root, sel) => { const e = root.querySelector(sel); return e ? e.textContent.trim() : null; };
+  const all = (root, sel) => [...root.querySelectorAll(sel)];
+  return {
+    connection: txt(document, "#conn"),
+    totals: txt(document, "#totals"),
+    services: all(document, "article[data-service]").map((a) => ({
+      name: a.dataset.service,
+      state: txt(a, "[data-field=state]"),
+      desired: txt(a, "[data-field=desired]"),
+      live: txt(a, "[data-field=live]"),
+      groups: Object.fromEntries(all(a, "[data-group]").map((g) => [g.dataset.group,
+        [txt(g, "[data-field=version]"), txt(g, "[data-field=role]"), txt(g, "[data-field=registry]") || "no registry"].join(" | ")])),
+      bindings: all(a, "[data-binding]").map((b) =>
+        b.dataset.binding + " A=" + txt(b, "[data-field=weight-A]") + " B=" + txt(b, "[data-field=weight-B]") +
+        " sums=" + b.dataset.weightA + "/" + b.dataset.weightB +
+        " bar=" + all(b, ".seg").map((s) => s.textContent).join(",")),
+      transition: txt(a, "[data-field=transition]"),
+      phase: txt(a, "[data-field=phase]"),
+      elapsed: txt(a, "[data-field=elapsed]"),
+      evidence: txt(a, "[data-field=evidence]"),
+      message: txt(a, "[data-field=message]"),
+      conditions: all(a, "[data-condition]").map((c) => c.dataset.condition + "=" + txt(c, "[data-field=status]") + " " + txt(c, "[data-field=reason]") + " " + c.className),
+      stalled: txt(a, "[data-field=stalled-message]"),
+      drift: all(a, "[data-field=drift] li").map((li) => li.textContent),
+      driftMarkup: all(a, "[data-field=drift] li *").length,
+      revision: txt(a, "[data-field=revision]"),
+    })),
+    events: all(document, "#events li").map((li) => ({
+      text: li.dataset.reason + " " + (li.dataset.service || "-") + ": " + txt(li, ".msg"),
+      when: txt(li, ".when"),
+    })),
+    resources: performance.getEntriesByType("resource").map((r) => r.name),
+  };
+})()`
+
+func ptr(s string) *string { return &s }
+
+// TestDashboardShowsTheStatusAndFollowsItLive drives Debian's chromium
+// over the DevTools protocol against a server on 127.0.0.1 with fixture
+// statuses, checks what the page shows, then changes the status and
+// records an event and checks that the page follows without a reload.
+func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
+	e := start(t, server.Options{})
+	b := startBrowser(t) // stopped first: the server's Close waits for the page's stream to end
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	require.NoError(t, b.navigate(ctx, e.url+"/"))
+	b.waitFor(ctx, t, "four services and a live connection",
+		`document.querySelectorAll("article[data-service]").length === 4 && document.querySelectorAll("#events li").length === 4 && document.getElementById("conn").textContent === "live"`)
+	var page pageState
+	require.NoError(t, b.eval(ctx, readPage, &page))
+
+	require.Equal(t, "live", page.Connection)
+	require.Equal(t, "4 services · 1 stalled · 1 in transition", page.Totals)
+	require.Len(t, page.Services, 4)
+	billing, gateway, push, us := page.Services[0], page.Services[1], page.Services[2], page.Services[3]
+
+	require.Equal(t, serviceView{
+		Name: "billing", State: "SUSPENDED", Desired: "B @ 5.0.2", Live: "B",
+		Groups: map[string]string{
+			"A": "5.0.1 | idle | registry: enabled 0/1 · visible 0/1",
+			"B": "5.0.2 | SERVING | registry: enabled 1/1 · visible 1/1",
+		},
+		Bindings: []string{}, Transition: "suspended",
+		Conditions: []string{"Ready=False Suspended cond c-false-bad", "Reconciling=False Idle cond c-quiet", "Stalled=False None cond c-quiet"},
+		Drift:      []string{}, Revision: "desired 1a2b3c4 by Zhang Min — “billing: suspend for the audit” · applied 0c0ffee",
+	}, billing)
+
+	require.Equal(t, serviceView{
+		Name: "gateway", State: "READY", Desired: "A @ 1.8.0", Live: "A",
+		Groups:     map[string]string{"A": "1.8.0 | SERVING | no registry", "B": "1.7.9 | idle | no registry"},
+		Bindings:   []string{"slb:prod-hz/lb-bp1gateway/rsp-bp1gateway A=100 B=0 sums=200/0 bar=A 100%"},
+		Transition: "no transition",
+		Conditions: []string{"Ready=True InSync cond c-true-good", "Reconciling=False Idle cond c-quiet", "Stalled=False None cond c-quiet"},
+		Drift:      []string{}, Revision: "desired 9f8e7d6 by Li Wei — “gateway: release 1.8.0” · applied same",
+	}, gateway)
+
+	stalled := fixtures()[2].Conditions[2].Message
+	require.Equal(t, serviceView{
+		Name: "push", State: "STALLED", Desired: "A @ 3.2.0", Live: "B",
+		Groups:     map[string]string{"A": "unknown | idle | no registry", "B": "3.1.0 | SERVING | no registry"},
+		Bindings:   []string{"alb:prod-hz/sgp-bp1push A=0 B=50–100 sums=0/150 bar=B 100%"},
+		Transition: "no transition",
+		Conditions: []string{"Ready=False ReleaseFailed cond c-false-bad", "Reconciling=False Idle cond c-quiet", "Stalled=True ReleaseFailed cond c-true-bad"},
+		Stalled:    ptr("Stalled: ReleaseFailed: " + stalled),
+		Drift: []string{
+			"alb:prod-hz/sgp-bp1push has backend i-bp1rogue (10.0.9.9:9000) that is in neither group",
+			"alb:prod-hz/sgp-bp1push: i-bp1psb02 has weight 50, want 100 <b>not markup</b>",
+		},
+		Revision: "desired 1a2b3c4 by Zhang Min — “push: release 3.2.0” · applied 0c0ffee",
+	}, push, "status text is shown as text, never as markup")
+
+	elapsed := us.Elapsed
+	us.Elapsed = nil
+	evidence := "haproxy:edge/user_be sessions=3, in-flight=2 websockets=1"
+	require.Equal(t, serviceView{
+		Name: "user-service", State: "RELEASING", Desired: "B @ 2.4.1", Live: "B",
+		Groups: map[string]string{
+			"A": "2.4.0 | idle | registry: enabled 0/2 · visible 0/2",
+			"B": "2.4.1 | SERVING | registry: enabled 2/2 · visible 2/2",
+		},
+		Bindings:   []string{"haproxy:edge/user_be A=0 B=100 sums=0/200 bar=B 100%"},
+		Transition: "release 2.4.1: group A → group B", Phase: ptr("drain"), Evidence: ptr(evidence),
+		Conditions: []string{"Ready=False Progressing cond c-false-bad", "Reconciling=True Draining cond c-true-busy", "Stalled=False None cond c-quiet"},
+		Drift:      []string{}, Revision: "desired 1a2b3c4 by Zhang Min — “user-service: release 2.4.1” · applied 0c0ffee",
+	}, us)
+	require.NotNil(t, elapsed)
+	require.GreaterOrEqual(t, parseElapsed(t, *elapsed), 42*time.Second, "elapsed in phase is measured by the server's clock")
+	require.Less(t, parseElapsed(t, *elapsed), 5*time.Minute)
+
+	require.Equal(t, []string{
+		"DriftDetected push: alb:prod-hz/sgp-bp1push has backend i-bp1rogue (10.0.9.9:9000) that is in neither group",
+		"PhaseCompleted user-service: phase disable completed",
+		"TransitionStarted user-service: release 2.4.1: move traffic from group A (2.4.0) to group B (2.4.1)",
+		"TransitionAborted push: group B serves 3.1.0 again after abort: deploy of 3.2.0 to group A failed: exit status 1",
+	}, eventTexts(page.Events), "newest first")
+	require.True(t, strings.HasSuffix(page.Events[0].When, "02:59:30"), page.Events[0].When)
+	for _, r := range page.Resources {
+		require.True(t, strings.HasPrefix(r, e.url+"/"), "the page loaded %s from elsewhere", r)
+	}
+
+	png, err := b.screenshot(ctx)
+	require.NoError(t, err)
+	require.True(t, len(png) > 1000 && string(png[1:4]) == "PNG")
+	require.NoError(t, os.WriteFile(filepath.Join(t.TempDir(), "dashboard.png"), png, 0o644))
+	if *update {
+		require.NoError(t, os.WriteFile(filepath.Join("..", "docs", "dashboard.png"), png, 0o644))
+	}
+
+	// Live: the drain ends, the stalled release is fixed, an event arrives.
+	next := fixtures()
+	p := &next[2]
+	p.LiveActive, p.AppliedRevision, p.Drift, p.Message = reconcile.ActiveA, revNew, nil, ""
+	p.Versions = map[spec.Group]string{spec.GroupA: "3.2.0", spec.GroupB: "3.1.0"}
+	p.Bindings[0].Backends = backends(map[string]int{"i-bp1psa01": 100, "i-bp1psa02": 100, "i-bp1psb01": 0, "i-bp1psb02": 0}, -1)
+	p.Conditions = conds(true, "InSync", "in sync: group A serves 3.2.0", false, "Idle", "", false, "None", "")
+	u := &next[3]
+	u.Phase, u.Transition.Phase, u.Transition.PhaseSince = reconcile.PhaseWatch, reconcile.PhaseWatch, t0.Add(-5*time.Second)
+	u.Evidence, u.Message = "", "watching group B until verify.window 1m0s has passed"
+	u.Conditions[1].Reason = "Watching"
+	e.status.set(next)
+	e.events.Record(reconcile.Event{Time: t0, Service: "user-service", Type: reconcile.EventNormal, Reason: reconcile.ReasonPhaseCompleted,
+		Message: "phase drain completed", Phase: reconcile.PhaseDrain, Duration: 37 * time.Second})
+
+	b.waitFor(ctx, t, "the watch phase, the fixed release and the new event",
+		`(() => { const us = document.querySelector('article[data-service="user-service"] [data-field=phase]');
+		 const push = document.querySelector('article[data-service="push"] [data-field=state]');
+		 const ev = document.querySelector("#events li");
+		 return us && us.textContent === "watch" && push && push.textContent === "READY" && ev && ev.textContent.includes("phase drain completed"); })()`)
+	require.NoError(t, b.eval(ctx, readPage, &page))
+	require.Equal(t, "4 services · 1 in transition", page.Totals)
+	push, us = page.Services[2], page.Services[3]
+	require.Equal(t, "A", push.Live)
+	require.Equal(t, []string{"alb:prod-hz/sgp-bp1push A=100 B=0 sums=200/0 bar=A 100%"}, push.Bindings)
+	require.Equal(t, map[string]string{"A": "3.2.0 | SERVING | no registry", "B": "3.1.0 | idle | no registry"}, push.Groups)
+	require.Nil(t, push.Stalled)
+	require.Empty(t, push.Drift)
+	require.Equal(t, "desired 1a2b3c4 by Zhang Min — “push: release 3.2.0” · applied same", push.Revision)
+	require.Nil(t, us.Evidence)
+	require.Equal(t, ptr("watching group B until verify.window 1m0s has passed"), us.Message)
+	require.Contains(t, us.Conditions, "Reconciling=True Watching cond c-true-busy")
+	require.Len(t, page.Events, 5)
+	require.Equal(t, "PhaseCompleted user-service: phase drain completed", page.Events[0].Text)
+
+	require.Empty(t, b.pageErrors(), "the page threw or logged errors")
+}
+
+func eventTexts(evs []eventView) []string {
+	out := []string{}
+	for _, e := range evs {
+		out = append(out, e.Text)
+	}
+	return out
+}
+
+// parseElapsed reads the dashboard's "42s", "3m 07s", "1h 02m".
+func parseElapsed(t *testing.T, s string) time.Duration {
+	t.Helper()
+	d, err := time.ParseDuration(strings.ReplaceAll(s, " ", ""))
+	require.NoError(t, err, "elapsed %q", s)
+	return d
+}

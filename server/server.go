@@ -1,0 +1,206 @@
+// Package server is Tandem's HTTP face: health and readiness probes,
+// Prometheus metrics, the JSON status and events API, the actions an
+// operator may take (sync, suspend), the Git webhook, and the embedded
+// dashboard, which follows the daemon live over Server-Sent Events.
+//
+// GET endpoints are open. Mutating endpoints (POST) require
+// `Authorization: Bearer <token>` when a token is configured, and refuse
+// cross-origin browser requests in any case. The JSON shapes are documented
+// in docs/api.md.
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tandemhq/tandem/events"
+	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/spec"
+)
+
+// StatusSource gives the last status of every service (the reconciler).
+type StatusSource interface {
+	Statuses() []reconcile.Status // by service name
+	Status(name string) (reconcile.Status, bool)
+}
+
+// Actions are what an operator may ask of the daemon.
+type Actions interface {
+	// Sync asks for a pass now; with retry, a failed release is cleared and
+	// tried again.
+	Sync(ctx context.Context, service string, retry bool) error
+	// Suspend stops (true) or resumes (false) acting on a service.
+	Suspend(ctx context.Context, service string, suspend bool) error
+}
+
+// ErrNotFound is what Actions return (wrapped) for a service that is not in
+// the desired state; the API answers 404.
+var ErrNotFound = errors.New("no such service in the desired state")
+
+// Options configure a Server. Status, Events and Actions are required.
+type Options struct {
+	Status  StatusSource
+	Events  *events.Log
+	Actions Actions
+	// Registry is served at /metrics (nil: no /metrics). The caller owns it;
+	// NewMetrics registers Tandem's metrics on it.
+	Registry *prometheus.Registry
+	// Token protects the mutating endpoints (empty: they are open). It is
+	// read from the variable api.tokenEnv names.
+	Token spec.Secret
+	// GitWebhook is mounted at POST /hooks/git when non-nil. It checks its
+	// own signatures; the bearer token does not apply.
+	GitWebhook http.Handler
+	// Ready reports whether the daemon is ready (nil: always).
+	Ready func() error
+	Log   *slog.Logger
+}
+
+// Server serves the API and the dashboard.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time // for tests
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed when Serve shuts down: ends the streams
+}
+
+// New builds a Server. It panics when a required option is missing (a
+// wiring mistake, not an input).
+func New(opts Options) *Server {
+	if opts.Status == nil || opts.Events == nil || opts.Actions == nil {
+		panic("server.New: Options.Status, Options.Events and Options.Actions are required")
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{opts: opts, log: log, now: time.Now, stopping: make(chan struct{})}
+}
+
+// Handler returns the routes:
+//
+//	GET  /healthz, /readyz, /metrics
+//	GET  /api/v1/services, /api/v1/services/{name}, /api/v1/events, /api/v1/stream
+//	POST /api/v1/services/{name}/sync[?retry=true], /api/v1/services/{name}/suspend
+//	POST /hooks/git
+//	GET  / (the dashboard) and /static/
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.opts.Registry != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{Registry: s.opts.Registry}))
+	}
+	mux.HandleFunc("GET /api/v1/services", s.services)
+	mux.HandleFunc("GET /api/v1/services/{name}", s.service)
+	mux.HandleFunc("GET /api/v1/events", s.events)
+	mux.HandleFunc("GET /api/v1/stream", s.stream)
+	csrf := http.NewCrossOriginProtection()
+	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusForbidden, errors.New("cross-origin request refused: use the API from a tool, not from another web page"))
+	}))
+	mux.Handle("POST /api/v1/services/{name}/sync", csrf.Handler(s.authorized(s.sync)))
+	mux.Handle("POST /api/v1/services/{name}/suspend", csrf.Handler(s.authorized(s.suspend)))
+	if s.opts.GitWebhook != nil {
+		mux.Handle("POST /hooks/git", s.opts.GitWebhook)
+	}
+	dash := dashboard()
+	mux.Handle("GET /{$}", dash)
+	mux.Handle("GET /static/", dash)
+	return mux
+}
+
+// authorized requires the bearer token when one is configured. Both sides
+// are hashed first, so that the comparison takes the same time whatever the
+// length of the guess.
+func (s *Server) authorized(h http.HandlerFunc) http.Handler {
+	if s.opts.Token.Empty() {
+		return h
+	}
+	want := sha256.Sum256([]byte(s.opts.Token.Reveal()))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := bearer(r)
+		got := sha256.Sum256([]byte(token))
+		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tandem"`)
+			writeError(w, http.StatusUnauthorized, errors.New("a bearer token is required (Authorization: Bearer <the token api.tokenEnv names>)"))
+			return
+		}
+		h(w, r)
+	})
+}
+
+// bearer returns the token of an Authorization header (the scheme is
+// case-insensitive, RFC 7235 section 2.1).
+func bearer(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return token, ok && strings.EqualFold(scheme, "Bearer")
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if s.opts.Ready != nil {
+		if err := s.opts.Ready(); err != nil {
+			writeText(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+			return
+		}
+	}
+	writeText(w, http.StatusOK, "ok")
+}
+
+// shutdownTimeout bounds how long Serve waits for requests in progress.
+const shutdownTimeout = 10 * time.Second
+
+// Serve listens on addr and serves until ctx ends, then shuts down
+// gracefully: streams end at once, other requests may finish (bounded).
+func (s *Server) Serve(ctx context.Context, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	return s.serve(ctx, ln)
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener) error {
+	// No ReadTimeout or WriteTimeout: either would cut the event streams.
+	// Bodies are bounded by size, stream writes by a deadline each.
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.opts.Token.Empty() {
+		s.log.Warn("api.tokenEnv is not set: sync and suspend are open to anyone who reaches the address", "address", ln.Addr().String())
+	}
+	s.log.Info("serving the API and the dashboard", "address", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	s.stopOnce.Do(func() { close(s.stopping) })
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	<-errc
+	if err != nil {
+		return fmt.Errorf("shutting down the server on %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
