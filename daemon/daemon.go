@@ -20,9 +20,10 @@ import (
 	"github.com/tandemhq/tandem/spec/gitsource"
 )
 
-// Source is the desired-state source (gitsource.Source in production).
+// Source is the desired-state source (gitsource.Source in production). The
+// daemon does not run it: the caller runs it for the life of the process,
+// so that it outlives a daemon that loses its leadership.
 type Source interface {
-	Run(ctx context.Context) error
 	Trigger()
 	Subscribe() <-chan struct{}
 	Current() gitsource.Status
@@ -40,6 +41,8 @@ type Options struct {
 	DryRun    bool // plan and report, change nothing
 	// OnPass is told about every finished pass (metrics).
 	OnPass reconcile.PassObserver
+	// OnSource is told about every change of the source's status (metrics).
+	OnSource func(gitsource.Status)
 }
 
 // Daemon runs the reconcile loop for every service of the desired state.
@@ -94,11 +97,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	changes := d.opts.Source.Subscribe()
 	wg.Go(func() {
-		if err := d.opts.Source.Run(srcCtx); err != nil {
-			d.log.Error("git source stopped", "error", err)
-		}
-	})
-	wg.Go(func() {
 		d.follow(srcCtx, changes)
 	})
 	worker := &reconcile.Worker{
@@ -132,6 +130,9 @@ func (d *Daemon) follow(ctx context.Context, changes <-chan struct{}) {
 }
 
 func (d *Daemon) apply(ctx context.Context, st gitsource.Status) {
+	if d.opts.OnSource != nil {
+		d.opts.OnSource(st)
+	}
 	if rj := st.Rejected; rj != nil && st.Head != nil && st.Head.Hash != d.rejected {
 		d.rejected = st.Head.Hash
 		in := "none yet"
@@ -301,22 +302,14 @@ func (d *Daemon) record(e reconcile.Event) {
 	}
 }
 
-// Once runs the source until the first good revision (or its failure),
-// then passes over every service, dependencies first, until each is in
-// sync, stalled or waiting; it returns the statuses. Nothing keeps running.
+// Once waits for the (running) source's first good revision, or its
+// failure, then passes over every service, dependencies first, until each
+// is in sync, stalled or waiting; it returns the statuses.
 func (d *Daemon) Once(ctx context.Context, maxPasses int) ([]reconcile.Status, error) {
-	srcCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = d.opts.Source.Run(srcCtx)
-	}()
-	defer func() { stop(); <-done }()
 	changes := d.opts.Source.Subscribe()
 	for {
 		st := d.opts.Source.Current()
-		d.apply(srcCtx, st)
+		d.apply(ctx, st)
 		if st.Good != nil {
 			break
 		}

@@ -128,6 +128,9 @@ func TestCommitReleasesAndRevertRollsBackToTheWarmGroup(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = d.Run(ctx) }()
+	srcDone := make(chan struct{})
+	go func() { defer close(srcDone); _ = src.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-srcDone })
 	t.Cleanup(func() { cancel(); <-done })
 
 	inSync := func(active spec.Group, version, revision string) func() bool {

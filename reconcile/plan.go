@@ -149,7 +149,13 @@ func (p *planner) idle() {
 			p.wait("ObservingVersion", PollInterval, "", "reading the version of group %s", y)
 			return
 		}
-		if got := v.groupVersion(y); v.versionKnown(y) && got != ver {
+		if got := v.groupVersion(y); v.versionKnown(y) && got == "" && !applied {
+			// Some instance's version could not be read (or they differ):
+			// neither "in sync" nor "a version change" can be said.
+			p.plan.Summary = fmt.Sprintf("group %s serves; its version cannot be read", y)
+			p.wait("VersionUnknown", PollInterval, "", "cannot read one version for group %s: %s", y, p.versions(y))
+			return
+		} else if v.versionKnown(y) && got != "" && got != ver {
 			p.plan.Summary = fmt.Sprintf("group %s serves %s; desired %s on the same group", y, orDash(got), ver)
 			p.stall("VersionWithoutFlip", "version %s is desired on group %s, which serves traffic and runs %s; a release must flip active to %s so that the idle group is upgraded (tandem release does this)", ver, y, orDash(got), x)
 			return
@@ -190,6 +196,19 @@ func (p *planner) idle() {
 			p.start(KindHeal, x, y, ver, PhaseVerify)
 		}
 	}
+}
+
+// versions describes the version each instance of g reports.
+func (p *planner) versions(g spec.Group) string {
+	var parts []string
+	for _, in := range p.svc.Groups.Get(g) {
+		detail := orDash(p.v.version(in))
+		if pr, ok := p.v.live.Probes[in.Addr()]; ok && !pr.Healthy {
+			detail += " (unhealthy: " + orDash(pr.Detail) + ")"
+		}
+		parts = append(parts, in.String()+" "+detail)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func failedReason(k Kind) string {

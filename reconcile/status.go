@@ -100,8 +100,15 @@ func (r *Reconciler) setStatus(s *Status, st State, err error) {
 	ready := Condition{Type: ConditionReady, Status: s.InSync && err == nil, Reason: "InSync", Message: s.Summary}
 	reconciling := Condition{Type: ConditionReconciling, Reason: "Idle"}
 	stalled := Condition{Type: ConditionStalled, Reason: "None"}
-	if st.Applied != nil && s.AppliedRevision == "" {
-		s.AppliedRevision = st.Applied.Revision
+	if a := st.Applied; a != nil {
+		if s.AppliedRevision == "" {
+			s.AppliedRevision = a.Revision
+		}
+		// A quiet pass does not probe: the group Tandem brought live runs
+		// the version it verified, unless a probe said otherwise.
+		if _, seen := s.Versions[a.Active]; !seen && s.LiveActive == Active(a.Active) && s.Versions != nil {
+			s.Versions[a.Active] = a.Version
+		}
 	}
 	switch {
 	case s.Suspended:

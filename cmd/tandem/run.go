@@ -2,16 +2,27 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/tandemhq/tandem/daemon"
+	"github.com/tandemhq/tandem/events"
+	"github.com/tandemhq/tandem/ha"
+	"github.com/tandemhq/tandem/notify"
+	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/all"
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/server"
 	"github.com/tandemhq/tandem/spec"
 	"github.com/tandemhq/tandem/spec/gitsource"
 )
@@ -21,7 +32,6 @@ type runFlags struct {
 	once, dryRun     bool
 	logFormat, level string
 	onceMaxPasses    int
-	onceTimeout      time.Duration
 }
 
 func init() {
@@ -72,39 +82,231 @@ func newLogger(env *cli, format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format must be text or json, got %q", format)
 }
 
+// fanout records every event in each recorder.
+type fanout []reconcile.Recorder
+
+func (f fanout) Record(e reconcile.Event) {
+	for _, r := range f {
+		r.Record(e)
+	}
+}
+
+// runDaemon wires the daemon: state directory lock (or leader election),
+// providers, Git source, journal, events log, notifications, metrics and
+// the HTTP server; then runs until ctx ends.
 func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return fmt.Errorf("creating state directory: %w", err)
 	}
+	if cfg.HA == nil {
+		release, err := ha.Lock(cfg.StateDir)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := server.NewMetrics(reg)
+
 	ps, closeProviders, err := all.New(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer closeProviders()
+	ps = providers.Instrument(ps, metrics.ObserveProviderRequest)
+
 	src, err := gitsource.New(cfg.Git, cfg, cfg.StateDir, log)
 	if err != nil {
 		return fmt.Errorf("git source: %w", err)
 	}
-	store, err := reconcile.NewFileStore(filepath.Join(cfg.StateDir, "journal"))
+	evlog, err := events.Open(filepath.Join(cfg.StateDir, "events.jsonl"), 2000, events.WithLogger(log))
 	if err != nil {
 		return err
 	}
-	d := daemon.New(daemon.Options{Config: cfg, Providers: ps, Source: src, Store: store, Log: log, DryRun: f.dryRun})
+	defer evlog.Close()
+	notifier, err := notify.New(cfg.Notify, log, notify.WithRegisterer(reg))
+	if err != nil {
+		return err
+	}
+	token, err := spec.SecretFromEnv("api.tokenEnv", cfg.API.TokenEnv)
+	if err != nil {
+		return err
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() { notifier.Run(ctx) })
+	wg.Go(func() {
+		if err := src.Run(ctx); err != nil {
+			log.Error("git source stopped", "error", err)
+		}
+	})
+
+	cur := &current{}
+	newDaemon := func(store reconcile.Store, fence reconcile.Fence) *daemon.Daemon {
+		var d *daemon.Daemon
+		d = daemon.New(daemon.Options{
+			Config: cfg, Providers: ps, Source: src, Store: store, Fence: fence, Log: log, DryRun: f.dryRun,
+			Recorder: fanout{evlog, notifier, metrics},
+			OnPass: func(service string, class reconcile.Class, took time.Duration) {
+				metrics.ObservePass(service, class, took)
+				if st, ok := d.Reconciler().Status(service); ok {
+					metrics.ObserveStatus(st)
+				} else {
+					metrics.Forget(service)
+				}
+			},
+			OnSource: func(st gitsource.Status) {
+				if st.Good != nil {
+					metrics.SetRevision(st.Good.Hash)
+				}
+				if st.FetchErr == nil && !st.LastFetch.IsZero() {
+					metrics.GitLastFetchSuccess.Set(float64(st.LastFetch.Unix()))
+				}
+			},
+		})
+		return d
+	}
+
 	if f.once {
-		statuses, err := d.Once(ctx, f.onceMaxPasses)
+		store, err := reconcile.NewFileStore(filepath.Join(cfg.StateDir, "journal"))
 		if err != nil {
 			return err
 		}
-		inSync := true
-		for _, st := range statuses {
-			inSync = inSync && st.InSync
-			fmt.Fprintf(env.stdout, "%-20s %-8t %s\n", st.Service, st.InSync, st.Summary)
+		if cfg.HA != nil {
+			return usagef("--once acts alone; it cannot be used with ha (run it on a replica without ha, or use --dry-run)")
 		}
-		if !inSync {
-			return errReported
+		statuses, err := newDaemon(store, nil).Once(ctx, f.onceMaxPasses)
+		if err != nil {
+			return err
+		}
+		if err := server.PrintStatus(env.stdout, statuses, "table"); err != nil {
+			return err
+		}
+		for _, st := range statuses {
+			if !st.InSync {
+				return errReported
+			}
 		}
 		return nil
 	}
-	log.Info("tandem running", "config", f.config, "state_dir", cfg.StateDir, "dry_run", f.dryRun)
-	return d.Run(ctx)
+
+	srv := server.New(server.Options{
+		Status: cur, Events: evlog, Actions: cur, Registry: reg, Token: token, GitWebhook: src.WebhookHandler(), Log: log,
+		Ready: cur.ready,
+	})
+	wg.Go(func() {
+		if err := srv.Serve(ctx, cfg.Listen); err != nil {
+			log.Error("HTTP server stopped", "listen", cfg.Listen, "error", err)
+			cancel()
+		}
+	})
+	log.Info("tandem running", "config", f.config, "state_dir", cfg.StateDir, "listen", cfg.Listen, "dry_run", f.dryRun, "ha", cfg.HA != nil)
+
+	if cfg.HA == nil {
+		store, err := reconcile.NewFileStore(filepath.Join(cfg.StateDir, "journal"))
+		if err != nil {
+			return err
+		}
+		d := newDaemon(store, nil)
+		cur.set(d, "")
+		return d.Run(ctx)
+	}
+	el, err := ha.NewElector(*cfg.HA, ha.Identity(), log)
+	if err != nil {
+		return err
+	}
+	defer el.Close()
+	cur.leader = el.Leader
+	return el.Run(ctx, func(ctx context.Context, l *ha.Leadership) error {
+		d := newDaemon(l.Store(), l)
+		cur.set(d, "")
+		defer cur.set(nil, "lost the leadership")
+		log.Info("leading: acting on live state")
+		return d.Run(ctx)
+	})
+}
+
+// current is what the HTTP API serves: the daemon acting now (the leader
+// under ha), or none.
+type current struct {
+	d      atomic.Pointer[daemon.Daemon]
+	why    atomic.Pointer[string]
+	leader func(context.Context) (string, error) // under ha
+}
+
+var errNotActing = errors.New("this replica is not acting")
+
+func (c *current) set(d *daemon.Daemon, why string) {
+	c.d.Store(d)
+	c.why.Store(&why)
+}
+
+func (c *current) Statuses() []reconcile.Status {
+	if d := c.d.Load(); d != nil {
+		return d.Reconciler().Statuses()
+	}
+	return nil
+}
+
+func (c *current) Status(name string) (reconcile.Status, bool) {
+	if d := c.d.Load(); d != nil {
+		return d.Reconciler().Status(name)
+	}
+	return reconcile.Status{}, false
+}
+
+func (c *current) Sync(ctx context.Context, service string, retry bool) error {
+	d := c.d.Load()
+	if d == nil {
+		return c.notActing(ctx)
+	}
+	return notFound(service, d.Sync(ctx, service, retry))
+}
+
+func (c *current) Suspend(ctx context.Context, service string, suspend bool) error {
+	d := c.d.Load()
+	if d == nil {
+		return c.notActing(ctx)
+	}
+	return notFound(service, d.Suspend(ctx, service, suspend))
+}
+
+// ready: a daemon acts and has a desired state in force.
+func (c *current) ready() error {
+	d := c.d.Load()
+	if d == nil {
+		return c.notActing(context.Background())
+	}
+	select {
+	case <-d.Ready():
+		return nil
+	default:
+		return errors.New("no good revision of the desired state yet")
+	}
+}
+
+func (c *current) notActing(ctx context.Context) error {
+	if c.leader != nil {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if who, err := c.leader(ctx); err == nil && who != "" {
+			return fmt.Errorf("%w: %s leads; ask it", errNotActing, who)
+		}
+	}
+	if why := c.why.Load(); why != nil && *why != "" {
+		return fmt.Errorf("%w: %s", errNotActing, *why)
+	}
+	return errNotActing
+}
+
+// notFound maps the daemon's unknown-service error to the API's.
+func notFound(service string, err error) error {
+	if errors.Is(err, daemon.ErrNotFound) {
+		return fmt.Errorf("%s: %w", service, server.ErrNotFound)
+	}
+	return err
 }

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"time"
+
+	"github.com/tandemhq/tandem/server"
+)
+
+func init() {
+	var url, output string
+	register(&command{
+		name: "status",
+		summary: `Show every service as the running daemon sees it: desired and live active group, versions of A and B,
+weights per binding, phase, readiness, drift and revision.`,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&url, "server", "http://127.0.0.1:8080", "URL of the daemon's HTTP API")
+			fs.StringVar(&output, "output", "table", "table or json")
+			fs.StringVar(&output, "o", "table", "shorthand for --output")
+		},
+		run: func(ctx context.Context, env *cli, _ *flag.FlagSet, args []string) error {
+			if len(args) != 0 {
+				return usagef("status takes no arguments")
+			}
+			if output != "table" && output != "json" {
+				return usagef("--output must be table or json, got %q", output)
+			}
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			statuses, err := server.FetchStatus(ctx, url)
+			if err != nil {
+				return err
+			}
+			return server.PrintStatus(env.stdout, statuses, output)
+		},
+	})
+}
