@@ -110,7 +110,7 @@ func (p *Provider) Close() error {
 	}
 	p.closed = true
 	for _, c := range p.clients {
-		c.CloseClient()
+		sdk.Close(c)
 	}
 	return os.RemoveAll(p.dir)
 }

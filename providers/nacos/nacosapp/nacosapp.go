@@ -66,7 +66,7 @@ func Register(ctx context.Context, cfg Config, service, ip string, port int, met
 		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, err)
 	}
 	closeAll := func() {
-		client.CloseClient()
+		sdk.Close(client)
 		_ = os.RemoveAll(dir)
 	}
 	param := vo.RegisterInstanceParam{

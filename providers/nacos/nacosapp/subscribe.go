@@ -46,7 +46,7 @@ func Subscribe(ctx context.Context, cfg Config, service string, update func([]In
 		return nil, fmt.Errorf("subscribing to %s in nacos: %w", service, err)
 	}
 	closeAll := func() {
-		client.CloseClient()
+		sdk.Close(client)
 		_ = os.RemoveAll(dir)
 	}
 	param := &vo.SubscribeParam{ServiceName: service, GroupName: cfg.Group,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,4 +77,28 @@ func TestSubscribeSeesWhatConsumersMayCallAndFollowsOfflineAndOnline(t *testing.
 func TestSubscribeRefusesAnEmptyServiceName(t *testing.T) {
 	_, err := nacosapp.Subscribe(context.Background(), nacosapp.Config{Servers: []string{"127.0.0.1:1"}}, "", func([]nacosapp.Instance) {})
 	require.ErrorContains(t, err, "a service name is required")
+}
+
+// The SDK crashes the process when clients close at once unless Tandem
+// serialises it (nacos-sdk-go issue #861): a fleet's apps stop together.
+// The crash is a matter of timing; `go test -race` catches the race
+// every time.
+func TestAppsDeregisteringTogetherDoNotCrashTheProcess(t *testing.T) {
+	ctx := t.Context()
+	emu := emulator.New(emulator.Options{})
+	addrs, err := emu.Start(ctx, "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, emu.Close()) })
+	cfg := nacosapp.Config{Servers: []string{addrs.HTTP}, GRPCPort: addrs.GRPCPort()}
+	var deregs []func()
+	for port := range 8 {
+		dereg, err := nacosapp.Register(ctx, cfg, "fleet", "127.0.0.1", 9100+port, nil)
+		require.NoError(t, err)
+		deregs = append(deregs, dereg)
+	}
+	var wg sync.WaitGroup
+	for _, d := range deregs {
+		wg.Go(d)
+	}
+	wg.Wait()
 }
