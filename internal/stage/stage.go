@@ -145,8 +145,8 @@ type Stage struct {
 	closers  []func() error // run in reverse order by Close
 	bg       sync.WaitGroup // goroutines that end with ctx
 	handlers sync.WaitGroup // HTTP handlers of serve
-	closed  sync.Once
-	err     error
+	closed   sync.Once
+	err      error
 }
 
 // Start builds the environment and, unless Manual, starts the daemon; it
