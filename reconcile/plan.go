@@ -669,13 +669,24 @@ func (p *planner) drain(t *Transition) outcome {
 	if !drainNeeded(t) {
 		return outcome{done: true}
 	}
+	elapsed := p.in.Now.Sub(t.PhaseSince)
 	if d.Signal != nil && !t.Signaled {
+		// Clients reconnect at once when their sessions close. Until
+		// drain.propagation has passed, registry consumers may still hold
+		// the old group in their caches and send a reconnect right back to
+		// it, where no second signal would ever close it; so the signal
+		// waits for propagation (which validation keeps below the timeout).
+		if left := d.Propagation.D() - elapsed; left > 0 {
+			p.wait("WaitingForPropagation", left, fmt.Sprintf("drain.propagation %s", d.Propagation),
+				"draining group %s: the drain signal waits until consumers stopped routing to it (%s of drain.propagation %s left)",
+				t.From, left.Round(time.Millisecond), d.Propagation)
+			return outcome{}
+		}
 		t.Signaled = true
 		insts := p.svc.Groups.Get(t.From)
 		return outcome{step: &Step{Action: ActionSignalDrain, Group: t.From, Instances: insts,
 			Describe: fmt.Sprintf("ask group %s to close long-lived sessions (POST %s on %s)", t.From, d.Signal.HTTP, instList(insts))}}
 	}
-	elapsed := p.in.Now.Sub(t.PhaseSince)
 	total, known, detail := p.v.evidence(t.From)
 	if elapsed >= d.Timeout.D() {
 		if !t.Ceiling {

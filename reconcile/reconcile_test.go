@@ -305,3 +305,27 @@ func TestRevertDuringReleaseUndoesItAtOnce(t *testing.T) {
 	require.Len(t, e.world.Deploys(), 1)
 	require.Empty(t, e.world.Violations())
 }
+
+// A registry consumer may route a WebSocket that reconnects after the drain
+// signal straight back to the old group until its cache has caught up, and
+// no second signal would close it there: the signal waits for
+// drain.propagation (30s in fullService) after the drain began.
+func TestTheDrainSignalWaitsForPropagation(t *testing.T) {
+	e := newEnv(t, service(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
+	require.NoError(t, e.converge(service(t, spec.GroupB, "1.1.0"), 500))
+	var drainStart, signal time.Time
+	for _, ev := range e.events {
+		switch {
+		case ev.Reason == reconcile.ReasonPhaseCompleted && ev.Phase == reconcile.PhaseDisable:
+			drainStart = ev.Time
+		case ev.Reason == reconcile.ReasonStepApplied && ev.Phase == reconcile.PhaseDrain:
+			require.True(t, signal.IsZero(), "one signal")
+			signal = ev.Time
+			require.Contains(t, ev.Message, "close long-lived sessions")
+		}
+	}
+	require.False(t, drainStart.IsZero())
+	require.False(t, signal.IsZero(), "the old group was signalled")
+	require.GreaterOrEqual(t, signal.Sub(drainStart), 30*time.Second)
+	require.True(t, e.world.App("10.0.1.11:8080").Signalled)
+}

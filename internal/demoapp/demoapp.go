@@ -64,7 +64,13 @@ type Options struct {
 	// ShutdownTimeout bounds the graceful shutdown after ShutdownDelay
 	// (default 10s); what is left then is closed abruptly.
 	ShutdownTimeout time.Duration
-	Log             *slog.Logger
+	// Register, when set, registers the app in a service registry (e.g.
+	// Nacos through providers/nacos/nacosapp). Start calls it once the
+	// listener is bound, before serving; the function it returns
+	// deregisters the app and runs first when the app stops, as Spring
+	// Cloud applications deregister at shutdown.
+	Register func(ctx context.Context, a *App) (deregister func(), err error)
+	Log      *slog.Logger
 }
 
 // App is a running instance.
@@ -75,6 +81,8 @@ type App struct {
 	cancel  context.CancelFunc
 	stopped chan struct{}
 	err     error
+	// deregister undoes Options.Register (nil without it).
+	deregister func()
 
 	shuttingDown atomic.Bool
 	sockets      sockets
@@ -126,6 +134,15 @@ func Start(ctx context.Context, o Options) (*App, error) {
 		registry: prometheus.NewRegistry(),
 	}
 	a.registry.MustRegister(a.inFlight, a.webSockets, a.requests)
+	if o.Register != nil {
+		// Connections wait in the listen backlog meanwhile.
+		dereg, err := o.Register(ctx, a)
+		if err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("demo app %s: registering: %w", o.Name, err)
+		}
+		a.deregister = dereg
+	}
 	a.connCtx, a.cancelConn = context.WithCancel(context.WithoutCancel(ctx))
 	ctx, a.cancel = context.WithCancel(ctx)
 	go func() {
@@ -150,6 +167,9 @@ func Run(ctx context.Context, o Options) error {
 
 // Addr is the address the app listens on.
 func (a *App) Addr() string { return a.addr.String() }
+
+// Version is the version the app runs.
+func (a *App) Version() string { return a.opts.Version }
 
 // Instance describes the app as an instance of the desired state: its
 // listening IP and port, and its name as the id (the HAProxy server name of
@@ -181,11 +201,17 @@ func (a *App) serve(ctx context.Context, ln net.Listener) error {
 		// the LB, not the app, closes idle connections (no reuse race).
 		IdleTimeout: 2 * time.Minute,
 	}
+	deregister := func() {
+		if a.deregister != nil {
+			a.deregister()
+		}
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	a.log.Info("demo app serving", "addr", a.Addr())
 	select {
 	case err := <-served:
+		deregister()
 		a.cancelConn()
 		a.sockets.closeAll(websocket.StatusInternalError)
 		a.sockets.wg.Wait()
@@ -193,6 +219,7 @@ func (a *App) serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 
+	deregister()
 	a.shuttingDown.Store(true)
 	if a.opts.ShutdownDelay > 0 {
 		a.log.Info("demo app failing health checks before shutdown", "delay", a.opts.ShutdownDelay)

@@ -219,3 +219,31 @@ func TestRunServesUntilItsContextEnds(t *testing.T) {
 	_, err = net.Dial("tcp", addr)
 	require.Error(t, err)
 }
+
+func TestRegisterRunsBeforeServingAndDeregistersFirstAtStop(t *testing.T) {
+	var events []string
+	a := start(t, demoapp.Options{Name: "a1", Version: "1.2.0", Group: "A",
+		Register: func(_ context.Context, a *demoapp.App) (func(), error) {
+			events = append(events, "register "+a.Instance().Addr()+" "+a.Version())
+			return func() {
+				// Still serving: deregistration comes before the shutdown.
+				resp, body := get(t, "http://"+a.Addr()+"/healthz")
+				events = append(events, "deregister "+resp.Status+" "+strings.TrimSpace(body))
+			}, nil
+		}})
+	require.Equal(t, []string{"register " + a.Addr() + " 1.2.0"}, events)
+	require.NoError(t, a.Stop())
+	require.Equal(t, []string{"register " + a.Addr() + " 1.2.0", "deregister 200 OK ok"}, events)
+}
+
+func TestAFailedRegistrationFailsStartAndFreesTheListener(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	_, err = demoapp.Start(t.Context(), demoapp.Options{Name: "a1", Version: "1.0.0", Listener: ln,
+		Register: func(context.Context, *demoapp.App) (func(), error) { return nil, io.ErrUnexpectedEOF }})
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	require.ErrorContains(t, err, "demo app a1: registering")
+	ln2, err := net.Listen("tcp", ln.Addr().String())
+	require.NoError(t, err, "the listener was closed")
+	require.NoError(t, ln2.Close())
+}

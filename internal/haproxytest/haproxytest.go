@@ -3,10 +3,12 @@
 // admin sockets in t.TempDir(), frontends on free 127.0.0.1 ports, stopped in
 // t.Cleanup. When haproxy is missing the test is skipped, unless
 // TANDEM_REQUIRE_HAPROXY=1 (make test sets it), which makes it fail.
+// Launch does the same for programs that are not tests (internal/stage).
 package haproxytest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -72,35 +74,61 @@ func Binary() string {
 	return ""
 }
 
+// RequireEnv is the environment variable that turns "not installed" from a
+// skip into a failure (make test sets it).
+const RequireEnv = "TANDEM_REQUIRE_HAPROXY"
+
+// SkipUnlessInstalled skips t when haproxy is not installed, or fails it
+// when RequireEnv=1.
+func SkipUnlessInstalled(t testing.TB) {
+	t.Helper()
+	if Binary() != "" {
+		return
+	}
+	if os.Getenv(RequireEnv) == "1" {
+		t.Fatal("haproxy is not installed and " + RequireEnv + "=1: run scripts/install-haproxy.sh")
+	}
+	t.Skip("haproxy is not installed (scripts/install-haproxy.sh installs it)")
+}
+
 // Start writes the configuration, starts haproxy in the foreground
 // (`haproxy -W -db -f cfg`), waits until its runtime API answers and
 // registers its stop with t.Cleanup.
 func Start(t testing.TB, cfg Config) *HAProxy {
 	t.Helper()
+	SkipUnlessInstalled(t)
+	h, err := Launch(t.TempDir(), cfg)
+	if err != nil {
+		t.Fatalf("starting haproxy: %v", err)
+	}
+	t.Cleanup(h.Stop)
+	return h
+}
+
+// ErrNotInstalled is returned by Launch when there is no haproxy binary.
+var ErrNotInstalled = errors.New("haproxy is not installed (scripts/install-haproxy.sh installs it)")
+
+// Launch is Start for programs that are not tests: it keeps its files in
+// dir (which must exist) and the caller stops it with Stop.
+func Launch(dir string, cfg Config) (*HAProxy, error) {
 	bin := Binary()
 	if bin == "" {
-		if os.Getenv("TANDEM_REQUIRE_HAPROXY") == "1" {
-			t.Fatal("haproxy is not installed and TANDEM_REQUIRE_HAPROXY=1: run scripts/install-haproxy.sh")
-		}
-		t.Skip("haproxy is not installed (scripts/install-haproxy.sh installs it)")
+		return nil, ErrNotInstalled
 	}
 	if cfg.CheckInterval == 0 {
 		cfg.CheckInterval = 100 * time.Millisecond
 	}
-	dir := t.TempDir()
 	// Free ports are picked before haproxy binds them; another process may
 	// take one in between, so a start that fails is retried with new ports.
 	var lastErr error
 	for range 3 {
 		h, err := start(bin, dir, cfg)
 		if err == nil {
-			t.Cleanup(h.stop)
-			return h
+			return h, nil
 		}
 		lastErr = err
 	}
-	t.Fatalf("starting haproxy: %v", lastErr)
-	return nil
+	return nil, lastErr
 }
 
 func start(bin, dir string, cfg Config) (*HAProxy, error) {
@@ -154,16 +182,16 @@ func start(bin, dir string, cfg Config) (*HAProxy, error) {
 			return h, nil
 		}
 		if time.Now().After(deadline) {
-			h.stop()
+			h.Stop()
 			return nil, fmt.Errorf("haproxy runtime API %s did not answer within 10s: %s", h.Socket, h.logTail())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// stop terminates haproxy (SIGTERM: hard stop) and waits for it; after 5s
+// Stop terminates haproxy (SIGTERM: hard stop) and waits for it; after 5s
 // the whole process group is killed.
-func (h *HAProxy) stop() {
+func (h *HAProxy) Stop() {
 	pgid := h.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	select {

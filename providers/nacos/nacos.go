@@ -110,7 +110,7 @@ func (p *Provider) Close() error {
 	}
 	p.closed = true
 	for _, c := range p.clients {
-		c.CloseClient()
+		sdk.Close(c)
 	}
 	// The SDK may still be writing its cache for a push that arrived just
 	// before the close; what is left is only a cache.

@@ -2,7 +2,8 @@
 // Cloud Alibaba and Dubbo applications do: with the official SDK, over gRPC,
 // as an ephemeral instance (weight 1, enabled, cluster DEFAULT unless set)
 // whose metadata carries its version. The instance lives as long as the
-// SDK's connection. The demo fleet and the tests use it.
+// SDK's connection. Subscribe is the consumer side: how such applications
+// discover the instances they call. The demo fleet and the tests use it.
 package nacosapp
 
 import (
@@ -31,14 +32,7 @@ type Config struct {
 	Timeout     time.Duration // per SDK request; default 5 s
 }
 
-// Register registers ip:port as an instance of service with metadata (for
-// example {"version": "2.4.1"}) and returns a function that deregisters it
-// and closes the connection, as an application does when it stops. ctx
-// bounds the registration only.
-func Register(ctx context.Context, cfg Config, service, ip string, port int, metadata map[string]string) (deregister func(), err error) {
-	if service == "" || ip == "" || port < 1 || port > 65535 {
-		return nil, fmt.Errorf("registering %q %s:%d in nacos: service, ip and a port 1..65535 are required", service, ip, port)
-	}
+func (cfg *Config) defaults() {
 	if cfg.ContextPath == "" {
 		cfg.ContextPath = "/nacos"
 	}
@@ -48,6 +42,17 @@ func Register(ctx context.Context, cfg Config, service, ip string, port int, met
 	if cfg.Cluster == "" {
 		cfg.Cluster = "DEFAULT"
 	}
+}
+
+// Register registers ip:port as an instance of service with metadata (for
+// example {"version": "2.4.1"}) and returns a function that deregisters it
+// and closes the connection, as an application does when it stops. ctx
+// bounds the registration only.
+func Register(ctx context.Context, cfg Config, service, ip string, port int, metadata map[string]string) (deregister func(), err error) {
+	if service == "" || ip == "" || port < 1 || port > 65535 {
+		return nil, fmt.Errorf("registering %q %s:%d in nacos: service, ip and a port 1..65535 are required", service, ip, port)
+	}
+	cfg.defaults()
 	dir, err := os.MkdirTemp("", "tandem-nacosapp-")
 	if err != nil {
 		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, err)
@@ -61,7 +66,7 @@ func Register(ctx context.Context, cfg Config, service, ip string, port int, met
 		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, err)
 	}
 	closeAll := func() {
-		client.CloseClient()
+		sdk.Close(client)
 		_ = os.RemoveAll(dir)
 	}
 	param := vo.RegisterInstanceParam{

@@ -36,9 +36,27 @@ type Config struct {
 	CacheDir string
 }
 
+// lifecycle serialises creating and closing SDK clients in the process:
+// v2.3.5 deletes its client from a process-global map without a lock when a
+// client closes (common/remote/rpc/rpc_client.go RpcClient.Shutdown), so two
+// clients closing at once (apps of a fleet stopping together) crash the
+// process with "concurrent map writes" (nacos-group/nacos-sdk-go issue
+// #861, fixed after v2.3.5 by PR #862).
+var lifecycle sync.Mutex
+
+// Close closes a client made by NewNamingClient; use it instead of the
+// client's own CloseClient.
+func Close(c naming_client.INamingClient) {
+	lifecycle.Lock()
+	defer lifecycle.Unlock()
+	c.CloseClient()
+}
+
 // NewNamingClient starts a naming client. The SDK logs in over HTTP (when a
 // username is set) and connects over gRPC before it returns.
 func NewNamingClient(c Config) (naming_client.INamingClient, error) {
+	lifecycle.Lock()
+	defer lifecycle.Unlock()
 	quietOnce.Do(func() { logger.SetLogger(quietLogger{}) })
 	if len(c.Servers) == 0 {
 		return nil, fmt.Errorf("creating nacos client: no server")

@@ -1,0 +1,108 @@
+package stage
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tandemhq/tandem/internal/demoapp"
+	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/spec"
+)
+
+// drainJitter spreads the WebSocket closes of a drain signal, so that the
+// clients do not all reconnect at once.
+const drainJitter = 200 * time.Millisecond
+
+// instances are the apps of every service by group, as spec instances
+// (the instance id is the app's name: the HAProxy server name and the
+// Alibaba server id).
+type instances map[string]map[spec.Group][]spec.Instance
+
+// startApps starts the demo apps of every service on free loopback ports.
+func (s *Stage) startApps() (instances, error) {
+	out := instances{}
+	for _, svc := range s.opts.Services {
+		out[svc.Name] = map[spec.Group][]spec.Instance{}
+		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
+			for i := range svc.PerGroup {
+				o := demoapp.Options{
+					Name: fmt.Sprintf("%s-%s%d", svc.Name, strings.ToLower(string(g)), i+1), Version: svc.Version,
+					Group: string(g), Listen: "127.0.0.1:0", DrainJitter: drainJitter,
+				}
+				if svc.Nacos {
+					o.Register = s.nacos.register(svc.Name, g)
+				}
+				a, err := s.fleet.Start(o)
+				if err != nil {
+					return nil, err
+				}
+				out[svc.Name][g] = append(out[svc.Name][g], a.Instance())
+			}
+		}
+	}
+	return out, nil
+}
+
+// RestartGroup restarts the apps of a service's group in place at version,
+// whether or not the group serves: what a deploy does, and what the naive
+// baseline does to the serving group.
+func (s *Stage) RestartGroup(service string, g spec.Group, version string) error {
+	svc, ok := s.set.Get(service)
+	if !ok {
+		return fmt.Errorf("restarting %s group %s: no such service", service, g)
+	}
+	addrs := make([]string, 0, len(svc.Instances(g)))
+	for _, in := range svc.Instances(g) {
+		addrs = append(addrs, in.Addr())
+	}
+	return s.fleet.Restart(addrs, version)
+}
+
+// deploySystem is the http deployer's counterpart: the demo fleet's deploy
+// endpoint, recording every request it receives.
+type deploySystem struct {
+	url string
+
+	mu   sync.Mutex
+	reqs []providers.DeployRequest
+}
+
+func (s *Stage) startDeploySystem() (*deploySystem, error) {
+	d := &deploySystem{}
+	fleet := s.fleet.DeployHandler()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/deploy" {
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+			if err != nil {
+				http.Error(w, "reading the deploy request: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			var req providers.DeployRequest
+			if json.Unmarshal(body, &req) == nil {
+				d.mu.Lock()
+				d.reqs = append(d.reqs, req)
+				d.mu.Unlock()
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		fleet.ServeHTTP(w, r)
+	})
+	addr, err := s.serve(h)
+	if err != nil {
+		return nil, fmt.Errorf("serving the deploy system: %w", err)
+	}
+	d.url = "http://" + addr + "/deploy"
+	return d, nil
+}
+
+func (d *deploySystem) requests() []providers.DeployRequest {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]providers.DeployRequest(nil), d.reqs...)
+}
