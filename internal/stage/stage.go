@@ -308,7 +308,10 @@ func (s *Stage) startDaemon() error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = src.Run(ctx) }) // the caller runs the source, as tandem run does
 		_ = s.daemon.Run(ctx)
+		wg.Wait()
 	}()
 	s.closers = append(s.closers, func() error {
 		cancel()
