@@ -3,7 +3,7 @@ GO            ?= go
 TANDEM_CACHE  ?= $(HOME)/.cache/tandem
 export TANDEM_CACHE
 
-.PHONY: all build demo test deps-test fmt-check vet unit fuzz-short clean
+.PHONY: all build demo test deps-test fmt-check vet unit fuzz-short bench-e2e clean
 
 all: build
 
@@ -34,6 +34,14 @@ vet:
 # Under make test a missing real server fails its tests instead of skipping them.
 unit:
 	TANDEM_REQUIRE_HAPROXY=1 TANDEM_REQUIRE_REAL_NACOS=1 $(GO) test -timeout 25m ./...
+
+## bench-e2e: releases and reverts through Tandem under load beside the naive
+## in-place restart; prints the figures, writes results/e2e.csv and results/timeline.png.
+BENCH_E2E_FLAGS ?= -releases 5
+bench-e2e:
+	scripts/install-haproxy.sh
+	scripts/install-gnuplot.sh
+	$(GO) run ./internal/cmd/bench-e2e $(BENCH_E2E_FLAGS) -out results
 
 clean:
 	rm -rf bin results
