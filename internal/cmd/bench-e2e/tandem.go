@@ -63,12 +63,12 @@ func (l loss) minus(m loss) loss {
 type transition struct {
 	Kind, Version string
 	From          spec.Group
-	Commit        time.Time                        // when the commit was made
-	Started       time.Time                        // TransitionStarted
-	Total         time.Duration                    // TransitionSucceeded
+	Commit        time.Time                         // when the commit was made
+	Started       time.Time                         // TransitionStarted
+	Total         time.Duration                     // TransitionSucceeded
 	Phases        map[reconcile.Phase]time.Duration // PhaseCompleted
-	Deploy        time.Duration                    // the deploy step
-	DrainZero     time.Duration                    // shift completed -> old group's evidence at 0 for good; -1 unknown
+	Deploy        time.Duration                     // the deploy step
+	DrainZero     time.Duration                     // shift completed -> old group's evidence at 0 for good; -1 unknown
 	Loss          loss
 }
 
