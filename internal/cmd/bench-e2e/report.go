@@ -177,7 +177,7 @@ set ylabel "answers / 100 ms"
 set yrange [0:*]
 set key top right opaque box
 set style fill solid 1.0
-set title "Tandem: %d releases and reverts; %d requests, %d failed; %d WebSocket messages, %d lost"
+set title "Tandem: %d transitions (releases and their reverts); %d requests, %d failed; %d WebSocket messages, %d lost"
 plot '%s' using 1:2 with steps lw 1.5 lc rgb '#1f77b4' title 'group A (1.0.0)', \
      '' using 1:3 with steps lw 1.5 lc rgb '#ff7f0e' title 'group B (released 1.x.0)', \
      '' using 1:4 with impulses lw 3 lc rgb '#d62728' title 'failed'
