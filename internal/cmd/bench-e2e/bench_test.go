@@ -58,4 +58,3 @@ func TestByGroupCountsAnswersPerGroupAndFailuresPer100ms(t *testing.T) {
 	require.NoError(t, byGroup(&b, r))
 	require.Equal(t, "0.0 5 0 0\n0.1 0 0 0\n0.2 0 4 1\n", b.String())
 }
-
