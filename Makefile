@@ -3,7 +3,7 @@ GO            ?= go
 TANDEM_CACHE  ?= $(HOME)/.cache/tandem
 export TANDEM_CACHE
 
-.PHONY: all build demo test deps-test fmt-check vet unit fuzz-short clean
+.PHONY: all build demo test deps-test fmt-check vet unit fuzz-short bench-e2e clean
 
 all: build
 
@@ -44,6 +44,14 @@ fuzz-short:
 	$(GO) test ./spec -run '^$$' -fuzz '^FuzzParseServices$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./spec -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./spec/gitsource -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $(FUZZTIME)
+
+## bench-e2e: releases and reverts through Tandem under load beside the naive
+## in-place restart; prints the figures, writes results/e2e.csv and results/timeline.png.
+BENCH_E2E_FLAGS ?= -releases 5
+bench-e2e:
+	scripts/install-haproxy.sh
+	scripts/install-gnuplot.sh
+	$(GO) run ./internal/cmd/bench-e2e $(BENCH_E2E_FLAGS) -out results
 
 clean:
 	rm -rf bin results

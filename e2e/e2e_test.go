@@ -1,9 +1,10 @@
 // Package e2e_test proves "users notice nothing" end to end: the daemon,
 // following a real Git repository, releases and reverts a service ten times
 // each under continuous non-idempotent POSTs and numbered WebSocket
-// messages, through a real HAProxy with a Nacos server, and through the
-// Alibaba ALB emulator's data plane; users' traffic enters through the load
-// balancer and through a Nacos consumer.
+// messages, through a real HAProxy and through the Alibaba ALB emulator's
+// data plane, with the service registered in Nacos (the emulator; a real
+// r-nacos with TANDEM_E2E_REAL_NACOS=1); users' traffic enters through the
+// load balancer and through a Nacos consumer.
 package e2e_test
 
 import (

@@ -2,51 +2,107 @@ package stage_test
 
 import (
 	"context"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
+	"github.com/tandemhq/tandem/internal/nacostest"
 	"github.com/tandemhq/tandem/internal/stage"
 	"github.com/tandemhq/tandem/spec"
 )
 
-func TestSmoke(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	s, err := stage.Start(t.Context(), stage.Options{Dir: t.TempDir(), Log: log,
-		Services: []stage.Service{{Name: "web", LB: spec.KindHAProxy, Nacos: true}}})
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, append(nacostest.IgnoreSDKGoroutines(),
+		goleak.IgnoreTopFunction("github.com/fsnotify/fsnotify.(*inotify).readEvents"))...)
+}
+
+func TestStartRefusesBadOptionsNamingWhat(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		o    stage.Options
+		want string
+	}{
+		{"a missing directory is refused", stage.Options{Dir: dir + "/nope", Services: []stage.Service{{Name: "web", LB: "haproxy"}}}, "must be an existing directory"},
+		{"no services are refused", stage.Options{Dir: dir}, "no services"},
+		{"a bad name is refused", stage.Options{Dir: dir, Services: []stage.Service{{Name: "Web", LB: "haproxy"}}}, `service "Web": the name`},
+		{"a duplicate is refused", stage.Options{Dir: dir, Services: []stage.Service{{Name: "web", LB: "alb"}, {Name: "web", LB: "alb"}}}, "web is listed twice"},
+		{"an unknown LB is refused", stage.Options{Dir: dir, Services: []stage.Service{{Name: "web", LB: "nginx"}}}, `LB must be haproxy, alb, slb or empty, got "nginx"`},
+		{"an unreachable service is refused", stage.Options{Dir: dir, Services: []stage.Service{{Name: "web"}}}, "neither a load balancer nor Nacos"},
+		{"nacos versions without nacos are refused", stage.Options{Dir: dir, Services: []stage.Service{{Name: "web", LB: "alb", VersionFromNacos: true}}}, "VersionFromNacos needs Nacos"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := stage.Start(t.Context(), tc.o)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}
+
+// The demo's shape: a gateway behind the SLB emulator and a service that
+// users reach only through Nacos; a release and its revert change which
+// group answers on both.
+func TestAStageOfSLBAndNacosOnlyServicesReleasesAndReverts(t *testing.T) {
+	ctx := t.Context()
+	s, err := stage.Start(ctx, stage.Options{Dir: t.TempDir(), Services: []stage.Service{
+		{Name: "gateway", LB: spec.KindSLB},
+		{Name: "users", Nacos: true, Active: spec.GroupB, PerGroup: 1, After: []string{"gateway"}},
+	}})
 	require.NoError(t, err)
-	defer func() { require.NoError(t, s.Close()) }()
-	defer func() {
-		for _, e := range s.Events() {
-			t.Log(e.Time.Format("15:04:05.000"), e.Reason, e.Phase, e.Duration, e.Message)
-		}
-	}()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	require.Equal(t, s.ConsumerURL("users"), s.URL("users"), "users reach a registry-only service through its consumer")
+	require.Empty(t, s.ConsumerURL("gateway"))
+
 	head, err := s.Head()
 	require.NoError(t, err)
-	_, err = s.WaitInSync(ctx, "web", head)
+	for _, name := range []string{"gateway", "users"} {
+		_, err := s.WaitInSync(ctx, name, head)
+		require.NoError(t, err)
+	}
+	// answers sends traffic until some request is answered and returns
+	// the group and version that answered first, and whether users
+	// noticed nothing.
+	answers := func(name string) (string, bool) {
+		g, err := s.StartTraffic(ctx, s.URL(name), 50, 1)
+		if err != nil {
+			return err.Error(), false
+		}
+		for i := 0; i < 250 && g.Snapshot().Requests-g.Snapshot().Failed < 5; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		r := g.Stop()
+		for _, p := range r.Timeline {
+			if p.Requests > 0 {
+				return string(stage.GroupOf(p.Backend)) + "@" + p.Version, r.Clean()
+			}
+		}
+		return "nothing answered: " + r.String(), false
+	}
+	answer := func(name string) string {
+		got, clean := answers(name)
+		require.True(t, clean, got)
+		return got
+	}
+	require.Equal(t, "A@1.0.0", answer("gateway"))
+	require.Equal(t, "B@1.0.0", answer("users"))
+
+	rev, err := s.Release(ctx, "users", "2.0.0")
 	require.NoError(t, err)
-	g, err := s.StartTraffic(ctx, s.URL("web"), 100, 10)
+	_, err = s.WaitInSync(ctx, "users", rev)
 	require.NoError(t, err)
-	g2, err := s.StartTraffic(ctx, s.ConsumerURL("web"), 50, 5)
+	require.Eventually(t, func() bool {
+		got, clean := answers("users")
+		return clean && got == "A@2.0.0"
+	}, 10*time.Second, 100*time.Millisecond, "the consumer's cache follows Nacos")
+
+	rev, err = s.Revert(ctx, "users")
 	require.NoError(t, err)
-	start := time.Now()
-	rev, err := s.Release(ctx, "web", "1.1.0")
+	st, err := s.WaitInSync(ctx, "users", rev)
 	require.NoError(t, err)
-	_, err = s.WaitInSync(ctx, "web", rev)
+	require.Equal(t, spec.GroupB, st.DesiredActive)
+	require.Len(t, s.Deploys(), 1)
+	journal, err := s.Journal(context.Background(), "users")
 	require.NoError(t, err)
-	t.Log("release took", time.Since(start))
-	start = time.Now()
-	rev, err = s.Revert(ctx, "web")
-	require.NoError(t, err)
-	_, err = s.WaitInSync(ctx, "web", rev)
-	require.NoError(t, err)
-	t.Log("revert took", time.Since(start))
-	t.Log(g.Stop())
-	t.Log(g2.Stop())
-	t.Log(len(s.Deploys()))
+	require.Equal(t, rev, journal.Applied.Revision)
 }

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandemhq/tandem/internal/loadgen"
+	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/spec"
+)
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+
+func events(rev string) []reconcile.Event {
+	return []reconcile.Event{
+		{Time: at(0), Revision: rev, Reason: reconcile.ReasonTransitionStarted},
+		{Time: at(300), Revision: rev, Reason: reconcile.ReasonStepApplied, Phase: reconcile.PhasePrepare, Message: "deploy 1.1.0 to group B", Duration: 250 * time.Millisecond},
+		{Time: at(300), Revision: rev, Reason: reconcile.ReasonPhaseCompleted, Phase: reconcile.PhasePrepare, Duration: 300 * time.Millisecond},
+		{Time: at(400), Revision: rev, Reason: reconcile.ReasonPhaseCompleted, Phase: reconcile.PhaseShift, Duration: 100 * time.Millisecond},
+		{Time: at(3000), Revision: rev, Reason: reconcile.ReasonPhaseCompleted, Phase: reconcile.PhaseDrain, Duration: 2600 * time.Millisecond},
+		{Time: at(4000), Revision: rev, Reason: reconcile.ReasonTransitionSucceeded, Duration: 4 * time.Second},
+		{Time: at(4000), Revision: "other", Reason: reconcile.ReasonPhaseCompleted, Phase: reconcile.PhaseShift, Duration: time.Hour},
+	}
+}
+
+func TestTransitionOfReadsItsOwnRevisionsTimings(t *testing.T) {
+	tr := transitionOf(events("r1"), "r1")
+	require.Equal(t, at(0), tr.Started)
+	require.Equal(t, 4*time.Second, tr.Total)
+	require.Equal(t, 250*time.Millisecond, tr.Deploy)
+	require.Equal(t, 100*time.Millisecond, tr.Phases[reconcile.PhaseShift])
+	require.Equal(t, 850*time.Millisecond, tr.overhead(2900*time.Millisecond))
+}
+
+func TestZeroAfterIsWhenTheOldGroupsEvidenceReachedZeroForGood(t *testing.T) {
+	sm := &sampler{}
+	for ms, n := range map[int]int{200: 9, 500: 3, 800: 0, 1100: 2, 1400: 0, 1700: 0, 3500: 5} {
+		sm.samples = append(sm.samples, sample{at: at(ms), evidence: map[spec.Group]int{spec.GroupA: n}})
+	}
+	// The sampler appends in time order.
+	slices.SortFunc(sm.samples, func(a, b sample) int { return a.at.Compare(b.at) })
+	require.Equal(t, time.Second, sm.zeroAfter(events("r1"), "r1", spec.GroupA), "zero from 1400 ms; 400 ms is the shift")
+	require.Equal(t, time.Duration(-1), sm.zeroAfter(events("r1"), "r2", spec.GroupA), "no such transition")
+}
+
+func TestByGroupCountsAnswersPerGroupAndFailuresPer100ms(t *testing.T) {
+	r := loadgen.Report{Timeline: []loadgen.Point{
+		{At: 0, Backend: "web-a1", Requests: 3}, {At: 0, Backend: "web-a2", Requests: 2},
+		{At: 200 * time.Millisecond, Backend: "web-b1", Requests: 4}, {At: 200 * time.Millisecond, Failed: 1},
+	}}
+	var b strings.Builder
+	require.NoError(t, byGroup(&b, r))
+	require.Equal(t, "0.0 5 0 0\n0.1 0 0 0\n0.2 0 4 1\n", b.String())
+}
