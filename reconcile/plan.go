@@ -705,7 +705,7 @@ func (p *planner) drain(t *Transition) outcome {
 	}
 	if !known || total > 0 {
 		t.ZeroSince = time.Time{}
-		p.wait("Draining", min(PollInterval, d.Timeout.D()-elapsed), fmt.Sprintf("drain.timeout %s", d.Timeout),
+		p.wait("Draining", min(EvidencePoll, d.Timeout.D()-elapsed), fmt.Sprintf("drain.timeout %s", d.Timeout),
 			"draining group %s: %s", t.From, detail)
 		return outcome{}
 	}

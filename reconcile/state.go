@@ -121,6 +121,9 @@ const (
 	MaxShiftFailures  = 5  // then the source's weights are restored
 	MaxStepFailures   = 10 // enable/verify failures before the transition aborts
 	PollInterval      = time.Second
+	// EvidencePoll is how often a drain looks at its evidence again: the
+	// drain ends at most this long after the evidence allows it.
+	EvidencePoll = 250 * time.Millisecond
 )
 
 // advance moves t to phase p at now, recording how long the last phase took.
