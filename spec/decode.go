@@ -162,27 +162,12 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, depth int) {
 		}
 		v.Set(s)
 	case reflect.Map:
-		if n.Kind != yaml.MappingNode {
-			d.problem(n.Line, path, "must be a mapping, got %s", describe(n))
-			return
-		}
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
-		seen := map[string]int{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, val := n.Content[i], n.Content[i+1]
-			key, ok := d.scalar(k, path)
-			if !ok {
-				continue
-			}
-			if first, dup := seen[key]; dup {
-				d.problem(k.Line, join(path, key), "duplicate key (first defined on line %d)", first)
-				continue
-			}
-			seen[key] = k.Line
+		d.entries(n, path, func(k *yaml.Node, key string, val *yaml.Node) {
 			elem := reflect.New(v.Type().Elem()).Elem()
 			d.value(val, elem, join(path, key), depth+1)
 			m.SetMapIndex(reflect.ValueOf(key).Convert(v.Type().Key()), elem)
-		}
+		})
 		v.Set(m)
 	case reflect.String:
 		if s, ok := d.scalar(n, path); ok {
@@ -221,11 +206,24 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, depth int) {
 }
 
 func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string, depth int) {
+	fields := fieldsOf(v.Type())
+	d.entries(n, path, func(k *yaml.Node, key string, val *yaml.Node) {
+		idx, ok := fields.index[key]
+		if !ok {
+			d.problem(k.Line, join(path, key), "unknown field; expected one of: %s", strings.Join(fields.names, ", "))
+			return
+		}
+		d.value(val, v.Field(idx), join(path, key), depth+1)
+	})
+}
+
+// entries calls f for each key of a mapping node, reporting a node that is
+// not a mapping, keys that are not scalars, and duplicate keys.
+func (d *decoder) entries(n *yaml.Node, path string, f func(k *yaml.Node, key string, val *yaml.Node)) {
 	if n.Kind != yaml.MappingNode {
 		d.problem(n.Line, path, "must be a mapping, got %s", describe(n))
 		return
 	}
-	fields := fieldsOf(v.Type())
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
@@ -238,12 +236,7 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string, depth in
 			continue
 		}
 		seen[key] = k.Line
-		idx, ok := fields.index[key]
-		if !ok {
-			d.problem(k.Line, join(path, key), "unknown field; expected one of: %s", strings.Join(fields.names, ", "))
-			continue
-		}
-		d.value(val, v.Field(idx), join(path, key), depth+1)
+		f(k, key, val)
 	}
 }
 
