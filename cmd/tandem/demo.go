@@ -213,10 +213,12 @@ func (d *demo) releaseAndRevert(ctx context.Context, st *stage.Stage, rep *demoR
 		return err
 	}
 	rep.commits = append(rep.commits, reportCommit{name: "release", rev: rev})
-	if rep.release, err = d.timeInSync(ctx, rev); err != nil {
+	took, err := d.timeInSync(ctx, rev)
+	if err != nil {
 		return err
 	}
-	d.say("Release done: every service in sync at %s, %s after the commit.", short(rev), seconds(rep.release))
+	rep.release = took
+	d.say("Release done: every service in sync at %s, %s after the commit.", short(rev), seconds(took))
 
 	revert, err := st.RevertCommit(rev)
 	if err != nil {
@@ -226,10 +228,11 @@ func (d *demo) releaseAndRevert(ctx context.Context, st *stage.Stage, rep *demoR
 		return err
 	}
 	rep.commits = append(rep.commits, reportCommit{name: "revert", rev: revert})
-	if rep.revert, err = d.timeInSync(ctx, revert); err != nil {
+	if took, err = d.timeInSync(ctx, revert); err != nil {
 		return err
 	}
-	d.say("Rollback done: every service in sync at %s, %s after the commit.", short(revert), seconds(rep.revert))
+	rep.revert = took
+	d.say("Rollback done: every service in sync at %s, %s after the commit.", short(revert), seconds(took))
 	return nil
 }
 

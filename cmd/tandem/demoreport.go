@@ -46,7 +46,7 @@ type demoReport struct {
 	commits         []reportCommit // made so far: the release, then the revert
 	traffic         []trafficRow
 	rows            []transitionRow
-	release, revert time.Duration // from the commit to every service in sync
+	release, revert time.Duration // from the commit to every service in sync; 0: not reached
 	failure         error         // the release or the revert did not complete
 	problems        []string      // in the transitions
 }
@@ -136,10 +136,10 @@ func (r *demoReport) verdict() error {
 }
 
 func (r *demoReport) print(w io.Writer) {
-	var requests, failed, messages, lost int
-	elapsed := time.Duration(0)
+	var requests, messages int
+	var elapsed time.Duration
 	for _, t := range r.traffic {
-		requests, failed, messages, lost = requests+t.r.Requests, failed+t.r.Failed, messages+t.r.Messages, lost+t.r.Lost
+		requests, messages = requests+t.r.Requests, messages+t.r.Messages
 		elapsed = max(elapsed, t.r.Elapsed)
 	}
 	fmt.Fprintf(w, "\nZero-loss report: what users saw from before the release until after the revert (%s of traffic)\n\n", seconds(elapsed))
@@ -176,8 +176,12 @@ func (r *demoReport) print(w io.Writer) {
 		fmt.Fprintf(tw, "%s%s\t%d\t%s\t\n", line, seconds(row.total), row.deploys, result)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nRelease: %s from the commit to every service in sync.\n", seconds(r.release))
-	fmt.Fprintf(w, "Revert:  %s, with no deploy: the old groups stayed warm at their versions.\n", seconds(r.revert))
+	if r.release > 0 {
+		fmt.Fprintf(w, "\nRelease: %s from the commit to every service in sync.\n", seconds(r.release))
+	}
+	if r.revert > 0 {
+		fmt.Fprintf(w, "Revert:  %s, with no deploy: the old groups stayed warm at their versions.\n", seconds(r.revert))
+	}
 	if err := r.verdict(); err != nil {
 		fmt.Fprintf(w, "\nResult: FAILED: %v\n", err)
 		return
