@@ -174,8 +174,8 @@ func (s *Server) Serve(ctx context.Context, addr string) error {
 	return s.ServeListener(ctx, ln)
 }
 
-// ServeListener is Serve on a listener the caller opened (tandem demo opens
-// it first, to print the address of port 0).
+// ServeListener is Serve on a listener the caller opened (to know the
+// address of port 0 before serving, for example).
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	// No ReadTimeout or WriteTimeout: either would cut the event streams.
 	// Bodies are bounded by size, stream writes by a deadline each.
