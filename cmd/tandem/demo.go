@@ -28,8 +28,8 @@ func init() {
 	var f demoFlags
 	register(&command{
 		name: "demo",
-		summary: `Show a release and its git revert under live traffic, with no external services: everything runs
-in this process on 127.0.0.1. It starts the Alibaba emulator (ALB and SLB with their data planes), the Nacos
+		summary: `Show a release and its git revert under live traffic, on embedded emulators (no external services).
+Everything runs in this process on 127.0.0.1. It starts the Alibaba emulator (ALB and SLB with their data planes), the Nacos
 emulator, demo apps in groups A and B for the three example services, a local Git repository of their desired
 state, HTTP and WebSocket traffic, and the daemon as tandem run wires it (journal, events, metrics, API and
 dashboard). It commits a release, waits for it, commits its git revert, waits, and prints what users saw: the
