@@ -10,9 +10,10 @@ all: build
 build:
 	$(GO) build -o bin/tandem ./cmd/tandem
 
-## demo: build Tandem and show a release on the embedded default (no external services).
+## demo: build Tandem and show a release and its git revert under live traffic, on
+## embedded emulators (no external services); DEMO_ONCE=1 exits after the report.
 demo: build
-	./bin/tandem demo
+	./bin/tandem demo $(if $(filter 1,$(DEMO_ONCE)),--once)
 
 ## test: install what the tests need (if missing), then gofmt, go vet and every test.
 test: deps-test fmt-check vet unit fuzz-short

@@ -171,10 +171,12 @@ func (s *Server) Serve(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", addr, err)
 	}
-	return s.serve(ctx, ln)
+	return s.ServeListener(ctx, ln)
 }
 
-func (s *Server) serve(ctx context.Context, ln net.Listener) error {
+// ServeListener is Serve on a listener the caller opened (to know the
+// address of port 0 before serving, for example).
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	// No ReadTimeout or WriteTimeout: either would cut the event streams.
 	// Bodies are bounded by size, stream writes by a deadline each.
 	srv := &http.Server{

@@ -9,9 +9,18 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/tandemhq/tandem/internal/nacostest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestMain checks that no test leaves goroutines behind, except those the
+// Nacos SDK never stops (the demo's apps register through it).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, nacostest.IgnoreSDKGoroutines()...)
+}
 
 func tandem(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()

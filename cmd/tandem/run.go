@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -62,7 +63,7 @@ SIGTERM/SIGINT stop at a safe point: a step in progress finishes and is journale
 			if err != nil {
 				return report(env, err)
 			}
-			return runDaemon(ctx, env, cfg, f, log)
+			return runDaemon(ctx, env, cfg, f, log, embedding{})
 		},
 	})
 }
@@ -91,10 +92,17 @@ func (f fanout) Record(e reconcile.Event) {
 	}
 }
 
+// embedding is what tandem demo adds to the daemon it runs in its own
+// process; tandem run uses the zero value.
+type embedding struct {
+	listener net.Listener       // serve the HTTP API here instead of on cfg.Listen
+	recorder reconcile.Recorder // also receives every event
+}
+
 // runDaemon wires the daemon: state directory lock (or leader election),
 // providers, Git source, journal, events log, notifications, metrics and
 // the HTTP server; then runs until ctx ends.
-func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log *slog.Logger) error {
+func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log *slog.Logger, emb embedding) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return fmt.Errorf("creating state directory: %w", err)
 	}
@@ -134,6 +142,11 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 		return err
 	}
 
+	recorder := fanout{evlog, notifier, metrics}
+	if emb.recorder != nil {
+		recorder = append(recorder, emb.recorder)
+	}
+
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -150,7 +163,7 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 		var d *daemon.Daemon
 		d = daemon.New(daemon.Options{
 			Config: cfg, Providers: ps, Source: src, Store: store, Fence: fence, Log: log, DryRun: f.dryRun,
-			Recorder: fanout{evlog, notifier, metrics},
+			Recorder: recorder,
 			OnPass: func(service string, class reconcile.Class, took time.Duration) {
 				metrics.ObservePass(service, class, took)
 				if st, ok := d.Reconciler().Status(service); ok {
@@ -198,8 +211,12 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 		Status: cur, Events: evlog, Actions: cur, Registry: reg, Token: token, GitWebhook: src.WebhookHandler(), Log: log,
 		Ready: cur.ready,
 	})
+	serve := func() error { return srv.Serve(ctx, cfg.Listen) }
+	if emb.listener != nil {
+		serve = func() error { return srv.ServeListener(ctx, emb.listener) }
+	}
 	wg.Go(func() {
-		if err := srv.Serve(ctx, cfg.Listen); err != nil {
+		if err := serve(); err != nil {
 			log.Error("HTTP server stopped", "listen", cfg.Listen, "error", err)
 			cancel()
 		}

@@ -3,10 +3,12 @@ package stage
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"text/template"
 	"time"
@@ -72,6 +74,11 @@ func (r *repo) seed(files map[string][]byte) error {
 // Head returns the commit the repository's branch points at.
 func (s *Stage) Head() (string, error) { return s.repo.git("rev-parse", "HEAD") }
 
+// Subject returns the subject line of a commit.
+func (s *Stage) Subject(commit string) (string, error) {
+	return s.repo.git("log", "-1", "--format=%s", commit)
+}
+
 func (s *Stage) repoOptions() gitsource.RepoOptions {
 	return gitsource.RepoOptions{RepoDir: s.repo.dir, Dir: servicesDir, Config: s.config,
 		Author: &object.Signature{Name: authorName, Email: authorEmail, When: time.Now()}}
@@ -89,6 +96,78 @@ func (s *Stage) Release(ctx context.Context, service, version string) (string, e
 // back to the warm group. It returns the commit.
 func (s *Stage) Revert(ctx context.Context, service string) (string, error) {
 	return gitsource.Rollback(ctx, gitsource.RollbackOptions{RepoOptions: s.repoOptions(), Service: service})
+}
+
+// ReleaseAll commits one release of several services (service -> version)
+// as an operator editing their files would: in each file the idle group
+// becomes active with the new version. The result is validated before it
+// is committed; on error the working tree is restored. It returns the
+// commit.
+func (s *Stage) ReleaseAll(versions map[string]string) (string, error) {
+	set, err := s.loadHead()
+	if err != nil {
+		return "", err
+	}
+	for name := range versions {
+		if _, ok := set.Get(name); !ok {
+			return "", fmt.Errorf("releasing %s: no such service (have %s)", name, strings.Join(set.Names(), ", "))
+		}
+	}
+	var parts []string
+	edit := func() error {
+		for _, o := range s.opts.Services {
+			version, ok := versions[o.Name]
+			if !ok {
+				continue
+			}
+			svc, _ := set.Get(o.Name)
+			to := svc.Active.Other()
+			path := filepath.Join(s.repo.dir, servicesDir, o.Name+".yaml")
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return fmt.Errorf("releasing %s: %w", o.Name, err)
+			}
+			// The stage's own files: one top-level line each.
+			data = activeLine.ReplaceAll(data, []byte("active: "+string(to)))
+			data = versionLine.ReplaceAll(data, fmt.Appendf(nil, "version: %q", version))
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				return fmt.Errorf("releasing %s: %w", o.Name, err)
+			}
+			parts = append(parts, fmt.Sprintf("%s %s to group %s", o.Name, version, to))
+		}
+		_, err := s.loadHead()
+		return err
+	}
+	if err := edit(); err != nil {
+		_, restoreErr := s.repo.git("checkout", "--", servicesDir)
+		return "", errors.Join(err, restoreErr)
+	}
+	if _, err := s.repo.git("commit", "-q", "-a", "-m", "release "+strings.Join(parts, ", ")); err != nil {
+		return "", err
+	}
+	return s.Head()
+}
+
+var (
+	activeLine  = regexp.MustCompile(`(?m)^active: .*$`)
+	versionLine = regexp.MustCompile(`(?m)^version: .*$`)
+)
+
+// loadHead loads and validates the desired state in the working tree.
+func (s *Stage) loadHead() (*spec.Set, error) {
+	set, err := spec.Load(os.DirFS(s.repo.dir), servicesDir, s.config)
+	if err != nil {
+		return nil, fmt.Errorf("the desired state in %s is invalid: %w", s.repo.dir, err)
+	}
+	return set, nil
+}
+
+// RevertCommit commits `git revert` of commit and returns the new commit.
+func (s *Stage) RevertCommit(commit string) (string, error) {
+	if _, err := s.repo.git("revert", "--no-edit", commit); err != nil {
+		return "", err
+	}
+	return s.Head()
 }
 
 // WaitInSync waits until the daemon reports service in sync at revision
@@ -166,7 +245,9 @@ func (s *Stage) specFiles(apps instances) map[string][]byte {
 	return files
 }
 
-var serviceTemplate = template.Must(template.New("service").Parse(`# Written by internal/stage: demo apps on loopback.
+var serviceTemplate = template.Must(template.New("service").Funcs(template.FuncMap{"comment": comment}).Parse(`
+{{- with .S.Comment}}{{comment .}}{{end -}}
+# Written by internal/stage: demo apps on loopback.
 service: {{.S.Name}}
 active: {{.S.Active}}
 version: "{{.S.Version}}"
@@ -189,7 +270,7 @@ traffic:
 registry:
   nacos: {provider: {{.Provider}}, service: {{.S.Name}}}
 {{- end}}
-deploy:
+deploy:                  # the demo fleet's deploy system restarts the group's apps at the version
   http: {url: "{{.DeployURL}}", pollInterval: 50ms}
   timeout: {{.T.DeployTimeout}}
 health:
@@ -198,13 +279,22 @@ health:
   timeout: 1s
   deadline: {{.T.HealthDeadline}}
 drain:
-  propagation: {{.Propagation}}
+  propagation: {{.Propagation}}{{if .S.Nacos}}   # Nacos consumers' caches{{end}}
   quiet: {{.T.Quiet}}
   timeout: {{.T.DrainTimeout}}
-  signal: {http: /drain}
-  metrics: /metrics
+  signal: {http: /drain}   # old instances close their WebSockets with 1001
+  metrics: /metrics        # in-flight requests and WebSockets as drain evidence
 verify: {window: {{.T.VerifyWindow}}}
 {{- with .S.After}}
 after: [{{range $i, $a := .}}{{if $i}}, {{end}}{{$a}}{{end}}]
 {{- end}}
 `))
+
+// comment renders text as YAML comment lines.
+func comment(text string) string {
+	var b strings.Builder
+	for line := range strings.Lines(strings.TrimSpace(text)) {
+		b.WriteString(strings.TrimRight("# "+strings.TrimSpace(line), " ") + "\n")
+	}
+	return b.String()
+}

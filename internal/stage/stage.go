@@ -53,6 +53,9 @@ type Service struct {
 	Version          string     // the version both groups run at the start; default 1.0.0
 	Active           spec.Group // the group serving at the start; default A
 	After            []string
+	// Comment is written at the top of the service's file, each line as a
+	// YAML comment (what the service is, for a reader of the repository).
+	Comment string
 }
 
 // Timing are the durations written into every service spec. Zero fields
@@ -111,7 +114,8 @@ type Options struct {
 	// instances (Spring Cloud LoadBalancer's cache TTL, 35 s by default
 	// there); default 1s.
 	ConsumerCache time.Duration
-	// Manual runs no daemon: the fleet is driven by hand (the naive
+	// Manual runs no daemon: the caller runs its own on Config() (tandem
+	// demo runs tandem run's wiring) or drives the fleet by hand (the naive
 	// baseline restarts the serving group in place).
 	Manual   bool
 	Recorder reconcile.Recorder // also receives every event; nil: none
@@ -385,14 +389,24 @@ func (s *Stage) Journal(ctx context.Context, service string) (reconcile.State, e
 // clients, see internal/loadgen) for at most an hour, and returns once
 // every WebSocket client is connected (bounded by ctx).
 func (s *Stage) StartTraffic(ctx context.Context, url string, rate, websockets int) (*loadgen.Generator, error) {
-	g, err := loadgen.Start(s.ctx, loadgen.Config{URL: url, Rate: rate, WebSockets: websockets, Duration: time.Hour, Log: s.log})
+	return s.StartLoad(ctx, loadgen.Config{URL: url, Rate: rate, WebSockets: websockets, Duration: time.Hour})
+}
+
+// StartLoad starts the traffic cfg describes (its Log defaults to the
+// stage's), for at most the stage's life, and returns once every WebSocket
+// client is connected (bounded by ctx).
+func (s *Stage) StartLoad(ctx context.Context, cfg loadgen.Config) (*loadgen.Generator, error) {
+	if cfg.Log == nil {
+		cfg.Log = s.log
+	}
+	g, err := loadgen.Start(s.ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	err = poll(ctx, func() (bool, error) { return g.Snapshot().Connected == websockets, nil })
+	err = poll(ctx, func() (bool, error) { return g.Snapshot().Connected == cfg.WebSockets, nil })
 	if err != nil {
 		g.Stop()
-		return nil, fmt.Errorf("waiting for %d websocket clients on %s: %w", websockets, url, err)
+		return nil, fmt.Errorf("waiting for %d websocket clients on %s: %w", cfg.WebSockets, cfg.URL, err)
 	}
 	return g, nil
 }

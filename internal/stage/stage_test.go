@@ -106,3 +106,42 @@ func TestAStageOfSLBAndNacosOnlyServicesReleasesAndReverts(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, rev, journal.Applied.Revision)
 }
+
+func TestReleaseAllCommitsOneReleaseAndRevertCommitUndoesIt(t *testing.T) {
+	s, err := stage.Start(t.Context(), stage.Options{Dir: t.TempDir(), Manual: true,
+		Services: []stage.Service{{Name: "web", LB: spec.KindALB}, {Name: "api", LB: spec.KindSLB, Active: spec.GroupB}}})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.Close()) }()
+	seed, err := s.Head()
+	require.NoError(t, err)
+	load := func() *spec.Set {
+		set, err := spec.Load(os.DirFS(s.RepoDir()), "services", s.Config())
+		require.NoError(t, err)
+		return set
+	}
+	before := load()
+
+	_, err = s.ReleaseAll(map[string]string{"web": "2.0.0", "nope": "1.0.0"})
+	require.ErrorContains(t, err, "releasing nope: no such service")
+	head, err := s.Head()
+	require.NoError(t, err)
+	require.Equal(t, seed, head, "a refused release commits nothing")
+	require.Equal(t, before, load(), "a refused release changes no file")
+
+	rel, err := s.ReleaseAll(map[string]string{"web": "2.0.0", "api": "3.0.0"})
+	require.NoError(t, err)
+	subject, err := s.Subject(rel)
+	require.NoError(t, err)
+	require.Equal(t, "release web 2.0.0 to group B, api 3.0.0 to group A", subject)
+	after := load()
+	web, _ := after.Get("web")
+	api, _ := after.Get("api")
+	require.Equal(t, []any{spec.GroupB, "2.0.0", spec.GroupA, "3.0.0"}, []any{web.Active, web.Version, api.Active, api.Version})
+
+	rev, err := s.RevertCommit(rel)
+	require.NoError(t, err)
+	subject, err = s.Subject(rev)
+	require.NoError(t, err)
+	require.Equal(t, `Revert "release web 2.0.0 to group B, api 3.0.0 to group A"`, subject)
+	require.Equal(t, before, load())
+}
