@@ -2,6 +2,7 @@ package stage_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
