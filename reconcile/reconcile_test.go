@@ -3,6 +3,7 @@ package reconcile_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -328,4 +329,62 @@ func TestTheDrainSignalWaitsForPropagation(t *testing.T) {
 	require.False(t, signal.IsZero(), "the old group was signalled")
 	require.GreaterOrEqual(t, signal.Sub(drainStart), 30*time.Second)
 	require.True(t, e.world.App("10.0.1.11:8080").Signalled)
+}
+
+func TestAfterOrdersTransitionsOfOneCommit(t *testing.T) {
+	gateway := service(t, spec.GroupA, "1.0.0")
+	gateway.Name = "gateway"
+	for i, b := range gateway.Traffic {
+		b.ServerGroup, b.VServerGroup = "sgp-gw", "rsp-gw"
+		gateway.Traffic[i] = b
+	}
+	gateway.Registry = nil
+	gateway.Health.Version = spec.VersionSource{HTTP: "/version"}
+	for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
+		insts := gateway.Groups.Get(g)
+		for i := range insts {
+			insts[i].IP = strings.Replace(insts[i].IP, "10.0.", "10.9.", 1)
+			insts[i].ID = "gw-" + insts[i].ID
+		}
+	}
+	user := service(t, spec.GroupA, "1.0.0")
+	user.After = []string{"gateway"}
+	e := newEnv(t, user, spec.GroupA, "1.0.0", "1.0.0")
+	e.world.AddService(gateway, spec.GroupA, "1.0.0", "1.0.0")
+	e.rec = e.reconciler()
+	pass := func(svc *spec.Service, rev string) error {
+		_, err := e.rec.Reconcile(context.Background(), reconcile.Target{Service: svc, Revision: reconcile.Revision{Hash: rev}})
+		return err
+	}
+	require.NoError(t, pass(gateway, "r1"))
+	require.NoError(t, pass(user, "r1"))
+
+	// One commit releases both: the gateway's status is still the old
+	// revision's, so user-service must wait for it.
+	gw2, user2 := *gateway, *user
+	gw2.Active, gw2.Version = spec.GroupB, "1.1.0"
+	user2.Active, user2.Version = spec.GroupB, "1.1.0"
+	err := pass(&user2, "r2")
+	var w *reconcile.WaitingError
+	require.ErrorAs(t, err, &w)
+	require.Equal(t, "WaitingForDependencies", w.Reason)
+	require.Empty(t, e.world.Deploys())
+
+	for range 500 {
+		_ = pass(&gw2, "r2")
+		e.world.Clock().Advance(time.Second)
+		if st, _ := e.rec.Status("gateway"); st.InSync {
+			break
+		}
+	}
+	require.Len(t, e.world.Deploys(), 1)
+	for range 500 {
+		_ = pass(&user2, "r2")
+		e.world.Clock().Advance(time.Second)
+		if st, _ := e.rec.Status("user-service"); st.InSync {
+			break
+		}
+	}
+	require.Len(t, e.world.Deploys(), 2)
+	require.Equal(t, "gateway", e.world.Deploys()[0].Service, "the dependency went first")
 }

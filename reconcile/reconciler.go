@@ -105,7 +105,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, tgt Target) (res Result, err
 		return Result{}, nil
 	}
 	if plan.Step != nil && st.Transition == nil && plan.Next.Transition != nil {
-		if err := r.dependenciesReady(svc); err != nil {
+		if err := r.dependenciesReady(svc, tgt.Revision); err != nil {
 			return Result{}, err
 		}
 	}
@@ -281,12 +281,13 @@ func (r *Reconciler) apply(ctx context.Context, svc *spec.Service, rev Revision,
 }
 
 // dependenciesReady refuses to start a transition while a service this one
-// comes after is not in sync.
-func (r *Reconciler) dependenciesReady(svc *spec.Service) error {
+// comes after is not in sync at the same revision: of a commit that
+// releases both, the dependency moves first.
+func (r *Reconciler) dependenciesReady(svc *spec.Service, rev Revision) error {
 	var waiting []string
 	for _, dep := range svc.After {
 		st, ok := r.Status(dep)
-		if !ok || !st.Ready() || st.Transition != nil {
+		if !ok || !st.Ready() || st.Transition != nil || st.Revision.Hash != rev.Hash {
 			waiting = append(waiting, dep)
 		}
 	}
