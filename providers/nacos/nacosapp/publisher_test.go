@@ -36,10 +36,18 @@ func TestOnePublisherRegistersOneInstanceOfEachServiceUntilItCloses(t *testing.T
 
 	p, err := nacosapp.NewPublisher(cfg)
 	require.NoError(t, err)
+	emu.ResetCalls()
 	require.NoError(t, p.Publish("cart", "127.0.0.1", 9001, map[string]string{"version": "1"}))
 	require.NoError(t, p.Publish("shop", "127.0.0.2", 9001, map[string]string{"version": "2"}))
 	require.Equal(t, []string{"127.0.0.1@1"}, listed("cart"))
 	require.Equal(t, []string{"127.0.0.2@2"}, listed("shop"))
+	// The emulator counts what it answers: one operator list per read, and
+	// at least one gRPC request per registration (the SDK may send one
+	// again when its connection event arrives after the registration: its
+	// redo of registered instances).
+	calls := emu.Calls()
+	require.Equal(t, 2, calls["GET /nacos/v1/ns/catalog/instances"])
+	require.GreaterOrEqual(t, calls["InstanceRequest"], 2)
 
 	// A second instance of the same service on the same connection
 	// replaces the first (one instance per service and connection).
