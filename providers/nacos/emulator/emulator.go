@@ -86,7 +86,7 @@ type Emulator struct {
 	tokens   map[string]time.Time // token -> expiry
 	timers   map[*time.Timer]struct{}
 	calls    map[string]int // answered requests by gRPC payload type or "METHOD path"
-	doneCh   chan struct{} // closed by Close
+	doneCh   chan struct{}  // closed by Close
 
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
