@@ -19,7 +19,8 @@ import (
 //
 // TANDEM_BIN names the tandem binary to run (default: built here);
 // TANDEM_SCALE_SERVICES, TANDEM_SCALE_CONCURRENCY and TANDEM_SCALE_PASSES
-// change the defaults (1000 services, concurrency 4, 3 passes).
+// change the defaults (1000 services, concurrency 4, 3 passes);
+// TANDEM_SCALE_API_LATENCY (e.g. 30ms) is added to every ALB and SLB call.
 func BenchmarkScale(b *testing.B) {
 	o := scalebench.Options{
 		Dir:         b.TempDir(),
@@ -27,6 +28,7 @@ func BenchmarkScale(b *testing.B) {
 		Services:    envInt(b, "TANDEM_SCALE_SERVICES"),
 		Concurrency: envInt(b, "TANDEM_SCALE_CONCURRENCY"),
 		Passes:      envInt(b, "TANDEM_SCALE_PASSES"),
+		APILatency:  envDuration(b, "TANDEM_SCALE_API_LATENCY"),
 		Log:         slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	}
 	if o.Tandem == "" {
@@ -62,6 +64,18 @@ func envInt(b *testing.B, name string) int {
 		b.Fatalf("%s must be a positive integer, got %q", name, v)
 	}
 	return n
+}
+
+func envDuration(b *testing.B, name string) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		b.Fatalf("%s must be a duration such as 30ms, got %q", name, v)
+	}
+	return d
 }
 
 // buildTandem builds cmd/tandem into a temporary directory.

@@ -16,6 +16,9 @@ func (r *Result) Print(w io.Writer) error {
 	p := func(format string, args ...any) { fmt.Fprintf(tw, format+"\n", args...) }
 	p("Tandem scale benchmark: %s", r.Mix)
 	p("reconcile.concurrency %d; %d CPUs; the emulators and instances in the benchmark process, the daemon in its own", r.Concurrency, cpus())
+	if r.APILatency > 0 {
+		p("every ALB and SLB API call takes %s more (the emulator's latency knob)", r.APILatency)
+	}
 	p("")
 	p("startup: every service Ready %s after the daemon started (first passes probe every instance, then adopt the live state)", seconds(r.Startup))
 	p("")

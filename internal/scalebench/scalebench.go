@@ -44,7 +44,11 @@ type Options struct {
 	Concurrency int           // reconcile.concurrency; default 4, the daemon's default
 	Passes      int           // idle passes measured, by the daemon and in process; default 3
 	Between     time.Duration // how long the daemon's calls are counted with no pass running; default 10 s
-	Log         *slog.Logger  // progress; nil: none
+	// APILatency is added to every ALB and SLB API call (the emulator's
+	// latency knob), to see a pass bound by a real cloud API's latency
+	// rather than by CPU; default none.
+	APILatency time.Duration
+	Log        *slog.Logger // progress; nil: none
 }
 
 // Targets of the scale benchmark (design §8, issue 7).
@@ -58,6 +62,7 @@ type Result struct {
 	Mix         string
 	Services    int
 	Concurrency int
+	APILatency  time.Duration
 	Startup     time.Duration // from the daemon's start until every service was Ready
 	StartupAPI  Calls         // API calls until then (first passes: probes, adoption)
 	Daemon      []Pass        // idle passes of the daemon
@@ -103,7 +108,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	services, m := layout(o.Services)
 	r := &runner{o: o, log: o.Log, services: services,
-		res: &Result{Mix: m.String(), Services: m.services, Concurrency: o.Concurrency,
+		res: &Result{Mix: m.String(), Services: m.services, Concurrency: o.Concurrency, APILatency: o.APILatency,
 			lists: map[string]int{
 				"ALB ListServerGroupServers":        m.alb,
 				"SLB DescribeVServerGroupAttribute": m.slb,
@@ -118,7 +123,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer r.fleet.close()
-	if r.ali, err = startAlibaba(services); err != nil {
+	if r.ali, err = startAlibaba(services, o.APILatency); err != nil {
 		return nil, err
 	}
 	defer r.ali.close()

@@ -213,8 +213,9 @@ type alibaba struct {
 	wg       sync.WaitGroup
 }
 
-func startAlibaba(services []*service) (*alibaba, error) {
-	emu := emulator.New(emulator.Options{Keys: []emulator.Key{{ID: alibabaKeyID, Secret: alibabaKeySecret}}})
+func startAlibaba(services []*service, latency time.Duration) (*alibaba, error) {
+	emu := emulator.New(emulator.Options{Keys: []emulator.Key{{ID: alibabaKeyID, Secret: alibabaKeySecret}},
+		Faults: emulator.Faults{Latency: latency}})
 	var st emulator.State
 	lbs := map[string]*emulator.LoadBalancer{}
 	for _, s := range services {
