@@ -242,6 +242,30 @@ func (d *daemonProc) passCounter(ctx context.Context) (count int, sum time.Durat
 	return count, sum, err
 }
 
+// readCost GETs path n times and returns the size of the answer and the
+// daemon's CPU time per request.
+func (d *daemonProc) readCost(ctx context.Context, path string, n int) (Read, error) {
+	before, err := d.cpu()
+	if err != nil {
+		return Read{}, err
+	}
+	var size int64
+	for range n {
+		err := d.get(ctx, path, func(r io.Reader) (err error) {
+			size, err = io.Copy(io.Discard, r)
+			return err
+		})
+		if err != nil {
+			return Read{}, err
+		}
+	}
+	after, err := d.cpu()
+	if err != nil {
+		return Read{}, err
+	}
+	return Read{Path: path, Bytes: size, CPU: (after - before) / time.Duration(n)}, nil
+}
+
 // waitQuiet polls the daemon's pass count until it has not changed for
 // quiet: the passes that follow the first ones (a look once more after
 // adopting the live state, the Nacos subscriptions' first pushes) are

@@ -3,6 +3,7 @@ package scalebench
 import (
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -15,7 +16,7 @@ func (r *Result) Print(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	p := func(format string, args ...any) { fmt.Fprintf(tw, format+"\n", args...) }
 	p("Tandem scale benchmark: %s", r.Mix)
-	p("reconcile.concurrency %d; %d CPUs; the emulators and instances in the benchmark process, the daemon in its own", r.Concurrency, cpus())
+	p("reconcile.concurrency %d; %d CPUs; the emulators and instances in the benchmark process, the daemon in its own", r.Concurrency, runtime.NumCPU())
 	if r.APILatency > 0 {
 		p("every ALB and SLB API call takes %s more (the emulator's latency knob)", r.APILatency)
 	}
@@ -53,6 +54,11 @@ func (r *Result) Print(w io.Writer) error {
 	}
 	p("API calls of the daemon in %s with no pass running\tcalls\tper second", seconds(r.BetweenFor))
 	writeRates(p, r.Between, r.BetweenFor)
+	p("")
+	p("reading the daemon's HTTP API (after the passes)\tsize\tdaemon CPU per request")
+	for _, rd := range r.Reads {
+		p("  GET %s\t%.0f KB\t%.1f ms", rd.Path, float64(rd.Bytes)/1024, float64(rd.CPU.Microseconds())/1000)
+	}
 	p("")
 	p("API calls until every service was Ready (first passes)\tcalls\t")
 	writeCalls(p, r.StartupAPI)

@@ -27,7 +27,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -72,6 +71,7 @@ type Result struct {
 	HWM         int           // kB, the daemon's peak resident set
 	Between     Calls         // API calls of the daemon while no pass ran
 	BetweenFor  time.Duration
+	Reads       []Read         // what reading the daemon's status and metrics costs it
 	lists       map[string]int // list action -> resources it must read once per pass
 }
 
@@ -81,6 +81,15 @@ type Pass struct {
 	Mean  time.Duration // mean time of one service's pass
 	CPU   time.Duration // CPU time the daemon used (user and system)
 	Calls Calls         // API calls answered meanwhile
+}
+
+// Read is the cost of one GET of the daemon's HTTP API, with every
+// service's status in it (the dashboard's stream encodes the same list
+// every second).
+type Read struct {
+	Path  string
+	Bytes int64
+	CPU   time.Duration // the daemon's CPU time per request, averaged
 }
 
 // Calls are API calls the emulators answered, by action ("ALB
@@ -236,8 +245,17 @@ func (r *runner) daemon(ctx context.Context, cfgPath, logPath string) (err error
 	case <-t.C:
 	}
 	r.res.Between, r.res.BetweenFor = r.takeCalls(), r.o.Between
-	r.res.RSSIdle, r.res.HWM, err = d.memory()
-	return err
+	if r.res.RSSIdle, r.res.HWM, err = d.memory(); err != nil {
+		return err
+	}
+	for _, path := range []string{"/api/v1/services", "/metrics"} {
+		rd, err := d.readCost(ctx, path, 10)
+		if err != nil {
+			return err
+		}
+		r.res.Reads = append(r.res.Reads, rd)
+	}
+	return nil
 }
 
 // daemonPass asks the daemon for a pass of every service and times until
@@ -262,6 +280,8 @@ func (r *runner) daemonPass(ctx context.Context, d *daemonProc) (Pass, error) {
 	// watched in process, at no cost to the daemon, before its metrics
 	// are read.
 	r.waitLists(ctx)
+	// A scrape of the metrics costs the daemon some CPU (see Reads): after
+	// the lists, only the last few passes are left.
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -290,7 +310,8 @@ func (r *runner) daemonPass(ctx context.Context, d *daemonProc) (Pass, error) {
 }
 
 // waitLists polls the emulators' counters until the list calls of one pass
-// were answered, or ctx ends.
+// were answered, or they stop growing for a second (passes that read less
+// than they should: Check reports it), or ctx ends.
 func (r *runner) waitLists(ctx context.Context) {
 	want := 0
 	for _, n := range r.res.lists {
@@ -298,10 +319,14 @@ func (r *runner) waitLists(ctx context.Context) {
 	}
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
+	last, since := -1, time.Now()
 	for {
 		got := r.ali.calls.count("ListServerGroupServers") + r.ali.calls.count("DescribeVServerGroupAttribute") +
 			r.nacos.emu.Calls()["GET "+nacosListPath]
-		if got >= want {
+		if got != last {
+			last, since = got, time.Now()
+		}
+		if got >= want || time.Since(since) > time.Second {
 			return
 		}
 		select {
@@ -417,6 +442,3 @@ func (r *Result) Err() error {
 	}
 	return errors.Join(errs...)
 }
-
-// cpus is what the figures were measured on.
-func cpus() int { return runtime.NumCPU() }
