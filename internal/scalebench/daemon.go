@@ -297,32 +297,7 @@ func (d *daemonProc) waitQuiet(ctx context.Context, quiet time.Duration) error {
 // sync asks for a pass of every service (POST .../sync), from a few
 // clients at once.
 func (d *daemonProc) sync(ctx context.Context, names []string) error {
-	work := make(chan string)
-	errs := make(chan error, 1)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for name := range work {
-				if err := d.post(ctx, "/api/v1/services/"+name+"/sync"); err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-				}
-			}
-		})
-	}
-	for _, n := range names {
-		work <- n
-	}
-	close(work)
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
-	}
+	return parallel(names, 8, func(name string) error { return d.post(ctx, "/api/v1/services/"+name+"/sync") })
 }
 
 func (d *daemonProc) get(ctx context.Context, path string, read func(io.Reader) error) error {

@@ -2,7 +2,6 @@ package scalebench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -27,34 +26,19 @@ type observePlan struct {
 
 // pass runs once over every service and returns the mean time per service.
 func (o *observePlan) pass(ctx context.Context) (mean time.Duration, err error) {
-	work := make(chan *spec.Service)
 	var (
 		mu    sync.Mutex
 		total time.Duration
-		errs  []error
-		wg    sync.WaitGroup
 	)
-	for range o.concurrency {
-		wg.Go(func() {
-			for svc := range work {
-				start := time.Now()
-				err := o.one(ctx, svc)
-				took := time.Since(start)
-				mu.Lock()
-				total += took
-				if err != nil && len(errs) < 5 {
-					errs = append(errs, err)
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	for _, svc := range o.set.Services {
-		work <- svc
-	}
-	close(work)
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err = parallel(o.set.Services, o.concurrency, func(svc *spec.Service) error {
+		start := time.Now()
+		err := o.one(ctx, svc)
+		mu.Lock()
+		total += time.Since(start)
+		mu.Unlock()
+		return err
+	})
+	if err != nil {
 		return 0, err
 	}
 	return total / time.Duration(len(o.set.Services)), nil

@@ -25,11 +25,11 @@ func (r *Result) Print(w io.Writer) error {
 	p("")
 	p("idle pass over %d services\t%s\tworst\ttarget\t", r.Services, passHeads(len(r.Daemon)))
 	worst := maxTook(r.Daemon)
-	p("  daemon: sync requests until every pass is counted\t%s\t%s\t< %s\t%s", tooks(r.Daemon), seconds(worst), seconds(TargetPass), met(worst < TargetPass))
-	p("  daemon: mean of one service's pass\t%s\t\t\t", means(r.Daemon))
-	p("  daemon: CPU time used\t%s\t\t\t", cpuTimes(r.Daemon))
-	p("  in process: observe and plan only\t%s\t%s\t\t", tooks(r.InProcess), seconds(maxTook(r.InProcess)))
-	p("  in process: mean of one service\t%s\t\t\t", means(r.InProcess))
+	p("  daemon: sync requests until every pass is counted\t%s\t%s\t< %s\t%s", columns(r.Daemon, took), seconds(worst), seconds(TargetPass), met(worst < TargetPass))
+	p("  daemon: mean of one service's pass\t%s\t\t\t", columns(r.Daemon, mean))
+	p("  daemon: CPU time used\t%s\t\t\t", columns(r.Daemon, cpu))
+	p("  in process: observe and plan only\t%s\t%s\t\t", columns(r.InProcess, took), seconds(maxTook(r.InProcess)))
+	p("  in process: mean of one service\t%s\t\t\t", columns(r.InProcess, mean))
 	p("")
 	p("daemon memory\tready\tafter passes\tpeak\ttarget\t")
 	p("  resident (VmRSS, VmHWM)\t%s\t%s\t%s\t< %s\t%s", mb(r.RSSReady), mb(r.RSSIdle), mb(r.HWM), mb(TargetRSS), met(r.HWM < TargetRSS))
@@ -100,29 +100,18 @@ func passHeads(n int) string {
 	return strings.Join(h, "\t")
 }
 
-func tooks(ps []Pass) string {
+// columns formats one figure of each pass, tab-separated.
+func columns(ps []Pass, figure func(Pass) string) string {
 	var out []string
 	for _, p := range ps {
-		out = append(out, seconds(p.Took))
+		out = append(out, figure(p))
 	}
 	return strings.Join(out, "\t")
 }
 
-func means(ps []Pass) string {
-	var out []string
-	for _, p := range ps {
-		out = append(out, fmt.Sprintf("%.2f ms", float64(p.Mean.Microseconds())/1000))
-	}
-	return strings.Join(out, "\t")
-}
-
-func cpuTimes(ps []Pass) string {
-	var out []string
-	for _, p := range ps {
-		out = append(out, seconds(p.CPU))
-	}
-	return strings.Join(out, "\t")
-}
+func took(p Pass) string { return seconds(p.Took) }
+func cpu(p Pass) string  { return seconds(p.CPU) }
+func mean(p Pass) string { return fmt.Sprintf("%.2f ms", float64(p.Mean.Microseconds())/1000) }
 
 func maxTook(ps []Pass) time.Duration {
 	return slices.MaxFunc(append([]Pass{{}}, ps...), func(a, b Pass) int { return int(a.Took - b.Took) }).Took

@@ -292,37 +292,34 @@ func startNacos(ctx context.Context, services []*service) (*nacosSide, error) {
 	}
 	cfg := nacosapp.Config{Servers: []string{n.addrs.HTTP}, GRPCPort: n.addrs.GRPCPort()}
 	type slot struct {
+		p *nacosapp.Publisher
 		g spec.Group
 		i int
 	}
 	var slots []slot
 	for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 		for i := range perGroup {
-			slots = append(slots, slot{g, i})
-		}
-	}
-	errs := make([]error, len(slots))
-	var wg sync.WaitGroup
-	for k, sl := range slots {
-		p, err := nacosapp.NewPublisher(cfg)
-		if err != nil {
-			return nil, errors.Join(err, n.close())
-		}
-		n.publishers = append(n.publishers, p)
-		wg.Go(func() {
-			for _, s := range services {
-				if !s.nacos {
-					continue
-				}
-				in := s.groups[sl.g][sl.i]
-				if errs[k] = p.Publish(s.name, in.ip, in.port, map[string]string{"version": in.version}); errs[k] != nil {
-					return
-				}
+			p, err := nacosapp.NewPublisher(cfg)
+			if err != nil {
+				return nil, errors.Join(err, n.close())
 			}
-		})
+			n.publishers = append(n.publishers, p)
+			slots = append(slots, slot{p, g, i})
+		}
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err = parallel(slots, len(slots), func(sl slot) error {
+		for _, s := range services {
+			if !s.nacos {
+				continue
+			}
+			in := s.groups[sl.g][sl.i]
+			if err := sl.p.Publish(s.name, in.ip, in.port, map[string]string{"version": in.version}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, errors.Join(err, n.close())
 	}
 	if err := n.disableIdleGroups(ctx, services); err != nil {
@@ -347,39 +344,50 @@ func (n *nacosSide) disableIdleGroups(ctx context.Context, services []*service) 
 		return err
 	}
 	defer reg.Close()
-	work := make(chan *service)
-	errs := make(chan error, 1)
-	var wg sync.WaitGroup
-	for range 32 { // SetEnabled waits for a push (500 ms): many at once
+	var idle []*service
+	for _, s := range services {
+		if s.nacos {
+			idle = append(idle, s)
+		}
+	}
+	// SetEnabled waits for a push (500 ms): many at once.
+	return parallel(idle, 32, func(s *service) error {
+		var addrs []providers.Addr
+		for _, in := range s.groups[s.active.Other()] {
+			addrs = append(addrs, providers.Addr{IP: in.ip, Port: in.port})
+		}
+		ref := spec.NacosRef{Provider: providerName, Namespace: "public", Group: "DEFAULT_GROUP", Service: s.name, Cluster: "DEFAULT"}
+		if err := reg.SetEnabled(ctx, ref, addrs, false); err != nil {
+			return fmt.Errorf("disabling the idle group of %s: %w", s.name, err)
+		}
+		return nil
+	})
+}
+
+// parallel calls f for every item from n goroutines and returns the first
+// error.
+func parallel[T any](items []T, n int, f func(T) error) error {
+	work := make(chan T)
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for range n {
 		wg.Go(func() {
-			for s := range work {
-				var idle []providers.Addr
-				for _, in := range s.groups[s.active.Other()] {
-					idle = append(idle, providers.Addr{IP: in.ip, Port: in.port})
-				}
-				ref := spec.NacosRef{Provider: providerName, Namespace: "public", Group: "DEFAULT_GROUP", Service: s.name, Cluster: "DEFAULT"}
-				if err := reg.SetEnabled(ctx, ref, idle, false); err != nil {
-					select {
-					case errs <- fmt.Errorf("disabling the idle group of %s: %w", s.name, err):
-					default:
-					}
+			for it := range work {
+				if err := f(it); err != nil {
+					once.Do(func() { first = err })
 				}
 			}
 		})
 	}
-	for _, s := range services {
-		if s.nacos {
-			work <- s
-		}
+	for _, it := range items {
+		work <- it
 	}
 	close(work)
 	wg.Wait()
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
-	}
+	return first
 }
 
 func (n *nacosSide) close() error {

@@ -12,13 +12,19 @@ import (
 	"github.com/tandemhq/tandem/spec"
 )
 
-func TestOnePublisherRegistersOneInstanceOfEachServiceUntilItCloses(t *testing.T) {
-	ctx := t.Context()
+// startNacos starts an emulator until the test ends.
+func startNacos(t *testing.T) (*emulator.Emulator, emulator.Addrs, nacosapp.Config) {
+	t.Helper()
 	emu := emulator.New(emulator.Options{})
-	addrs, err := emu.Start(ctx, "127.0.0.1:0")
+	addrs, err := emu.Start(t.Context(), "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, emu.Close()) })
-	cfg := nacosapp.Config{Servers: []string{addrs.HTTP}, GRPCPort: addrs.GRPCPort()}
+	return emu, addrs, nacosapp.Config{Servers: []string{addrs.HTTP}, GRPCPort: addrs.GRPCPort()}
+}
+
+func TestOnePublisherRegistersOneInstanceOfEachServiceUntilItCloses(t *testing.T) {
+	ctx := t.Context()
+	emu, addrs, cfg := startNacos(t)
 	reg, err := nacos.New(spec.NacosProvider{Name: "n", Servers: []string{addrs.HTTP}, GRPCPort: addrs.GRPCPort(),
 		ContextPath: "/nacos", API: "v1"}, nil)
 	require.NoError(t, err)
@@ -60,12 +66,8 @@ func TestOnePublisherRegistersOneInstanceOfEachServiceUntilItCloses(t *testing.T
 }
 
 func TestPublishRefusesAnInstanceWithoutAddress(t *testing.T) {
-	ctx := t.Context()
-	emu := emulator.New(emulator.Options{})
-	addrs, err := emu.Start(ctx, "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, emu.Close()) })
-	p, err := nacosapp.NewPublisher(nacosapp.Config{Servers: []string{addrs.HTTP}, GRPCPort: addrs.GRPCPort()})
+	_, _, cfg := startNacos(t)
+	p, err := nacosapp.NewPublisher(cfg)
 	require.NoError(t, err)
 	t.Cleanup(p.Close)
 	require.ErrorContains(t, p.Publish("cart", "127.0.0.1", 0, nil), `registering "cart" 127.0.0.1:0 in nacos: service, ip and a port 1..65535 are required`)
