@@ -116,7 +116,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	services, m := layout(o.Services)
-	r := &runner{o: o, log: o.Log, services: services,
+	r := &runner{o: o, log: o.Log,
 		res: &Result{Mix: m.String(), Services: m.services, Concurrency: o.Concurrency, APILatency: o.APILatency,
 			lists: map[string]int{
 				"ALB ListServerGroupServers":        m.alb,
@@ -177,14 +177,13 @@ func (o *Options) defaults() {
 }
 
 type runner struct {
-	o        Options
-	log      *slog.Logger
-	services []*service
-	names    []string
-	fleet    *fleet
-	ali      *alibaba
-	nacos    *nacosSide
-	res      *Result
+	o     Options
+	log   *slog.Logger
+	names []string
+	fleet *fleet
+	ali   *alibaba
+	nacos *nacosSide
+	res   *Result
 }
 
 // nacosListPath is the operator list the Nacos provider reads (API v1).
