@@ -3,7 +3,7 @@ GO            ?= go
 TANDEM_CACHE  ?= $(HOME)/.cache/tandem
 export TANDEM_CACHE
 
-.PHONY: all build demo test deps-test fmt-check vet unit fuzz-short bench-e2e clean
+.PHONY: all build demo test deps-test fmt-check vet unit fuzz-short bench-e2e bench-scale clean
 
 all: build
 
@@ -53,6 +53,12 @@ bench-e2e:
 	scripts/install-haproxy.sh
 	scripts/install-gnuplot.sh
 	$(GO) run ./internal/cmd/bench-e2e $(BENCH_E2E_FLAGS) -out results
+
+## bench-scale: one daemon in charge of 1,000 services on the emulators (ALB,
+## SLB, Nacos): time of an idle pass over all, the daemon's memory, API calls
+## per pass. Prints the figures and whether each target is met.
+bench-scale: build
+	TANDEM_BIN=$(CURDIR)/bin/tandem $(GO) test ./internal/scalebench -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 20m
 
 clean:
 	rm -rf bin results

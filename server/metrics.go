@@ -1,6 +1,7 @@
 package server
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -26,8 +27,9 @@ type Metrics struct {
 	ProviderRequests        *prometheus.CounterVec   // provider, op, result (success|error)
 	ProviderRequestDuration *prometheus.HistogramVec // provider, op
 
-	mu    sync.Mutex
-	kinds map[string]reconcile.Kind // service -> kind of its last transition in progress
+	mu       sync.Mutex
+	kinds    map[string]reconcile.Kind // service -> kind of its last transition in progress
+	bindings map[string][]string       // service -> binding keys of its BindingWeight series
 }
 
 // NewMetrics creates the metrics and registers them on reg. It panics if
@@ -70,7 +72,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tandem_provider_request_duration_seconds", Help: "Latency of provider API requests.",
 			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 		}, []string{"provider", "op"}),
-		kinds: map[string]reconcile.Kind{},
+		kinds:    map[string]reconcile.Kind{},
+		bindings: map[string][]string{},
 	}
 	reg.MustRegister(m.ReconcileTotal, m.ReconcileDuration, m.TransitionsTotal, m.PhaseDuration, m.ServiceReady,
 		m.ServiceDrift, m.BindingWeight, m.GitRevisionInfo, m.GitLastFetchSuccess, m.ProviderRequests, m.ProviderRequestDuration)
@@ -97,32 +100,54 @@ func (m *Metrics) ObserveStatus(s reconcile.Status) {
 	}
 	m.ServiceReady.WithLabelValues(s.Service).Set(ready)
 	m.ServiceDrift.WithLabelValues(s.Service).Set(float64(len(s.Drift)))
-	m.BindingWeight.DeletePartialMatch(prometheus.Labels{"service": s.Service})
+	keys := make([]string, 0, len(s.Bindings))
 	for _, bl := range s.Bindings {
+		key := bl.Binding.Key()
+		keys = append(keys, key)
 		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 			sum := 0
 			for _, w := range groupWeights(s.Groups, bl, g) {
 				sum += max(w, 0)
 			}
-			m.BindingWeight.WithLabelValues(s.Service, bl.Binding.Key(), string(g)).Set(float64(sum))
+			m.BindingWeight.WithLabelValues(s.Service, key, string(g)).Set(float64(sum))
 		}
 	}
+	// Only the service's own series that its bindings no longer name go:
+	// deleting by partial match would scan every service's series, on every
+	// pass of every service.
+	m.mu.Lock()
+	old := m.bindings[s.Service]
+	m.bindings[s.Service] = keys
 	if s.Transition != nil {
-		m.mu.Lock()
 		m.kinds[s.Service] = s.Transition.Kind
-		m.mu.Unlock()
 	}
+	m.mu.Unlock()
+	m.deleteBindings(s.Service, old, keys)
 }
 
 // Forget drops the gauges of a service that left the desired state.
 func (m *Metrics) Forget(service string) {
-	l := prometheus.Labels{"service": service}
-	m.ServiceReady.DeletePartialMatch(l)
-	m.ServiceDrift.DeletePartialMatch(l)
-	m.BindingWeight.DeletePartialMatch(l)
+	m.ServiceReady.DeleteLabelValues(service)
+	m.ServiceDrift.DeleteLabelValues(service)
 	m.mu.Lock()
+	old := m.bindings[service]
+	delete(m.bindings, service)
 	delete(m.kinds, service)
 	m.mu.Unlock()
+	m.deleteBindings(service, old, nil)
+}
+
+// deleteBindings deletes the BindingWeight series of service for the
+// binding keys in old that are not in keep.
+func (m *Metrics) deleteBindings(service string, old, keep []string) {
+	for _, key := range old {
+		if slices.Contains(keep, key) {
+			continue
+		}
+		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
+			m.BindingWeight.DeleteLabelValues(service, key, string(g))
+		}
+	}
 }
 
 // SetRevision marks the revision of the desired state in force.

@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -115,4 +117,49 @@ func TestNoMetricsRouteWithoutARegistry(t *testing.T) {
 	e := start(t, server.Options{})
 	code, _, _ := e.do(t, "GET", "/metrics", "", nil)
 	require.Equal(t, 404, code)
+}
+
+func TestAChangedBindingReplacesOnlyItsOwnServicesWeightSeries(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := server.NewMetrics(reg)
+	e := start(t, server.Options{Registry: reg})
+	var push, gateway reconcile.Status
+	for _, s := range fixtures() {
+		switch s.Service {
+		case "push":
+			push = s
+		case "gateway":
+			gateway = s
+		}
+	}
+	m.ObserveStatus(push)
+	m.ObserveStatus(gateway)
+	moved := gateway
+	moved.Bindings = slices.Clone(gateway.Bindings)
+	moved.Bindings[0].Binding.VServerGroup = "rsp-bp1moved" // the service now binds another vServer group
+	m.ObserveStatus(moved)
+
+	got := strings.Join(scrape(t, e), "\n")
+	require.NotContains(t, got, `binding="slb:prod-hz/lb-bp1gateway/rsp-bp1gateway"`, "the old binding's series are gone")
+	require.Contains(t, got, `tandem_binding_weight{binding="slb:prod-hz/lb-bp1gateway/rsp-bp1moved",group="A",service="gateway"} 200`)
+	require.Contains(t, got, `tandem_binding_weight{binding="alb:prod-hz/sgp-bp1push",group="B",service="push"} 150`, "another service's series stay")
+}
+
+// BenchmarkObserveStatus measures the metrics' share of a pass when the
+// daemon has 1,000 services, each with one binding.
+//
+//	go test ./server -run '^$' -bench ObserveStatus
+func BenchmarkObserveStatus(b *testing.B) {
+	m := server.NewMetrics(prometheus.NewRegistry())
+	var all []reconcile.Status
+	for i := range 1000 {
+		s := fixtures()[1]
+		s.Service = fmt.Sprintf("svc-%04d", i)
+		m.ObserveStatus(s)
+		all = append(all, s)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		m.ObserveStatus(all[i%len(all)])
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	albapi "github.com/alibabacloud-go/alb-20200616/v2/client"
@@ -105,33 +106,42 @@ func (p *Provider) check(b spec.Binding) error {
 
 // Backends lists every server of the binding's server group with its
 // weight, configuration status and, when the binding names a listener,
-// health. ALB reports no session counts (Sessions is -1).
+// health. The two reads run at once: an idle pass over many services is
+// bound by the API's latency, not by the work. ALB reports no session
+// counts (Sessions is -1).
 func (p *Provider) Backends(ctx context.Context, b spec.Binding) ([]providers.Backend, error) {
 	if err := p.check(b); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg        sync.WaitGroup
+		health    listenerHealth
+		healthErr error
+	)
+	if b.Listener != "" {
+		wg.Go(func() { health, healthErr = p.health(ctx, b.Listener, b.ServerGroup) })
+	}
 	servers, err := p.servers(ctx, b.ServerGroup)
+	if err != nil {
+		cancel()
+	}
+	wg.Wait()
 	if err != nil {
 		return nil, fmt.Errorf("reading servers of %s: %w", b.Key(), err)
 	}
-	health := map[string]providers.Health{}
-	if b.Listener != "" {
-		if health, err = p.health(ctx, b.Listener, b.ServerGroup, servers); err != nil {
-			return nil, fmt.Errorf("reading health of %s on listener %s: %w", b.Key(), b.Listener, err)
-		}
+	if healthErr != nil {
+		return nil, fmt.Errorf("reading health of %s on listener %s: %w", b.Key(), b.Listener, healthErr)
 	}
 	out := make([]providers.Backend, len(servers))
 	for i, s := range servers {
-		h, ok := health[key(s.ServerId, s.Port)]
-		if !ok {
-			h = providers.HealthUnknown
-		}
 		out[i] = providers.Backend{
 			ID:       tea.StringValue(s.ServerId),
 			IP:       tea.StringValue(s.ServerIp),
 			Port:     int(tea.Int32Value(s.Port)),
 			Weight:   int(tea.Int32Value(s.Weight)),
-			Health:   h,
+			Health:   health.of(key(s.ServerId, s.Port)),
 			Sessions: -1,
 			Status:   tea.StringValue(s.Status),
 		}
@@ -168,13 +178,34 @@ func (p *Provider) servers(ctx context.Context, group string) ([]*albapi.ListSer
 	}
 }
 
-// health reads GetListenerHealthStatus, which lists only the servers that
-// are not healthy (NonNormalServers). With health checks on, a server
-// absent from that list is healthy; Unhealthy is unhealthy; Initial,
-// Unused (weight 0) and Unavailable (checks off) say nothing: unknown
-// (SDK doc, ...NonNormalServers.Status). A group the listener does not
-// report, or whose checks are off, is unknown throughout.
-func (p *Provider) health(ctx context.Context, listener, group string, servers []*albapi.ListServerGroupServersResponseBodyServers) (map[string]providers.Health, error) {
+// listenerHealth is what a listener reports about one server group:
+// GetListenerHealthStatus lists only the servers that are not healthy
+// (NonNormalServers). The zero value knows nothing.
+type listenerHealth struct {
+	checked   bool              // the listener reports the group, with health checks on
+	nonNormal map[string]string // server id:port -> status
+}
+
+// of is the health of one server. With health checks on, a server absent
+// from the list is healthy; Unhealthy is unhealthy; Initial, Unused (weight
+// 0) and Unavailable (checks off) say nothing: unknown (SDK doc,
+// ...NonNormalServers.Status). A group the listener does not report, or
+// whose checks are off, is unknown throughout.
+func (h listenerHealth) of(server string) providers.Health {
+	if !h.checked {
+		return providers.HealthUnknown
+	}
+	switch status, listed := h.nonNormal[server]; {
+	case !listed:
+		return providers.HealthHealthy
+	case status == "Unhealthy":
+		return providers.HealthUnhealthy
+	}
+	return providers.HealthUnknown
+}
+
+// health reads every page of GetListenerHealthStatus for one server group.
+func (p *Provider) health(ctx context.Context, listener, group string) (listenerHealth, error) {
 	nonNormal := map[string]string{}
 	reported, enabled := false, true
 	req := &albapi.GetListenerHealthStatusRequest{ListenerId: tea.String(listener), MaxResults: tea.Int64(healthPageSize)}
@@ -185,10 +216,10 @@ func (p *Provider) health(ctx context.Context, listener, group string, servers [
 			return err
 		})
 		if err != nil {
-			return nil, err
+			return listenerHealth{}, err
 		}
 		if res.Body == nil {
-			return nil, errors.New("GetListenerHealthStatus: empty answer")
+			return listenerHealth{}, errors.New("GetListenerHealthStatus: empty answer")
 		}
 		for _, l := range res.Body.ListenerHealthStatus {
 			for _, g := range l.ServerGroupInfos {
@@ -207,22 +238,7 @@ func (p *Provider) health(ctx context.Context, listener, group string, servers [
 		}
 		req.NextToken = res.Body.NextToken
 	}
-	if !reported || !enabled {
-		return map[string]providers.Health{}, nil
-	}
-	out := map[string]providers.Health{}
-	for _, s := range servers {
-		k := key(s.ServerId, s.Port)
-		switch status, listed := nonNormal[k]; {
-		case !listed:
-			out[k] = providers.HealthHealthy
-		case status == "Unhealthy":
-			out[k] = providers.HealthUnhealthy
-		default:
-			out[k] = providers.HealthUnknown
-		}
-	}
-	return out, nil
+	return listenerHealth{checked: reported && enabled, nonNormal: nonNormal}, nil
 }
 
 // SetWeights changes the weights of the named servers; see

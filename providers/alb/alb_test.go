@@ -257,6 +257,18 @@ func TestHealthIsReadAcrossPagesAndWeightZeroIsUnknown(t *testing.T) {
 	require.GreaterOrEqual(t, h.e.Calls()["GetListenerHealthStatus"], 2, "paginated")
 }
 
+func TestBackendsReadsServersAndHealthAtOnce(t *testing.T) {
+	e, cfg := emutest.Start(t, "prod-hz", emulator.Options{})
+	cfg, overlapped := emutest.Overlap(t, e, cfg, "ListServerGroupServers", "GetListenerHealthStatus")
+	p, err := alb.New(cfg, nil)
+	require.NoError(t, err)
+	b, _ := seed(t, wrap(e, p), 2)
+	got, err := p.Backends(ctx(t), b)
+	require.NoError(t, err)
+	require.Len(t, got, 4)
+	require.True(t, overlapped(), "the servers were read before the health read started: an idle pass pays both latencies")
+}
+
 func TestHealthIsUnknownWithoutListenerOrWithChecksOff(t *testing.T) {
 	h := newHarness(t, emulator.Options{})
 	b, _ := seed(t, h, 1)

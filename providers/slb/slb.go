@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 
 	openapi "github.com/alibabacloud-go/darabonba-openapi/v2/client"
 	slbapi "github.com/alibabacloud-go/slb-20140515/v4/client"
@@ -91,21 +92,33 @@ func (p *Provider) check(b spec.Binding) error {
 }
 
 // Backends lists every server of the binding's group with its weight and,
-// when the binding names a listener port, health. SLB reports no session
-// counts (Sessions is -1).
+// when the binding names a listener port, health. The two reads run at
+// once: an idle pass over many services is bound by the API's latency, not
+// by the work. SLB reports no session counts (Sessions is -1).
 func (p *Provider) Backends(ctx context.Context, b spec.Binding) ([]providers.Backend, error) {
 	if err := p.check(b); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg        sync.WaitGroup
+		health    []*slbapi.DescribeHealthStatusResponseBodyBackendServersBackendServer
+		healthErr error
+	)
+	if b.ListenerPort != 0 {
+		wg.Go(func() { health, healthErr = p.health(ctx, b) })
+	}
 	members, err := p.members(ctx, b)
+	if err != nil {
+		cancel()
+	}
+	wg.Wait()
 	if err != nil {
 		return nil, fmt.Errorf("reading servers of %s: %w", b.Key(), err)
 	}
-	var health []*slbapi.DescribeHealthStatusResponseBodyBackendServersBackendServer
-	if b.ListenerPort != 0 {
-		if health, err = p.health(ctx, b); err != nil {
-			return nil, fmt.Errorf("reading health of %s on listener port %d: %w", b.Key(), b.ListenerPort, err)
-		}
+	if healthErr != nil {
+		return nil, fmt.Errorf("reading health of %s on listener port %d: %w", b.Key(), b.ListenerPort, healthErr)
 	}
 	out := make([]providers.Backend, len(members))
 	for i, m := range members {

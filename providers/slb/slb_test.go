@@ -183,6 +183,25 @@ func TestUnknownResourcesStallWithAClearMessage(t *testing.T) {
 	}
 }
 
+func TestBackendsReadsServersAndHealthAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		vserver bool
+		read    string
+	}{{true, "DescribeVServerGroupAttribute"}, {false, "DescribeLoadBalancerAttribute"}} {
+		t.Run(tc.read, func(t *testing.T) {
+			e, cfg := emutest.Start(t, "prod-hz", emulator.Options{})
+			cfg, overlapped := emutest.Overlap(t, e, cfg, tc.read, "DescribeHealthStatus")
+			p, err := slb.New(cfg, nil)
+			require.NoError(t, err)
+			b, _ := seed(t, wrap(e, p, tc.vserver), 2)
+			got, err := p.Backends(ctx(t), b)
+			require.NoError(t, err)
+			require.Len(t, got, 4)
+			require.True(t, overlapped(), "the servers were read before the health read started: an idle pass pays both latencies")
+		})
+	}
+}
+
 func TestHealthFollowsTheListener(t *testing.T) {
 	h := newHarness(t, true, emulator.Options{})
 	b, _ := seed(t, h, 2)

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -84,7 +85,8 @@ type Emulator struct {
 	services map[serviceKey]*service
 	tokens   map[string]time.Time // token -> expiry
 	timers   map[*time.Timer]struct{}
-	doneCh   chan struct{} // closed by Close
+	calls    map[string]int // answered requests by gRPC payload type or "METHOD path"
+	doneCh   chan struct{}  // closed by Close
 
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
@@ -113,6 +115,7 @@ func New(opts Options) *Emulator {
 		services: map[serviceKey]*service{},
 		tokens:   map[string]time.Time{},
 		timers:   map[*time.Timer]struct{}{},
+		calls:    map[string]int{},
 		doneCh:   make(chan struct{}),
 	}
 }
@@ -223,6 +226,27 @@ func (e *Emulator) afterFunc(d time.Duration, f func()) {
 		}
 	})
 	e.timers[t] = struct{}{}
+}
+
+// Calls returns how many requests were answered: gRPC requests by payload
+// type (e.g. ServiceQueryRequest), HTTP requests by "METHOD path".
+func (e *Emulator) Calls() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return maps.Clone(e.calls)
+}
+
+// ResetCalls sets every call counter back to zero.
+func (e *Emulator) ResetCalls() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	clear(e.calls)
+}
+
+func (e *Emulator) count(call string) {
+	e.mu.Lock()
+	e.calls[call]++
+	e.mu.Unlock()
 }
 
 func newID() string {

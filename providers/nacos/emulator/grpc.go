@@ -110,6 +110,7 @@ func (s requestServer) Request(ctx context.Context, p *auto.Payload) (*auto.Payl
 	e := s.e
 	typ := p.GetMetadata().GetType()
 	body := p.GetBody().GetValue()
+	e.count(typ)
 	if typ == typeServerCheck {
 		return respond(&rpc_response.ServerCheckResponse{Response: success(), ConnectionId: newID()}), nil
 	}

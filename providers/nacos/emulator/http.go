@@ -30,6 +30,10 @@ const (
 
 func (e *Emulator) httpHandler() http.Handler {
 	mux := http.NewServeMux()
+	counted := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.count(r.Method + " " + r.URL.Path)
+		mux.ServeHTTP(w, r)
+	})
 	cp := ContextPath
 	// Login: 2.x and 3.x (ref §1 "Auth"); the SDK always uses the v1 path.
 	mux.HandleFunc("POST "+cp+"/v1/auth/users/login", e.login)
@@ -37,7 +41,7 @@ func (e *Emulator) httpHandler() http.Handler {
 		mux.HandleFunc("PUT "+cp+"/v1/ns/instance", e.authed(e.v1Update))
 		mux.HandleFunc("GET "+cp+"/v1/ns/catalog/instances", e.authed(e.v1List))
 		mux.HandleFunc("GET "+cp+"/v1/ns/instance", e.authed(e.v1Detail))
-		return mux
+		return counted
 	}
 	mux.HandleFunc("POST "+cp+"/v3/auth/user/login", e.login)
 	mux.HandleFunc("PUT "+cp+"/v3/admin/ns/instance", e.authed(e.v3Update(false)))
@@ -52,7 +56,7 @@ func (e *Emulator) httpHandler() http.Handler {
 	}
 	mux.HandleFunc(cp+"/v1/ns/", gone)
 	mux.HandleFunc(cp+"/v2/ns/", gone)
-	return mux
+	return counted
 }
 
 // login answers {accessToken, tokenTtl, globalAdmin} (ref §1 "Auth"). The

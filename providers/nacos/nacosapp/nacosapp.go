@@ -13,6 +13,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client"
 	"github.com/nacos-group/nacos-sdk-go/v2/vo"
 
 	"github.com/tandemhq/tandem/providers/nacos/internal/sdk"
@@ -49,13 +50,50 @@ func (cfg *Config) defaults() {
 // and closes the connection, as an application does when it stops. ctx
 // bounds the registration only.
 func Register(ctx context.Context, cfg Config, service, ip string, port int, metadata map[string]string) (deregister func(), err error) {
-	if service == "" || ip == "" || port < 1 || port > 65535 {
-		return nil, fmt.Errorf("registering %q %s:%d in nacos: service, ip and a port 1..65535 are required", service, ip, port)
+	if err := checkInstance(service, ip, port); err != nil {
+		return nil, err
 	}
+	p, err := NewPublisher(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Publish(service, ip, port, metadata) }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		p.Close() // fails the pending request
+		<-done
+		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, ctx.Err())
+	}
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	return func() {
+		p.Withdraw(service, ip, port)
+		p.Close()
+	}, nil
+}
+
+// Publisher is one SDK connection that publishes instances, at most one
+// per service: Nacos keeps one instance per service and connection (ref
+// §1 "Ownership"), so publishing another instance of the same service
+// replaces the first. Like Register's, its instances live as long as the
+// connection. A few publishers register thousands of instances of as many
+// services without a connection each (the scale benchmark does this).
+type Publisher struct {
+	cfg    Config
+	client naming_client.INamingClient
+	dir    string
+}
+
+// NewPublisher connects to Nacos.
+func NewPublisher(cfg Config) (*Publisher, error) {
 	cfg.defaults()
 	dir, err := os.MkdirTemp("", "tandem-nacosapp-")
 	if err != nil {
-		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, err)
+		return nil, fmt.Errorf("connecting to nacos: %w", err)
 	}
 	client, err := sdk.NewNamingClient(sdk.Config{
 		Servers: cfg.Servers, GRPCPort: cfg.GRPCPort, ContextPath: cfg.ContextPath, Namespace: cfg.Namespace,
@@ -63,41 +101,48 @@ func Register(ctx context.Context, cfg Config, service, ip string, port int, met
 	})
 	if err != nil {
 		_ = os.RemoveAll(dir)
-		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, err)
+		return nil, fmt.Errorf("connecting to nacos: %w", err)
 	}
-	closeAll := func() {
-		sdk.Close(client)
-		_ = os.RemoveAll(dir)
+	return &Publisher{cfg: cfg, client: client, dir: dir}, nil
+}
+
+// Publish registers ip:port as this connection's instance of service, with
+// metadata. The SDK bounds the request with Config.Timeout.
+func (p *Publisher) Publish(service, ip string, port int, metadata map[string]string) error {
+	if err := checkInstance(service, ip, port); err != nil {
+		return err
 	}
-	param := vo.RegisterInstanceParam{
-		Ip: ip, Port: uint64(port), ServiceName: service, GroupName: cfg.Group, ClusterName: cfg.Cluster,
+	ok, err := p.client.RegisterInstance(vo.RegisterInstanceParam{
+		Ip: ip, Port: uint64(port), ServiceName: service, GroupName: p.cfg.Group, ClusterName: p.cfg.Cluster,
 		Weight: 1, Enable: true, Healthy: true, Ephemeral: true, Metadata: metadata,
-	}
-	done := make(chan error, 1)
-	go func() {
-		ok, err := client.RegisterInstance(param)
-		if err == nil && !ok {
-			// The SDK reports a refused request (auth, bad parameter) as
-			// false without an error.
-			err = errors.New("the server refused the registration (check auth and parameters)")
-		}
-		done <- err
-	}()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		closeAll() // fails the pending request
-		<-done
-		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, ctx.Err())
+	})
+	if err == nil && !ok {
+		// The SDK reports a refused request (auth, bad parameter) as false
+		// without an error.
+		err = errors.New("the server refused the registration (check auth and parameters)")
 	}
 	if err != nil {
-		closeAll()
-		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, err)
+		return fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, err)
 	}
-	return func() {
-		_, _ = client.DeregisterInstance(vo.DeregisterInstanceParam{
-			Ip: ip, Port: uint64(port), ServiceName: service, GroupName: cfg.Group, Cluster: cfg.Cluster, Ephemeral: true,
-		})
-		closeAll()
-	}, nil
+	return nil
+}
+
+// Withdraw deregisters this connection's instance of service, best effort.
+func (p *Publisher) Withdraw(service, ip string, port int) {
+	_, _ = p.client.DeregisterInstance(vo.DeregisterInstanceParam{
+		Ip: ip, Port: uint64(port), ServiceName: service, GroupName: p.cfg.Group, Cluster: p.cfg.Cluster, Ephemeral: true,
+	})
+}
+
+// Close closes the connection: Nacos drops every instance it published.
+func (p *Publisher) Close() {
+	sdk.Close(p.client)
+	_ = os.RemoveAll(p.dir)
+}
+
+func checkInstance(service, ip string, port int) error {
+	if service == "" || ip == "" || port < 1 || port > 65535 {
+		return fmt.Errorf("registering %q %s:%d in nacos: service, ip and a port 1..65535 are required", service, ip, port)
+	}
+	return nil
 }

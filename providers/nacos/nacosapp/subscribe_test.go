@@ -14,7 +14,6 @@ import (
 	"github.com/tandemhq/tandem/internal/nacostest"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/nacos"
-	"github.com/tandemhq/tandem/providers/nacos/emulator"
 	"github.com/tandemhq/tandem/providers/nacos/nacosapp"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -23,11 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, nacostest.IgnoreSDKGorout
 
 func TestSubscribeSeesWhatConsumersMayCallAndFollowsOfflineAndOnline(t *testing.T) {
 	ctx := t.Context()
-	emu := emulator.New(emulator.Options{})
-	addrs, err := emu.Start(ctx, "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, emu.Close()) })
-	cfg := nacosapp.Config{Servers: []string{addrs.HTTP}, GRPCPort: addrs.GRPCPort()}
+	_, addrs, cfg := startNacos(t)
 
 	for _, port := range []int{9001, 9002} {
 		dereg, err := nacosapp.Register(ctx, cfg, "shop", "127.0.0.1", port, map[string]string{"version": "1.0.0"})
@@ -85,11 +80,7 @@ func TestSubscribeRefusesAnEmptyServiceName(t *testing.T) {
 // every time.
 func TestAppsDeregisteringTogetherDoNotCrashTheProcess(t *testing.T) {
 	ctx := t.Context()
-	emu := emulator.New(emulator.Options{})
-	addrs, err := emu.Start(ctx, "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, emu.Close()) })
-	cfg := nacosapp.Config{Servers: []string{addrs.HTTP}, GRPCPort: addrs.GRPCPort()}
+	_, _, cfg := startNacos(t)
 	var deregs []func()
 	for port := range 8 {
 		dereg, err := nacosapp.Register(ctx, cfg, "fleet", "127.0.0.1", 9100+port, nil)

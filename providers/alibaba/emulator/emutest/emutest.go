@@ -4,8 +4,11 @@ package emutest
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,6 +53,39 @@ func Start(t testing.TB, name string, opts emulator.Options) (*emulator.Emulator
 		JobTimeout:         spec.Duration(30 * time.Second),
 		RetryTimeout:       spec.Duration(30 * time.Second),
 	}
+}
+
+// Overlap serves e on another loopback server that holds every call of
+// action first until a call of action second has arrived, and returns cfg
+// pointed at it with a function that reports whether every call of first
+// met one. A provider that makes the two calls one after the other holds
+// first for 2 s (less than the read timeout of Start's configuration),
+// then it goes on: overlapped reports false.
+func Overlap(t testing.TB, e *emulator.Emulator, cfg spec.AlibabaProvider, first, second string) (spec.AlibabaProvider, func() bool) {
+	t.Helper()
+	arrived := make(chan struct{})
+	var (
+		once   sync.Once
+		missed atomic.Bool
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Header.Get("x-acs-action") {
+		case second:
+			once.Do(func() { close(arrived) })
+		case first:
+			wait := time.NewTimer(2 * time.Second)
+			select {
+			case <-arrived:
+			case <-wait.C:
+				missed.Store(true)
+			}
+			wait.Stop()
+		}
+		e.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	cfg.Endpoint = strings.TrimPrefix(srv.URL, "http://")
+	return cfg, func() bool { return !missed.Load() }
 }
 
 // Harness implements the parts of providertest.LBHarness that read and
