@@ -2,9 +2,10 @@
 // following a real Git repository, releases and reverts a service ten times
 // each under continuous non-idempotent POSTs and numbered WebSocket
 // messages, through a real HAProxy and through the Alibaba ALB emulator's
-// data plane, with the service registered in Nacos (the emulator; a real
-// r-nacos with TANDEM_E2E_REAL_NACOS=1); users' traffic enters through the
-// load balancer and through a Nacos consumer.
+// data plane, with the service registered in Nacos (through HAProxy: the
+// real Nacos 3 server, its running version read from the apps' Nacos
+// metadata; through the ALB emulator: the Nacos emulator); users' traffic
+// enters through the load balancer and through a Nacos consumer.
 package e2e_test
 
 import (
@@ -43,31 +44,29 @@ const (
 
 func TestTenReleasesAndRevertsThroughHAProxyAndNacosLoseNothing(t *testing.T) {
 	haproxytest.SkipUnlessInstalled(t)
-	run(t, stage.Service{Name: service, LB: spec.KindHAProxy, Nacos: true}, realNacos(t))
+	nacos := realNacos(t)
+	// The version is read from the registry, as examples/services/user-service.yaml
+	// does: a redeployed group must show its new version while still
+	// disabled, or verify never passes.
+	run(t, stage.Service{Name: service, LB: spec.KindHAProxy, Nacos: true, VersionFromNacos: true}, nacos)
 }
 
 func TestTenReleasesAndRevertsThroughTheALBEmulatorLoseNothing(t *testing.T) {
 	run(t, stage.Service{Name: service, LB: spec.KindALB, Nacos: true}, nil)
 }
 
-// realNacosEnv asks variant 1 to run against a real r-nacos (installed by
-// scripts/nacos/install-rnacos.sh) instead of the emulator. It is not the
-// default: r-nacos 0.8.5 leaves disabled instances out of its operator list
-// and keeps the metadata an operator update wrote across a re-registration,
-// so the verify phase never sees the redeployed, still disabled target
-// group as registered and the release is undone (see docs/bench-e2e.md).
-const realNacosEnv = "TANDEM_E2E_REAL_NACOS"
-
-// realNacos starts r-nacos when realNacosEnv=1, and otherwise says that the
-// Nacos emulator stands in.
+// realNacos starts the real Nacos 3 server (installed by
+// scripts/nacos/install-nacos3.sh, which make test runs). Only when it is
+// not installed, and TANDEM_REQUIRE_REAL_NACOS=1 does not ask for it, does
+// the Nacos emulator stand in, and the log says so.
 func realNacos(t *testing.T) *stage.NacosServer {
-	if os.Getenv(realNacosEnv) != "1" {
-		t.Logf("Nacos: the in-process emulator stands in for a real server (%s=1 runs r-nacos)", realNacosEnv)
+	if err := nacostest.Installed(nacostest.KindNacos3); err != nil && os.Getenv(nacostest.RequireEnv) != "1" {
+		t.Logf("Nacos: the in-process emulator stands in for a real server: %v", err)
 		return nil
 	}
-	srv := nacostest.Start(t, nacostest.KindRNacos, nacostest.Options{})
-	t.Logf("Nacos: real r-nacos at %s", srv.HTTPAddr)
-	return &stage.NacosServer{Name: "r-nacos", Addr: srv.HTTPAddr, GRPCPort: srv.GRPCPort, API: srv.API}
+	srv := nacostest.Start(t, nacostest.KindNacos3, nacostest.Options{})
+	t.Logf("Nacos: real Nacos 3 at %s (API %s)", srv.HTTPAddr, srv.API)
+	return &stage.NacosServer{Name: "Nacos 3 (real)", Addr: srv.HTTPAddr, GRPCPort: srv.GRPCPort, API: srv.API}
 }
 
 func run(t *testing.T, svc stage.Service, nacos *stage.NacosServer) {

@@ -13,7 +13,8 @@ type Observe func(provider, op string, took time.Duration, err error)
 
 // Instrument wraps every load balancer and registry of s so that each call
 // is reported to observe (metrics of provider API latency and failures).
-// Optional abilities (SessionCloser, RegistryWatcher) are kept.
+// Optional abilities (SessionCloser, RegistryWatcher,
+// ExpectingRegistryObserver) are kept.
 func Instrument(s *Set, observe Observe) *Set {
 	c := *s
 	c.LoadBalancers = make(map[string]LoadBalancer, len(s.LoadBalancers))
@@ -74,6 +75,12 @@ type instrumentedRegistry struct {
 
 func (i instrumentedRegistry) Instances(ctx context.Context, ref spec.NacosRef) (RegistryView, error) {
 	return timed(i.observe, i.key, "instances", func() (RegistryView, error) { return i.r.Instances(ctx, ref) })
+}
+
+// InstancesExpecting passes expect on when the registry takes it, so the
+// wrapper keeps that ability whatever it wraps.
+func (i instrumentedRegistry) InstancesExpecting(ctx context.Context, ref spec.NacosRef, expect []Addr) (RegistryView, error) {
+	return timed(i.observe, i.key, "instances", func() (RegistryView, error) { return ReadRegistry(ctx, i.r, ref, expect) })
 }
 
 func (i instrumentedRegistry) SetEnabled(ctx context.Context, ref spec.NacosRef, addrs []Addr, enabled bool) error {

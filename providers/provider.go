@@ -111,10 +111,30 @@ type RegistryObserver interface {
 	Instances(ctx context.Context, ref spec.NacosRef) (RegistryView, error)
 }
 
+// ExpectingRegistryObserver is implemented by registries whose operator
+// list can leave registered instances out (r-nacos lists only enabled
+// ones): InstancesExpecting reads the service like Instances and also looks
+// up each expected address the list lacks, so that a registered but
+// disabled instance is in the view.
+type ExpectingRegistryObserver interface {
+	InstancesExpecting(ctx context.Context, ref spec.NacosRef, expect []Addr) (RegistryView, error)
+}
+
+// ReadRegistry reads one service of r, passing the addresses the desired
+// state expects to registries that implement ExpectingRegistryObserver.
+func ReadRegistry(ctx context.Context, r RegistryObserver, ref spec.NacosRef, expect []Addr) (RegistryView, error) {
+	if e, ok := r.(ExpectingRegistryObserver); ok {
+		return e.InstancesExpecting(ctx, ref, expect)
+	}
+	return r.Instances(ctx, ref)
+}
+
 // RegistryApplier takes instances in and out of consumers' view.
 //
 // SetEnabled sends the operator change for every address, always preserving
-// each instance's current weight and metadata, and returns when Tandem's own
+// each instance's current weight and writing no metadata of its own (the
+// registry keeps showing what the apps register, so a version in the
+// metadata stays readable across a redeploy), and returns when Tandem's own
 // subscription shows the change. It refuses (ErrWouldDisableAll) a change
 // that would leave the service with no enabled instance.
 type RegistryApplier interface {

@@ -58,7 +58,13 @@ func Observe(ctx context.Context, ps *providers.Set, svc *spec.Service, needs Ne
 		if !ok {
 			return nil, Stalled("ProviderMissing", "%s: no nacos provider named %q is configured", ref, ref.Provider)
 		}
-		rv, err := reg.Instances(ctx, ref)
+		var expect []providers.Addr
+		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
+			for _, in := range svc.Groups.Get(g) {
+				expect = append(expect, providers.Addr{IP: in.IP, Port: in.Port})
+			}
+		}
+		rv, err := providers.ReadRegistry(ctx, reg, ref, expect)
 		if err != nil {
 			return nil, fmt.Errorf("observing %s: %w", ref, err)
 		}

@@ -108,13 +108,24 @@ type AlibabaProvider struct {
 	RetryTimeout       Duration `yaml:"retryTimeout" json:"retryTimeout"`
 }
 
+// What a Nacos provider's servers run (NacosProvider.Server).
+const (
+	NacosServerNacos  = "nacos"   // the official Nacos 2.x or 3.x
+	NacosServerRNacos = "r-nacos" // r-nacos, a Nacos-compatible server (v1 API only)
+)
+
 // NacosProvider is one Nacos cluster.
 type NacosProvider struct {
 	Name        string   `yaml:"name" json:"name"`
 	Servers     []string `yaml:"servers" json:"servers"` // host:port of the HTTP API; gRPC is port+1000 unless grpcPort is set
 	GRPCPort    int      `yaml:"grpcPort" json:"grpcPort,omitempty"`
 	ContextPath string   `yaml:"contextPath" json:"contextPath"`
-	API         string   `yaml:"api" json:"api"` // v1 (Nacos 2.x) or v3 (Nacos 3.x admin API)
+	API         string   `yaml:"api" json:"api"` // v1 (Nacos 2.x, r-nacos) or v3 (Nacos 3.x admin API)
+	// Server is nacos (default) or r-nacos. r-nacos keeps the metadata an
+	// address first registered with until 60 s after the instance leaves
+	// (docs/nacos-servers.md), so services on it cannot read their version
+	// from the registry (health.version.nacosMetadata is refused).
+	Server      string   `yaml:"server" json:"server"`
 	UsernameEnv string   `yaml:"usernameEnv" json:"usernameEnv,omitempty"`
 	PasswordEnv string   `yaml:"passwordEnv" json:"passwordEnv,omitempty"`
 	Timeout     Duration `yaml:"timeout" json:"timeout"`
@@ -175,6 +186,7 @@ func (c *Config) Default() {
 		p := &c.Providers.Nacos[i]
 		setDefault(&p.ContextPath, "/nacos")
 		setDefault(&p.API, "v1")
+		setDefault(&p.Server, NacosServerNacos)
 		setDefault(&p.Timeout, Duration(5*time.Second))
 	}
 	for i := range c.Providers.HAProxy {
@@ -283,6 +295,15 @@ func (c *Config) Validate() Problems {
 		if p.API != "v1" && p.API != "v3" {
 			bad(base+".api", "must be v1 (Nacos 2.x) or v3 (Nacos 3.x), got %q", p.API)
 		}
+		switch p.Server {
+		case NacosServerNacos:
+		case NacosServerRNacos:
+			if p.API != "v1" {
+				bad(base+".api", "must be v1 with server r-nacos (r-nacos has no v3 admin API), got %q", p.API)
+			}
+		default:
+			bad(base+".server", "must be nacos (Nacos 2.x or 3.x) or r-nacos, got %q", p.Server)
+		}
 		if !strings.HasPrefix(p.ContextPath, "/") {
 			bad(base+".contextPath", "must start with /, got %q", p.ContextPath)
 		}
@@ -329,6 +350,16 @@ func (c *Config) Validate() Problems {
 	return ps
 }
 
+// nacosProvider returns the Nacos provider of that name.
+func (c *Config) nacosProvider(name string) (NacosProvider, bool) {
+	for _, p := range c.Providers.Nacos {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return NacosProvider{}, false
+}
+
 // HasProvider reports whether a provider instance of this kind and name exists.
 func (c *Config) HasProvider(kind, name string) bool {
 	switch kind {
@@ -337,11 +368,8 @@ func (c *Config) HasProvider(kind, name string) bool {
 	case KindSLB:
 		return hasName(c.Providers.SLB, name)
 	case KindNacos:
-		for _, p := range c.Providers.Nacos {
-			if p.Name == name {
-				return true
-			}
-		}
+		_, ok := c.nacosProvider(name)
+		return ok
 	case KindHAProxy:
 		for _, p := range c.Providers.HAProxy {
 			if p.Name == name {

@@ -168,10 +168,17 @@ func (s *Set) validate(cfg *Config) Problems {
 					"no %s provider named %q in %s", k, b.Provider(), cfg.fileName()))
 			}
 		}
-		if svc.Registry != nil && svc.Registry.Nacos != nil && svc.Registry.Nacos.Provider != "" &&
-			!cfg.HasProvider(KindNacos, svc.Registry.Nacos.Provider) {
-			ps = append(ps, svc.Problem("registry.nacos.provider", "no nacos provider named %q in %s",
-				svc.Registry.Nacos.Provider, cfg.fileName()))
+		if svc.Registry == nil || svc.Registry.Nacos == nil || svc.Registry.Nacos.Provider == "" {
+			continue
+		}
+		name := svc.Registry.Nacos.Provider
+		switch p, ok := cfg.nacosProvider(name); {
+		case !ok:
+			ps = append(ps, svc.Problem("registry.nacos.provider", "no nacos provider named %q in %s", name, cfg.fileName()))
+		case p.Server == NacosServerRNacos && svc.Health.Version.NacosMetadata != "":
+			ps = append(ps, svc.Problem("health.version.nacosMetadata",
+				"cannot be read from r-nacos (nacos provider %q in %s): r-nacos keeps the metadata an address first registered with until 60s after the instance leaves, so a redeployed version would not show; use health.version.http",
+				name, cfg.fileName()))
 		}
 	}
 	ps = append(ps, s.cycles()...)

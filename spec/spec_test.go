@@ -101,6 +101,42 @@ func TestBindingsMustNameConfiguredProviders(t *testing.T) {
 	}, "\n"))
 }
 
+func TestNacosServerDefaultsToNacosAndIsValidated(t *testing.T) {
+	cfg, err := spec.ParseConfig("tandem.yaml", []byte(validConfig))
+	require.NoError(t, err)
+	require.Equal(t, spec.NacosServerNacos, cfg.Providers.Nacos[0].Server)
+
+	_, err = spec.ParseConfig("tandem.yaml", []byte(`
+git: {url: "file:///srv/fleet.git"}
+providers:
+  nacos:
+    - {name: a, servers: ["nacos:8848"], server: zookeeper}
+    - {name: b, servers: ["nacos:8848"], server: r-nacos, api: v3}
+`))
+	require.EqualError(t, err, strings.Join([]string{
+		`tandem.yaml:5: providers.nacos[0].server: must be nacos (Nacos 2.x or 3.x) or r-nacos, got "zookeeper"`,
+		`tandem.yaml:6: providers.nacos[1].api: must be v1 with server r-nacos (r-nacos has no v3 admin API), got "v3"`,
+	}, "\n"))
+}
+
+func TestVersionFromNacosMetadataIsRefusedOnRNacos(t *testing.T) {
+	rnacos := strings.Replace(validConfig, `servers: ["127.0.0.1:8848"]}`, `servers: ["127.0.0.1:8848"], server: r-nacos}`, 1)
+	cfg, err := spec.ParseConfig("tandem.yaml", []byte(rnacos))
+	require.NoError(t, err)
+	_, err = spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(validService)}}, "services", cfg)
+	require.EqualError(t, err, `services/user.yaml:13: health.version.nacosMetadata: cannot be read from r-nacos (nacos provider "prod" in tandem.yaml): `+
+		`r-nacos keeps the metadata an address first registered with until 60s after the instance leaves, so a redeployed version would not show; use health.version.http`)
+
+	byHTTP := strings.Replace(validService, "version: {nacosMetadata: version}", "version: {http: /version}", 1)
+	_, err = spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(byHTTP)}}, "services", cfg)
+	require.NoError(t, err, "r-nacos still takes instances in and out of view")
+
+	cfg, err = spec.ParseConfig("tandem.yaml", []byte(validConfig))
+	require.NoError(t, err)
+	_, err = spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(validService)}}, "services", cfg)
+	require.NoError(t, err, "official Nacos shows the metadata each app registers")
+}
+
 func TestInstancesSharedBetweenServicesAreRefused(t *testing.T) {
 	other := strings.Replace(validService, "user-service", "order-service", 1)
 	_, err := spec.Load(fstest.MapFS{

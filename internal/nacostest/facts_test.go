@@ -41,6 +41,17 @@ type facts struct {
 	// restartKeepsMetadata: the re-registered instance carries the
 	// operator's metadata instead of its own.
 	restartKeepsMetadata bool
+	// firstMetadataPinned: an app that re-registers the same ip:port with
+	// new metadata within 60 s, with no operator update, still shows the
+	// metadata it first registered with (r-nacos: naming/service.rs
+	// Service::update_instance keeps it in instance_metadata_map until
+	// 60 s after the instance left).
+	firstMetadataPinned bool
+	// updateWithoutMetadataClears: a PUT without metadata, or with "{}",
+	// drops the metadata an earlier PUT wrote, so the app's own shows
+	// (Nacos: the PUT replaces the whole override). Otherwise the
+	// operator's metadata stays.
+	updateWithoutMetadataClears bool
 }
 
 var serverFacts = map[string]facts{
@@ -52,15 +63,17 @@ var serverFacts = map[string]facts{
 		reconnectKeepsDisabled: false,
 		restartKeepsDisabled:   false,
 		restartKeepsMetadata:   true,
+		firstMetadataPinned:    true,
 	},
 	KindNacos3: {
-		adminShowsDisabled:     "GET /v3/admin/ns/instance/list",
-		omittedKept:            false,
-		weightOneIgnored:       false,
-		metadataMerged:         true,
-		reconnectKeepsDisabled: true,
-		restartKeepsDisabled:   true,
-		restartKeepsMetadata:   true,
+		adminShowsDisabled:          "GET /v3/admin/ns/instance/list",
+		omittedKept:                 false,
+		weightOneIgnored:            false,
+		metadataMerged:              true,
+		reconnectKeepsDisabled:      true,
+		restartKeepsDisabled:        true,
+		restartKeepsMetadata:        true,
+		updateWithoutMetadataClears: true,
 	},
 }
 
@@ -247,6 +260,48 @@ func TestFactAppRestartWithinAMinute(t *testing.T) {
 		}
 		if !want.restartKeepsDisabled {
 			f.sub.await(t, "the re-registered instance", has(f.a.ip, f.a.port))
+		}
+	})
+}
+
+func TestFactAppRestartWithNewMetadataWithinAMinute(t *testing.T) {
+	forEachKind(t, Options{}, func(t *testing.T, s *Server) {
+		want := serverFacts[s.Kind]
+		f := newFleet(t, s)
+		f.stopA()
+		f.op.awaitAdmin(f.a, "the instance gone", gone)
+		restarted := f.a
+		restarted.metadata = map[string]string{"version": "v2"}
+		restarted.register(t, newSDKClient(t, s, nil))
+		f.sub.await(t, "the re-registered instance", has(f.a.ip, f.a.port))
+		in := f.op.awaitAdmin(f.a, "the re-registered instance", present)
+		if want.firstMetadataPinned {
+			require.Equal(t, f.a.metadata, in.Metadata, "metadata after the app re-registered with new metadata")
+		} else {
+			require.Equal(t, restarted.metadata, in.Metadata, "metadata after the app re-registered with new metadata")
+		}
+	})
+}
+
+func TestFactUpdateWithoutMetadataAfterOneWithMetadata(t *testing.T) {
+	forEachKind(t, Options{}, func(t *testing.T, s *Server) {
+		want := serverFacts[s.Kind]
+		f := newFleet(t, s)
+		for i, metadata := range []string{"{}", ""} {
+			f.op.updateInstance(instanceForm(f.a, true, 3, `{"version":"pinned"}`))
+			f.op.awaitAdmin(f.a, "the operator's metadata", withMeta("version", "pinned"))
+			// The weight tells when the second PUT is in force: both come
+			// from the same update.
+			weight := float64(4 + i)
+			f.op.updateInstance(instanceForm(f.a, true, weight, metadata))
+			in := f.op.awaitAdmin(f.a, fmt.Sprintf("weight %v", weight), func(in adminInstance, found bool) bool {
+				return found && in.Weight == weight
+			})
+			if want.updateWithoutMetadataClears {
+				require.Equal(t, f.a.metadata, in.Metadata, "metadata after a PUT with metadata %q", metadata)
+			} else {
+				require.Equal(t, map[string]string{"version": "pinned"}, in.Metadata, "metadata after a PUT with metadata %q", metadata)
+			}
 		}
 	})
 }

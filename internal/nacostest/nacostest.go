@@ -112,7 +112,7 @@ func requireInstalled(t testing.TB, kind string) {
 	if _, ok := kinds[kind]; !ok {
 		t.Fatalf("unknown Nacos server kind %q (known: %v)", kind, Kinds())
 	}
-	if err := notInstalled(kind); err != nil {
+	if err := Installed(kind); err != nil {
 		if os.Getenv(RequireEnv) == "1" {
 			t.Fatalf("%v (%s=1 makes this a failure)", err, RequireEnv)
 		}
@@ -120,10 +120,14 @@ func requireInstalled(t testing.TB, kind string) {
 	}
 }
 
-// notInstalled returns why a known kind cannot be started and how to
-// install it, or nil.
-func notInstalled(kind string) error {
-	k := kinds[kind]
+// Installed returns nil when a server of that kind can be started, and
+// otherwise why not and how to install it. Tests that can do without a real
+// server use it to choose; Start and Shared skip or fail by themselves.
+func Installed(kind string) error {
+	k, ok := kinds[kind]
+	if !ok {
+		return fmt.Errorf("unknown Nacos server kind %q (known: %v)", kind, Kinds())
+	}
 	if err := k.installed(); err != nil {
 		return fmt.Errorf("%s is not installed (%w); install it with scripts/nacos/%s", kind, err, k.script)
 	}

@@ -65,10 +65,11 @@ func TestStartStopsTheServerAndRemovesItsDataAtCleanup(t *testing.T) {
 func TestNotInstalledNamesTheInstallScript(t *testing.T) {
 	t.Setenv("TANDEM_CACHE", t.TempDir())
 	for kind, script := range map[string]string{KindRNacos: "install-rnacos.sh", KindNacos3: "install-nacos3.sh"} {
-		err := notInstalled(kind)
+		err := Installed(kind)
 		require.ErrorContains(t, err, kind+" is not installed")
 		require.ErrorContains(t, err, "scripts/nacos/"+script)
 	}
+	require.ErrorContains(t, Installed("zookeeper"), `unknown Nacos server kind "zookeeper"`)
 }
 
 // listeningAddrs returns the TCP addresses the process listens on, from

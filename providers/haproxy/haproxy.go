@@ -261,6 +261,58 @@ func (p *Provider) servers(ctx context.Context, b spec.Binding) ([]providers.Bac
 	if !found {
 		return nil, providers.Permanentf("NotFound", "haproxy %s has no backend %q", p.name, b.Backend)
 	}
+	// show stat says DOWN for a drained server whose checks fail (e.g. while
+	// its app restarts for a deploy) and shows its user weight: only the
+	// admin state tells that it is drained.
+	reply, err = p.command(ctx, "show servers state "+b.Backend)
+	if err != nil {
+		return nil, err
+	}
+	admin, err := parseAdminStates(reply)
+	if err != nil {
+		return nil, fmt.Errorf("haproxy %s: show servers state %s: %w", p.name, b.Backend, err)
+	}
+	for i := range out {
+		if admin[out[i].ID]&(srvAdminDrain|srvAdminMaint) != 0 {
+			out[i].Weight = 0
+		}
+	}
+	return out, nil
+}
+
+// Admin state flags of a server (HAProxy enum srv_admin: SRV_ADMF_DRAIN
+// masks FDRAIN|IDRAIN, SRV_ADMF_MAINT masks FMAINT|IMAINT|RMAINT, and
+// CMAINT is maintenance from the configuration).
+const (
+	srvAdminDrain = 0x18
+	srvAdminMaint = 0x23 | 0x04
+)
+
+// parseAdminStates reads srv_admin_state by server name from `show servers
+// state <backend>`: a format version line, a "# be_id be_name srv_id
+// srv_name ..." header, then one space-separated row per server.
+func parseAdminStates(reply string) (map[string]int, error) {
+	lines := strings.Split(strings.TrimSpace(reply), "\n")
+	if len(lines) < 2 || !strings.HasPrefix(lines[1], "# ") {
+		return nil, fmt.Errorf("unexpected reply %q", firstLine(reply))
+	}
+	header := strings.Fields(lines[1][2:])
+	name, state := slices.Index(header, "srv_name"), slices.Index(header, "srv_admin_state")
+	if name < 0 || state < 0 {
+		return nil, fmt.Errorf("no srv_name or srv_admin_state column in %q", lines[1])
+	}
+	out := map[string]int{}
+	for _, line := range lines[2:] {
+		f := strings.Fields(line)
+		if len(f) <= max(name, state) {
+			continue
+		}
+		n, err := strconv.Atoi(f[state])
+		if err != nil {
+			return nil, fmt.Errorf("server %s: srv_admin_state %q is not a number", f[name], f[state])
+		}
+		out[f[name]] = n
+	}
 	return out, nil
 }
 
@@ -278,10 +330,7 @@ func toBackend(r map[string]string) providers.Backend {
 	if w == "" {
 		w = r["weight"]
 	}
-	be.Weight, _ = strconv.Atoi(w)
-	if strings.HasPrefix(be.Status, "DRAIN") || strings.HasPrefix(be.Status, "MAINT") {
-		be.Weight = 0
-	}
+	be.Weight, _ = strconv.Atoi(w) // 0 in drain or maint: see servers
 	be.Health = health(be.Status, r["check_status"])
 	return be
 }

@@ -252,6 +252,28 @@ func record(t testing.TB, socket string) (string, *recorder) {
 	return interpose(t, socket, rec.observe), rec
 }
 
+func TestADrainedServerWhoseChecksFailStillReportsWeightZero(t *testing.T) {
+	// s2's app is not running, as while a deploy restarts it: its checks
+	// fail and show stat says DOWN with its user weight.
+	h := haproxytest.Start(t, haproxytest.Config{Backends: []haproxytest.Backend{{Name: "web", Servers: []haproxytest.Server{
+		{Name: "s1", Addr: app(t, "s1"), Weight: 100}, {Name: "s2", Addr: deadAddr(t), Weight: 100},
+	}}}})
+	p := provider(t, h.Socket)
+	b := binding("web")
+	waitHealthy(t, p, b, "s1")
+	require.NoError(t, p.SetWeights(t.Context(), b, []providers.WeightChange{{ID: "s2", Weight: 0}}))
+	require.Eventually(t, func() bool {
+		bs, err := p.Backends(t.Context(), b)
+		return err == nil && byID(bs)["s2"].Status == "DOWN"
+	}, 10*time.Second, 20*time.Millisecond, "s2's checks fail")
+
+	bs, err := p.Backends(t.Context(), b)
+	require.NoError(t, err)
+	down := byID(bs)["s2"]
+	require.Equal(t, []any{0, "DOWN", providers.HealthUnhealthy}, []any{down.Weight, down.Status, down.Health})
+	require.NoError(t, p.SetWeights(t.Context(), b, []providers.WeightChange{{ID: "s2", Weight: 0}}), "draining it again reads back weight 0")
+}
+
 func TestSetWeightsRaisesBeforeItLowers(t *testing.T) {
 	h := haproxytest.Start(t, haproxytest.Config{Backends: []haproxytest.Backend{{Name: "web", Servers: []haproxytest.Server{
 		{Name: "a1", Addr: app(t, "a1"), Weight: 100}, {Name: "a2", Addr: app(t, "a2"), Weight: 100},

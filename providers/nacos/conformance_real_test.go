@@ -10,9 +10,9 @@ import (
 // (docs/nacos-servers.md records the observations).
 var realExpectations = map[string]expectations{
 	// r-nacos keeps enabled=false on the stored instance and loses it when
-	// the app re-registers (ref §4c), and its catalog list leaves disabled
-	// instances out.
-	nacostest.KindRNacos: {restartKeepsOverride: false, listOmitsDisabled: true},
+	// the app re-registers (ref §4c), its catalog list leaves disabled
+	// instances out, and it pins an address's first metadata.
+	nacostest.KindRNacos: {restartKeepsOverride: false, listOmitsDisabled: true, firstMetadataPinned: true},
 	// Nacos 3 keeps the override 60 s after the owner left and refuses the
 	// v1 write API with 410 (ref §1); it answers a wrong password with 500.
 	nacostest.KindNacos3: {restartKeepsOverride: true, v1WritesGone: true, badLoginTransient: true},

@@ -57,9 +57,17 @@ type expectations struct {
 	v1WritesGone bool
 	// listOmitsDisabled: the operator list (v1 catalog) leaves disabled
 	// instances out; they are only shown one by one by GET /v1/ns/instance
-	// (r-nacos, docs/nacos-servers.md). The provider's operator view then
-	// lacks them.
+	// (r-nacos, docs/nacos-servers.md). The provider's operator view lacks
+	// them unless the caller names the addresses it expects.
 	listOmitsDisabled bool
+	// firstMetadataPinned: the server keeps the metadata an address first
+	// registered with until 60 s after the instance left, so an app that
+	// restarts with a new version still shows its old one (r-nacos since
+	// 0.8.3: naming/service.rs Service::update_instance stores it in
+	// instance_metadata_map; docs/nacos-servers.md). Nacos shows what the
+	// app registered last, with the operator override's metadata, which
+	// Tandem leaves empty, merged over it.
+	firstMetadataPinned bool
 	// badLoginTransient: the server answers a login with a wrong password
 	// with 500 (Nacos 3 on /v3/auth/user/login, observed), which the
 	// provider cannot tell from an outage.
@@ -221,6 +229,49 @@ func TestConformance(t *testing.T) {
 				require.Equal(t, !tg.expect.restartKeepsOverride, in.Enabled)
 				require.Equal(t, !tg.expect.restartKeepsOverride, slices.Contains(view.Visible, a1))
 			})
+			t.Run("an app that restarts with a new version while disabled "+newVersionOutcome(tg.expect), func(t *testing.T) {
+				h.t = t
+				f := h.fleet("newversion")
+				a1 := f.a[0]
+				require.NoError(t, f.p.SetEnabled(tctx(t), f.ref, []providers.Addr{a1}, false))
+				f.apps[a1]()
+				f.waitListed(a1, false)
+				f.apps[a1] = h.register(f.ref, a1, "1.1.0")
+				f.waitListed(a1, true)
+				f.barrier()
+				want := "1.1.0"
+				if tg.expect.firstMetadataPinned {
+					want = "1.0.0"
+				}
+				view, err := f.p.InstancesExpecting(tctx(t), f.ref, f.all())
+				require.NoError(t, err)
+				in := instanceAt(t, view, a1)
+				require.Equal(t, want, nacos.Version(in, "version"), "the operator view of the restarted app")
+				require.Equal(t, !tg.expect.restartKeepsOverride, in.Enabled)
+				require.NoError(t, f.p.SetEnabled(tctx(t), f.ref, []providers.Addr{a1}, true))
+				f.consumer.waitFor(t, append(f.all(), f.sentinels...))
+				require.Equal(t, want, f.consumer.version(a1), "what consumers are pushed for the restarted app")
+				view, err = f.p.InstancesExpecting(tctx(t), f.ref, f.all())
+				require.NoError(t, err)
+				require.Equal(t, want, nacos.Version(instanceAt(t, view, a1), "version"), "the operator view once enabled")
+			})
+			t.Run("a disabled instance a fresh provider never saw is in its view when expected", func(t *testing.T) {
+				h.t = t
+				f := h.fleet("expected")
+				require.NoError(t, f.p.SetEnabled(tctx(t), f.ref, f.a, false))
+				fresh := newProvider(t, srv, srv.API) // e.g. the daemon restarted
+				view, err := fresh.Instances(tctx(t), f.ref)
+				require.NoError(t, err)
+				require.Len(t, view.Instances, map[bool]int{false: 4, true: 2}[tg.expect.listOmitsDisabled])
+				view, err = providers.ReadRegistry(tctx(t), fresh, f.ref, f.all())
+				require.NoError(t, err)
+				require.Len(t, view.Instances, 4)
+				for _, a := range f.all() {
+					in := instanceAt(t, view, a)
+					require.Equal(t, !slices.Contains(f.a, a), in.Enabled, "enabled of %v", a)
+					require.Equal(t, f.version(a), nacos.Version(in, "version"), "metadata of %v", a)
+				}
+			})
 			if tg.startShortExpiry != nil {
 				t.Run("an override expires after the owner stays away", func(t *testing.T) {
 					short := tg.startShortExpiry(t)
@@ -300,6 +351,20 @@ func restartOutcome(e expectations) string {
 	return "comes back enabled (the server forgets the override)"
 }
 
+func newVersionOutcome(e expectations) string {
+	if e.firstMetadataPinned {
+		return "still shows its first version (the server pins it)"
+	}
+	return "shows its new version in the operator view and, once enabled, to consumers"
+}
+
+// instanceAt returns the instance at a in the view.
+func instanceAt(t testing.TB, view providers.RegistryView, a providers.Addr) providers.RegistryInstance {
+	i := slices.IndexFunc(view.Instances, func(in providers.RegistryInstance) bool { return in.IP == a.IP && in.Port == a.Port })
+	require.GreaterOrEqual(t, i, 0, "%v is not in the operator view %+v", a, view.Instances)
+	return view.Instances[i]
+}
+
 func badLoginOutcome(e expectations) string {
 	if e.badLoginTransient {
 		return "is refused with a 5xx, so the error is transient"
@@ -350,7 +415,8 @@ type fleet struct {
 	apps     map[providers.Addr]func()
 	p        *nacos.Provider
 	consumer *consumer
-	sentinel int
+	// sentinels are the instances barrier registered.
+	sentinels []providers.Addr
 }
 
 var serviceSeq struct {
@@ -417,12 +483,13 @@ func (f *fleet) waitVisible(want []providers.Addr) {
 	}, waitLimit, 10*time.Millisecond, "subscription shows %v, want %v", &last, want)
 }
 
-// waitListed polls the operator view (bounded) until a is listed or not.
+// waitListed polls the operator view, with a expected, (bounded) until a
+// is listed or not.
 func (f *fleet) waitListed(a providers.Addr, listed bool) providers.RegistryInstance {
 	t := f.h.t
 	var found providers.RegistryInstance
 	require.Eventually(t, func() bool {
-		view, err := f.p.Instances(context.Background(), f.ref)
+		view, err := f.p.InstancesExpecting(context.Background(), f.ref, []providers.Addr{a})
 		require.NoError(t, err)
 		for _, in := range view.Instances {
 			if in.IP == a.IP && in.Port == a.Port {
@@ -439,8 +506,8 @@ func (f *fleet) waitListed(a providers.Addr, listed bool) providers.RegistryInst
 // subscription shows it: pushes are ordered, so everything changed before
 // is reflected by then.
 func (f *fleet) barrier() {
-	f.sentinel++
-	s := providers.Addr{IP: "127.0.3.1", Port: 9000 + f.sentinel}
+	s := providers.Addr{IP: "127.0.3.1", Port: 9001 + len(f.sentinels)}
+	f.sentinels = append(f.sentinels, s)
 	f.apps[s] = f.h.register(f.ref, s, "0")
 	require.Eventually(f.h.t, func() bool {
 		view, err := f.p.Instances(context.Background(), f.ref)
@@ -464,12 +531,13 @@ func sameAddrs(a, b []providers.Addr) bool {
 // consumer is another SDK client subscribed to the service, as a Spring
 // Cloud or Dubbo consumer is.
 type consumer struct {
-	client naming_client.INamingClient
-	mu     sync.Mutex
-	last   []providers.Addr
-	seen   bool
-	next   chan struct{}
-	at     time.Time // when last changed
+	client   naming_client.INamingClient
+	mu       sync.Mutex
+	last     []providers.Addr
+	versions map[providers.Addr]string // the "version" metadata of the last push
+	seen     bool
+	next     chan struct{}
+	at       time.Time // when last changed
 }
 
 func newConsumer(t testing.TB, srv server, ref spec.NacosRef) *consumer {
@@ -493,19 +561,29 @@ func newConsumer(t testing.TB, srv server, ref spec.NacosRef) *consumer {
 				return
 			}
 			var addrs []providers.Addr
+			versions := map[providers.Addr]string{}
 			for _, h := range hosts {
 				if h.Enable && h.Healthy && h.ClusterName == ref.Cluster {
-					addrs = append(addrs, providers.Addr{IP: h.Ip, Port: int(h.Port)})
+					a := providers.Addr{IP: h.Ip, Port: int(h.Port)}
+					addrs = append(addrs, a)
+					versions[a] = h.Metadata["version"]
 				}
 			}
 			c.mu.Lock()
-			c.last, c.seen, c.at = addrs, true, time.Now()
+			c.last, c.versions, c.seen, c.at = addrs, versions, true, time.Now()
 			close(c.next)
 			c.next = make(chan struct{})
 			c.mu.Unlock()
 		},
 	}))
 	return c
+}
+
+// version is the version the consumer's last push gave a.
+func (c *consumer) version(a providers.Addr) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.versions[a]
 }
 
 // waitFor waits until the consumer's last push holds exactly want and

@@ -4,9 +4,9 @@
 // disabled instances included) and as consumers see it (a subscription
 // through the official nacos-sdk-go, pushed within about a second). It takes
 // instances in and out of consumers' view with enabled=false/true through
-// the operator HTTP API (v1 for Nacos 2.x, v3 admin for 3.x), always
-// sending the instance's current weight and metadata, and it returns only
-// when its own subscription shows the change.
+// the operator HTTP API (v1 for Nacos 2.x and r-nacos, v3 admin for 3.x),
+// always sending the instance's current weight and never metadata, and it
+// returns only when its own subscription shows the change.
 //
 // Tandem never registers instances with its own SDK client: the SDK's
 // UpdateInstance re-registers on the daemon's connection, which would make
@@ -36,8 +36,9 @@ import (
 )
 
 var (
-	_ providers.Registry        = (*Provider)(nil)
-	_ providers.RegistryWatcher = (*Provider)(nil)
+	_ providers.Registry                  = (*Provider)(nil)
+	_ providers.RegistryWatcher           = (*Provider)(nil)
+	_ providers.ExpectingRegistryObserver = (*Provider)(nil)
 )
 
 // Provider is one Nacos cluster of the daemon's configuration.
@@ -124,9 +125,17 @@ func (p *Provider) Close() error {
 // subscription currently holds (nil before the first push). The first call
 // for a service subscribes.
 func (p *Provider) Instances(ctx context.Context, ref spec.NacosRef) (providers.RegistryView, error) {
+	return p.InstancesExpecting(ctx, ref, nil)
+}
+
+// InstancesExpecting is Instances with the addresses the desired state
+// expects: those the operator list lacks are looked up one by one with the
+// v1 API (r-nacos leaves disabled instances out of its list and shows them
+// only there; docs/nacos-servers.md). The v3 list shows every instance.
+func (p *Provider) InstancesExpecting(ctx context.Context, ref spec.NacosRef, expect []providers.Addr) (providers.RegistryView, error) {
 	// The operator read goes first: its login reports bad credentials as a
 	// permanent error, which the SDK cannot.
-	list, err := p.op.list(ctx, ref)
+	list, err := p.operatorView(ctx, ref, expect)
 	if err != nil {
 		return providers.RegistryView{}, err
 	}
@@ -138,14 +147,36 @@ func (p *Provider) Instances(ctx context.Context, ref spec.NacosRef) (providers.
 	return providers.RegistryView{Instances: list, Visible: visible}, nil
 }
 
+// operatorView lists the service and, with the v1 API, looks up each
+// address of expect that the list lacks.
+func (p *Provider) operatorView(ctx context.Context, ref spec.NacosRef, expect []providers.Addr) ([]providers.RegistryInstance, error) {
+	list, err := p.op.list(ctx, ref)
+	if err != nil || p.cfg.API != "v1" {
+		return list, err
+	}
+	for _, a := range expect {
+		if slices.ContainsFunc(list, func(in providers.RegistryInstance) bool { return in.IP == a.IP && in.Port == a.Port }) {
+			continue
+		}
+		in, ok, err := p.op.detail(ctx, ref, a)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			list = append(list, in)
+		}
+	}
+	return list, nil
+}
+
 // SetEnabled sets enabled on every address with the operator API, sending
-// each instance's current weight, metadata, ephemeral flag and cluster, then
-// waits (bounded by ctx) until Tandem's subscription shows every address
-// (enabled) or none of them (disabled). It refuses with
-// providers.ErrWouldDisableAll a change that would leave the service with
-// no enabled instance, judged on a fresh operator view. Addresses that are
-// not registered are skipped when disabling (consumers cannot see them) and
-// are an error when enabling.
+// each instance's current weight, its ephemeral flag and cluster, and no
+// metadata (see operator.update), then waits (bounded by ctx) until Tandem's
+// subscription shows every address (enabled) or none of them (disabled). It
+// refuses with providers.ErrWouldDisableAll a change that would leave the
+// service with no enabled instance, judged on a fresh operator view.
+// Addresses that are not registered are skipped when disabling (consumers
+// cannot see them) and are an error when enabling.
 func (p *Provider) SetEnabled(ctx context.Context, ref spec.NacosRef, addrs []providers.Addr, enabled bool) error {
 	action := "disabling"
 	if enabled {
@@ -159,7 +190,7 @@ func (p *Provider) SetEnabled(ctx context.Context, ref spec.NacosRef, addrs []pr
 	if len(addrs) == 0 {
 		return nil
 	}
-	list, err := p.op.list(ctx, ref)
+	list, err := p.operatorView(ctx, ref, addrs)
 	if err != nil {
 		return fmt.Errorf("%s %v in %s: %w", action, addrs, ref, err)
 	}
@@ -167,18 +198,13 @@ func (p *Provider) SetEnabled(ctx context.Context, ref spec.NacosRef, addrs []pr
 	if err != nil {
 		return fmt.Errorf("%s %v in %s: %w", action, addrs, ref, err)
 	}
-	want := map[providers.Addr]bool{}
-	for _, a := range addrs {
-		want[a] = true
-	}
 	var targets []providers.RegistryInstance
-	found := map[providers.Addr]bool{}
+	var found []providers.Addr
 	remaining := 0 // enabled instances that stay enabled
 	for _, in := range list {
-		a := providers.Addr{IP: in.IP, Port: in.Port}
-		switch {
-		case want[a]:
-			found[a] = true
+		switch a := (providers.Addr{IP: in.IP, Port: in.Port}); {
+		case slices.Contains(addrs, a):
+			found = append(found, a)
 			if in.Enabled != enabled {
 				targets = append(targets, in)
 			}
@@ -186,25 +212,9 @@ func (p *Provider) SetEnabled(ctx context.Context, ref spec.NacosRef, addrs []pr
 			remaining++
 		}
 	}
-	for _, a := range addrs {
-		if found[a] || p.cfg.API != "v1" {
-			continue
-		}
-		// r-nacos lists only enabled instances; ask for the others one by one.
-		in, ok, err := p.op.detail(ctx, ref, a)
-		if err != nil {
-			return fmt.Errorf("%s %v in %s: %w", action, addrs, ref, err)
-		}
-		if ok {
-			found[a] = true
-			if in.Enabled != enabled {
-				targets = append(targets, in)
-			}
-		}
-	}
 	if enabled {
 		for _, a := range addrs {
-			if !found[a] {
+			if !slices.Contains(found, a) {
 				return fmt.Errorf("%s %s:%d in %s: the instance is not registered", action, a.IP, a.Port, ref)
 			}
 		}
@@ -217,14 +227,8 @@ func (p *Provider) SetEnabled(ctx context.Context, ref spec.NacosRef, addrs []pr
 			return err
 		}
 	}
-	var wait []providers.Addr
-	for _, a := range addrs {
-		if found[a] {
-			wait = append(wait, a)
-		}
-	}
-	if err := s.await(ctx, ref.Cluster, wait, enabled); err != nil {
-		return fmt.Errorf("%s %v in %s: waiting for Tandem's subscription to show the change: %w", action, wait, ref, err)
+	if err := s.await(ctx, ref.Cluster, found, enabled); err != nil {
+		return fmt.Errorf("%s %v in %s: waiting for Tandem's subscription to show the change: %w", action, found, ref, err)
 	}
 	return nil
 }

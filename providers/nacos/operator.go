@@ -135,17 +135,22 @@ func toInstance(in instanceJSON) providers.RegistryInstance {
 	}
 }
 
-// update writes the whole state of one instance with enabled set, as the
-// console's offline button does: omitted fields would reset (weight 1,
-// metadata empty; ref §1 "Operator APIs").
+// update sets enabled on one instance with the full PUT, which on Nacos
+// replaces the instance's whole operator override (ref §1: omitted fields
+// reset), so weight and enabled are always sent.
+//
+// Metadata is never sent. Nacos merges the override's metadata over the
+// app's own (InstanceUtil.updateInstanceMetadata) and keeps the override
+// across an app's restart within 60 s, so metadata sent here would pin the
+// version an instance ran when it was disabled and hide the version it is
+// redeployed with. Without the parameter the new override holds no
+// metadata, which also clears what an earlier update pinned
+// (InstanceOperatorClientImpl.buildMetadata copies the request's metadata:
+// none on v1, HttpRequestInstanceBuilder.setMetadata; an empty map on v3,
+// InstanceUtil.buildInstance parses the blank parameter). r-nacos keeps the
+// stored metadata as it is (openapi/naming/instance.rs:
+// InstanceUpdateTag.metadata is false). docs/nacos-servers.md records both.
 func (o *operator) update(ctx context.Context, ref spec.NacosRef, in providers.RegistryInstance, enabled bool) error {
-	meta, err := json.Marshal(in.Metadata)
-	if err != nil {
-		return fmt.Errorf("encoding metadata of %s:%d: %w", in.IP, in.Port, err)
-	}
-	if in.Metadata == nil {
-		meta = []byte("{}")
-	}
 	q := url.Values{
 		"namespaceId": {ref.Namespace},
 		"groupName":   {ref.Group},
@@ -156,7 +161,6 @@ func (o *operator) update(ctx context.Context, ref spec.NacosRef, in providers.R
 		"ephemeral":   {strconv.FormatBool(in.Ephemeral)},
 		"weight":      {strconv.FormatFloat(in.Weight, 'f', -1, 64)},
 		"enabled":     {strconv.FormatBool(enabled)},
-		"metadata":    {string(meta)},
 	}
 	path := "/v3/admin/ns/instance"
 	if o.api == "v1" {

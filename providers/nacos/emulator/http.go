@@ -146,7 +146,13 @@ type instanceForm struct {
 
 // parseInstanceForm reads the form. Omitted fields reset: weight 1,
 // enabled true, metadata empty (ref §1: HttpRequestInstanceBuilder,
-// InstanceForm.validate).
+// InstanceForm.validate). An override without metadata, or with "{}",
+// merges nothing, so the app's own metadata shows again: the override is
+// InstanceOperatorClientImpl.buildMetadata of the request's instance,
+// whose metadata is none on v1 (HttpRequestInstanceBuilder.setMetadata
+// skips an empty parameter) and UtilsAndCommons.parseMetadata of the blank
+// parameter, an empty map, on v3 (InstanceUtil.buildInstance). Checked on
+// Nacos 3.1 (docs/nacos-servers.md).
 func parseInstanceForm(r *http.Request) (instanceForm, error) {
 	var f instanceForm
 	name := r.FormValue("serviceName")

@@ -202,8 +202,11 @@ func (e *Emulator) ownerGone(s *service, in model.Instance) {
 }
 
 // update writes an operator override (ref §1 "The operator override"):
-// enabled and weight replace the instance's, metadata keys are merged over
-// the app's. Only the service must exist, not the instance.
+// the new override replaces the old one whole
+// (NamingMetadataOperateService.updateInstanceMetadata); at every read its
+// enabled and weight replace the instance's and its metadata keys are
+// merged over the app's (instances). Only the service must exist, not the
+// instance.
 func (e *Emulator) update(k serviceKey, ip string, port uint64, cluster string, o override) error {
 	if o.Weight < 0 || o.Weight > maxWeight {
 		return fmt.Errorf("%w: weight must be 0..%d, got %v", errInvalid, maxWeight, o.Weight)
@@ -225,8 +228,10 @@ func (e *Emulator) update(k serviceKey, ip string, port uint64, cluster string, 
 	return nil
 }
 
-// instances lists the service's instances with overrides applied, sorted by
-// address; enabledOnly hides disabled ones as every client-facing read does
+// instances lists the service's instances with overrides applied
+// (ServiceStorage.parseInstance applies InstanceUtil.updateInstanceMetadata
+// to each publisher's copy: enabled and weight replaced, metadata keys
+// merged over what the app registered last), sorted by address; enabledOnly hides disabled ones as every client-facing read does
 // (ref §1 "What consumers receive": selectInstancesWithHealthyProtection
 // with enableOnly=true). Weight 0 is not hidden. cluster "" means all.
 // Call with e.mu held.
