@@ -247,6 +247,25 @@ func TestConformance(t *testing.T) {
 				err := f.p.SetEnabled(tctx(t), f.ref, []providers.Addr{ghost}, true)
 				require.ErrorContains(t, err, "not registered")
 			})
+			if srv.emu != nil {
+				t.Run("a server restart keeps the overrides and clients redo registrations and subscriptions", func(t *testing.T) {
+					h.t = t
+					f := h.fleet("srvrestart")
+					require.NoError(t, f.p.SetEnabled(tctx(t), f.ref, f.a, false))
+					require.NoError(t, srv.emu.Restart(func() {
+						_, err := f.p.Instances(tctx(t), f.ref)
+						require.Error(t, err, "the server is down")
+					}))
+					for _, a := range f.all() {
+						in := f.waitListed(a, true)
+						require.Equal(t, slices.Contains(f.b, a), in.Enabled, "enabled of %v after the restart", a)
+					}
+					f.consumer.waitFor(t, f.b)
+					// Subscriptions were redone: a change is pushed again.
+					require.NoError(t, f.p.SetEnabled(tctx(t), f.ref, f.a, true))
+					f.consumer.waitFor(t, f.all())
+				})
+			}
 			if tg.auth {
 				t.Run("a wrong password "+badLoginOutcome(tg.expect), func(t *testing.T) {
 					h.t = t
