@@ -305,6 +305,39 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// TestASubscriptionSurvivesAResyncWhileTheServerIsDown waits for a change
+// while Nacos restarts: the wait's resync (unsubscribe, subscribe) fails,
+// and the subscription must still come back with the server.
+func TestASubscriptionSurvivesAResyncWhileTheServerIsDown(t *testing.T) {
+	// A push delay past resyncAfter: the wait resyncs before any push.
+	e := emulator.New(emulator.Options{PushDelay: 3 * time.Second})
+	addrs, err := e.Start(context.Background(), "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, e.Close()) })
+	srv := server{ContextPath: emulator.ContextPath, API: emulator.ModeV1, HTTPAddr: addrs.HTTP, GRPCPort: addrs.GRPCPort(), emu: e}
+	f := (&harness{t: t, srv: srv}).fleet("resync")
+	f.waitVisible(f.all())
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		done <- f.p.SetEnabled(ctx, f.ref, f.a, false)
+	}()
+	require.Eventually(t, func() bool {
+		o, ok := e.Override(f.ref.Namespace, f.ref.Group, f.ref.Service, f.a[0].IP, f.a[0].Port, f.ref.Cluster)
+		return ok && !o.Enabled
+	}, waitLimit, 10*time.Millisecond, "the change was written")
+	require.NoError(t, e.Restart(func() {
+		require.ErrorContains(t, <-done, "subscribing again", "the wait resynced while the server was down")
+	}))
+	// The subscription is back with the server: it shows the change, and
+	// the next one.
+	f.waitVisible(f.b)
+	require.NoError(t, f.p.SetEnabled(tctx(t), f.ref, f.a, true))
+	f.waitVisible(f.all())
+}
+
 // tctx bounds one call of the provider.
 func tctx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
