@@ -158,6 +158,24 @@ func (d *daemon) get(path string) (int, []byte, error) {
 	return resp.StatusCode, b, err
 }
 
+// post sends an empty POST to an API path (headers: extra, e.g. a token).
+func (d *daemon) post(path string, header ...string) (int, []byte, error) {
+	req, err := http.NewRequest(http.MethodPost, d.url(path), nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
 // status returns a service's status from the API.
 func (d *daemon) status(name string) (reconcile.Status, error) {
 	code, body, err := d.get("/api/v1/services/" + name)

@@ -26,7 +26,7 @@ type envOptions struct {
 	nacosPassword  spec.Secret
 	deployTokenEnv string
 	// config edits the daemon's configuration before it is written.
-	config func(*spec.Config)
+	config func(*stage.Stage, *spec.Config)
 }
 
 // env is a stage without a daemon of its own, the test's deploy system, the
@@ -41,6 +41,9 @@ type env struct {
 
 	commitMu sync.Mutex     // the stage's repository takes one commit at a time
 	commits  map[string]int // commit -> its rank in the branch's history
+
+	nacosOutage string // how the daemon reported a Nacos restart (faults)
+	hookPIDFile string // where an exec deploy hook writes its PID (faults)
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -63,7 +66,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	deploys.stage, deploys.mon = s, e.mon
 	cfg := *s.Config()
 	if o.config != nil {
-		o.config(&cfg)
+		o.config(s, &cfg)
 	}
 	e.daemon = newDaemon(t, dir, &cfg)
 	return e
