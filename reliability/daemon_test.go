@@ -73,6 +73,47 @@ func (d *daemon) writeConfig() {
 // start runs the daemon and waits until it serves its API (bounded).
 func (d *daemon) start() {
 	d.t.Helper()
+	d.spawn()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := poll(ctx, 10*time.Millisecond, func() bool {
+		select {
+		case <-d.exited:
+			return true
+		default:
+		}
+		resp, err := http.Get(d.url("/healthz"))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	select {
+	case <-d.exited:
+		d.t.Fatalf("the daemon exited at start (%s); its log:\n%s", d.cmd.ProcessState, d.tail(40))
+	default:
+	}
+	require.NoError(d.t, err, "the daemon's API did not come up; its log:\n%s", d.tail(40))
+}
+
+// runToExit runs the daemon until it exits by itself (bounded) and
+// returns its exit code.
+func (d *daemon) runToExit() int {
+	d.t.Helper()
+	d.spawn()
+	select {
+	case <-d.exited:
+	case <-time.After(30 * time.Second):
+		d.kill()
+		d.t.Fatalf("the daemon did not exit by itself; its log:\n%s", d.tail(40))
+	}
+	return d.cmd.ProcessState.ExitCode()
+}
+
+// spawn starts the process with its output appended to the log.
+func (d *daemon) spawn() {
+	d.t.Helper()
 	require.False(d.t, d.running(), "the daemon runs already")
 	out, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	require.NoError(d.t, err)
@@ -90,27 +131,6 @@ func (d *daemon) start() {
 		_ = cmd.Wait()
 		close(d.exited)
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err = poll(ctx, 10*time.Millisecond, func() bool {
-		select {
-		case <-d.exited:
-			return true
-		default:
-		}
-		resp, err := http.Get(d.url("/healthz"))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	select {
-	case <-d.exited:
-		d.t.Fatalf("the daemon exited at start (%s); its log:\n%s", cmd.ProcessState, d.tail(40))
-	default:
-	}
-	require.NoError(d.t, err, "the daemon's API did not come up; its log:\n%s", d.tail(40))
 }
 
 func (d *daemon) running() bool {
@@ -158,9 +178,14 @@ func (d *daemon) get(path string) (int, []byte, error) {
 	return resp.StatusCode, b, err
 }
 
-// post sends an empty POST to an API path (headers: extra, e.g. a token).
+// post sends an empty POST to an API path; header holds name, value pairs.
 func (d *daemon) post(path string, header ...string) (int, []byte, error) {
-	req, err := http.NewRequest(http.MethodPost, d.url(path), nil)
+	return d.postBody(path, "", header...)
+}
+
+// postBody sends a POST with a body.
+func (d *daemon) postBody(path, body string, header ...string) (int, []byte, error) {
+	req, err := http.NewRequest(http.MethodPost, d.url(path), strings.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}

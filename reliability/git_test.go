@@ -24,8 +24,9 @@ import (
 // http-backend (net/http/cgi). It can be stopped and started again on the
 // same address, and can cut its fetch answers short.
 type gitServer struct {
-	t       testing.TB
-	backend *cgi.Handler
+	t              testing.TB
+	user, password string // basic auth required when set
+	backend        *cgi.Handler
 	addr    string
 	srv     *http.Server
 	done    chan struct{}
@@ -35,11 +36,12 @@ type gitServer struct {
 	truncated int  // fetch answers cut short
 }
 
-// serveRepo serves repoDir as http://addr/<its name>.
-func serveRepo(t testing.TB, repoDir string) *gitServer {
+// serveRepo serves repoDir as http://addr/<its name>, behind basic auth
+// when user is set.
+func serveRepo(t testing.TB, repoDir, user, password string) *gitServer {
 	out, err := exec.Command("git", "--exec-path").Output()
 	require.NoError(t, err)
-	g := &gitServer{t: t, addr: "127.0.0.1:0", backend: &cgi.Handler{
+	g := &gitServer{t: t, user: user, password: password, addr: "127.0.0.1:0", backend: &cgi.Handler{
 		Path: filepath.Join(strings.TrimSpace(string(out)), "git-http-backend"),
 		Root: "/",
 		Env:  []string{"GIT_PROJECT_ROOT=" + filepath.Dir(repoDir), "GIT_HTTP_EXPORT_ALL=1"},
@@ -52,6 +54,13 @@ func serveRepo(t testing.TB, repoDir string) *gitServer {
 func (g *gitServer) url(repoDir string) string { return "http://" + g.addr + "/" + filepath.Base(repoDir) }
 
 func (g *gitServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.user != "" {
+		if u, p, ok := r.BasicAuth(); !ok || u != g.user || p != g.password {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+	}
 	g.mu.Lock()
 	cut := g.cut && strings.HasSuffix(r.URL.Path, "/git-upload-pack")
 	g.mu.Unlock()
@@ -132,7 +141,7 @@ func TestGitRemoteUnreachableOrCutShortKeepsTheLastGoodRevision(t *testing.T) {
 	e := newEnv(t, envOptions{services: []stage.Service{{Name: "web", LB: spec.KindALB, Nacos: true}}, timing: faultTiming,
 		warmUp: 200 * time.Millisecond,
 		config: func(s *stage.Stage, cfg *spec.Config) {
-			remote = serveRepo(t, s.RepoDir())
+			remote = serveRepo(t, s.RepoDir(), "", "")
 			cfg.Git.URL = remote.url(s.RepoDir())
 			cfg.Git.Interval = spec.Duration(time.Second)
 		}})
