@@ -90,10 +90,10 @@ func TestFaultsEndSafeAndReportedAndUsersNoticeNothing(t *testing.T) {
 			},
 		},
 		{
-			name:   "Nacos restarted in the enable phase",
-			lb:     spec.KindALB,
-			during: restartNacosIn(reconcile.PhaseEnable),
-			want:   succeeded,
+			name:     "Nacos restarted in the enable phase",
+			lb:       spec.KindALB,
+			during:   restartNacosIn(reconcile.PhaseEnable),
+			want:     succeeded,
 			reported: reportsNacosOutage,
 		},
 		{

@@ -27,9 +27,9 @@ type gitServer struct {
 	t              testing.TB
 	user, password string // basic auth required when set
 	backend        *cgi.Handler
-	addr    string
-	srv     *http.Server
-	done    chan struct{}
+	addr           string
+	srv            *http.Server
+	done           chan struct{}
 
 	mu        sync.Mutex
 	cut       bool // answer fetches with half a pack, then drop the connection
@@ -51,7 +51,9 @@ func serveRepo(t testing.TB, repoDir, user, password string) *gitServer {
 	return g
 }
 
-func (g *gitServer) url(repoDir string) string { return "http://" + g.addr + "/" + filepath.Base(repoDir) }
+func (g *gitServer) url(repoDir string) string {
+	return "http://" + g.addr + "/" + filepath.Base(repoDir)
+}
 
 func (g *gitServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.user != "" {
