@@ -214,6 +214,18 @@ func (d *daemon) status(name string) (reconcile.Status, error) {
 	return st, json.Unmarshal(body, &st)
 }
 
+// services returns the services list of the API.
+func (d *daemon) services() server.ServiceList {
+	d.t.Helper()
+	code, body, err := d.get("/api/v1/services")
+	require.NoError(d.t, err)
+	require.Equal(d.t, http.StatusOK, code, "%s", body)
+	var l server.ServiceList
+	require.NoError(d.t, json.Unmarshal(body, &l))
+	require.NotNil(d.t, l.Source, "the services list shows the source")
+	return l
+}
+
 // events returns the events the API serves.
 func (d *daemon) events() ([]reconcile.Event, error) {
 	code, body, err := d.get("/api/v1/events?limit=100000")

@@ -177,6 +177,9 @@ func TestGitRemoteUnreachableOrCutShortKeepsTheLastGoodRevision(t *testing.T) {
 	require.Contains(t, outage.Message, "connection refused")
 	requireUntouched := func(what string) {
 		t.Helper()
+		list := e.daemon.services()
+		require.Equal(t, head, list.Source.Revision, "%s: the status shows the revision in force", what)
+		require.NotEmpty(t, list.Source.FetchError, "%s: the status shows the fetch error", what)
 		st, err := e.daemon.status("web")
 		require.NoError(t, err)
 		require.Equal(t, head, st.Revision.Hash, "%s: the last good revision stays in force", what)
@@ -210,6 +213,7 @@ func TestGitRemoteUnreachableOrCutShortKeepsTheLastGoodRevision(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, succeeded, res, "%s", st.Summary)
 	require.NotEmpty(t, find(mustEvents(t, e), reconcile.ReasonGitFetchRecovered, ""))
+	require.Empty(t, e.daemon.services().Source.FetchError)
 	e.requireLiveIs("web", spec.GroupB, "1.1.0")
 	rev, err = e.commit(ctx, "web", "")
 	require.NoError(t, err)
