@@ -168,6 +168,13 @@ func TestSIGKILLAtEveryPhaseBreaksNoInvariantAndDeploysNoGroupTwice(t *testing.T
 		require.True(t, released[d.Service+"/"+string(d.Group)+"/"+d.Version], "seed %d: deploy %+v was not asked for by a release", seed, d)
 	}
 	t.Logf("transitions: %v", counts)
+	recorded := map[string]int{}
+	for _, ev := range e.daemon.eventsFile() {
+		recorded[ev.Reason]++
+	}
+	t.Logf("events log: %d TransitionStarted, %d TransitionSucceeded, %d TransitionAborted, %d StepApplied, %d StepFailed",
+		recorded[reconcile.ReasonTransitionStarted], recorded[reconcile.ReasonTransitionSucceeded], recorded[reconcile.ReasonTransitionAborted],
+		recorded[reconcile.ReasonStepApplied], recorded[reconcile.ReasonStepFailed])
 	requireUnnoticed(t, "web (ALB)", web.Stop())
 	requireUnnoticed(t, "api (SLB)", api.Stop())
 	e.daemon.stop()
