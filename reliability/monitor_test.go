@@ -35,6 +35,7 @@ type monitor struct {
 	stage    *stage.Stage
 	services []*spec.Service
 
+	sampling   sync.Mutex // one sample at a time, so that each is compared with the one before
 	mu         sync.Mutex
 	expected   map[string]map[spec.Group]string // service -> group -> version
 	deploying  map[string]map[spec.Group]int
@@ -175,6 +176,8 @@ func (m *monitor) waitLive(ctx context.Context, service, what string, cond func(
 
 // sample reads the live state once and checks the invariants.
 func (m *monitor) sample() {
+	m.sampling.Lock()
+	defer m.sampling.Unlock()
 	now, err := m.read()
 	m.mu.Lock()
 	defer m.mu.Unlock()
