@@ -3,6 +3,8 @@ package reliability_test
 import (
 	"context"
 	"errors"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/cgi"
@@ -45,6 +47,8 @@ func serveRepo(t testing.TB, repoDir, user, password string) *gitServer {
 		Path: filepath.Join(strings.TrimSpace(string(out)), "git-http-backend"),
 		Root: "/",
 		Env:  []string{"GIT_PROJECT_ROOT=" + filepath.Dir(repoDir), "GIT_HTTP_EXPORT_ALL=1"},
+		// A fetch cut short is the point: no "copy error" lines.
+		Logger: log.New(io.Discard, "", 0),
 	}}
 	g.start()
 	t.Cleanup(g.stop)

@@ -25,7 +25,10 @@ const sampleInterval = 5 * time.Millisecond
 // of design §5 at every sample:
 //
 //  1. every binding has weight on a healthy instance;
-//  2. the registry never has all of a service's registered instances disabled;
+//  2. the registry never has all of a service's instances disabled (an
+//     instance's enabled flag is the operator override Tandem writes, which
+//     outlives re-registrations and Nacos restarts; an instance without one
+//     is enabled as it registers);
 //  3. no group is deployed while it has weight anywhere or is enabled;
 //  4. an instance gains weight (or is enabled) only when it is healthy and
 //     runs the version its group must run: the version of the last commit
@@ -52,7 +55,7 @@ type monitor struct {
 type instanceLive struct {
 	weights    map[string]int // by binding key
 	registered bool
-	enabled    bool
+	enabled    bool // in the registry (see invariant 2); false without one
 	running    bool
 	healthy    bool
 	version    string
@@ -68,6 +71,9 @@ func startMonitor(t testing.TB, s *stage.Stage, names ...string) *monitor {
 		require.True(t, ok, name)
 		for _, b := range svc.Traffic {
 			require.Contains(t, []string{spec.KindALB, spec.KindSLB}, b.Kind(), "the monitor reads weights from the Alibaba emulator")
+		}
+		if svc.Registry != nil {
+			require.NotNil(t, s.NacosEmulator(), "the monitor reads enabled flags from the Nacos emulator")
 		}
 		m.services = append(m.services, svc)
 		m.expected[name] = map[spec.Group]string{spec.GroupA: svc.Version, spec.GroupB: svc.Version}
@@ -193,16 +199,13 @@ func (m *monitor) sample() {
 		return
 	}
 	for _, svc := range m.services {
-		var registered, enabled int
+		enabled := 0
 		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 			for _, in := range svc.Instances(g) {
 				key := svc.Name + "/" + in.Addr()
 				cur, before := now[key], m.prev[key]
-				if cur.registered {
-					registered++
-					if cur.enabled {
-						enabled++
-					}
+				if cur.enabled {
+					enabled++
 				}
 				carrying := cur.enabled
 				for _, w := range cur.weights {
@@ -223,8 +226,8 @@ func (m *monitor) sample() {
 				}
 			}
 		}
-		if registered > 0 && enabled == 0 {
-			bad("invariant 2: every registered instance of %s is disabled", svc.Name)
+		if svc.Registry != nil && enabled == 0 {
+			bad("invariant 2: every instance of %s is disabled: %s", svc.Name, describe(svc, now))
 		}
 		for _, b := range svc.Traffic {
 			healthy := 0
@@ -264,7 +267,8 @@ func (m *monitor) read() (map[string]instanceLive, error) {
 			}
 		}
 		reg := map[string]bool{}
-		if r := svc.Registry; r != nil && r.Nacos != nil && nacos != nil {
+		r := svc.Registry
+		if r != nil {
 			for _, in := range nacos.Instances(r.Nacos.Namespace, r.Nacos.Group, r.Nacos.Service) {
 				reg[fmt.Sprintf("%s:%d", in.Ip, in.Port)] = in.Enable
 			}
@@ -272,7 +276,14 @@ func (m *monitor) read() (map[string]instanceLive, error) {
 		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 			for _, in := range svc.Instances(g) {
 				il := instanceLive{weights: byID[in.ID]}
-				il.enabled, il.registered = reg[in.Addr()]
+				if r != nil {
+					il.enabled, il.registered = reg[in.Addr()]
+					if o, ok := nacos.Override(r.Nacos.Namespace, r.Nacos.Group, r.Nacos.Service, in.IP, in.Port, r.Nacos.Cluster); ok {
+						il.enabled = o.Enabled
+					} else if !il.registered {
+						il.enabled = true
+					}
+				}
 				if a, ok := fleet.App(in.Addr()); ok {
 					il.running, il.healthy, il.version = true, a.Healthy(), a.Version()
 				}
