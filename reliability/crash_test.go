@@ -80,13 +80,7 @@ func TestSIGKILLAtEveryPhaseBreaksNoInvariantAndDeploysNoGroupTwice(t *testing.T
 	ctx, cancel := context.WithTimeout(t.Context(), 6*time.Minute)
 	defer cancel()
 	e.daemon.start()
-	head, err := e.stage.Head()
-	require.NoError(t, err)
-	for _, svc := range services {
-		res, _, err := e.awaitOutcome(ctx, svc, head)
-		require.NoError(t, err)
-		require.Equal(t, succeeded, res)
-	}
+	e.requireInSyncAtHead(ctx, services...)
 	web := e.startTraffic(e.stage.URL("web"), 50, 5)
 	api := e.startTraffic(e.stage.URL("api"), 50, 5)
 

@@ -146,6 +146,26 @@ func (e *env) awaitOutcome(ctx context.Context, service, rev string) (outcome, r
 	return res, st, nil
 }
 
+// requireOutcome waits for the outcome of a commit and asserts it.
+func (e *env) requireOutcome(ctx context.Context, service, rev string, want outcome) reconcile.Status {
+	e.t.Helper()
+	res, st, err := e.awaitOutcome(ctx, service, rev)
+	require.NoError(e.t, err)
+	require.Equal(e.t, want, res, "%s at %.12s: %s %+v", service, rev, st.Summary, st.Conditions)
+	return st
+}
+
+// requireInSyncAtHead waits until the services are in sync at the
+// repository's head.
+func (e *env) requireInSyncAtHead(ctx context.Context, services ...string) {
+	e.t.Helper()
+	head, err := e.stage.Head()
+	require.NoError(e.t, err)
+	for _, svc := range services {
+		e.requireOutcome(ctx, svc, head, succeeded)
+	}
+}
+
 func condition(st reconcile.Status, typ string) (reconcile.Condition, bool) {
 	for _, c := range st.Conditions {
 		if c.Type == typ {

@@ -54,24 +54,8 @@ type faultCase struct {
 // fail no user request.
 func TestFaultsEndSafeAndReportedAndUsersNoticeNothing(t *testing.T) {
 	for _, tc := range []faultCase{
-		{
-			name: "20% throttling and 5xx on ALB are retried",
-			lb:   spec.KindALB,
-			before: func(t *testing.T, e *env, _ context.Context) {
-				e.stage.Alibaba().SetFaults(emulator.Faults{ThrottleRate: 0.2, ErrorRate: 0.1})
-			},
-			want:     succeeded,
-			reported: reportsRetries,
-		},
-		{
-			name: "20% throttling and 5xx on SLB are retried",
-			lb:   spec.KindSLB,
-			before: func(t *testing.T, e *env, _ context.Context) {
-				e.stage.Alibaba().SetFaults(emulator.Faults{ThrottleRate: 0.2, ErrorRate: 0.1})
-			},
-			want:     succeeded,
-			reported: reportsRetries,
-		},
+		{name: "20% throttling and 5xx on ALB are retried", lb: spec.KindALB, before: throttle, want: succeeded, reported: reportsRetries},
+		{name: "20% throttling and 5xx on SLB are retried", lb: spec.KindSLB, before: throttle, want: succeeded, reported: reportsRetries},
 		{
 			name: "slow ALB jobs and a job that fails are waited for and retried",
 			lb:   spec.KindALB,
@@ -186,11 +170,7 @@ func runFault(t *testing.T, tc faultCase) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	e.daemon.start()
-	head, err := e.stage.Head()
-	require.NoError(t, err)
-	res, _, err := e.awaitOutcome(ctx, "web", head)
-	require.NoError(t, err)
-	require.Equal(t, succeeded, res)
+	e.requireInSyncAtHead(ctx, "web")
 	viaLB := e.startTraffic(e.stage.URL("web"), 100, 10)
 	viaNacos := e.startTraffic(e.stage.ConsumerURL("web"), 30, 3)
 
@@ -202,15 +182,13 @@ func runFault(t *testing.T, tc faultCase) {
 	if tc.during != nil {
 		tc.during(t, e, ctx)
 	}
-	res, st, err := e.awaitOutcome(ctx, "web", rev)
-	require.NoError(t, err)
-	require.Equal(t, tc.want, res, "%s: %+v", st.Summary, st.Conditions)
+	st := e.requireOutcome(ctx, "web", rev, tc.want)
 	evs, err := e.daemon.events()
 	require.NoError(t, err)
 	log, err := os.ReadFile(e.daemon.logPath)
 	require.NoError(t, err)
 	tc.reported(t, e, evs, st, string(log))
-	if res == aborted {
+	if tc.want == aborted {
 		e.requireLiveIs("web", spec.GroupA, "1.0.0")
 	} else {
 		e.requireLiveIs("web", spec.GroupB, "1.1.0")
@@ -219,9 +197,7 @@ func runFault(t *testing.T, tc faultCase) {
 	// The revert goes back to group A, under the same fault.
 	rev, err = e.commit(ctx, "web", "")
 	require.NoError(t, err)
-	res, st, err = e.awaitOutcome(ctx, "web", rev)
-	require.NoError(t, err)
-	require.Equal(t, succeeded, res, "the revert: %s %+v", st.Summary, st.Conditions)
+	e.requireOutcome(ctx, "web", rev, succeeded)
 	e.requireLiveIs("web", spec.GroupA, "1.0.0")
 	e.mon.requireNoViolation()
 	for name, r := range map[string]loadgen.Report{"load balancer": viaLB.Stop(), "nacos consumer": viaNacos.Stop()} {
@@ -237,6 +213,12 @@ func runFault(t *testing.T, tc faultCase) {
 func reportsNacosOutage(t *testing.T, e *env, _ []reconcile.Event, _ reconcile.Status, _ string) {
 	require.NotEmpty(t, e.nacosOutage, "the outage was reported while it lasted")
 	t.Logf("the outage was reported: %s", e.nacosOutage)
+}
+
+// throttle makes the Alibaba OpenAPI refuse 20% of calls with
+// Throttling.User and answer 10% with 503.
+func throttle(_ *testing.T, e *env, _ context.Context) {
+	e.stage.Alibaba().SetFaults(emulator.Faults{ThrottleRate: 0.2, ErrorRate: 0.1})
 }
 
 // reportsRetries checks that the throttled and failed calls were retried

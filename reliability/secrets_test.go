@@ -146,17 +146,11 @@ func TestSecretsNeverShow(t *testing.T) {
 	e.daemon.env = nil
 	recv.failNext("/hook") // one failed delivery, retried
 	e.daemon.start()
-	head, err := e.stage.Head()
-	require.NoError(t, err)
-	res, _, err := e.awaitOutcome(ctx, "web", head)
-	require.NoError(t, err)
-	require.Equal(t, succeeded, res)
+	e.requireInSyncAtHead(ctx, "web")
 	for _, version := range []string{"1.1.0", ""} {
 		rev, err := e.commit(ctx, "web", version)
 		require.NoError(t, err)
-		res, st, err := e.awaitOutcome(ctx, "web", rev)
-		require.NoError(t, err)
-		require.Equal(t, succeeded, res, "%s", st.Summary)
+		e.requireOutcome(ctx, "web", rev, succeeded)
 	}
 	corpus := map[string][]byte{}
 	served := func(what string, code int, body []byte, err error) {
