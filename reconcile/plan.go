@@ -698,7 +698,6 @@ func (p *planner) drain(t *Transition) outcome {
 				t.From, left.Round(time.Millisecond), d.Propagation)
 			return outcome{}
 		}
-		t.Signaled = true
 		insts := p.svc.Groups.Get(t.From)
 		return outcome{step: &Step{Action: ActionSignalDrain, Group: t.From, Instances: insts,
 			Describe: fmt.Sprintf("ask group %s to close long-lived sessions (POST %s on %s)", t.From, d.Signal.HTTP, instList(insts))}}

@@ -385,3 +385,22 @@ func TestTheDrainSignalWaitsForPropagation(t *testing.T) {
 	require.GreaterOrEqual(t, signal.Sub(drainStart), 30*time.Second)
 	require.True(t, e.world.App("10.0.1.11:8080").Signalled)
 }
+
+func TestTheDrainSignalIsJournaledAsSentOnlyOnceEveryInstanceWasAsked(t *testing.T) {
+	e := newEnv(t, service(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
+	want := service(t, spec.GroupB, "1.1.0")
+	var during []bool // Signaled as journaled when each signal is sent
+	e.world.SetFaults(memory.Faults{Fail: func(op string) error {
+		if op == "signal" {
+			st, err := e.store.Load(context.Background(), want.Name)
+			require.NoError(t, err)
+			during = append(during, st.Transition.Signaled)
+		}
+		return nil
+	}})
+	require.NoError(t, e.converge(want, 500))
+	// A restart during the step finds it not done, and asks every
+	// instance again (a crash after the first signal left the others'
+	// WebSockets open until the load balancer cut them).
+	require.Equal(t, []bool{false, false}, during)
+}
