@@ -35,7 +35,6 @@ const (
 // unhealthy and turn healthy after warmUp (the verify phase takes that
 // long), as an application that warms its caches does.
 type deploySystem struct {
-	t      testing.TB
 	ctx    context.Context
 	url    string
 	warmUp time.Duration
@@ -66,7 +65,7 @@ func (k deployKey) String() string {
 func startDeploySystem(t testing.TB, warmUp time.Duration) *deploySystem {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	d := &deploySystem{t: t, ctx: ctx, warmUp: warmUp, wg: &wg, counts: map[deployKey]int{}}
+	d := &deploySystem{ctx: ctx, warmUp: warmUp, wg: &wg, counts: map[deployKey]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /deploy", d.deploy)
 	mux.HandleFunc("GET /deploy/jobs/{id}", d.job)
