@@ -42,7 +42,7 @@ type env struct {
 	commitMu sync.Mutex     // the stage's repository takes one commit at a time
 	commits  map[string]int // commit -> its rank in the branch's history
 
-	nacosOutage string // how the daemon reported a Nacos restart (faults)
+	nacosOutage outage // a Nacos restart (faults)
 	hookPIDFile string // where an exec deploy hook writes its PID (faults)
 }
 
@@ -214,6 +214,13 @@ func (e *env) startTraffic(url string, rate, websockets int) *loadgen.Generator 
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { g.Stop() })
 	return g
+}
+
+// outage is a Nacos restart: how the daemon reported it, and from when
+// until Nacos had every instance back (plus what consumers need to see it).
+type outage struct {
+	report   string
+	from, to time.Time
 }
 
 // requireUnnoticed asserts that users noticed nothing: no failed request,
