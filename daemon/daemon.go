@@ -55,6 +55,7 @@ type Daemon struct {
 	mu        sync.RWMutex
 	rev       *gitsource.Revision // the good revision in force
 	rejected  string              // head hash of the last announced rejection
+	fetchDown bool                // a fetch failure was announced and no fetch succeeded since
 	suspended map[string]bool     // runtime overrides from the API
 	watches   map[string]context.CancelFunc
 	ready     chan struct{} // closed once a good revision is in force
@@ -143,6 +144,7 @@ func (d *Daemon) apply(ctx context.Context, st gitsource.Status) {
 			Revision: st.Head.Hash, Author: st.Head.Author, Subject: st.Head.Subject,
 			Message: fmt.Sprintf("commit %s was not applied (%s); revision %s stays in force:\n%s", short(st.Head.Hash), rj.Reason, in, rj.Err)})
 	}
+	d.announceFetch(st)
 	if st.Good == nil {
 		return
 	}
@@ -170,6 +172,25 @@ func (d *Daemon) apply(ctx context.Context, st gitsource.Status) {
 		}
 	}
 	d.watchRegistries(ctx, st.Good.Set)
+}
+
+// announceFetch reports the start of a Git outage once (the desired state
+// cannot be fetched: the revision in force stays), and its end.
+func (d *Daemon) announceFetch(st gitsource.Status) {
+	switch {
+	case st.FetchErr != nil && !d.fetchDown:
+		d.fetchDown = true
+		in := "none yet"
+		if st.Good != nil {
+			in = short(st.Good.Hash)
+		}
+		d.record(reconcile.Event{Time: time.Now(), Type: reconcile.EventWarning, Reason: reconcile.ReasonGitFetchFailed,
+			Message: fmt.Sprintf("the desired state cannot be fetched (retrying; revision %s stays in force): %v", in, st.FetchErr)})
+	case st.FetchErr == nil && d.fetchDown && !st.LastFetch.IsZero():
+		d.fetchDown = false
+		d.record(reconcile.Event{Time: time.Now(), Type: reconcile.EventNormal, Reason: reconcile.ReasonGitFetchRecovered,
+			Message: "the desired state is fetched again"})
+	}
 }
 
 // watchRegistries keeps one push subscription per registry service, so that

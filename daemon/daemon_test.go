@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,4 +165,69 @@ func TestCommitReleasesAndRevertRollsBackToTheWarmGroup(t *testing.T) {
 	}
 	require.Empty(t, world.Violations())
 	require.Len(t, world.Deploys(), 1)
+}
+
+// fakeSource is a desired-state source whose status the test sets.
+type fakeSource struct {
+	mu  sync.Mutex
+	st  gitsource.Status
+	sub chan struct{}
+}
+
+func (f *fakeSource) Trigger()                   {}
+func (f *fakeSource) Subscribe() <-chan struct{} { return f.sub }
+func (f *fakeSource) Current() gitsource.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st
+}
+
+func (f *fakeSource) set(change func(*gitsource.Status)) {
+	f.mu.Lock()
+	change(&f.st)
+	f.mu.Unlock()
+	f.sub <- struct{}{}
+}
+
+func TestAGitOutageIsAnnouncedOnceAndItsEndToo(t *testing.T) {
+	cfg := &spec.Config{Git: spec.GitConfig{URL: "https://git.example.com/desired.git"}, StateDir: t.TempDir()}
+	cfg.Default()
+	store, err := reconcile.NewFileStore(filepath.Join(cfg.StateDir, "journal"))
+	require.NoError(t, err)
+	src := &fakeSource{sub: make(chan struct{})}
+	rec := &recorder{}
+	d := daemon.New(daemon.Options{Config: cfg, Providers: memory.New().Set(), Source: src, Store: store, Recorder: rec})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	fetchErr := errors.New("fetching branch main from https://git.example.com/desired.git: connection refused")
+	for range 3 { // every failed retry changes the status; one announcement
+		src.set(func(st *gitsource.Status) { st.FetchErr, st.Failures = fetchErr, st.Failures+1 })
+	}
+	src.set(func(st *gitsource.Status) { st.FetchErr, st.LastFetch = nil, time.Now() })
+	eventually(t, "the recovery", func() bool { return count(rec, reconcile.ReasonGitFetchRecovered) == 1 })
+	src.set(func(st *gitsource.Status) { st.FetchErr = fetchErr })
+	eventually(t, "the second outage", func() bool { return count(rec, reconcile.ReasonGitFetchFailed) == 2 })
+	require.Equal(t, 1, count(rec, reconcile.ReasonGitFetchRecovered))
+	for _, e := range rec.events {
+		if e.Reason == reconcile.ReasonGitFetchFailed {
+			require.Equal(t, reconcile.EventWarning, e.Type)
+			require.Contains(t, e.Message, "revision none yet stays in force")
+			require.Contains(t, e.Message, "connection refused")
+		}
+	}
+}
+
+func count(r *recorder, reason string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.events {
+		if e.Reason == reason {
+			n++
+		}
+	}
+	return n
 }

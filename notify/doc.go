@@ -10,7 +10,8 @@
 //
 // By default a sink is told about transitions (started, finished, aborted,
 // swapped back, abort and swap-back started), drift (detected, resolved),
-// stalls, rejected revisions and drain ceilings; spec.Notifier.Events
+// stalls, rejected revisions, drain ceilings and Git outages (the desired
+// state cannot be fetched, and again); spec.Notifier.Events
 // replaces that set. An event identical to one a sink was told less than
 // the dedupe window ago (same service, reason and message) is held back
 // rather than sent again. A held event is sent when the window ends only if

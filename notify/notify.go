@@ -31,7 +31,7 @@ var defaultEvents = []string{
 	reconcile.ReasonTransitionStarted, reconcile.ReasonTransitionSucceeded, reconcile.ReasonTransitionAborted,
 	reconcile.ReasonSwappedBack, reconcile.ReasonAbortStarted, reconcile.ReasonSwapBackStarted,
 	reconcile.ReasonDriftDetected, reconcile.ReasonDriftResolved, reconcile.ReasonStalled,
-	reconcile.ReasonRevisionRejected, reconcile.ReasonDrainCeiling,
+	reconcile.ReasonRevisionRejected, reconcile.ReasonDrainCeiling, reconcile.ReasonGitFetchFailed, reconcile.ReasonGitFetchRecovered,
 }
 
 // knownReasons are every reason the engine emits; an events list may name

@@ -40,6 +40,8 @@ const (
 	ReasonDriftResolved       = "DriftResolved"
 	ReasonStalled             = "Stalled"
 	ReasonRevisionRejected    = "RevisionRejected"
+	ReasonGitFetchFailed      = "GitFetchFailed"    // the daemon: the desired state cannot be fetched
+	ReasonGitFetchRecovered   = "GitFetchRecovered" // the daemon: it is fetched again
 	ReasonAdopted             = "Adopted"
 )
 

@@ -485,16 +485,32 @@ func (p *planner) prepare(t *Transition) outcome {
 	if t.DeployDone || (p.v.versionKnown(t.To) && p.v.groupVersion(t.To) == t.Version) {
 		return outcome{done: true}
 	}
-	if t.DeployAttempts >= MaxDeployAttempts {
-		return outcome{reverse: fmt.Sprintf("deploy of %s to group %s did not complete after %d attempts", t.Version, t.To, t.DeployAttempts)}
+	if t.DeployStarted {
+		return p.interruptedDeploy(t)
 	}
-	t.DeployStarted = true
-	t.DeployAttempts++
+	t.DeployStarted, t.DeployStartedAt = true, p.in.Now
 	insts := p.svc.Groups.Get(t.To)
 	return outcome{step: &Step{
 		Action: ActionDeploy, Group: t.To, Version: t.Version, Instances: insts, Timeout: p.svc.Deploy.Timeout.D(),
 		Describe: fmt.Sprintf("deploy %s to group %s (%s) with %s, at most %s", t.Version, t.To, instList(insts), p.deployer(), p.svc.Deploy.Timeout),
 	}}
+}
+
+// interruptedDeploy handles a deploy that was started but whose outcome
+// was never journaled: the daemon stopped during it. The deploy system, or
+// the hook in its own process group, may still be running it, so it is
+// never started a second time (invariant 5); the group must come to run the
+// version within deploy.timeout of the start, or the release is undone (the
+// group carries no traffic, and the source never stopped serving).
+func (p *planner) interruptedDeploy(t *Transition) outcome {
+	timeout := p.svc.Deploy.Timeout
+	if p.in.Now.Sub(t.DeployStartedAt) >= timeout.D() {
+		return outcome{reverse: fmt.Sprintf("the deploy of %s to group %s was interrupted (the daemon stopped during it) and the group did not come to run it within deploy.timeout %s (%s); a deploy is never started twice",
+			t.Version, t.To, timeout, p.versions(t.To))}
+	}
+	p.wait("DeployInterrupted", PollInterval, fmt.Sprintf("deploy.timeout %s", timeout),
+		"the deploy of %s to group %s was interrupted by a restart; waiting for the group to run it: %s", t.Version, t.To, p.versions(t.To))
+	return outcome{}
 }
 
 func (p *planner) deployer() string {
@@ -682,7 +698,6 @@ func (p *planner) drain(t *Transition) outcome {
 				t.From, left.Round(time.Millisecond), d.Propagation)
 			return outcome{}
 		}
-		t.Signaled = true
 		insts := p.svc.Groups.Get(t.From)
 		return outcome{step: &Step{Action: ActionSignalDrain, Group: t.From, Instances: insts,
 			Describe: fmt.Sprintf("ask group %s to close long-lived sessions (POST %s on %s)", t.From, d.Signal.HTTP, instList(insts))}}

@@ -287,6 +287,62 @@ func TestHangingDeployTimesOutAndAborts(t *testing.T) {
 	require.Empty(t, e.world.Violations())
 }
 
+// interruptDeploy makes the first deploy end as a daemon stopped during it
+// leaves it: started and journaled, its outcome never recorded, the deploy
+// system still at work; then the daemon restarts.
+func interruptDeploy(e *env, svc *spec.Service) {
+	first := true
+	e.world.SetFaults(memory.Faults{DeployHook: func(_ context.Context, req providers.DeployRequest) error {
+		if !first {
+			return nil
+		}
+		first = false
+		return fmt.Errorf("deploy of %s: %w", req.Version, context.Canceled)
+	}})
+	for range 50 {
+		_ = e.pass(svc)
+		if len(e.world.Deploys()) > 0 {
+			break
+		}
+	}
+	st := e.state(svc.Name)
+	require.True(e.t, st.Transition.DeployStarted)
+	require.False(e.t, st.Transition.DeployDone)
+	e.rec = e.reconciler() // the restart
+}
+
+func TestDeployInterruptedByARestartIsNotStartedAgainAndTheReleaseCompletes(t *testing.T) {
+	e := newEnv(t, service(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
+	want := service(t, spec.GroupB, "1.1.0")
+	interruptDeploy(e, want)
+	for range 3 {
+		_ = e.pass(want)
+	}
+	// The deploy system finishes the deploy it was given.
+	for _, in := range want.Instances(spec.GroupB) {
+		e.world.UpdateApp(in.Addr(), func(a *memory.App) { a.Version = want.Version })
+	}
+	require.NoError(t, e.converge(want, 500))
+	require.Len(t, e.world.Deploys(), 1, "the interrupted deploy is not started a second time")
+	requireLive(t, e, want)
+	require.Empty(t, e.world.Violations())
+}
+
+func TestDeployInterruptedByARestartThatNeverCompletesAbortsAtTheDeployTimeout(t *testing.T) {
+	e := newEnv(t, service(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
+	want := service(t, spec.GroupB, "1.1.0")
+	want.Deploy.Timeout = spec.Duration(5 * time.Second)
+	interruptDeploy(e, want)
+	err := e.converge(want, 500)
+	var s *reconcile.StalledError
+	require.ErrorAs(t, err, &s)
+	require.Equal(t, "ReleaseFailed", s.Reason)
+	require.Contains(t, s.Message, "was interrupted")
+	require.Len(t, e.world.Deploys(), 1, "the interrupted deploy is not started a second time")
+	require.Equal(t, 100, e.world.Weight(want.Traffic[0], "i-a1"), "group A still serves")
+	require.Empty(t, e.world.Violations())
+}
+
 func TestRevertDuringReleaseUndoesItAtOnce(t *testing.T) {
 	e := newEnv(t, service(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
 	want := service(t, spec.GroupB, "1.1.0")
@@ -387,4 +443,23 @@ func TestAfterOrdersTransitionsOfOneCommit(t *testing.T) {
 	}
 	require.Len(t, e.world.Deploys(), 2)
 	require.Equal(t, "gateway", e.world.Deploys()[0].Service, "the dependency went first")
+}
+
+func TestTheDrainSignalIsJournaledAsSentOnlyOnceEveryInstanceWasAsked(t *testing.T) {
+	e := newEnv(t, service(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
+	want := service(t, spec.GroupB, "1.1.0")
+	var during []bool // Signaled as journaled when each signal is sent
+	e.world.SetFaults(memory.Faults{Fail: func(op string) error {
+		if op == "signal" {
+			st, err := e.store.Load(context.Background(), want.Name)
+			require.NoError(t, err)
+			during = append(during, st.Transition.Signaled)
+		}
+		return nil
+	}})
+	require.NoError(t, e.converge(want, 500))
+	// A restart during the step finds it not done, and asks every
+	// instance again (a crash after the first signal left the others'
+	// WebSockets open until the load balancer cut them).
+	require.Equal(t, []bool{false, false}, during)
 }

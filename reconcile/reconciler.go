@@ -188,6 +188,10 @@ func complete(st State, s *Step, out stepOutput, err error) (State, bool) {
 		switch s.Action {
 		case ActionDeploy:
 			t.DeployDone = true
+		case ActionSignalDrain:
+			// Recorded once every instance was asked: a restart during the
+			// step asks them all again (closing sessions is idempotent).
+			t.Signaled = true
 		case ActionCloseSessions:
 			t.Closed += out.Closed
 		}

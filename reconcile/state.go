@@ -96,9 +96,12 @@ type Transition struct {
 	PhaseSince time.Time               `json:"phaseSince"`
 	PhaseTimes map[Phase]time.Duration `json:"phaseTimes,omitempty"` // finished phases
 
-	DeployStarted  bool `json:"deployStarted,omitempty"`
-	DeployDone     bool `json:"deployDone,omitempty"`
-	DeployAttempts int  `json:"deployAttempts,omitempty"`
+	// DeployStarted is journaled before the deploy runs; a restart that
+	// finds it without DeployDone (and without Failure) knows the deploy was
+	// interrupted, and never starts it again.
+	DeployStarted   bool      `json:"deployStarted,omitempty"`
+	DeployStartedAt time.Time `json:"deployStartedAt,omitzero"`
+	DeployDone      bool      `json:"deployDone,omitempty"`
 	// Served is set once the target group may have received traffic (it was
 	// enabled or weighted); a reverse transition must then drain it.
 	Served        bool      `json:"served,omitempty"`
@@ -117,10 +120,9 @@ type Transition struct {
 // Limits of the engine. They bound retries that are not covered by a
 // duration in the spec.
 const (
-	MaxDeployAttempts = 2  // a deploy interrupted by a crash is re-run once
-	MaxShiftFailures  = 5  // then the source's weights are restored
-	MaxStepFailures   = 10 // enable/verify failures before the transition aborts
-	PollInterval      = time.Second
+	MaxShiftFailures = 5  // then the source's weights are restored
+	MaxStepFailures  = 10 // enable/verify failures before the transition aborts
+	PollInterval     = time.Second
 	// EvidencePoll is how often a drain looks at its evidence again: the
 	// drain ends at most this long after the evidence allows it.
 	EvidencePoll = 250 * time.Millisecond

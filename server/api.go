@@ -11,13 +11,43 @@ import (
 
 	"github.com/tandemhq/tandem/events"
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/spec/gitsource"
 )
 
 // ServiceList is the answer of GET /api/v1/services, and the `services`
 // message of the stream.
 type ServiceList struct {
 	Time     time.Time          `json:"time,omitzero"` // when the list was taken, by the server's clock
+	Source   *SourceStatus      `json:"source,omitempty"`
 	Services []reconcile.Status `json:"services"`
+}
+
+// SourceStatus is the state of the desired-state source: the revision in
+// force and whether fetching works.
+type SourceStatus struct {
+	Revision   string    `json:"revision,omitempty"`   // the good revision in force ("" before the first)
+	Head       string    `json:"head,omitempty"`       // the newest fetched head when it is not in force
+	Rejected   string    `json:"rejected,omitempty"`   // why that head is not in force
+	LastFetch  time.Time `json:"lastFetch,omitzero"`   // when the last fetch attempt ended
+	FetchError string    `json:"fetchError,omitempty"` // the last fetch failure; "" once a fetch succeeds
+	Failures   int       `json:"failures,omitempty"`   // consecutive failed fetches
+}
+
+func sourceStatus(st gitsource.Status) *SourceStatus {
+	out := &SourceStatus{LastFetch: st.LastFetch.UTC(), Failures: st.Failures}
+	if st.Good != nil {
+		out.Revision = st.Good.Hash
+	}
+	if st.Head != nil && st.Head != st.Good {
+		out.Head = st.Head.Hash
+	}
+	if st.Rejected != nil {
+		out.Rejected = st.Rejected.Error()
+	}
+	if st.FetchErr != nil {
+		out.FetchError = st.FetchErr.Error()
+	}
+	return out
 }
 
 // EventList is the answer of GET /api/v1/events, and the `events` message
@@ -48,7 +78,11 @@ func (s *Server) serviceList() ServiceList {
 	if list == nil {
 		list = []reconcile.Status{}
 	}
-	return ServiceList{Time: s.now().UTC(), Services: list}
+	out := ServiceList{Time: s.now().UTC(), Services: list}
+	if s.opts.Source != nil {
+		out.Source = sourceStatus(s.opts.Source.Current())
+	}
+	return out
 }
 
 func (s *Server) services(w http.ResponseWriter, _ *http.Request) {

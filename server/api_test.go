@@ -7,12 +7,14 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/server"
 	"github.com/tandemhq/tandem/spec"
+	"github.com/tandemhq/tandem/spec/gitsource"
 )
 
 const token = "tk-7f3a9c2e5b1d4068a9e7c3f1"
@@ -43,6 +45,21 @@ func TestServicesListMatchesGolden(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(body), &list))
 	require.Equal(t, t0, list.Time)
 	require.Equal(t, fixtures(), list.Services, "the JSON carries every field of the status")
+}
+
+type fakeSource struct{ st gitsource.Status }
+
+func (f fakeSource) Current() gitsource.Status { return f.st }
+
+func TestServicesListShowsTheSourceAndItsFetchFailure(t *testing.T) {
+	good := &gitsource.Revision{Hash: revOld}
+	e := start(t, server.Options{Source: fakeSource{gitsource.Status{Good: good, Head: good, Failures: 3,
+		LastFetch: t0.Add(-time.Second), FetchErr: errors.New("fetching branch main from https://git.example.com/ops/desired.git: connection refused")}}})
+	_, _, body := e.do(t, "GET", "/api/v1/services", "", nil)
+	var list server.ServiceList
+	require.NoError(t, json.Unmarshal([]byte(body), &list))
+	require.Equal(t, &server.SourceStatus{Revision: revOld, LastFetch: t0.Add(-time.Second), Failures: 3,
+		FetchError: "fetching branch main from https://git.example.com/ops/desired.git: connection refused"}, list.Source)
 }
 
 func TestServicesListIsEmptyNotNullWithoutServices(t *testing.T) {

@@ -115,7 +115,7 @@ func fixtures() []reconcile.Status {
 				reconcile.PhasePrepare: 110 * time.Second, reconcile.PhaseVerify: 15 * time.Second, reconcile.PhaseEnable: 2 * time.Second,
 				reconcile.PhaseShift: time.Second, reconcile.PhaseDisable: 10 * time.Second,
 			},
-			DeployStarted: true, DeployDone: true, DeployAttempts: 1, Served: true, Signaled: true,
+			DeployStarted: true, DeployStartedAt: t0.Add(-3 * time.Minute), DeployDone: true, Served: true, Signaled: true,
 		},
 		Summary: "release 2.4.1: group A -> group B, phase drain",
 		Message: evidence, Evidence: evidence,

@@ -28,6 +28,7 @@ import (
 	"github.com/tandemhq/tandem/events"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
+	"github.com/tandemhq/tandem/spec/gitsource"
 )
 
 // StatusSource gives the last status of every service (the reconciler).
@@ -63,6 +64,9 @@ type Options struct {
 	// GitWebhook is mounted at POST /hooks/git when non-nil. It checks its
 	// own signatures; the bearer token does not apply.
 	GitWebhook http.Handler
+	// Source is the desired-state source, shown as the services list's
+	// `source` (nil: not shown).
+	Source interface{ Current() gitsource.Status }
 	// Ready reports whether the daemon is ready (nil: always).
 	Ready func() error
 	Log   *slog.Logger

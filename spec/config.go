@@ -145,7 +145,7 @@ type Notifier struct {
 	URL       string   `yaml:"url" json:"url,omitempty"`
 	URLEnv    string   `yaml:"urlEnv" json:"urlEnv,omitempty"` // robot URLs carry tokens: keep them in the environment
 	SecretEnv string   `yaml:"secretEnv" json:"secretEnv,omitempty"`
-	Events    []string `yaml:"events" json:"events,omitempty"` // event reasons to send; empty: transitions, drift, stalls, rejected revisions, drain ceilings
+	Events    []string `yaml:"events" json:"events,omitempty"` // event reasons to send; empty: transitions, drift, stalls, rejected revisions, drain ceilings, Git outages
 }
 
 // Notifier types.

@@ -208,7 +208,7 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 	}
 
 	srv := server.New(server.Options{
-		Status: cur, Events: evlog, Actions: cur, Registry: reg, Token: token, GitWebhook: src.WebhookHandler(), Log: log,
+		Status: cur, Events: evlog, Actions: cur, Registry: reg, Token: token, GitWebhook: src.WebhookHandler(), Source: src, Log: log,
 		Ready: cur.ready,
 	})
 	serve := func() error { return srv.Serve(ctx, cfg.Listen) }

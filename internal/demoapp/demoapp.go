@@ -9,6 +9,7 @@
 //	GET      /ws       WebSocket echo of every message, in order
 //	GET      /version  {"version": ..., "name": ..., "group": ...}
 //	GET      /healthz  200 "ok"; 503 once shutdown has begun (see Options.ShutdownDelay)
+//	                   or after SetHealthy(false)
 //	GET      /metrics  Prometheus text: tandem_demo_inflight_requests,
 //	                   tandem_demo_websockets_open, tandem_demo_requests_total
 //	POST     /drain    closes every open WebSocket with 1001 after a random
@@ -85,6 +86,7 @@ type App struct {
 	deregister func()
 
 	shuttingDown atomic.Bool
+	failHealth   atomic.Bool // SetHealthy(false)
 	sockets      sockets
 	// connCtx bounds WebSocket I/O and drain timers; it ends only when the
 	// shutdown gives up waiting.
@@ -348,9 +350,22 @@ func (a *App) version(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"version": a.opts.Version, "name": a.opts.Name, "group": a.opts.Group})
 }
 
+// SetHealthy(false) makes /healthz answer 503 while the app goes on
+// serving everything else, as an app whose dependency failed does;
+// SetHealthy(true) undoes it.
+func (a *App) SetHealthy(healthy bool) { a.failHealth.Store(!healthy) }
+
+// Healthy reports what /healthz answers: false once shutdown has begun or
+// after SetHealthy(false).
+func (a *App) Healthy() bool { return !a.shuttingDown.Load() && !a.failHealth.Load() }
+
 func (a *App) healthz(w http.ResponseWriter, _ *http.Request) {
 	if a.shuttingDown.Load() {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if a.failHealth.Load() {
+		http.Error(w, "unhealthy (set by the operator)", http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = io.WriteString(w, "ok\n")

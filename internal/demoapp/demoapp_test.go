@@ -199,6 +199,20 @@ func TestHealthzTurns503DuringTheShutdownDelayWhileRequestsAreStillServed(t *tes
 	require.NoError(t, <-stopped)
 }
 
+func TestSetHealthyFailsOnlyTheHealthCheck(t *testing.T) {
+	a := start(t, demoapp.Options{})
+	a.SetHealthy(false)
+	require.False(t, a.Healthy())
+	resp, _ := get(t, "http://"+a.Addr()+"/healthz")
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	resp, body := get(t, "http://"+a.Addr()+"/echo")
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	a.SetHealthy(true)
+	require.True(t, a.Healthy())
+	resp, _ = get(t, "http://"+a.Addr()+"/healthz")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+}
+
 func TestStartFailsOnAnAddressInUse(t *testing.T) {
 	a := start(t, demoapp.Options{})
 	_, err := demoapp.Start(t.Context(), demoapp.Options{Name: "dup", Listen: a.Addr()})

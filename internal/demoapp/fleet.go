@@ -93,6 +93,14 @@ func (f *Fleet) Restart(addrs []string, version string) error {
 	return nil
 }
 
+// App returns the app running at addr.
+func (f *Fleet) App(addr string) (*App, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.apps[addr]
+	return a, ok
+}
+
 // Close waits for running deploy jobs, then stops every app.
 func (f *Fleet) Close() error {
 	f.busy.Wait()

@@ -101,6 +101,14 @@ func (s *Stage) startDeploySystem() (*deploySystem, error) {
 	return d, nil
 }
 
+// deployURL is the deploy system the specs name.
+func (s *Stage) deployURL() string {
+	if s.opts.DeployURL != "" {
+		return s.opts.DeployURL
+	}
+	return s.deploy.url
+}
+
 func (d *deploySystem) requests() []providers.DeployRequest {
 	d.mu.Lock()
 	defer d.mu.Unlock()

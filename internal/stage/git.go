@@ -234,7 +234,7 @@ func (s *Stage) specFiles(apps instances) map[string][]byte {
 		var b bytes.Buffer
 		err := serviceTemplate.Execute(&b, map[string]any{
 			"S": svc, "A": apps[svc.Name][spec.GroupA], "B": apps[svc.Name][spec.GroupB],
-			"Binding": s.lbs.binding(svc), "Provider": providerName, "DeployURL": s.deploy.url,
+			"Binding": s.lbs.binding(svc), "Provider": providerName, "DeployURL": s.deployURL(), "DeployTokenEnv": s.opts.DeployTokenEnv,
 			"T": s.opts.Timing, "Propagation": s.opts.Timing.propagation(svc),
 		})
 		if err != nil {
@@ -271,7 +271,7 @@ registry:
   nacos: {provider: {{.Provider}}, service: {{.S.Name}}}
 {{- end}}
 deploy:                  # the demo fleet's deploy system restarts the group's apps at the version
-  http: {url: "{{.DeployURL}}", pollInterval: 50ms}
+  http: {url: "{{.DeployURL}}", pollInterval: 50ms{{with .DeployTokenEnv}}, tokenEnv: {{.}}{{end}}}
   timeout: {{.T.DeployTimeout}}
 health:
   http: {path: /healthz}

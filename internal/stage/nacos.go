@@ -2,8 +2,10 @@ package stage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -23,7 +25,16 @@ type nacosSide struct {
 	name     string
 	provider *spec.NacosProvider // nil when no service uses Nacos
 	app      nacosapp.Config
+	emu      *emulator.Emulator // nil for a real server
 }
+
+// The Nacos user of Options.NacosPassword, and the environment variables
+// the provider configuration reads the credentials from.
+const (
+	nacosUser        = "nacos"
+	nacosUserEnv     = "TANDEM_STAGE_NACOS_USER"
+	nacosPasswordEnv = "TANDEM_STAGE_NACOS_PASSWORD"
+)
 
 // startNacos starts the emulator, or adopts the server of Options.Nacos,
 // when a service uses Nacos.
@@ -44,13 +55,23 @@ func (s *Stage) startNacos(ctx context.Context) (*nacosSide, error) {
 		n.name = srv.Name
 		p.Servers, p.GRPCPort, p.API = []string{srv.Addr}, srv.GRPCPort, srv.API
 	} else {
-		emu := emulator.New(emulator.Options{PushDelay: nacosPushDelay, Log: s.log})
+		o := emulator.Options{PushDelay: nacosPushDelay, Log: s.log}
+		if pw := s.opts.NacosPassword; !pw.Empty() {
+			o.Username, o.Password = nacosUser, pw
+			for env, v := range map[string]string{nacosUserEnv: nacosUser, nacosPasswordEnv: pw.Reveal()} {
+				if err := os.Setenv(env, v); err != nil {
+					return nil, err
+				}
+			}
+			p.UsernameEnv, p.PasswordEnv = nacosUserEnv, nacosPasswordEnv
+		}
+		emu := emulator.New(o)
 		addrs, err := emu.Start(s.ctx, "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
 		s.closers = append(s.closers, emu.Close)
-		n.name = "emulator (in-process)"
+		n.name, n.emu = "emulator (in-process)", emu
 		p.Servers, p.GRPCPort, p.API = []string{addrs.HTTP}, addrs.GRPCPort(), emulator.ModeV1
 	}
 	if p.API == "" {
@@ -58,6 +79,9 @@ func (s *Stage) startNacos(ctx context.Context) (*nacosSide, error) {
 	}
 	n.provider = &p
 	n.app = nacosapp.Config{Servers: p.Servers, GRPCPort: p.GRPCPort, ContextPath: p.ContextPath, Timeout: p.Timeout.D()}
+	if n.emu != nil && !s.opts.NacosPassword.Empty() {
+		n.app.Username, n.app.Password = nacosUser, s.opts.NacosPassword
+	}
 	s.log.Info("stage nacos", "nacos", n.name, "servers", p.Servers)
 	return n, nil
 }
@@ -127,3 +151,12 @@ func (s *Stage) startConsumers(ctx context.Context) error {
 }
 
 func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
+
+// RestartNacos restarts the Nacos emulator on the same addresses (see
+// emulator.Restart); down runs while it is stopped.
+func (s *Stage) RestartNacos(down func()) error {
+	if s.nacos.emu == nil {
+		return errors.New("restarting nacos: the stage runs no nacos emulator")
+	}
+	return s.nacos.emu.Restart(down)
+}

@@ -30,7 +30,9 @@ import (
 	"github.com/tandemhq/tandem/internal/demoapp"
 	"github.com/tandemhq/tandem/internal/loadgen"
 	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/providers/alibaba/emulator"
 	"github.com/tandemhq/tandem/providers/all"
+	nacosemu "github.com/tandemhq/tandem/providers/nacos/emulator"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 	"github.com/tandemhq/tandem/spec/gitsource"
@@ -114,6 +116,18 @@ type Options struct {
 	// instances (Spring Cloud LoadBalancer's cache TTL, 35 s by default
 	// there); default 1s.
 	ConsumerCache time.Duration
+	// NacosPassword turns authentication on in the Nacos emulator: user
+	// "nacos" with this password. The daemon's configuration reads both from
+	// the environment (Start sets the variables), the apps and consumers log
+	// in with them.
+	NacosPassword spec.Secret
+	// DeployURL is the deploy system every service's spec names
+	// (deploy.http.url); "" is the stage's own, the demo fleet's. Another
+	// one must speak the protocol of providers/deploy and may use
+	// RestartGroup to deploy.
+	DeployURL string
+	// DeployTokenEnv is written as deploy.http.tokenEnv ("" for none).
+	DeployTokenEnv string
 	// Manual runs no daemon: the caller runs its own on Config() (tandem
 	// demo runs tandem run's wiring) or drives the fleet by hand (the naive
 	// baseline restarts the serving group in place).
@@ -348,6 +362,22 @@ func (s *Stage) Config() *spec.Config { return s.config }
 
 // RepoDir is the working tree of the desired-state repository.
 func (s *Stage) RepoDir() string { return s.repo.dir }
+
+// Fleet runs the demo apps of every service.
+func (s *Stage) Fleet() *demoapp.Fleet { return s.fleet }
+
+// Alibaba is the Alibaba OpenAPI emulator (nil when no service is behind
+// ALB or SLB): its state is the live weights, its faults are the test's.
+func (s *Stage) Alibaba() *emulator.Emulator {
+	if s.lbs.alibaba == nil {
+		return nil
+	}
+	return s.lbs.alibaba.emu
+}
+
+// NacosEmulator is the in-process Nacos emulator (nil when no service uses
+// Nacos or Options.Nacos names a real server).
+func (s *Stage) NacosEmulator() *nacosemu.Emulator { return s.nacos.emu }
 
 // Daemon is the running daemon (nil when Manual).
 func (s *Stage) Daemon() *daemon.Daemon { return s.daemon }

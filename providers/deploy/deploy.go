@@ -11,6 +11,7 @@
 package deploy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,14 @@ func New(d spec.Deploy, log *slog.Logger) (providers.Deployer, error) {
 
 // errTimeout is the cause of a deploy's context when deploy.timeout passed.
 var errTimeout = errors.New("deploy timeout passed")
+
+// timedOut reports whether a deploy's context ended because deploy.timeout
+// passed: its own deadline, or the caller's, which is the same
+// deploy.timeout (the reconciler bounds the step by it) and, set first,
+// passes first.
+func timedOut(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), errTimeout) || errors.Is(ctx.Err(), context.DeadlineExceeded)
+}
 
 // maxOutput bounds the output kept from a deploy; the tail is kept.
 const maxOutput = 64 << 10

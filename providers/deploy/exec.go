@@ -97,7 +97,7 @@ func (e *Exec) failure(ctx context.Context, req providers.DeployRequest, err err
 	what := fmt.Sprintf("%s: %s", describe(req), e.Command[0])
 	var exitErr *exec.ExitError
 	switch {
-	case errors.Is(context.Cause(ctx), errTimeout):
+	case timedOut(ctx):
 		return providers.Permanent("DeployTimeout", fmt.Errorf("%s: killed after deploy.timeout %s%s", what, e.Timeout, lastLines(output)))
 	case ctx.Err() != nil:
 		return fmt.Errorf("%s: %w", what, context.Cause(ctx))

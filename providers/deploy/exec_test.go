@@ -110,6 +110,19 @@ func TestExecTimeoutKillsTheWholeProcessGroupEvenWhatIgnoresSIGTERM(t *testing.T
 		"the grandchild %d that ignores SIGTERM survived", pid)
 }
 
+// The reconciler bounds the step by the same deploy.timeout, set first:
+// its deadline passes first and must read as the deploy timeout too.
+func TestExecTimeoutIsReportedWhenTheCallersEqualDeadlinePassesFirst(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	d := execDeployer(t, 300*time.Millisecond, "sh", "-c", "echo started; exec sleep 60")
+	_, err := d.Deploy(ctx, request)
+	var perm *providers.PermanentError
+	require.ErrorAs(t, err, &perm)
+	require.Equal(t, "DeployTimeout", perm.Reason)
+	require.Contains(t, err.Error(), "killed after deploy.timeout 300ms: started")
+}
+
 func TestExecCancelledByTheCallerIsNotPermanent(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	d := execDeployer(t, time.Minute, "sh", "-c", "echo started; exec sleep 60")

@@ -233,7 +233,7 @@ func (h *HTTP) do(ctx context.Context, method string, u *url.URL, body []byte) (
 // the deploy timeout into a permanent error.
 func (h *HTTP) failure(ctx context.Context, req providers.DeployRequest, method string, u *url.URL, err error) error {
 	err = fmt.Errorf("%s: %s %s: %w", describe(req), method, u.Redacted(), err)
-	if errors.Is(context.Cause(ctx), errTimeout) {
+	if timedOut(ctx) {
 		return providers.Permanent("DeployTimeout", fmt.Errorf("%w (deploy.timeout %s)", err, h.timeout))
 	}
 	return err

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -231,6 +232,20 @@ func TestHTTPFailures(t *testing.T) {
 			require.NotContains(t, logs.String(), token)
 		})
 	}
+}
+
+// The reconciler bounds the step by the same deploy.timeout, set first:
+// its deadline passes first and must read as the deploy timeout too.
+func TestHTTPTimeoutIsReportedWhenTheCallersEqualDeadlinePassesFirst(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	sys := &deploySystem{post: accepted, polls: []func(http.ResponseWriter){running}}
+	d := httpDeployer(t, serve(t, sys)+"/deploy", 200*time.Millisecond, nil)
+	_, err := d.Deploy(ctx, request)
+	var perm *providers.PermanentError
+	require.ErrorAs(t, err, &perm)
+	require.Equal(t, "DeployTimeout", perm.Reason)
+	require.Contains(t, err.Error(), "(deploy.timeout 200ms)")
 }
 
 func TestHTTPSendsTheTokenOnlyToTheDeploySystemsOwnHost(t *testing.T) {

@@ -298,6 +298,25 @@ func TestConformance(t *testing.T) {
 				err := f.p.SetEnabled(tctx(t), f.ref, []providers.Addr{ghost}, true)
 				require.ErrorContains(t, err, "not registered")
 			})
+			if srv.emu != nil {
+				t.Run("a server restart keeps the overrides and clients redo registrations and subscriptions", func(t *testing.T) {
+					h.t = t
+					f := h.fleet("srvrestart")
+					require.NoError(t, f.p.SetEnabled(tctx(t), f.ref, f.a, false))
+					require.NoError(t, srv.emu.Restart(func() {
+						_, err := f.p.Instances(tctx(t), f.ref)
+						require.Error(t, err, "the server is down")
+					}))
+					for _, a := range f.all() {
+						in := f.waitListed(a, true)
+						require.Equal(t, slices.Contains(f.b, a), in.Enabled, "enabled of %v after the restart", a)
+					}
+					f.consumer.waitFor(t, f.b)
+					// Subscriptions were redone: a change is pushed again.
+					require.NoError(t, f.p.SetEnabled(tctx(t), f.ref, f.a, true))
+					f.consumer.waitFor(t, f.all())
+				})
+			}
 			if tg.auth {
 				t.Run("a wrong password "+badLoginOutcome(tg.expect), func(t *testing.T) {
 					h.t = t
@@ -335,6 +354,39 @@ func TestConformance(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestASubscriptionSurvivesAResyncWhileTheServerIsDown waits for a change
+// while Nacos restarts: the wait's resync (unsubscribe, subscribe) fails,
+// and the subscription must still come back with the server.
+func TestASubscriptionSurvivesAResyncWhileTheServerIsDown(t *testing.T) {
+	// A push delay past resyncAfter: the wait resyncs before any push.
+	e := emulator.New(emulator.Options{PushDelay: 3 * time.Second})
+	addrs, err := e.Start(context.Background(), "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, e.Close()) })
+	srv := server{ContextPath: emulator.ContextPath, API: emulator.ModeV1, HTTPAddr: addrs.HTTP, GRPCPort: addrs.GRPCPort(), emu: e}
+	f := (&harness{t: t, srv: srv}).fleet("resync")
+	f.waitVisible(f.all())
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		done <- f.p.SetEnabled(ctx, f.ref, f.a, false)
+	}()
+	require.Eventually(t, func() bool {
+		o, ok := e.Override(f.ref.Namespace, f.ref.Group, f.ref.Service, f.a[0].IP, f.a[0].Port, f.ref.Cluster)
+		return ok && !o.Enabled
+	}, waitLimit, 10*time.Millisecond, "the change was written")
+	require.NoError(t, e.Restart(func() {
+		require.ErrorContains(t, <-done, "subscribing again", "the wait resynced while the server was down")
+	}))
+	// The subscription is back with the server: it shows the change, and
+	// the next one.
+	f.waitVisible(f.b)
+	require.NoError(t, f.p.SetEnabled(tctx(t), f.ref, f.a, true))
+	f.waitVisible(f.all())
 }
 
 // tctx bounds one call of the provider.

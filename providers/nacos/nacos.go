@@ -305,12 +305,18 @@ func (p *Provider) subscription(ref spec.NacosRef) (*subscription, error) {
 // after a newer push, which then stays until the next push (seen in this
 // package's tests right after a client started). Unsubscribing drops the
 // SDK's cache entry, and subscribing again fetches the current state.
+//
+// Unsubscribe drops the callback and the redo entry before it sends its
+// request, which fails while the server is unreachable; Subscribe is made
+// whatever that request did, since it puts both back before its own
+// request (naming_client.go, naming_grpc_proxy.go): the SDK then redoes the
+// subscription when it reconnects, even if this request fails too. Giving
+// up after a failed Unsubscribe lost the subscription for good (found by the
+// reliability suite restarting Nacos mid-transition).
 func (s *subscription) resync() error {
 	s.subscribeMu.Lock()
 	defer s.subscribeMu.Unlock()
-	if err := s.client.Unsubscribe(s.param); err != nil {
-		return err
-	}
+	_ = s.client.Unsubscribe(s.param)
 	return s.client.Subscribe(s.param)
 }
 

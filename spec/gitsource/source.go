@@ -155,6 +155,9 @@ func New(cfg spec.GitConfig, full *spec.Config, stateDir string, log *slog.Logge
 	}
 	sum := sha256.Sum256([]byte(cfg.URL))
 	s.cache = filepath.Join(stateDir, "git", hex.EncodeToString(sum[:8]))
+	if err := repairCache(s.cache, s.log); err != nil {
+		return nil, err
+	}
 	if s.repo, err = openCache(s.cache, cfg.URL); err != nil {
 		return nil, err
 	}
@@ -196,18 +199,23 @@ func (s *Source) goodRef() plumbing.ReferenceName {
 }
 
 // restore judges what the cache holds from before a restart: the last good
-// commit, then the last fetched head when it differs.
+// commit, then the last fetched head when it differs. A ref the cache
+// cannot serve (its objects went with a pack repairCache removed) is
+// dropped: the next fetch brings the head back.
 func (s *Source) restore() error {
 	for _, name := range []plumbing.ReferenceName{s.goodRef(), s.trackingRef()} {
 		ref, err := s.repo.Reference(name, true)
 		if errors.Is(err, plumbing.ErrReferenceNotFound) {
 			continue
 		}
-		if err != nil {
-			return fmt.Errorf("reading %s from git cache %s: %w", name, s.cache, err)
+		if err == nil {
+			err = s.consider(ref.Hash())
 		}
-		if err := s.consider(ref.Hash()); err != nil {
-			return fmt.Errorf("reading git cache %s: %w", s.cache, err)
+		if err != nil {
+			s.log.Warn("git cache: dropped a ref it cannot serve; the next fetch brings the head back", "ref", name, "error", err)
+			if err := s.repo.Storer.RemoveReference(name); err != nil {
+				return fmt.Errorf("repairing git cache %s: %w", s.cache, err)
+			}
 		}
 	}
 	return nil

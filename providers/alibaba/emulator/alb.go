@@ -321,7 +321,7 @@ func (e *Emulator) updateServerGroupServersAttribute(r *request) (any, *apiError
 		status:   "Processing",
 		created:  r.now,
 		modified: r.now,
-		doneAt:   r.now.Add(e.opts.JobDelay),
+		doneAt:   r.now.Add(max(e.opts.JobDelay, e.faults.JobDelay)),
 		weights:  pending,
 	}
 	if len(e.failJobs) > 0 {

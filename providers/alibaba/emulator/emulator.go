@@ -44,6 +44,9 @@ type Faults struct {
 	ThrottleRate float64       `json:"throttleRate,omitempty"` // share of calls refused with Throttling.User (HTTP 400)
 	ErrorRate    float64       `json:"errorRate,omitempty"`    // share of calls answered ServiceUnavailable (HTTP 503)
 	Latency      time.Duration `json:"latency,omitempty"`      // added to every call
+	// JobDelay, when longer than Options.JobDelay, is how long new ALB
+	// asynchronous jobs stay Processing: slow jobs.
+	JobDelay time.Duration `json:"jobDelay,omitempty"`
 }
 
 // Options configure an Emulator.

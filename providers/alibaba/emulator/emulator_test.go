@@ -287,6 +287,21 @@ func TestALBWritesAreAsyncJobs(t *testing.T) {
 	require.Equal(t, 20, servers[1].Weight)
 }
 
+func TestSlowJobsFaultKeepsJobsProcessingLonger(t *testing.T) {
+	v := start(t, emulator.Options{})
+	require.NoError(t, v.e.Seed(emulator.State{ServerGroups: []*emulator.ServerGroup{group("sgp-1", 1)}}))
+	c := v.alb(t, "")
+	v.e.SetFaults(emulator.Faults{JobDelay: time.Hour})
+	res, err := c.UpdateServerGroupServersAttribute(update("sgp-1", 10))
+	require.NoError(t, err)
+	jobs, err := c.ListAsynJobs(&alb.ListAsynJobsRequest{JobIds: []*string{res.Body.JobId}})
+	require.NoError(t, err)
+	require.Equal(t, "Processing", tea.StringValue(jobs.Body.Jobs[0].Status))
+	servers, err := v.e.Servers(emulator.Target{ServerGroup: "sgp-1"})
+	require.NoError(t, err)
+	require.Equal(t, 100, servers[0].Weight, "not applied while the job is slow")
+}
+
 func TestALBWriteLimitsAndDryRun(t *testing.T) {
 	v := start(t, emulator.Options{})
 	require.NoError(t, v.e.Seed(emulator.State{ServerGroups: []*emulator.ServerGroup{group("sgp-1", 41)}}))

@@ -88,6 +88,7 @@ type Emulator struct {
 	calls    map[string]int // answered requests by gRPC payload type or "METHOD path"
 	doneCh   chan struct{}  // closed by Close
 
+	addrs   Addrs
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
 	wg      sync.WaitGroup
@@ -155,36 +156,102 @@ func (e *Emulator) Start(ctx context.Context, httpAddr string) (Addrs, error) {
 		_ = hl.Close()
 		return Addrs{}, fmt.Errorf("starting nacos emulator gRPC: %w", err)
 	}
-	// The SDK pings every 60 s even without streams (grpc_client.go
-	// getKeepAliveTimeMillis); grpc-go's default policy would answer that
-	// with GOAWAY too_many_pings.
-	e.grpcSrv = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-		MinTime: 5 * time.Second, PermitWithoutStream: true,
-	}))
-	auto.RegisterRequestServer(e.grpcSrv, requestServer{e: e})
-	auto.RegisterBiRequestStreamServer(e.grpcSrv, streamServer{e: e})
-	e.httpSrv = &http.Server{Handler: e.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
-
-	e.wg.Add(3)
-	go func() {
-		defer e.wg.Done()
-		_ = e.grpcSrv.Serve(gl)
-	}()
-	go func() {
-		defer e.wg.Done()
-		if err := e.httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			e.log.Error("nacos emulator http server stopped", "err", err)
-		}
-	}()
+	if err := e.serve(hl, gl); err != nil {
+		return Addrs{}, err
+	}
+	e.wg.Add(1)
 	stop := context.AfterFunc(ctx, func() { _ = e.Close() })
 	go func() {
 		defer e.wg.Done()
 		<-e.doneCh
 		stop()
 	}()
-	addrs := Addrs{HTTP: hl.Addr().String(), GRPC: gl.Addr().String()}
-	e.log.Info("nacos emulator listening", "http", addrs.HTTP, "grpc", addrs.GRPC, "mode", e.opts.Mode, "auth", e.opts.Username != "")
-	return addrs, nil
+	e.log.Info("nacos emulator listening", "http", e.addrs.HTTP, "grpc", e.addrs.GRPC, "mode", e.opts.Mode, "auth", e.opts.Username != "")
+	return e.addrs, nil
+}
+
+// serve serves the HTTP and gRPC APIs on their listeners, unless the
+// emulator is closed.
+func (e *Emulator) serve(hl, gl net.Listener) error {
+	// The SDK pings every 60 s even without streams (grpc_client.go
+	// getKeepAliveTimeMillis); grpc-go's default policy would answer that
+	// with GOAWAY too_many_pings.
+	// Stop waits for the handlers, so that a restart sees every
+	// connection gone.
+	grpcSrv := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+		MinTime: 5 * time.Second, PermitWithoutStream: true,
+	}), grpc.WaitForHandlers(true))
+	auto.RegisterRequestServer(grpcSrv, requestServer{e: e})
+	auto.RegisterBiRequestStreamServer(grpcSrv, streamServer{e: e})
+	httpSrv := &http.Server{Handler: e.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		_ = hl.Close()
+		_ = gl.Close()
+		return errors.New("nacos emulator: closed")
+	}
+	e.grpcSrv, e.httpSrv = grpcSrv, httpSrv
+	e.addrs = Addrs{HTTP: hl.Addr().String(), GRPC: gl.Addr().String()}
+	e.wg.Add(2)
+	go func() {
+		defer e.wg.Done()
+		_ = grpcSrv.Serve(gl)
+	}()
+	go func() {
+		defer e.wg.Done()
+		if err := httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.log.Error("nacos emulator http server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Restart stops the started server and starts it again on the same
+// addresses, as a restart of Nacos does. Every client connection drops, so
+// the ephemeral instances and subscriptions are gone until their clients
+// reconnect and redo them (the SDK redoes them on every reconnect, ref §2
+// "Registration"); what Nacos keeps on disk survives: the operator overrides
+// (InstanceMetadata is written through Raft, ref §1) and login tokens (JWTs
+// signed with the configured secret key, ref §1 "Auth"). Pending override
+// expiries are forgotten, as they are kept in memory only
+// (NamingMetadataManager.expiredMetadataInfos; UNVERIFIED what a restarted
+// server does with overrides whose instance never comes back). down is
+// called while the server is stopped, e.g. to keep it down for a while.
+func (e *Emulator) Restart(down func()) error {
+	e.mu.Lock()
+	if e.closed || e.grpcSrv == nil {
+		e.mu.Unlock()
+		return errors.New("restarting nacos emulator: it is not running")
+	}
+	grpcSrv, httpSrv, addrs := e.grpcSrv, e.httpSrv, e.addrs
+	e.mu.Unlock()
+	grpcSrv.Stop() // every connection is gone when it returns
+	_ = httpSrv.Close()
+	e.mu.Lock()
+	for _, s := range e.services {
+		for _, o := range s.overrides {
+			o.expiresAt = time.Time{}
+		}
+	}
+	e.mu.Unlock()
+	if down != nil {
+		down()
+	}
+	hl, err := net.Listen("tcp", addrs.HTTP)
+	if err != nil {
+		return fmt.Errorf("restarting nacos emulator: %w", err)
+	}
+	gl, err := net.Listen("tcp", addrs.GRPC)
+	if err != nil {
+		_ = hl.Close()
+		return fmt.Errorf("restarting nacos emulator gRPC: %w", err)
+	}
+	if err := e.serve(hl, gl); err != nil {
+		return fmt.Errorf("restarting nacos emulator: %w", err)
+	}
+	e.log.Info("nacos emulator restarted", "http", addrs.HTTP, "grpc", addrs.GRPC)
+	return nil
 }
 
 // Close stops the servers, drops every connection and waits for the
@@ -201,13 +268,14 @@ func (e *Emulator) Close() error {
 		t.Stop()
 	}
 	close(e.doneCh)
+	grpcSrv, httpSrv := e.grpcSrv, e.httpSrv
 	e.mu.Unlock()
 	var err error
-	if e.grpcSrv != nil {
-		e.grpcSrv.Stop()
+	if grpcSrv != nil {
+		grpcSrv.Stop()
 	}
-	if e.httpSrv != nil {
-		err = e.httpSrv.Close()
+	if httpSrv != nil {
+		err = httpSrv.Close()
 	}
 	e.wg.Wait()
 	return err

@@ -358,3 +358,12 @@ func (e *Emulator) Override(namespace, group, service, ip string, port int, clus
 	}
 	return Override{Enabled: o.Enabled, Weight: o.Weight, Metadata: maps.Clone(o.Metadata), Expiring: !o.expiresAt.IsZero()}, true
 }
+
+// Instances lists every instance of a service, disabled ones included, with
+// the operator overrides applied, as the operator's list shows them; tests
+// read live state through it.
+func (e *Emulator) Instances(namespace, group, service string) []model.Instance {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.instances(newServiceKey(namespace, group, service), "", false)
+}
