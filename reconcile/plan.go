@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -707,14 +708,19 @@ func (p *planner) drain(t *Transition) outcome {
 		if !t.Ceiling {
 			t.Ceiling = true
 			p.event(EventWarning, ReasonDrainCeiling, "drain of group %s reached drain.timeout %s with evidence %s", t.From, d.Timeout, detail)
-			for _, bl := range p.v.live.Bindings {
-				if n := p.sessions(bl, t.From); n > 0 {
-					bb := bl.Binding
-					insts := p.svc.Groups.Get(t.From)
-					return outcome{step: &Step{Action: ActionCloseSessions, Group: t.From, Binding: &bb, Instances: insts,
-						Describe: fmt.Sprintf("close the %d sessions left on group %s at %s (drain.timeout %s reached)", n, t.From, bl.Binding.Key(), d.Timeout)}}
-				}
+		}
+		// Close what is left on every binding that still has sessions, once
+		// each (a restart repeats only the bindings not yet done); a close
+		// that keeps failing does not hold the release forever.
+		for _, bl := range p.v.live.Bindings {
+			n := p.sessions(bl, t.From)
+			if n == 0 || slices.Contains(t.ClosedOn, bl.Binding.Key()) || t.StepFailures >= MaxStepFailures {
+				continue
 			}
+			bb := bl.Binding
+			insts := p.svc.Groups.Get(t.From)
+			return outcome{step: &Step{Action: ActionCloseSessions, Group: t.From, Binding: &bb, Instances: insts,
+				Describe: fmt.Sprintf("close the %d sessions left on group %s at %s (drain.timeout %s reached)", n, t.From, bl.Binding.Key(), d.Timeout)}}
 		}
 		return outcome{done: true}
 	}

@@ -131,10 +131,17 @@ func TestDrainWaitsForEvidenceAndClosesWhatIsLeftAtTheCeiling(t *testing.T) {
 	want := service(t, spec.GroupB, "1.1.0")
 	e.world.UpdateApp("10.0.1.11:8080", func(a *memory.App) { a.InFlight = 3 })
 	e.world.SetSessions(want.Traffic[0], "i-a1", 7)
+	e.world.SetSessions(want.Traffic[1], "i-a2", 2)
 	require.NoError(t, e.converge(want, 2000))
 	st := e.state(want.Name)
 	require.Equal(t, spec.GroupB, st.Applied.Active)
 	require.Contains(t, e.reasons(), reconcile.ReasonDrainCeiling)
+	require.Equal(t, 2, e.world.Calls()["close-sessions"], "what was left is closed on every binding that had sessions")
+	for _, b := range want.Traffic {
+		for _, be := range backends(t, e, b) {
+			require.Zero(t, be.Sessions, "%s %s", b.Key(), be.ID)
+		}
+	}
 	var drain time.Duration
 	for _, ev := range e.events {
 		if ev.Reason == reconcile.ReasonPhaseCompleted && ev.Phase == reconcile.PhaseDrain {
@@ -462,4 +469,11 @@ func TestTheDrainSignalIsJournaledAsSentOnlyOnceEveryInstanceWasAsked(t *testing
 	// instance again (a crash after the first signal left the others'
 	// WebSockets open until the load balancer cut them).
 	require.Equal(t, []bool{false, false}, during)
+}
+
+func backends(t *testing.T, e *env, b spec.Binding) []providers.Backend {
+	t.Helper()
+	got, err := e.world.LoadBalancer().Backends(context.Background(), b)
+	require.NoError(t, err)
+	return got
 }

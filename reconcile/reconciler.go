@@ -194,6 +194,7 @@ func complete(st State, s *Step, out stepOutput, err error) (State, bool) {
 			t.Signaled = true
 		case ActionCloseSessions:
 			t.Closed += out.Closed
+			t.ClosedOn = append(t.ClosedOn, s.Binding.Key())
 		}
 		return next, false
 	}

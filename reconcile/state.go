@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"slices"
 	"time"
 
 	"github.com/tandemhq/tandem/spec"
@@ -110,6 +111,7 @@ type Transition struct {
 	ZeroSince     time.Time `json:"zeroSince,omitzero"` // drain evidence at 0 since
 	Ceiling       bool      `json:"ceiling,omitempty"`  // the drain reached its timeout
 	Closed        int       `json:"closed,omitempty"`   // sessions closed at the ceiling
+	ClosedOn      []string  `json:"closedOn,omitempty"` // bindings whose sessions were closed at the ceiling
 	WatchFailures int       `json:"watchFailures,omitempty"`
 	// Failure is set when a step before the shift failed for good (a deploy
 	// that reported failure, a refused or repeatedly failing step); the
@@ -144,6 +146,7 @@ func (t *Transition) clone() *Transition {
 		return nil
 	}
 	c := *t
+	c.ClosedOn = slices.Clone(t.ClosedOn)
 	if t.PhaseTimes != nil {
 		c.PhaseTimes = make(map[Phase]time.Duration, len(t.PhaseTimes))
 		for k, v := range t.PhaseTimes {

@@ -311,8 +311,13 @@ func TestConformance(t *testing.T) {
 						in := f.waitListed(a, true)
 						require.Equal(t, slices.Contains(f.b, a), in.Enabled, "enabled of %v after the restart", a)
 					}
-					f.consumer.waitFor(t, f.b)
-					// Subscriptions were redone: a change is pushed again.
+					// What the consumer holds right after the restart is not
+					// asserted: nacos-sdk-go v2.3.5 redoes its subscription
+					// on reconnect and may overwrite a newer push with that
+					// answer (its cache update is not atomic), so it can hold
+					// a stale list until the next push. That next push is the
+					// proof that subscriptions were redone: a change is pushed
+					// again and the consumer converges on it.
 					require.NoError(t, f.p.SetEnabled(tctx(t), f.ref, f.a, true))
 					f.consumer.waitFor(t, f.all())
 				})
