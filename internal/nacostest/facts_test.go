@@ -38,6 +38,10 @@ type facts struct {
 	// reconnects, or that re-registers the same ip:port from a new client,
 	// within 60 s comes back disabled.
 	reconnectKeepsDisabled, restartKeepsDisabled bool
+	// serverRestartKeepsDisabled: after the server itself restarts, an
+	// instance the operator disabled comes back disabled when its app's SDK
+	// registers it again (redo on reconnect).
+	serverRestartKeepsDisabled bool
 	// restartKeepsMetadata: the re-registered instance carries the
 	// operator's metadata instead of its own.
 	restartKeepsMetadata bool
@@ -56,14 +60,15 @@ type facts struct {
 
 var serverFacts = map[string]facts{
 	KindRNacos: {
-		adminShowsDisabled:     "GET /v1/ns/instance",
-		omittedKept:            true,
-		weightOneIgnored:       true,
-		metadataMerged:         false,
-		reconnectKeepsDisabled: false,
-		restartKeepsDisabled:   false,
-		restartKeepsMetadata:   true,
-		firstMetadataPinned:    true,
+		adminShowsDisabled:         "GET /v1/ns/instance",
+		omittedKept:                true,
+		weightOneIgnored:           true,
+		metadataMerged:             false,
+		reconnectKeepsDisabled:     false,
+		restartKeepsDisabled:       false,
+		serverRestartKeepsDisabled: false,
+		restartKeepsMetadata:       true,
+		firstMetadataPinned:        true,
 	},
 	KindNacos3: {
 		adminShowsDisabled:          "GET /v3/admin/ns/instance/list",
@@ -72,6 +77,7 @@ var serverFacts = map[string]facts{
 		metadataMerged:              true,
 		reconnectKeepsDisabled:      true,
 		restartKeepsDisabled:        true,
+		serverRestartKeepsDisabled:  true,
 		restartKeepsMetadata:        true,
 		updateWithoutMetadataClears: true,
 	},
@@ -332,6 +338,30 @@ func TestFactAppReconnectWithinAMinute(t *testing.T) {
 		if !want.reconnectKeepsDisabled {
 			f.sub.await(t, "the reconnected instance", has(c.ip, c.port))
 		}
+	})
+}
+
+func TestFactServerRestart(t *testing.T) {
+	forEachKind(t, Options{}, func(t *testing.T, s *Server) {
+		want := serverFacts[s.Kind]
+		f := newFleet(t, s)
+		f.op.updateInstance(instanceForm(f.a, false, 5, ""))
+		f.sub.await(t, "the list without the disabled instance", hasNot(f.a.ip, f.a.port))
+
+		require.NoError(t, s.Restart(func() {
+			_, err := httpClient.Get(s.BaseURL() + "/v1/ns/instance/list?serviceName=" + f.a.service)
+			require.Error(t, err, "the server answers while it is down")
+		}))
+		// The apps' SDK clients reconnect and register again (redo).
+		in := f.op.awaitAdmin(f.a, "the disabled instance registered again", present)
+		f.op.awaitAdmin(f.b, "the other instance registered again", present)
+		require.Equal(t, !want.serverRestartKeepsDisabled, in.Enabled, "enabled after the server restarted")
+		// The subscriber's subscription is redone too: the next change is
+		// pushed to it.
+		f.op.updateInstance(instanceForm(f.a, true, 5, ""))
+		f.sub.await(t, "both instances after the server restarted", func(in []model.Instance) bool {
+			return has(f.a.ip, f.a.port)(in) && has(f.b.ip, f.b.port)(in)
+		})
 	})
 }
 

@@ -81,6 +81,38 @@ func launch(kindName string, opts Options) (*Server, error) {
 	return nil, err
 }
 
+// Restart stops the server as an operator's restart does (SIGTERM, then
+// SIGKILL after a grace), calls down while it is stopped, and starts it
+// again with the same ports, data directory, settings and credentials. It
+// returns once the server is ready again. Ephemeral registrations are gone
+// with the process; what the server persisted (its Raft data) is kept.
+func (s *Server) Restart(down func()) error {
+	if err := s.proc.stop(); err != nil {
+		return fmt.Errorf("stopping %s: %w", s.Kind, err)
+	}
+	if down != nil {
+		down()
+	}
+	attempts := kinds[s.Kind].attempts
+	for attempt := 1; ; attempt++ {
+		old := s.proc.cmd
+		cmd := exec.Command(old.Path, old.Args[1:]...)
+		cmd.Dir, cmd.Env = old.Dir, old.Env
+		p, err := startProcess(cmd, s.proc.logPath)
+		if err != nil {
+			return fmt.Errorf("restarting %s: %w", s.Kind, err)
+		}
+		s.proc = p
+		if err = s.ready(); err == nil {
+			return nil
+		}
+		p.stop()
+		if !errors.Is(err, errStartFailed) || attempt == attempts {
+			return fmt.Errorf("restarting %s (attempt %d): %w", s.Kind, attempt, err)
+		}
+	}
+}
+
 // stop stops the server and removes its data directory.
 func (s *Server) stop() error {
 	err := s.proc.stop()
@@ -147,12 +179,15 @@ func startRNacos(dir string, opts Options) (*Server, error) {
 	if s.proc, err = startProcess(cmd, filepath.Join(dir, "server.log")); err != nil {
 		return nil, err
 	}
-	// /health, unlike /nacos/health, is outside open-API auth.
-	err = s.proc.waitReady("http://"+s.HTTPAddr+"/health", rnacosReadyTimeout)
-	if err == nil {
-		err = checkRNacosRaft(s)
+	s.ready = func() error {
+		// /health, unlike /nacos/health, is outside open-API auth.
+		err := s.proc.waitReady("http://"+s.HTTPAddr+"/health", rnacosReadyTimeout)
+		if err == nil {
+			err = checkRNacosRaft(s)
+		}
+		return err
 	}
-	if err != nil {
+	if err := s.ready(); err != nil {
 		s.proc.stop()
 		return nil, err
 	}
@@ -326,6 +361,13 @@ func startNacos3(dir string, opts Options) (*Server, error) {
 	cmd.Dir = dir
 	if s.proc, err = startProcess(cmd, filepath.Join(dir, "server.log")); err != nil {
 		return nil, err
+	}
+	s.ready = func() error {
+		err := s.proc.waitReady(s.BaseURL()+"/v3/admin/core/state/readiness", nacos3ReadyTimeout)
+		if err == nil && s.Username != "" {
+			err = awaitLogin(s, time.Minute)
+		}
+		return err
 	}
 	err = s.proc.waitReady(s.BaseURL()+"/v3/admin/core/state/readiness", nacos3ReadyTimeout)
 	if err == nil && opts.Auth {

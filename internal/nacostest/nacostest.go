@@ -46,8 +46,9 @@ type Server struct {
 	// Options.Auth.
 	Username, Password string
 
-	proc *process
-	dir  string // temporary directory of data and logs, removed by stop
+	proc  *process
+	dir   string       // temporary directory of data and logs, removed by stop
+	ready func() error // waits until proc serves, with the credentials working
 }
 
 // Options select how a server is started.

@@ -26,9 +26,9 @@ type process struct {
 	waitErr error         // set before exited is closed
 }
 
-// startProcess starts cmd with its stdout and stderr in logPath.
+// startProcess starts cmd with its stdout and stderr appended to logPath.
 func startProcess(cmd *exec.Cmd, logPath string) (*process, error) {
-	logFile, err := os.Create(logPath)
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("creating server log: %w", err)
 	}
