@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
@@ -25,14 +26,22 @@ const (
 // reads at a glance, followed by what needs a person (stalled services and
 // drift), or with format "json" the ServiceList of the API (without time).
 func PrintStatus(w io.Writer, statuses []reconcile.Status, format string) error {
+	return PrintServices(w, ServiceList{Services: statuses}, format)
+}
+
+// PrintServices is PrintStatus for a whole answer of the API: the table is
+// followed by the state of the desired-state source, when the answer has
+// one (which revision is in force, a rejected head, failing fetches).
+func PrintServices(w io.Writer, list ServiceList, format string) error {
 	switch format {
 	case "", FormatTable:
-		return printTable(w, statuses)
+		return printTable(w, list)
 	case FormatJSON:
-		if statuses == nil {
-			statuses = []reconcile.Status{}
+		if list.Services == nil {
+			list.Services = []reconcile.Status{}
 		}
-		b, err := marshalIndent(ServiceList{Services: statuses})
+		list.Time = time.Time{}
+		b, err := marshalIndent(list)
 		if err != nil {
 			return fmt.Errorf("encoding status: %w", err)
 		}
@@ -42,14 +51,18 @@ func PrintStatus(w io.Writer, statuses []reconcile.Status, format string) error 
 	return fmt.Errorf("output format %q: want %s or %s", format, FormatTable, FormatJSON)
 }
 
-func printTable(w io.Writer, statuses []reconcile.Status) error {
+func printTable(w io.Writer, list ServiceList) error {
+	statuses := list.Services
+	var notes []string
+	if list.Source != nil {
+		notes = append(notes, sourceLine(list.Source, list.Time))
+	}
 	if len(statuses) == 0 {
-		_, err := fmt.Fprintln(w, "No services.")
+		_, err := fmt.Fprintln(w, strings.Join(append([]string{"No services."}, notes...), "\n"))
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tACTIVE\tVERSION-A\tVERSION-B\tWEIGHTS(A/B)\tPHASE\tREADY\tDRIFT\tREVISION")
-	var notes []string
 	for _, s := range statuses {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Service, active(s), version(s, spec.GroupA), version(s, spec.GroupB),
 			weights(s), phase(s), ready(s), drift(s), revision(s))
@@ -74,6 +87,31 @@ func printTable(w io.Writer, statuses []reconcile.Status) error {
 		return err
 	}
 	return nil
+}
+
+// sourceLine tells which revision of the desired state is in force and
+// what keeps a newer one out: a rejected head, failing fetches. now is the
+// server's time of the answer (zero: ages are not shown).
+func sourceLine(src *SourceStatus, now time.Time) string {
+	rev := "no revision yet"
+	if src.Revision != "" {
+		rev = "revision " + shortHash(src.Revision) + " in force"
+	}
+	parts := []string{"git: " + rev}
+	if !src.LastFetch.IsZero() && !now.IsZero() {
+		parts = append(parts, "last fetch "+now.Sub(src.LastFetch).Round(time.Second).String()+" ago")
+	}
+	if src.Head != "" {
+		why := src.Rejected
+		if why == "" {
+			why = "not applied yet"
+		}
+		parts = append(parts, "head "+shortHash(src.Head)+" NOT applied: "+why)
+	}
+	if src.FetchError != "" {
+		parts = append(parts, fmt.Sprintf("fetching FAILS (%d in a row): %s", src.Failures, src.FetchError))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // active is the desired active group, and the live one when it differs.
@@ -193,19 +231,26 @@ const maxAnswer = 64 << 20
 // FetchStatus reads GET /api/v1/services from a running daemon, e.g.
 // FetchStatus(ctx, "http://127.0.0.1:8080").
 func FetchStatus(ctx context.Context, serverURL string) ([]reconcile.Status, error) {
+	list, err := FetchServices(ctx, serverURL)
+	return list.Services, err
+}
+
+// FetchServices reads the whole answer of GET /api/v1/services, with the
+// state of the desired-state source.
+func FetchServices(ctx context.Context, serverURL string) (ServiceList, error) {
 	u, err := url.Parse(serverURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("server URL %q: want http://host:port or https://host:port", redact(serverURL))
+		return ServiceList{}, fmt.Errorf("server URL %q: want http://host:port or https://host:port", redact(serverURL))
 	}
 	u = u.JoinPath("api/v1/services")
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, fmt.Errorf("fetching status from %s: %w", u.Redacted(), err)
+		return ServiceList{}, fmt.Errorf("fetching status from %s: %w", u.Redacted(), err)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetching status: %w", err) // *url.Error names the URL, password stripped
+		return ServiceList{}, fmt.Errorf("fetching status: %w", err) // *url.Error names the URL, password stripped
 	}
 	defer resp.Body.Close()
 	body := io.LimitReader(resp.Body, maxAnswer)
@@ -214,16 +259,16 @@ func FetchStatus(ctx context.Context, serverURL string) ([]reconcile.Status, err
 		if json.NewDecoder(body).Decode(&e) != nil || e.Error == "" {
 			e.Error = "no error message"
 		}
-		return nil, fmt.Errorf("fetching status from %s: %s: %s", u.Redacted(), resp.Status, e.Error)
+		return ServiceList{}, fmt.Errorf("fetching status from %s: %s: %s", u.Redacted(), resp.Status, e.Error)
 	}
 	var list ServiceList
 	if err := json.NewDecoder(body).Decode(&list); err != nil {
-		return nil, fmt.Errorf("fetching status from %s: decoding the answer: %w", u.Redacted(), err)
+		return ServiceList{}, fmt.Errorf("fetching status from %s: decoding the answer: %w", u.Redacted(), err)
 	}
 	if list.Services == nil {
-		return nil, fmt.Errorf("fetching status from %s: the answer has no services list; is this a Tandem server?", u.Redacted())
+		return ServiceList{}, fmt.Errorf("fetching status from %s: the answer has no services list; is this a Tandem server?", u.Redacted())
 	}
-	return list.Services, nil
+	return list, nil
 }
 
 // redact hides the password of a URL that may not even parse.

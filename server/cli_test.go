@@ -3,13 +3,18 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandemhq/tandem/server"
+	"github.com/tandemhq/tandem/spec/gitsource"
 )
 
 func TestPrintStatusTableMatchesGolden(t *testing.T) {
@@ -96,4 +101,34 @@ func TestFetchStatusStopsWithItsContext(t *testing.T) {
 	cancel()
 	_, err := server.FetchStatus(ctx, e.url)
 	require.ErrorIs(t, err, context.Canceled)
+}
+
+func TestStatusShowsWhatKeepsTheNewestRevisionOut(t *testing.T) {
+	good, head := &gitsource.Revision{Hash: revOld}, &gitsource.Revision{Hash: revNew}
+	e := start(t, server.Options{Source: fakeSource{gitsource.Status{Good: good, Head: head, Failures: 2, LastFetch: t0.Add(-12 * time.Second),
+		Rejected: &gitsource.Rejection{Reason: gitsource.ReasonInvalid, Err: errors.New("services/push.yaml:7: groups.b[0].port: must be 1-65535")},
+		FetchErr: errors.New("fetching branch main: connection refused")}}})
+	list, err := server.FetchServices(context.Background(), e.url)
+	require.NoError(t, err)
+	var b bytes.Buffer
+	require.NoError(t, server.PrintServices(&b, list, "table"))
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	require.Contains(t, lines, "git: revision 0c0ffee in force; last fetch 12s ago; "+
+		"head 1a2b3c4 NOT applied: services/push.yaml:7: groups.b[0].port: must be 1-65535; "+
+		"fetching FAILS (2 in a row): fetching branch main: connection refused")
+
+	b.Reset()
+	require.NoError(t, server.PrintServices(&b, list, "json"))
+	var back server.ServiceList
+	require.NoError(t, json.Unmarshal(b.Bytes(), &back))
+	require.Equal(t, list.Source, back.Source, "json carries the source")
+
+	// Without services the source still shows; in force, nothing more.
+	e2 := start(t, server.Options{Source: fakeSource{gitsource.Status{Good: good, Head: good, LastFetch: t0.Add(-time.Second)}}})
+	e2.status.set(nil)
+	list, err = server.FetchServices(context.Background(), e2.url)
+	require.NoError(t, err)
+	b.Reset()
+	require.NoError(t, server.PrintServices(&b, list, "table"))
+	require.Equal(t, "No services.\ngit: revision 0c0ffee in force; last fetch 1s ago\n", b.String())
 }

@@ -28,11 +28,11 @@ weights per binding, phase, readiness, drift and revision.`,
 			}
 			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			statuses, err := server.FetchStatus(ctx, url)
+			list, err := server.FetchServices(ctx, url)
 			if err != nil {
 				return err
 			}
-			return server.PrintStatus(env.stdout, statuses, output)
+			return server.PrintServices(env.stdout, list, output)
 		},
 	})
 }
