@@ -472,6 +472,15 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 }
 
 func TestMainServesUntilTheContextEnds(t *testing.T) {
+	t.Run("with --key", func(t *testing.T) { testMainServes(t, "--key", akID+":"+akSecret) })
+	t.Run("with --key-env", func(t *testing.T) {
+		t.Setenv("EMU_AK_ID", akID)
+		t.Setenv("EMU_AK_SECRET", akSecret)
+		testMainServes(t, "--key-env", "EMU_AK_ID:EMU_AK_SECRET")
+	})
+}
+
+func testMainServes(t *testing.T, keyFlag, keyValue string) {
 	path := t.TempDir() + "/state.json"
 	require.NoError(t, os.WriteFile(path, []byte(`{"albServerGroups":[{"id":"sgp-1","servers":[{"id":"i-1","ip":"127.0.0.1","port":80,"weight":100}]}]}`), 0o600))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -479,7 +488,7 @@ func TestMainServesUntilTheContextEnds(t *testing.T) {
 	var stderr bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- emulator.Main(ctx, []string{"--listen", "127.0.0.1:0", "--state", path, "--key", akID + ":" + akSecret, "--job-delay", "0s", "--frontend", "127.0.0.1:0=alb:sgp-1"}, out, &stderr)
+		done <- emulator.Main(ctx, []string{"--listen", "127.0.0.1:0", "--state", path, keyFlag, keyValue, "--job-delay", "0s", "--frontend", "127.0.0.1:0=alb:sgp-1"}, out, &stderr)
 	}()
 	var line string
 	select {
@@ -510,8 +519,9 @@ func TestMainRefusesBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"without a key", []string{"--listen", "127.0.0.1:0"}, "--key ID:SECRET is required"},
+		{"without a key", []string{"--listen", "127.0.0.1:0"}, "--key ID:SECRET or --key-env ID_VAR:SECRET_VAR is required"},
 		{"with a malformed key", []string{"--key", "nosecret"}, "must be ID:SECRET"},
+		{"with key variables that are not set", []string{"--key-env", "TANDEM_TEST_UNSET_ID:TANDEM_TEST_UNSET_SECRET"}, "TANDEM_TEST_UNSET_ID and TANDEM_TEST_UNSET_SECRET must both be set"},
 		{"with rates above 1", []string{"--key", "a:b", "--throttle-rate", "0.7", "--error-rate", "0.7"}, "add up to at most 1"},
 		{"with a bad frontend", []string{"--key", "a:b", "--frontend", "127.0.0.1:0=nlb:x"}, "must be alb:SERVERGROUP"},
 	} {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -30,7 +31,8 @@ import (
 //	   "listeners": [{"port": 80, "vServerGroup": "rsp-gw"}]}]}
 //
 // and a tandem.yaml provider points at it with endpoint 127.0.0.1:PORT,
-// protocol http and the --key as its accessKeyIdEnv/accessKeySecretEnv.
+// protocol http and the --key (or the variables of --key-env) as its
+// accessKeyIdEnv/accessKeySecretEnv.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("tandem emulate alibaba", flag.ContinueOnError)
 	fset.SetOutput(stderr)
@@ -49,6 +51,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		id, secret, ok := strings.Cut(s, ":")
 		if !ok || id == "" || secret == "" {
 			return errors.New("must be ID:SECRET")
+		}
+		keys = append(keys, Key{ID: id, Secret: secret})
+		return nil
+	})
+	fset.Func("key-env", "accepted test AccessKey read from the environment variables `ID_VAR:SECRET_VAR` (repeatable; keeps the secret out of the process list)", func(s string) error {
+		idVar, secretVar, ok := strings.Cut(s, ":")
+		if !ok || idVar == "" || secretVar == "" {
+			return errors.New("must be ID_VAR:SECRET_VAR")
+		}
+		id, secret := os.Getenv(idVar), os.Getenv(secretVar)
+		if id == "" || secret == "" {
+			return fmt.Errorf("environment variables %s and %s must both be set", idVar, secretVar)
 		}
 		keys = append(keys, Key{ID: id, Secret: secret})
 		return nil
@@ -81,7 +95,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case fset.NArg() > 0:
 		return bad("unexpected arguments: %s", strings.Join(fset.Args(), " "))
 	case len(keys) == 0:
-		return bad("--key ID:SECRET is required: the emulator refuses unsigned and unknown callers")
+		return bad("--key ID:SECRET or --key-env ID_VAR:SECRET_VAR is required: the emulator refuses unsigned and unknown callers")
 	case *throttle < 0 || *throttle > 1 || *errRate < 0 || *errRate > 1 || *throttle+*errRate > 1:
 		return bad("--throttle-rate and --error-rate must be in 0..1 and add up to at most 1")
 	}
