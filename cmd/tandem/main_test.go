@@ -77,6 +77,17 @@ func TestUsageErrorsExit2(t *testing.T) {
 	require.Contains(t, errOut, `unknown command "frobnicate"`)
 	code, _, _ = tandem(t, "plan", "--output", "yaml", "../../examples")
 	require.Equal(t, exitUsage, code)
+	code, _, errOut = tandem(t, "release", "--sign-passphrase-env", "PASS", "user", "1.1.0")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, errOut, "--sign-passphrase-env needs --sign-key")
+}
+
+func TestReleaseRefusesAnUnreadableSigningKeyBeforeTouchingTheRepo(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "key.asc")
+	require.NoError(t, os.WriteFile(key, []byte("not a key\n"), 0o600))
+	code, _, errOut := tandem(t, "release", "--repo", t.TempDir(), "--sign-key", key, "user", "1.1.0")
+	require.Equal(t, exitFail, code)
+	require.Contains(t, errOut, "signing key "+key+": not an OpenPGP key")
 }
 
 func TestHelpExits0(t *testing.T) {

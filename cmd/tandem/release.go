@@ -13,6 +13,7 @@ import (
 type repoFlags struct {
 	repo, path, config string
 	push               bool
+	signKey, signPass  string
 }
 
 func (f *repoFlags) register(fs *flag.FlagSet) {
@@ -20,6 +21,8 @@ func (f *repoFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.path, "path", "", "directory of service files in the repository (default: git.path of --config, else services)")
 	fs.StringVar(&f.config, "config", "", "daemon config (tandem.yaml): validate as the daemon will, and use its git.path and credentials for --push")
 	fs.BoolVar(&f.push, "push", false, "push the new commit to origin")
+	fs.StringVar(&f.signKey, "sign-key", "", "sign the commit with this OpenPGP secret key `file` (armored or binary), for a daemon with git.verify")
+	fs.StringVar(&f.signPass, "sign-passphrase-env", "", "environment `variable` holding the passphrase of --sign-key")
 }
 
 func (f *repoFlags) options() (gitsource.RepoOptions, error) {
@@ -37,7 +40,18 @@ func (f *repoFlags) options() (gitsource.RepoOptions, error) {
 	if o.Dir == "" {
 		o.Dir = "services"
 	}
-	return o, nil
+	if f.signKey == "" {
+		if f.signPass != "" {
+			return o, usagef("--sign-passphrase-env needs --sign-key")
+		}
+		return o, nil
+	}
+	pass, err := spec.SecretFromEnv("--sign-passphrase-env", f.signPass)
+	if err != nil {
+		return o, err
+	}
+	o.SignKey, err = gitsource.ReadSigningKey(f.signKey, pass)
+	return o, err
 }
 
 func init() {

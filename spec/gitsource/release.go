@@ -1,6 +1,7 @@
 package gitsource
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -39,6 +41,9 @@ type RepoOptions struct {
 	// daemon reads them. The zero value uses go-git's defaults: anonymous
 	// http(s), and for ssh the agent with ~/.ssh/known_hosts.
 	Auth spec.GitAuth
+	// SignKey, when not nil, signs the commit (OpenPGP), so that a daemon
+	// with git.verify accepts it; see ReadSigningKey.
+	SignKey *openpgp.Entity
 }
 
 // ReleaseOptions name the release to make.
@@ -254,7 +259,7 @@ func commitChange(ctx context.Context, o RepoOptions, plan func(*checkout) (*cha
 			return "", fmt.Errorf("staging %s: %w", name, err)
 		}
 	}
-	h, err := co.wt.Commit(ch.message, &git.CommitOptions{Author: author})
+	h, err := co.wt.Commit(ch.message, &git.CommitOptions{Author: author, SignKey: o.SignKey})
 	if err != nil {
 		return "", fmt.Errorf("committing: %w", err)
 	}
@@ -354,4 +359,36 @@ func push(ctx context.Context, repo *git.Repository, branch plumbing.ReferenceNa
 		return err
 	}
 	return nil
+}
+
+// ReadSigningKey reads the OpenPGP secret key that signs release commits
+// from file (armored or binary; the first key with its secret part), and
+// decrypts it with passphrase when it is protected.
+func ReadSigningKey(file string, passphrase spec.Secret) (*openpgp.Entity, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	keys, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(data))
+	if err != nil {
+		keys, err = openpgp.ReadKeyRing(bytes.NewReader(data))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("signing key %s: not an OpenPGP key (armored or binary): %w", file, err)
+	}
+	for _, k := range keys {
+		if k.PrivateKey == nil {
+			continue
+		}
+		if k.PrivateKey.Encrypted {
+			if passphrase.Empty() {
+				return nil, fmt.Errorf("signing key %s is protected by a passphrase; give it with --sign-passphrase-env", file)
+			}
+			if err := k.DecryptPrivateKeys([]byte(passphrase.Reveal())); err != nil {
+				return nil, fmt.Errorf("signing key %s: the passphrase does not decrypt it", file)
+			}
+		}
+		return k, nil
+	}
+	return nil, fmt.Errorf("signing key %s holds no secret key (export it with gpg --export-secret-keys --armor)", file)
 }

@@ -2,6 +2,7 @@ package gitsource
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/pem"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	gogit "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/ssh"
@@ -238,6 +240,85 @@ func TestVerifyConfigurationErrorsNameTheField(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := newVerifier(&tc.verify)
 			require.ErrorContains(t, err, tc.err)
+		})
+	}
+}
+
+func TestSignedReleaseAndRollbackAreAcceptedByAVerifyingSource(t *testing.T) {
+	alice, mallory := newPGPKey(t, "Alice Example", "alice@example.com"), newPGPKey(t, "Mallory", "mallory@example.com")
+	keyFile := writeFile(t, "alice.asc", alice.armored(t, true))
+	key, err := ReadSigningKey(keyFile, "")
+	require.NoError(t, err)
+
+	f := newFixture(t)
+	v, err := newVerifier(&spec.GitVerify{Keyring: writeFile(t, "keyring.asc", alice.armored(t, false))})
+	require.NoError(t, err)
+	repo, err := gogit.PlainOpen(f.work)
+	require.NoError(t, err)
+	check := func(hash string) (string, error) {
+		c, err := repo.CommitObject(plumbing.NewHash(hash))
+		require.NoError(t, err)
+		return v.check(c)
+	}
+
+	opts := repoOptions(f)
+	opts.SignKey = key
+	rel, err := Release(context.Background(), ReleaseOptions{RepoOptions: opts, Service: "user", Version: "1.1.0"})
+	require.NoError(t, err)
+	signer, err := check(rel)
+	require.NoError(t, err, "the daemon's verification accepts the signed release")
+	require.Equal(t, "openpgp "+alice.fingerprint+" Alice Example <alice@example.com>", signer)
+	// gpg, through the git CLI, agrees that the signature is good.
+	out := runGitEnv(t, f.work, gnupgHome(t, alice), "-c", "gpg.program=gpg", "verify-commit", "--raw", rel)
+	require.Contains(t, out, "GOODSIG")
+
+	back, err := Rollback(context.Background(), RollbackOptions{RepoOptions: opts, Service: "user"})
+	require.NoError(t, err)
+	_, err = check(back)
+	require.NoError(t, err, "the signed rollback is accepted too")
+
+	// Unsigned, or signed by a key outside the keyring: refused.
+	opts.SignKey = nil
+	unsigned, err := Release(context.Background(), ReleaseOptions{RepoOptions: opts, Service: "user", Version: "1.2.0"})
+	require.NoError(t, err)
+	_, err = check(unsigned)
+	require.ErrorContains(t, err, "unsigned")
+	opts.SignKey = mallory.entity
+	other, err := Rollback(context.Background(), RollbackOptions{RepoOptions: opts, Service: "user"})
+	require.NoError(t, err)
+	_, err = check(other)
+	require.ErrorContains(t, err, "not in git.verify.keyring")
+}
+
+func TestReadSigningKeyNamesWhatIsWrong(t *testing.T) {
+	alice := newPGPKey(t, "Alice Example", "alice@example.com")
+	protected := newPGPKey(t, "Bob Example", "bob@example.com")
+	require.NoError(t, protected.entity.EncryptPrivateKeys([]byte("correct horse"), nil))
+	var buf bytes.Buffer
+	w, err := armor.Encode(&buf, openpgp.PrivateKeyType, nil)
+	require.NoError(t, err)
+	require.NoError(t, protected.entity.SerializePrivateWithoutSigning(w, nil))
+	require.NoError(t, w.Close())
+	protectedFile := writeFile(t, "bob.asc", buf.Bytes())
+
+	key, err := ReadSigningKey(protectedFile, "correct horse")
+	require.NoError(t, err)
+	require.False(t, key.PrivateKey.Encrypted, "decrypted, ready to sign")
+	for _, tc := range []struct {
+		name, file string
+		pass       spec.Secret
+		want       string
+	}{
+		{"a missing file", filepath.Join(t.TempDir(), "none.asc"), "", "signing key: open "},
+		{"not a key", writeFile(t, "junk.asc", []byte("hello\n")), "", "not an OpenPGP key (armored or binary)"},
+		{"a public key only", writeFile(t, "pub.asc", alice.armored(t, false)), "", "holds no secret key"},
+		{"a protected key without its passphrase", protectedFile, "", "is protected by a passphrase; give it with --sign-passphrase-env"},
+		{"a protected key with a wrong passphrase", protectedFile, "wrong horse", "the passphrase does not decrypt it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ReadSigningKey(tc.file, tc.pass)
+			require.ErrorContains(t, err, tc.want)
+			require.NotContains(t, err.Error(), "horse")
 		})
 	}
 }
