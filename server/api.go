@@ -17,8 +17,12 @@ import (
 // ServiceList is the answer of GET /api/v1/services, and the `services`
 // message of the stream.
 type ServiceList struct {
-	Time     time.Time          `json:"time,omitzero"` // when the list was taken, by the server's clock
-	Source   *SourceStatus      `json:"source,omitempty"`
+	Time   time.Time     `json:"time,omitzero"` // when the list was taken, by the server's clock
+	Source *SourceStatus `json:"source,omitempty"`
+	// NotReady says why this daemon does not act or has no desired state
+	// yet (what /readyz answers): under ha, a follower names the leader.
+	// Its services list is then empty, not a fleet without services.
+	NotReady string             `json:"notReady,omitempty"`
 	Services []reconcile.Status `json:"services"`
 }
 
@@ -81,6 +85,11 @@ func (s *Server) serviceList() ServiceList {
 	out := ServiceList{Time: s.now().UTC(), Services: list}
 	if s.opts.Source != nil {
 		out.Source = sourceStatus(s.opts.Source.Current())
+	}
+	if s.opts.Ready != nil {
+		if err := s.opts.Ready(); err != nil {
+			out.NotReady = err.Error()
+		}
 	}
 	return out
 }

@@ -54,6 +54,9 @@ func PrintServices(w io.Writer, list ServiceList, format string) error {
 func printTable(w io.Writer, list ServiceList) error {
 	statuses := list.Services
 	var notes []string
+	if list.NotReady != "" {
+		notes = append(notes, "NOT READY: "+list.NotReady)
+	}
 	if list.Source != nil {
 		notes = append(notes, sourceLine(list.Source, list.Time))
 	}

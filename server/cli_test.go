@@ -105,14 +105,16 @@ func TestFetchStatusStopsWithItsContext(t *testing.T) {
 
 func TestStatusShowsWhatKeepsTheNewestRevisionOut(t *testing.T) {
 	good, head := &gitsource.Revision{Hash: revOld}, &gitsource.Revision{Hash: revNew}
-	e := start(t, server.Options{Source: fakeSource{gitsource.Status{Good: good, Head: head, Failures: 2, LastFetch: t0.Add(-12 * time.Second),
-		Rejected: &gitsource.Rejection{Reason: gitsource.ReasonInvalid, Err: errors.New("services/push.yaml:7: groups.b[0].port: must be 1-65535")},
-		FetchErr: errors.New("fetching branch main: connection refused")}}})
+	e := start(t, server.Options{Ready: func() error { return errors.New("this replica is not acting: tandem-2 leads; ask it") },
+		Source: fakeSource{gitsource.Status{Good: good, Head: head, Failures: 2, LastFetch: t0.Add(-12 * time.Second),
+			Rejected: &gitsource.Rejection{Reason: gitsource.ReasonInvalid, Err: errors.New("services/push.yaml:7: groups.b[0].port: must be 1-65535")},
+			FetchErr: errors.New("fetching branch main: connection refused")}}})
 	list, err := server.FetchServices(context.Background(), e.url)
 	require.NoError(t, err)
 	var b bytes.Buffer
 	require.NoError(t, server.PrintServices(&b, list, "table"))
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	require.Contains(t, lines, "NOT READY: this replica is not acting: tandem-2 leads; ask it")
 	require.Contains(t, lines, "git: revision 0c0ffee in force; last fetch 12s ago; "+
 		"head 1a2b3c4 NOT applied: services/push.yaml:7: groups.b[0].port: must be 1-65535; "+
 		"fetching FAILS (2 in a row): fetching branch main: connection refused")

@@ -2,9 +2,12 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,12 +16,14 @@ import (
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/server"
 	"github.com/tandemhq/tandem/spec"
+	"github.com/tandemhq/tandem/spec/gitsource"
 )
 
 // pageState is what the dashboard shows, read from its DOM by readPage.
 type pageState struct {
 	Connection string        `json:"connection"`
 	Totals     string        `json:"totals"`
+	Notice     *string       `json:"notice"` // nil when hidden
 	Services   []serviceView `json:"services"`
 	Events     []eventView   `json:"events"`
 	Resources  []string      `json:"resources"`
@@ -55,6 +60,7 @@ const readPage = `(() => {
   return {
     connection: txt(document, "#conn"),
     totals: txt(document, "#totals"),
+    notice: document.getElementById("notice").hidden ? null : document.getElementById("notice").innerText,
     services: all(document, "article[data-service]").map((a) => ({
       name: a.dataset.service,
       state: txt(a, "[data-field=state]"),
@@ -92,7 +98,14 @@ func ptr(s string) *string { return &s }
 // statuses, checks what the page shows, then changes the status and
 // records an event and checks that the page follows without a reload.
 func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
-	e := start(t, server.Options{})
+	src := &switchSource{}
+	var notReady atomic.Pointer[string]
+	e := start(t, server.Options{Source: src, Ready: func() error {
+		if why := notReady.Load(); why != nil {
+			return errors.New(*why)
+		}
+		return nil
+	}})
 	b := startBrowser(t) // stopped first: the server's Close waits for the page's stream to end
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -105,6 +118,7 @@ func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
 
 	require.Equal(t, "live", page.Connection)
 	require.Equal(t, "4 services · 1 stalled · 1 in transition", page.Totals)
+	require.Nil(t, page.Notice, "nothing to say beyond the services")
 	require.Len(t, page.Services, 4)
 	billing, gateway, push, us := page.Services[0], page.Services[1], page.Services[2], page.Services[3]
 
@@ -215,8 +229,33 @@ func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
 	require.Len(t, page.Events, 5)
 	require.Equal(t, "PhaseCompleted user-service: phase drain completed", page.Events[0].Text)
 
+	// The replica stops acting and Git fails: the page says so above all.
+	why := "this replica is not acting: tandem-2 (pid 4242) leads; ask it"
+	notReady.Store(&why)
+	good, head := &gitsource.Revision{Hash: revOld}, &gitsource.Revision{Hash: revNew}
+	src.set(gitsource.Status{Good: good, Head: head, Failures: 4, FetchErr: errors.New("fetching branch main: connection refused"),
+		Rejected: &gitsource.Rejection{Reason: gitsource.ReasonInvalid, Err: errors.New("services/push.yaml:7: version: must not be empty")}})
+	b.waitFor(ctx, t, "the notice", `!document.getElementById("notice").hidden`)
+	require.NoError(t, b.eval(ctx, readPage, &page))
+	require.Equal(t, ptr("Not ready: "+why+"\n"+
+		"Git: head 1a2b3c4 is NOT applied: services/push.yaml:7: version: must not be empty\n"+
+		"Git: fetching fails (4 in a row): fetching branch main: connection refused"), page.Notice)
+	notReady.Store(nil)
+	src.set(gitsource.Status{Good: head, Head: head})
+	b.waitFor(ctx, t, "the notice gone", `document.getElementById("notice").hidden`)
+
 	require.Empty(t, b.pageErrors(), "the page threw or logged errors")
 }
+
+// switchSource is a desired-state source whose status the test changes.
+type switchSource struct {
+	mu sync.Mutex
+	st gitsource.Status
+}
+
+func (s *switchSource) set(st gitsource.Status) { s.mu.Lock(); s.st = st; s.mu.Unlock() }
+
+func (s *switchSource) Current() gitsource.Status { s.mu.Lock(); defer s.mu.Unlock(); return s.st }
 
 func eventTexts(evs []eventView) []string {
 	out := []string{}

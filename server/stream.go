@@ -45,7 +45,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	var sent time.Time
 	services := func() {
 		list := s.serviceList()
-		b, err := json.Marshal(list.Services)
+		at := list.Time
+		list.Time = time.Time{} // compared without it
+		b, err := json.Marshal(list)
 		if err != nil {
 			sse.err = fmt.Errorf("encoding statuses: %w", err)
 			return
@@ -54,10 +56,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		last, sent = b, time.Now()
-		sse.send("services", struct {
-			Time     time.Time       `json:"time"`
-			Services json.RawMessage `json:"services"`
-		}{list.Time, b})
+		list.Time = at
+		sse.send("services", list)
 	}
 	services()
 	tick := time.NewTicker(streamPoll)

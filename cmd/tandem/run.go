@@ -207,6 +207,15 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 		return nil
 	}
 
+	if cfg.HA != nil {
+		// Before the API serves: a follower's answers name the leader.
+		el, err := ha.NewElector(*cfg.HA, ha.Identity(), log)
+		if err != nil {
+			return err
+		}
+		defer el.Close()
+		cur.elector, cur.leader = el, el.Leader
+	}
 	srv := server.New(server.Options{
 		Status: cur, Events: evlog, Actions: cur, Registry: reg, Token: token, GitWebhook: src.WebhookHandler(), Source: src, Log: log,
 		Ready: cur.ready,
@@ -232,13 +241,7 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 		cur.set(d, "")
 		return d.Run(ctx)
 	}
-	el, err := ha.NewElector(*cfg.HA, ha.Identity(), log)
-	if err != nil {
-		return err
-	}
-	defer el.Close()
-	cur.leader = el.Leader
-	return el.Run(ctx, func(ctx context.Context, l *ha.Leadership) error {
+	return cur.elector.Run(ctx, func(ctx context.Context, l *ha.Leadership) error {
 		d := newDaemon(l.Store(), l)
 		cur.set(d, "")
 		defer cur.set(nil, "lost the leadership")
@@ -250,9 +253,11 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 // current is what the HTTP API serves: the daemon acting now (the leader
 // under ha), or none.
 type current struct {
-	d      atomic.Pointer[daemon.Daemon]
-	why    atomic.Pointer[string]
-	leader func(context.Context) (string, error) // under ha
+	d   atomic.Pointer[daemon.Daemon]
+	why atomic.Pointer[string]
+	// Under ha: the elector, and who leads. Set before the API serves.
+	elector *ha.Elector
+	leader  func(context.Context) (string, error)
 }
 
 var errNotActing = errors.New("this replica is not acting")

@@ -232,6 +232,19 @@ function renderService(s) {
   return card;
 }
 
+// renderNotice says what the services alone do not: this daemon does not
+// act (a follower names the leader), or Git keeps a newer revision out.
+function renderNotice(list) {
+  const lines = [];
+  if (list.notReady) lines.push(`Not ready: ${list.notReady}`);
+  const src = list.source;
+  if (src && src.head && src.rejected) lines.push(`Git: head ${short(src.head)} is NOT applied: ${src.rejected}`);
+  if (src && src.fetchError) lines.push(`Git: fetching fails (${src.failures} in a row): ${src.fetchError}`);
+  const notice = document.getElementById("notice");
+  notice.textContent = lines.join("\n");
+  notice.hidden = lines.length === 0;
+}
+
 function renderServices() {
   const root = document.getElementById("services");
   if (services.length === 0) {
@@ -301,6 +314,7 @@ function connect() {
     services = list.services || [];
     lastMessage = Date.now();
     connected = true;
+    renderNotice(list);
     renderServices();
     tick();
   });
