@@ -6,14 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/tandemhq/tandem/events"
+	"github.com/tandemhq/tandem/reconcile"
 )
 
-// Stream timing: statuses are compared this often and sent when they
-// changed, and sent anyway at the refresh interval (the dashboard uses it to
-// tell a live connection from a stale one).
+// Stream timing: statuses are compared this often and what changed is
+// sent; at the refresh interval a message goes out anyway (the dashboard
+// uses it to tell a live connection from a stale one).
 const (
 	streamPoll    = time.Second
 	streamRefresh = 5 * time.Second
@@ -24,8 +26,12 @@ const (
 // stream serves GET /api/v1/stream, Server-Sent Events:
 //
 //	event: events    data: EventList, the newest events, once at the start
-//	event: services  data: ServiceList, at the start, on change and every few seconds
+//	event: services  data: ServiceList, at the start, and when most services changed at once
+//	event: changes   data: ServiceChanges, what changed since (within a second), and every few seconds
 //	event: event     data: one reconcile.Event, as it is recorded
+//
+// A dashboard over 1,000 services then receives the few statuses a
+// transition changes, not megabytes each second.
 //
 // The stream ends when the client goes, when the server shuts down, or when
 // the client falls far behind the events (EventSource then reconnects and
@@ -41,23 +47,48 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	sse := &sseWriter{w: w, rc: rc}
 	sse.raw("retry: 2000\n\n")
 	sse.send("events", EventList{Events: past})
-	var last []byte
-	var sent time.Time
+	var (
+		last     map[string][]byte // service -> its status as last sent; nil before the first list
+		lastMeta []byte            // source and notReady as last sent
+		sent     time.Time
+	)
 	services := func() {
 		list := s.serviceList()
-		at := list.Time
-		list.Time = time.Time{} // compared without it
-		b, err := json.Marshal(list)
+		cur := make(map[string][]byte, len(list.Services))
+		all := make([]json.RawMessage, 0, len(list.Services))
+		var changed []json.RawMessage
+		for _, st := range list.Services {
+			b, err := json.Marshal(st)
+			if err != nil {
+				sse.err = fmt.Errorf("encoding the status of %s: %w", st.Service, err)
+				return
+			}
+			cur[st.Service], all = b, append(all, b)
+			if !bytes.Equal(b, last[st.Service]) {
+				changed = append(changed, b)
+			}
+		}
+		var removed []string
+		for name := range last {
+			if _, ok := cur[name]; !ok {
+				removed = append(removed, name)
+			}
+		}
+		slices.Sort(removed)
+		meta, err := json.Marshal(rawChanges{Source: list.Source, NotReady: list.NotReady})
 		if err != nil {
-			sse.err = fmt.Errorf("encoding statuses: %w", err)
+			sse.err = fmt.Errorf("encoding the source status: %w", err)
 			return
 		}
-		if bytes.Equal(b, last) && time.Since(sent) < streamRefresh {
+		switch {
+		case last == nil || len(changed)+len(removed) > len(cur)/2:
+			sse.send("services", rawList{Time: list.Time, Source: list.Source, NotReady: list.NotReady, Services: all})
+		case len(changed) > 0 || len(removed) > 0 || !bytes.Equal(meta, lastMeta) || time.Since(sent) >= streamRefresh:
+			sse.send("changes", rawChanges{Time: list.Time, Source: list.Source, NotReady: list.NotReady, Changed: changed, Removed: removed})
+		default:
 			return
 		}
-		last, sent = b, time.Now()
-		list.Time = at
-		sse.send("services", list)
+		last, lastMeta, sent = cur, meta, time.Now()
 	}
 	services()
 	tick := time.NewTicker(streamPoll)
@@ -79,6 +110,35 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.log.Debug("stream ended", "remote", r.RemoteAddr, "error", sse.err)
+}
+
+// ServiceChanges is the `changes` message of the stream: the statuses that
+// changed (or appeared) and the services that went away since the last
+// message, with the list's time, source and notReady as in ServiceList.
+// With nothing changed it is the stream's heartbeat.
+type ServiceChanges struct {
+	Time     time.Time          `json:"time,omitzero"`
+	Source   *SourceStatus      `json:"source,omitempty"`
+	NotReady string             `json:"notReady,omitempty"`
+	Changed  []reconcile.Status `json:"changed,omitempty"`
+	Removed  []string           `json:"removed,omitempty"` // service names
+}
+
+// rawList and rawChanges are ServiceList and ServiceChanges with statuses
+// encoded once.
+type rawList struct {
+	Time     time.Time         `json:"time,omitzero"`
+	Source   *SourceStatus     `json:"source,omitempty"`
+	NotReady string            `json:"notReady,omitempty"`
+	Services []json.RawMessage `json:"services"`
+}
+
+type rawChanges struct {
+	Time     time.Time         `json:"time,omitzero"`
+	Source   *SourceStatus     `json:"source,omitempty"`
+	NotReady string            `json:"notReady,omitempty"`
+	Changed  []json.RawMessage `json:"changed,omitempty"`
+	Removed  []string          `json:"removed,omitempty"`
 }
 
 // sseWriter writes Server-Sent Events, each flushed, with a write deadline

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -110,18 +111,51 @@ func TestStreamSendsEventsThenServicesThenWhatChanges(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(f.data), &got))
 	require.Equal(t, ev, got)
 
+	// One service changes: only its status is sent.
 	changed := fixtures()
 	changed[3].Transition.Phase, changed[3].Phase = reconcile.PhaseWatch, reconcile.PhaseWatch
 	e.status.set(changed)
-	for {
+	c := s.nextChanges(t)
+	require.Equal(t, server.ServiceChanges{Time: t0, Changed: []reconcile.Status{changed[3]}}, c, "only what changed")
+
+	// A service goes away.
+	e.status.set(changed[:3])
+	c = s.nextChanges(t)
+	require.Equal(t, server.ServiceChanges{Time: t0, Removed: []string{"user-service"}}, c)
+
+	// Nothing changes: a heartbeat still comes, with nothing in it.
+	f = s.next(t)
+	require.Equal(t, "changes", f.event)
+	require.JSONEq(t, `{"time": "2025-03-01T03:00:00Z"}`, f.data)
+
+	// Most services change at once: the whole list instead.
+	most := fixtures()[:3]
+	for i := range most {
+		most[i].Message = fmt.Sprintf("pass %d", i)
+	}
+	e.status.set(most)
+	f = s.next(t)
+	for f.event == "changes" && f.data == `{"time":"2025-03-01T03:00:00Z"}` { // heartbeats until the change is seen
 		f = s.next(t)
-		require.Equal(t, "services", f.event)
-		require.NoError(t, json.Unmarshal([]byte(f.data), &list))
-		if list.Services[3].Phase == reconcile.PhaseWatch {
-			break
+	}
+	require.Equal(t, "services", f.event, f.data)
+	require.NoError(t, json.Unmarshal([]byte(f.data), &list))
+	require.Equal(t, server.ServiceList{Time: t0, Services: most}, list)
+}
+
+// nextChanges returns the next `changes` message that carries a change,
+// skipping heartbeats; any other message fails the test.
+func (s *stream) nextChanges(t *testing.T) server.ServiceChanges {
+	t.Helper()
+	for {
+		f := s.next(t)
+		require.Equal(t, "changes", f.event, f.data)
+		var c server.ServiceChanges
+		require.NoError(t, json.Unmarshal([]byte(f.data), &c))
+		if len(c.Changed) > 0 || len(c.Removed) > 0 {
+			return c
 		}
 	}
-	require.Equal(t, changed, list.Services)
 }
 
 func TestServeShutsDownGracefullyEndingStreams(t *testing.T) {

@@ -308,15 +308,31 @@ function connect() {
   const src = new EventSource("api/v1/stream");
   src.addEventListener("open", () => { connected = true; tick(); });
   src.addEventListener("error", () => { connected = false; tick(); });
-  src.addEventListener("services", (m) => {
-    const list = JSON.parse(m.data);
-    skew = ms(list.time) - Date.now();
-    services = list.services || [];
+  // "services" is the whole list; "changes" what changed since, or nothing
+  // (a heartbeat). Both carry the server's time, the source and notReady.
+  const received = (msg, changed) => {
+    skew = ms(msg.time) - Date.now();
     lastMessage = Date.now();
     connected = true;
-    renderNotice(list);
-    renderServices();
+    renderNotice(msg);
+    if (changed) renderServices();
     tick();
+  };
+  src.addEventListener("services", (m) => {
+    const list = JSON.parse(m.data);
+    services = list.services || [];
+    received(list, true);
+  });
+  src.addEventListener("changes", (m) => {
+    const c = JSON.parse(m.data);
+    const changed = c.changed || [], removed = c.removed || [];
+    if (changed.length || removed.length) {
+      const byName = new Map(services.map((s) => [s.service, s]));
+      for (const s of changed) byName.set(s.service, s);
+      for (const name of removed) byName.delete(name);
+      services = [...byName.values()].sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : 0));
+    }
+    received(c, changed.length > 0 || removed.length > 0);
   });
   src.addEventListener("events", (m) => {
     events = (JSON.parse(m.data).events || []).slice(-MAX_EVENTS).reverse();
