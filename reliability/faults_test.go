@@ -3,6 +3,7 @@ package reliability_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -238,9 +239,17 @@ func reportsNacosOutage(t *testing.T, e *env, _ []reconcile.Event, _ reconcile.S
 }
 
 // throttle makes the Alibaba OpenAPI refuse 20% of calls with
-// Throttling.User and answer 10% with 503.
+// Throttling.User and answer 10% with 503. The first weight write of the
+// release meets one of each for certain, so that both are always seen (a
+// release makes only a few dozen calls: by chance alone, one in a few runs
+// had no 503).
 func throttle(_ *testing.T, e *env, _ context.Context) {
-	e.stage.Alibaba().SetFaults(emulator.Faults{ThrottleRate: 0.2, ErrorRate: 0.1})
+	emu := e.stage.Alibaba()
+	emu.SetFaults(emulator.Faults{ThrottleRate: 0.2, ErrorRate: 0.1})
+	for _, write := range []string{"UpdateServerGroupServersAttribute", "SetVServerGroupAttribute"} {
+		emu.Inject(write, "ServiceUnavailable", http.StatusServiceUnavailable, 1)
+		emu.Inject(write, "Throttling.User", http.StatusBadRequest, 1)
+	}
 }
 
 // reportsRetries checks that the throttled and failed calls were retried
