@@ -21,8 +21,10 @@ import (
 // operator is a small client of the Nacos operator HTTP API (ref §2: the
 // SDK has no maintainer API). It logs in when credentials are set, keeps
 // the token until about 90% of its tokenTtl, and logs in again once when a
-// request is refused with 401/403. The token travels in headers only, so
-// it never appears in a URL or an error.
+// request is refused with 401/403. The token travels as the accessToken
+// query parameter, the one place both r-nacos and Nacos accept it
+// (docs/nacos-servers.md); errors never quote the URL, so it never appears
+// in one.
 type operator struct {
 	servers     []string // host:port, tried in order on connection errors
 	contextPath string
