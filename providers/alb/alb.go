@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	albapi "github.com/alibabacloud-go/alb-20200616/v2/client"
@@ -113,21 +112,11 @@ func (p *Provider) Backends(ctx context.Context, b spec.Binding) ([]providers.Ba
 	if err := p.check(b); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg        sync.WaitGroup
-		health    listenerHealth
-		healthErr error
-	)
-	if b.Listener != "" {
-		wg.Go(func() { health, healthErr = p.health(ctx, b.Listener, b.ServerGroup) })
-	}
-	servers, err := p.servers(ctx, b.ServerGroup)
-	if err != nil {
-		cancel()
-	}
-	wg.Wait()
+	servers, health, err, healthErr := alibaba.ReadWithHealth(ctx, b.Listener != "",
+		func(ctx context.Context) ([]*albapi.ListServerGroupServersResponseBodyServers, error) {
+			return p.servers(ctx, b.ServerGroup)
+		},
+		func(ctx context.Context) (listenerHealth, error) { return p.health(ctx, b.Listener, b.ServerGroup) })
 	if err != nil {
 		return nil, fmt.Errorf("reading servers of %s: %w", b.Key(), err)
 	}

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 
 	openapi "github.com/alibabacloud-go/darabonba-openapi/v2/client"
 	slbapi "github.com/alibabacloud-go/slb-20140515/v4/client"
@@ -99,21 +98,11 @@ func (p *Provider) Backends(ctx context.Context, b spec.Binding) ([]providers.Ba
 	if err := p.check(b); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg        sync.WaitGroup
-		health    []*slbapi.DescribeHealthStatusResponseBodyBackendServersBackendServer
-		healthErr error
-	)
-	if b.ListenerPort != 0 {
-		wg.Go(func() { health, healthErr = p.health(ctx, b) })
-	}
-	members, err := p.members(ctx, b)
-	if err != nil {
-		cancel()
-	}
-	wg.Wait()
+	members, health, err, healthErr := alibaba.ReadWithHealth(ctx, b.ListenerPort != 0,
+		func(ctx context.Context) ([]alibaba.Member, error) { return p.members(ctx, b) },
+		func(ctx context.Context) ([]*slbapi.DescribeHealthStatusResponseBodyBackendServersBackendServer, error) {
+			return p.health(ctx, b)
+		})
 	if err != nil {
 		return nil, fmt.Errorf("reading servers of %s: %w", b.Key(), err)
 	}
