@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/tandemhq/tandem/internal/loadgen"
 	"github.com/tandemhq/tandem/internal/nacostest"
 	"github.com/tandemhq/tandem/internal/stage"
+	"github.com/tandemhq/tandem/internal/testkit"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -72,7 +72,7 @@ func realNacos(t *testing.T) *stage.NacosServer {
 func run(t *testing.T, svc stage.Service, nacos *stage.NacosServer) {
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(testkit.LogWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := stage.Start(ctx, stage.Options{Dir: t.TempDir(), Services: []stage.Service{svc}, Nacos: nacos, Log: log})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
@@ -208,12 +208,4 @@ func waitServed(t *testing.T, ctx context.Context, g *loadgen.Generator, version
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-// testWriter sends the stage's warnings to the test log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }

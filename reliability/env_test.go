@@ -14,6 +14,7 @@ import (
 
 	"github.com/tandemhq/tandem/internal/loadgen"
 	"github.com/tandemhq/tandem/internal/stage"
+	"github.com/tandemhq/tandem/internal/testkit"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -52,7 +53,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	deploys := startDeploySystem(t, o.warmUp)
 	s, err := stage.Start(t.Context(), stage.Options{Dir: dir, Services: o.services, Timing: o.timing, Manual: true,
 		DeployURL: deploys.url, DeployTokenEnv: o.deployTokenEnv, NacosPassword: o.nacosPassword,
-		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Log: slog.New(slog.NewTextHandler(testkit.LogWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		deploys.close()
 	}
@@ -249,12 +250,4 @@ func reasons(evs []reconcile.Event) string {
 		out = append(out, e.Reason)
 	}
 	return strings.Join(out, " ")
-}
-
-// testWriter sends a logger's lines to the test log.
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -10,17 +9,17 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandemhq/tandem/internal/testkit"
 	"github.com/tandemhq/tandem/server"
 )
 
 func TestDemoOnceReleasesAndRevertsLosingNothing(t *testing.T) {
 	out := &demoOutput{check: func(url string) { requireDashboard(t, url) }}
-	var errOut lockedBuffer
+	var errOut testkit.Buffer
 	code := run(t.Context(), []string{"demo", "--once", "--listen", "127.0.0.1:0"}, out, &errOut)
 	stdout := out.String()
 	require.Equal(t, exitOK, code, "stdout:\n%s\nstderr:\n%s", stdout, errOut.String())
@@ -103,34 +102,16 @@ func atoi(t *testing.T, s string) int {
 type demoOutput struct {
 	check   func(url string)
 	checked bool
-	lockedBuffer
+	testkit.Buffer
 }
 
 var dashboardLine = regexp.MustCompile(`(?m)^Dashboard: (http://\S+/) `)
 
 func (o *demoOutput) Write(p []byte) (int, error) {
-	n, err := o.lockedBuffer.Write(p)
+	n, err := o.Buffer.Write(p)
 	if m := dashboardLine.FindStringSubmatch(o.String()); m != nil && !o.checked {
 		o.checked = true
 		o.check(m[1])
 	}
 	return n, err
-}
-
-// lockedBuffer is a bytes.Buffer that several goroutines may write.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

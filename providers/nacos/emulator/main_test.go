@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/tandemhq/tandem/internal/testkit"
 	"github.com/tandemhq/tandem/providers/nacos/emulator"
 )
 
@@ -40,27 +40,9 @@ func TestMainBadModeFailsToStart(t *testing.T) {
 	require.Contains(t, errOut.String(), "mode must be")
 }
 
-// syncBuffer is written by Main's goroutine and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestMainServesUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut syncBuffer
+	var out, errOut testkit.Buffer // written by Main's goroutine, read by the test
 	done := make(chan int)
 	go func() { done <- emulator.Main(ctx, []string{"--listen", "127.0.0.1:0", "--mode", "v3"}, &out, &errOut) }()
 	require.Eventually(t, func() bool { return strings.Contains(out.String(), "listening") }, 10*time.Second, 10*time.Millisecond)
