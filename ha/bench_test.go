@@ -3,6 +3,8 @@ package ha
 import (
 	"testing"
 	"time"
+
+	"github.com/tandemhq/tandem/internal/etcdtest"
 )
 
 // go test -run '^$' -bench . -benchtime 5x ./ha/
@@ -10,7 +12,7 @@ import (
 // BenchmarkEmbeddedEtcdStart is the time from StartEtcd to a ready server.
 func BenchmarkEmbeddedEtcdStart(b *testing.B) {
 	for b.Loop() {
-		srv, err := startEtcd(b.TempDir())
+		srv, err := etcdtest.Start(b.TempDir(), "ha-test")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,9 +1,7 @@
 package ha
 
 import (
-	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -11,11 +9,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
-	"golang.org/x/crypto/bcrypt"
 
+	"github.com/tandemhq/tandem/internal/etcdtest"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -50,7 +47,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	srv, err := startEtcd(dir)
+	srv, err := etcdtest.Start(dir, "ha-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting embedded etcd:", err)
 		return 1
@@ -80,63 +77,13 @@ func run(m *testing.M) int {
 // client by design.
 var leakOptions = []goleak.Option{}
 
-// startEtcd starts a single-member etcd on loopback ports chosen by the
-// kernel. Ticks are halved so that etcd's minimum lease TTL, 3/2 of the
-// election timeout rounded up to a second, is 1s instead of 2s.
-func startEtcd(dir string) (*embed.Etcd, error) {
-	cfg := embed.NewConfig()
-	cfg.Name = "ha-test"
-	cfg.Dir = dir
-	loop := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{loop}, []url.URL{loop}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{loop}, []url.URL{loop}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.TickMs, cfg.ElectionMs = 50, 500
-	cfg.UnsafeNoFsync = true // tests only
-	cfg.BcryptCost = uint(bcrypt.MinCost)
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	srv, err := embed.StartEtcd(cfg)
-	if err != nil {
-		return nil, err
-	}
-	select {
-	case <-srv.Server.ReadyNotify():
-		return srv, nil
-	case err := <-srv.Err():
-		srv.Close()
-		return nil, err
-	case <-time.After(30 * time.Second):
-		srv.Close()
-		return nil, fmt.Errorf("not ready after 30s")
-	}
-}
-
-// setUpAuth creates root and the test user and turns auth on.
+// setUpAuth creates root and the test user, who may use /test/ only, turns
+// auth on and connects testRoot.
 func setUpAuth() error {
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{etcdEndpoint}, Logger: zap.NewNop()})
-	if err != nil {
+	if err := etcdtest.EnableAuth(etcdEndpoint, rootPassword, testUser, testPassword, "/test/"); err != nil {
 		return err
 	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	steps := []func() error{
-		func() error { _, err := c.UserAdd(ctx, "root", rootPassword); return err },
-		func() error { _, err := c.UserGrantRole(ctx, "root", "root"); return err },
-		func() error { _, err := c.RoleAdd(ctx, testUser); return err },
-		func() error {
-			_, err := c.RoleGrantPermission(ctx, testUser, "/test/", clientv3.GetPrefixRangeEnd("/test/"), clientv3.PermissionType(clientv3.PermReadWrite))
-			return err
-		},
-		func() error { _, err := c.UserAdd(ctx, testUser, testPassword); return err },
-		func() error { _, err := c.UserGrantRole(ctx, testUser, testUser); return err },
-		func() error { _, err := c.AuthEnable(ctx); return err },
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return err
-		}
-	}
+	var err error
 	testRoot, err = clientv3.New(clientv3.Config{Endpoints: []string{etcdEndpoint}, Username: "root", Password: rootPassword,
 		DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	return err
