@@ -362,6 +362,7 @@ func startNacos3(dir string, opts Options) (*Server, error) {
 	if s.proc, err = startProcess(cmd, filepath.Join(dir, "server.log")); err != nil {
 		return nil, err
 	}
+	// Ready: serving, and once an administrator exists, its login works.
 	s.ready = func() error {
 		err := s.proc.waitReady(s.BaseURL()+"/v3/admin/core/state/readiness", nacos3ReadyTimeout)
 		if err == nil && s.Username != "" {
@@ -369,7 +370,7 @@ func startNacos3(dir string, opts Options) (*Server, error) {
 		}
 		return err
 	}
-	err = s.proc.waitReady(s.BaseURL()+"/v3/admin/core/state/readiness", nacos3ReadyTimeout)
+	err = s.ready() // no administrator yet: serving is enough
 	if err == nil && opts.Auth {
 		s.Username, s.Password = "nacos", randomHex(16)
 		if err = createNacos3Admin(s); err == nil {
