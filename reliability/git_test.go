@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/cgi"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandemhq/tandem/internal/stage"
+	"github.com/tandemhq/tandem/internal/testkit"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -26,12 +26,9 @@ import (
 // http-backend (net/http/cgi). It can be stopped and started again on the
 // same address, and can cut its fetch answers short.
 type gitServer struct {
-	t              testing.TB
+	*testkit.Server
 	user, password string // basic auth required when set
 	backend        *cgi.Handler
-	addr           string
-	srv            *http.Server
-	done           chan struct{}
 
 	mu        sync.Mutex
 	cut       bool // answer fetches with half a pack, then drop the connection
@@ -43,20 +40,19 @@ type gitServer struct {
 func serveRepo(t testing.TB, repoDir, user, password string) *gitServer {
 	out, err := exec.Command("git", "--exec-path").Output()
 	require.NoError(t, err)
-	g := &gitServer{t: t, user: user, password: password, addr: "127.0.0.1:0", backend: &cgi.Handler{
+	g := &gitServer{user: user, password: password, backend: &cgi.Handler{
 		Path: filepath.Join(strings.TrimSpace(string(out)), "git-http-backend"),
 		Root: "/",
 		Env:  []string{"GIT_PROJECT_ROOT=" + filepath.Dir(repoDir), "GIT_HTTP_EXPORT_ALL=1"},
 		// A fetch cut short is the point: no "copy error" lines.
 		Logger: log.New(io.Discard, "", 0),
 	}}
-	g.start()
-	t.Cleanup(g.stop)
+	g.Server = testkit.StartServer(t, g)
 	return g
 }
 
 func (g *gitServer) url(repoDir string) string {
-	return "http://" + g.addr + "/" + filepath.Base(repoDir)
+	return "http://" + g.Addr() + "/" + filepath.Base(repoDir)
 }
 
 func (g *gitServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -114,28 +110,6 @@ func (g *gitServer) truncatedFetches() int {
 	return g.truncated
 }
 
-func (g *gitServer) start() {
-	g.t.Helper()
-	ln, err := net.Listen("tcp", g.addr)
-	require.NoError(g.t, err)
-	g.addr = ln.Addr().String()
-	g.srv = &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
-	g.done = make(chan struct{})
-	go func() {
-		defer close(g.done)
-		_ = g.srv.Serve(ln)
-	}()
-}
-
-func (g *gitServer) stop() {
-	if g.srv == nil {
-		return
-	}
-	_ = g.srv.Close()
-	<-g.done
-	g.srv = nil
-}
-
 // TestGitRemoteUnreachableOrCutShortKeepsTheLastGoodRevision follows the
 // desired state over HTTP. While the remote is down, and then while it
 // answers fetches with half a pack, a release committed meanwhile is not
@@ -161,7 +135,7 @@ func TestGitRemoteUnreachableOrCutShortKeepsTheLastGoodRevision(t *testing.T) {
 	viaNacos := e.startTraffic(e.stage.ConsumerURL("web"), 30, 3)
 
 	// The remote goes away; a release is committed there meanwhile.
-	remote.stop()
+	remote.Stop()
 	rev, err := e.commit(ctx, "web", "1.1.0")
 	require.NoError(t, err)
 	var outage reconcile.Event
@@ -196,7 +170,7 @@ func TestGitRemoteUnreachableOrCutShortKeepsTheLastGoodRevision(t *testing.T) {
 
 	// The remote comes back but cuts every fetch short: half a pack.
 	remote.setCut(true)
-	remote.start()
+	remote.Start()
 	for n := 1; n <= 2; n++ {
 		code, body, err := e.daemon.post("/api/v1/services/web/sync")
 		require.NoError(t, err)

@@ -128,13 +128,7 @@ func (f *fixture) head() string {
 // httpRemote serves the fixture's repositories with git http-backend
 // (net/http/cgi) on loopback, optionally behind basic auth. It can be
 // stopped and started again on the same address.
-type httpRemote struct {
-	t       testing.TB
-	handler http.Handler
-	addr    string
-	srv     *http.Server
-	done    chan struct{}
-}
+type httpRemote struct{ *testkit.Server }
 
 func serveHTTP(t testing.TB, root, user, password string) *httpRemote {
 	t.Helper()
@@ -143,8 +137,7 @@ func serveHTTP(t testing.TB, root, user, password string) *httpRemote {
 		Root: "/",
 		Env:  []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"},
 	}
-	h := &httpRemote{t: t, addr: "127.0.0.1:0"}
-	h.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return &httpRemote{testkit.StartServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if user != "" {
 			u, p, ok := r.BasicAuth()
 			if !ok || u != user || p != password {
@@ -154,35 +147,10 @@ func serveHTTP(t testing.TB, root, user, password string) *httpRemote {
 			}
 		}
 		backend.ServeHTTP(w, r)
-	})
-	h.start()
-	t.Cleanup(h.stop)
-	return h
+	}))}
 }
 
-func (h *httpRemote) url() string { return "http://" + h.addr + "/desired.git" }
-
-func (h *httpRemote) start() {
-	h.t.Helper()
-	ln, err := net.Listen("tcp", h.addr)
-	require.NoError(h.t, err)
-	h.addr = ln.Addr().String()
-	h.srv = &http.Server{Handler: h.handler, ReadHeaderTimeout: 10 * time.Second}
-	h.done = make(chan struct{})
-	go func() {
-		defer close(h.done)
-		_ = h.srv.Serve(ln)
-	}()
-}
-
-func (h *httpRemote) stop() {
-	if h.srv == nil {
-		return
-	}
-	_ = h.srv.Close()
-	<-h.done
-	h.srv = nil
-}
+func (h *httpRemote) url() string { return "http://" + h.Addr() + "/desired.git" }
 
 // serveLoopback accepts connections on 127.0.0.1 and hands each to handle
 // in a goroutine of wg, where handle may start more. When the test ends it

@@ -116,7 +116,7 @@ func TestCacheSurvivesARestartAndKeepsTheGoodRevisionWhileTheRemoteIsDown(t *tes
 	cancel()
 	require.NoError(t, <-done)
 
-	remote.stop()
+	remote.Stop()
 	second, err := New(gitConfig(remote.url()), nil, state, nil)
 	require.NoError(t, err)
 	st := second.Current()
@@ -209,7 +209,7 @@ func TestRemoteGoingAwayKeepsTheGoodRevisionAndBacksOff(t *testing.T) {
 	good := f.head()
 	waitFor(t, s, "the first good revision", goodIs(good))
 
-	remote.stop()
+	remote.Stop()
 	s.Trigger()
 	delays := map[int]time.Duration{}
 	st := waitFor(t, s, "four failed fetches", func(st Status) bool {
@@ -234,7 +234,7 @@ func TestRemoteGoingAwayKeepsTheGoodRevisionAndBacksOff(t *testing.T) {
 	// The commit lands while the server is down; the first fetch that
 	// reaches the server again brings it.
 	next := f.commit("release user 1.1.0", map[string]string{"services/user.yaml": service("user", "B", "1.1.0", 1)})
-	remote.start()
+	remote.Start()
 	s.Trigger()
 	st = waitFor(t, s, "recovery", goodIs(next))
 	require.NoError(t, st.FetchErr)
