@@ -36,6 +36,7 @@ const (
 	ReasonAbortStarted        = "AbortStarted"
 	ReasonSwapBackStarted     = "SwapBackStarted"
 	ReasonDrainCeiling        = "DrainCeiling"
+	ReasonLBHealthy           = "LBHealthy" // the LB reports the raised target group healthy on a binding
 	ReasonDriftDetected       = "DriftDetected"
 	ReasonDriftResolved       = "DriftResolved"
 	ReasonStalled             = "Stalled"

@@ -8,7 +8,7 @@ import (
 	"github.com/tandemhq/tandem/spec"
 )
 
-// Guard checks a step against invariants 1-4 of design §5 on the live state
+// Guard checks a step against invariants 1-4 (README, "Safety") on the live state
 // it is about to change, and refuses it with an *InvariantError if applying
 // it would break one. It is the last line of defence: the planner never
 // means to plan such a step, and the executor calls Guard before every side
@@ -56,6 +56,9 @@ func Guard(svc *spec.Service, live *Live, s *Step) error {
 		}
 		if healthy == 0 {
 			return refuse(1, "%s would have no weight on a healthy instance", s.Binding.Key())
+		}
+		if why := lbHealthyAfterLower(bl, s.Weights, after); why != "" {
+			return refuse(1, "%s", why)
 		}
 	case ActionSetEnabled:
 		if s.Enabled {

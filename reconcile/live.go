@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/spec"
@@ -23,6 +24,10 @@ type Live struct {
 type BindingLive struct {
 	Binding  spec.Binding        `json:"binding"`
 	Backends []providers.Backend `json:"backends"`
+	// SlowStart is the LB's slow-start duration for servers that have just
+	// become healthy (ALB server group SlowStartConfig), 0 when off or not
+	// supported.
+	SlowStart time.Duration `json:"slowStart,omitempty"`
 }
 
 // Active is the live active group derived from weights and the registry.

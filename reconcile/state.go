@@ -14,7 +14,7 @@ const (
 	PhasePrepare Phase = "prepare" // deploy the target group if it does not run the version
 	PhaseVerify  Phase = "verify"  // health and version of every target instance
 	PhaseEnable  Phase = "enable"  // registry: target enabled and visible
-	PhaseShift   Phase = "shift"   // every binding: target to full weight, source to 0
+	PhaseShift   Phase = "shift"   // every binding: target raised, confirmed healthy by the LB, then source to 0
 	PhaseDisable Phase = "disable" // registry: source disabled and gone from the subscription
 	PhaseDrain   Phase = "drain"   // source's in-flight evidence at 0, within bounds
 	PhaseWatch   Phase = "watch"   // target keeps healthy for the verify window
@@ -113,6 +113,9 @@ type Transition struct {
 	Closed        int       `json:"closed,omitempty"`   // sessions closed at the ceiling
 	ClosedOn      []string  `json:"closedOn,omitempty"` // bindings whose sessions were closed at the ceiling
 	WatchFailures int       `json:"watchFailures,omitempty"`
+	// ShiftWait is set between the raise and the lower of a binding (see
+	// shift.go); absent in journals written before make-before-break.
+	ShiftWait *ShiftWait `json:"shiftWait,omitempty"`
 	// Failure is set when a step before the shift failed for good (a deploy
 	// that reported failure, a refused or repeatedly failing step); the
 	// next pass undoes the transition.
@@ -147,6 +150,10 @@ func (t *Transition) clone() *Transition {
 	}
 	c := *t
 	c.ClosedOn = slices.Clone(t.ClosedOn)
+	if t.ShiftWait != nil {
+		w := *t.ShiftWait
+		c.ShiftWait = &w
+	}
 	if t.PhaseTimes != nil {
 		c.PhaseTimes = make(map[Phase]time.Duration, len(t.PhaseTimes))
 		for k, v := range t.PhaseTimes {

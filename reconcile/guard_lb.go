@@ -1,0 +1,44 @@
+package reconcile
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/tandemhq/tandem/providers"
+)
+
+// lbHealthyAfterLower is invariant 1 as the load balancer sees it: a weight
+// change that lowers any backend must leave weight on at least one backend
+// the LB itself reports healthy, wherever the LB reports health for the
+// binding (raises are never refused by it: they add, never take away). It
+// returns "" when the change may go ahead, else why not. after holds every
+// backend's weight once the change is applied.
+func lbHealthyAfterLower(bl BindingLive, changes []providers.WeightChange, after map[string]int) string {
+	lowers, reports := false, false
+	weight := map[string]int{}
+	for _, b := range bl.Backends {
+		weight[b.ID] = b.Weight
+		reports = reports || b.Health.Reported()
+	}
+	for _, c := range changes {
+		lowers = lowers || c.Weight < weight[c.ID]
+	}
+	if !lowers || !reports {
+		return ""
+	}
+	var left []string
+	for _, b := range bl.Backends {
+		if after[b.ID] == 0 {
+			continue
+		}
+		if b.Health == providers.HealthHealthy {
+			return ""
+		}
+		s := fmt.Sprintf("%s %s", b.ID, b.Health)
+		if b.Reason != "" {
+			s += " (" + b.Reason + ")"
+		}
+		left = append(left, s)
+	}
+	return fmt.Sprintf("%s would keep weight only on servers the load balancer does not report healthy: %s", bl.Binding.Key(), orDash(strings.Join(left, ", ")))
+}
