@@ -54,7 +54,7 @@ func Guard(svc *spec.Service, live *Live, s *Step) error {
 				healthy += after[b.ID]
 			}
 		}
-		if healthy == 0 {
+		if healthy == 0 && lowers(bl, s.Weights) {
 			return refuse(1, "%s would have no weight on a healthy instance", s.Binding.Key())
 		}
 		if why := lbHealthyAfterLower(bl, s.Weights, after); why != "" {

@@ -14,16 +14,11 @@ import (
 // returns "" when the change may go ahead, else why not. after holds every
 // backend's weight once the change is applied.
 func lbHealthyAfterLower(bl BindingLive, changes []providers.WeightChange, after map[string]int) string {
-	lowers, reports := false, false
-	weight := map[string]int{}
+	reports := false
 	for _, b := range bl.Backends {
-		weight[b.ID] = b.Weight
 		reports = reports || b.Health.Reported()
 	}
-	for _, c := range changes {
-		lowers = lowers || c.Weight < weight[c.ID]
-	}
-	if !lowers || !reports {
+	if !reports || !lowers(bl, changes) {
 		return ""
 	}
 	var left []string
@@ -41,4 +36,17 @@ func lbHealthyAfterLower(bl BindingLive, changes []providers.WeightChange, after
 		left = append(left, s)
 	}
 	return fmt.Sprintf("%s would keep weight only on servers the load balancer does not report healthy: %s", bl.Binding.Key(), orDash(strings.Join(left, ", ")))
+}
+
+// lowers reports whether changes take weight from any backend of bl. A
+// change that only raises never breaks invariant 1: it takes nothing away.
+func lowers(bl BindingLive, changes []providers.WeightChange) bool {
+	for _, c := range changes {
+		for _, b := range bl.Backends {
+			if b.ID == c.ID && c.Weight < b.Weight {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -100,6 +100,7 @@ func Compute(in Input) Plan {
 	if t := p.plan.Next.Transition; t != nil {
 		p.plan.Phase = t.Phase
 	}
+	p.holdLower()
 	return *p.plan
 }
 

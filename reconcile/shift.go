@@ -63,7 +63,7 @@ func (p *planner) shift(t *Transition) outcome {
 // every binding is at the target weights.
 func (p *planner) shiftNext(t *Transition) (o outcome, pending bool) {
 	for _, bl := range p.v.live.Bindings {
-		raise, lower, moves := p.shiftChanges(t, bl)
+		raise, lower := p.shiftChanges(t, bl)
 		if len(raise)+len(lower) == 0 {
 			continue
 		}
@@ -73,7 +73,7 @@ func (p *planner) shiftNext(t *Transition) (o outcome, pending bool) {
 			t.ShiftWait = &ShiftWait{Binding: key, Since: p.in.Now}
 			return outcome{step: p.weightStep(bl.Binding, t.To, raise, t.Version,
 				fmt.Sprintf("raise group %s on %s: %s; group %s keeps its weight until the LB reports group %s healthy (read back)",
-					t.To, key, strings.Join(moves, ", "), t.From, t.To))}, true
+					t.To, key, moves(bl, raise), t.From, t.To))}, true
 		}
 		w := t.ShiftWait
 		if w == nil || w.Binding != key {
@@ -84,7 +84,7 @@ func (p *planner) shiftNext(t *Transition) (o outcome, pending bool) {
 			return o, true
 		}
 		return outcome{step: p.weightStep(bl.Binding, t.To, lower, t.Version,
-			fmt.Sprintf("lower group %s on %s: %s; %s (read back)", t.From, key, strings.Join(moves, ", "), p.confirmation(bl, t.To)))}, true
+			fmt.Sprintf("lower group %s on %s: %s; %s (read back)", t.From, key, moves(bl, lower), p.confirmation(bl, t.To)))}, true
 	}
 	t.ShiftWait = nil
 	return outcome{}, false
@@ -92,7 +92,7 @@ func (p *planner) shiftNext(t *Transition) (o outcome, pending bool) {
 
 // shiftChanges lists the changes that bring bl to the target weights of t:
 // raises of the target group and lowers of the source group.
-func (p *planner) shiftChanges(t *Transition, bl BindingLive) (raise, lower []providers.WeightChange, moves []string) {
+func (p *planner) shiftChanges(t *Transition, bl BindingLive) (raise, lower []providers.WeightChange) {
 	for _, g := range []spec.Group{t.To, t.From} {
 		want := 0
 		if g == t.To {
@@ -109,10 +109,24 @@ func (p *planner) shiftChanges(t *Transition, bl BindingLive) (raise, lower []pr
 			} else {
 				lower = append(lower, c)
 			}
-			moves = append(moves, fmt.Sprintf("%s %d->%d", in.ID, b.Weight, want))
 		}
 	}
-	return raise, lower, moves
+	return raise, lower
+}
+
+// moves describes changes as "id old->new".
+func moves(bl BindingLive, changes []providers.WeightChange) string {
+	parts := make([]string, len(changes))
+	for i, c := range changes {
+		old := 0
+		for _, b := range bl.Backends {
+			if b.ID == c.ID {
+				old = b.Weight
+			}
+		}
+		parts[i] = fmt.Sprintf("%s %d->%d", c.ID, old, c.Weight)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // awaitLBHealth waits, on a raised binding, until the LB reports every
@@ -180,4 +194,31 @@ func lbReports(bl BindingLive, insts []spec.Instance, v view) bool {
 		}
 	}
 	return false
+}
+
+// holdLower turns a planned weight change that lowers a binding while the
+// LB reports no healthy server left to carry it (e.g. taking stray weight
+// off the idle group while the LB still re-checks the serving one after an
+// outage) into a wait: the guard would refuse it, and the LB's next checks
+// may well allow it.
+func (p *planner) holdLower() {
+	s := p.plan.Step
+	if s == nil || s.Action != ActionSetWeights {
+		return
+	}
+	bl, ok := p.v.binding(*s.Binding)
+	if !ok {
+		return
+	}
+	after := map[string]int{}
+	for _, b := range bl.Backends {
+		after[b.ID] = b.Weight
+	}
+	for _, c := range s.Weights {
+		after[c.ID] = c.Weight
+	}
+	if why := lbHealthyAfterLower(bl, s.Weights, after); why != "" {
+		p.plan.Step = nil
+		p.wait("WaitingForLBHealth", PollInterval, "", "not yet: %s; %s", s.Describe, why)
+	}
 }
