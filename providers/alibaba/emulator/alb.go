@@ -61,7 +61,7 @@ func (e *Emulator) advanceLocked(now time.Time) {
 		}
 		for _, p := range j.weights {
 			if p.weight != nil {
-				p.server.Weight = *p.weight
+				setWeightLocked(p.server, *p.weight)
 			}
 			if p.desc != nil {
 				p.server.Description = *p.desc
@@ -430,11 +430,13 @@ func (e *Emulator) listAsynJobs(r *request) (any, *apiError) {
 	return out, nil
 }
 
-// getListenerHealthStatus lists only the servers that are not healthy
-// (ref §1: NonNormalServers). Status: Unhealthy (fails checks), Unused
-// (weight 0), Unavailable (health checks disabled) (SDK doc,
-// ...NonNormalServers.Status). MaxResults 1..30, default 20 (SDK doc);
-// the pagination runs over the non-normal servers (UNVERIFIED).
+// getListenerHealthStatus reports, for the listener's default server group
+// (ListenerHealthStatus) and, with IncludeRule=true, for the groups its
+// forwarding rules point at (RuleHealthStatus), the servers that are not
+// healthy (ref §1: NonNormalServers; a healthy server is not listed) with
+// their Status and Reason (see health.go). MaxResults 1..30, default 20
+// (SDK doc); the pages run over all non-normal servers of the answer, and
+// every group's entry is on the first page (UNVERIFIED).
 func (e *Emulator) getListenerHealthStatus(r *request) (any, *apiError) {
 	offset, size, aerr := page(r, 20, 30)
 	if aerr != nil {
@@ -453,56 +455,102 @@ func (e *Emulator) getListenerHealthStatus(r *request) (any, *apiError) {
 		// ResourceNotFound.serverGroup).
 		return nil, errf(http.StatusNotFound, "ResourceNotFound.listener", "The specified resource %s is not found.", id)
 	}
-	g := e.state.group(l.ServerGroup)
-	type reason struct{ ReasonCode, ExpectedResponse, ActualResponse string }
 	type nonNormal struct {
 		ServerID string `json:"ServerId"`
 		ServerIP string `json:"ServerIp"`
 		Port     int
 		Status   string
-		Reason   *reason `json:",omitempty"`
+		Reason   *Reason `json:",omitempty"`
 	}
-	var all []nonNormal
-	for _, s := range g.Servers {
-		n := nonNormal{ServerID: s.ID, ServerIP: s.IP, Port: s.Port}
-		switch {
-		case l.HealthCheckDisabled:
-			n.Status = "Unavailable"
-		case s.Weight == 0:
-			n.Status = "Unused"
-		case s.Unhealthy:
-			// ReasonCode values from the ref (CONNECT_TIMEOUT, RESPONSE_MISMATCH).
-			n.Status, n.Reason = "Unhealthy", &reason{ReasonCode: "CONNECT_TIMEOUT"}
-		default:
-			continue
+	type groupInfo struct {
+		ServerGroupID      string `json:"ServerGroupId"`
+		HealthCheckEnabled string
+		ActionType         string
+		NonNormalServers   []nonNormal
+	}
+	// Every non-normal server of the answer in order, then one page of them.
+	type item struct {
+		info *groupInfo
+		n    nonNormal
+	}
+	var items []item
+	info := func(groupID string) *groupInfo {
+		g := e.state.group(groupID)
+		hc, _ := e.checkOfLocked(Target{ServerGroup: groupID})
+		if l.HealthCheckDisabled {
+			off := false
+			hc.Enabled = &off
 		}
-		all = append(all, n)
+		gi := &groupInfo{ServerGroupID: groupID, HealthCheckEnabled: "on", ActionType: "ForwardGroup", NonNormalServers: []nonNormal{}}
+		if !hc.enabled() {
+			gi.HealthCheckEnabled = "off"
+		}
+		for _, s := range g.Servers {
+			status := statusOf(hc, s)
+			if status == StatusHealthy {
+				continue
+			}
+			n := nonNormal{ServerID: s.ID, ServerIP: s.IP, Port: s.Port, Status: status}
+			if status == StatusUnhealthy || status == StatusInitial {
+				n.Reason = s.reason
+			}
+			items = append(items, item{gi, n})
+		}
+		return gi
 	}
-	enabled := "on"
-	if l.HealthCheckDisabled {
-		enabled = "off"
+	listenerGroup := info(l.ServerGroup)
+	type ruleHealth struct {
+		RuleID           string `json:"RuleId"`
+		ServerGroupInfos []*groupInfo
+	}
+	var rules []*ruleHealth
+	if r.get("IncludeRule") == "true" {
+		for _, rule := range e.state.rules(l.ID) {
+			rh := &ruleHealth{RuleID: rule.ID}
+			for _, t := range rule.ServerGroups {
+				rh.ServerGroupInfos = append(rh.ServerGroupInfos, info(t.ServerGroup))
+			}
+			rules = append(rules, rh)
+		}
+	}
+	for _, it := range items[min(offset, len(items)):min(offset+size, len(items))] {
+		it.info.NonNormalServers = append(it.info.NonNormalServers, it.n)
 	}
 	protocol := l.Protocol
 	if protocol == "" {
 		protocol = "HTTP"
+	}
+	listenerInfos := []*groupInfo{listenerGroup}
+	if offset > 0 && len(listenerGroup.NonNormalServers) == 0 {
+		listenerInfos = []*groupInfo{}
 	}
 	out := map[string]any{
 		"ListenerHealthStatus": []map[string]any{{
 			"ListenerId":       l.ID,
 			"ListenerPort":     l.Port,
 			"ListenerProtocol": protocol,
-			"ServerGroupInfos": []map[string]any{{
-				"ServerGroupId":      g.ID,
-				"HealthCheckEnabled": enabled,
-				"ActionType":         "ForwardGroup",
-				"NonNormalServers":   all[min(offset, len(all)):min(offset+size, len(all))],
-			}},
+			"ServerGroupInfos": listenerInfos,
 		}},
 	}
 	if r.get("IncludeRule") == "true" {
-		out["RuleHealthStatus"] = []any{} // the emulator has no forwarding rules
+		var pageRules []*ruleHealth
+		for _, rh := range rules {
+			var infos []*groupInfo
+			for _, gi := range rh.ServerGroupInfos {
+				if offset == 0 || len(gi.NonNormalServers) > 0 {
+					infos = append(infos, gi)
+				}
+			}
+			if len(infos) > 0 {
+				pageRules = append(pageRules, &ruleHealth{RuleID: rh.RuleID, ServerGroupInfos: infos})
+			}
+		}
+		out["RuleHealthStatus"] = pageRules
+		if pageRules == nil {
+			out["RuleHealthStatus"] = []any{}
+		}
 	}
-	if t := nextToken(r.action, offset, size, len(all)); t != "" {
+	if t := nextToken(r.action, offset, size, len(items)); t != "" {
 		out["NextToken"] = t
 	}
 	return out, nil
