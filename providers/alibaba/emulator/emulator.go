@@ -68,7 +68,7 @@ type Options struct {
 	// (HealthCheckInterval, HealthCheckTimeout) lasts for RunHealthChecks:
 	// tests scale the documented seconds down to milliseconds. 0 is 1 s.
 	HealthCheckUnit time.Duration
-	Log       *slog.Logger
+	Log             *slog.Logger
 }
 
 // Emulator is the emulated OpenAPI. It is an http.Handler; serve it on a
@@ -91,7 +91,7 @@ type Emulator struct {
 	nonceQueue []string
 	slbBusy    map[string]time.Time // SLB load balancer → locked until
 	calls      map[string]int
-	low        map[Target]int // lowest total weight each group has had
+	low        map[Target]int  // lowest total weight each group has had
 	blocked    map[string]bool // "ip:port" the LB cannot reach (BlockServers)
 	seq        int
 }
