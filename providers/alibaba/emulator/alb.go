@@ -19,6 +19,9 @@ var albActions = map[string]func(*Emulator, *request) (any, *apiError){
 	"UpdateServerGroupServersAttribute": (*Emulator).updateServerGroupServersAttribute,
 	"ListAsynJobs":                      (*Emulator).listAsynJobs,
 	"GetListenerHealthStatus":           (*Emulator).getListenerHealthStatus,
+	"ListServerGroups":                  (*Emulator).listServerGroups,
+	"UpdateServerGroupAttribute":        (*Emulator).updateServerGroupAttribute,
+	"ListRules":                         (*Emulator).listRules,
 }
 
 const (
@@ -36,6 +39,8 @@ type job struct {
 	created, modified time.Time
 	doneAt            time.Time
 	weights           []pendingWeight
+	healthCheck       *HealthCheck // UpdateServerGroupAttribute
+	slowStart         *SlowStart
 	failCode          string
 }
 
@@ -65,6 +70,20 @@ func (e *Emulator) advanceLocked(now time.Time) {
 			}
 			if p.desc != nil {
 				p.server.Description = *p.desc
+			}
+		}
+		if g := e.state.group(j.resource); g != nil {
+			if j.healthCheck != nil {
+				g.HealthCheck = j.healthCheck
+				for _, s := range g.Servers {
+					if s.Weight > 0 {
+						s.Health, s.passes, s.fails, s.reason = StatusInitial, 0, 0, nil
+						s.gen++
+					}
+				}
+			}
+			if j.slowStart != nil {
+				g.SlowStart = j.slowStart
 			}
 		}
 		j.status = "Succeeded"
@@ -314,6 +333,16 @@ func (e *Emulator) updateServerGroupServersAttribute(r *request) (any, *apiError
 	if busy, _ := e.configuringLocked(groupID); busy {
 		return nil, errf(http.StatusBadRequest, "IncorrectStatus.serverGroup", "The status of %s is incorrect: Configuring.", groupID)
 	}
+	j := e.newJobLocked(r, groupID)
+	j.weights = pending
+	if token != "" {
+		e.tokens[token] = tokenUse{digest: digest, jobID: j.id}
+	}
+	return map[string]string{"JobId": j.id}, nil
+}
+
+// newJobLocked starts an asynchronous job on a server group.
+func (e *Emulator) newJobLocked(r *request, groupID string) *job {
 	j := &job{
 		id:       fmt.Sprintf("%x", e.rng.Uint64()),
 		api:      r.action,
@@ -322,7 +351,6 @@ func (e *Emulator) updateServerGroupServersAttribute(r *request) (any, *apiError
 		created:  r.now,
 		modified: r.now,
 		doneAt:   r.now.Add(max(e.opts.JobDelay, e.faults.JobDelay)),
-		weights:  pending,
 	}
 	if len(e.failJobs) > 0 {
 		j.failCode, e.failJobs = e.failJobs[0], e.failJobs[1:]
@@ -331,10 +359,7 @@ func (e *Emulator) updateServerGroupServersAttribute(r *request) (any, *apiError
 	if len(e.jobs) > maxJobs {
 		e.jobs = e.jobs[len(e.jobs)-maxJobs:]
 	}
-	if token != "" {
-		e.tokens[token] = tokenUse{digest: digest, jobID: j.id}
-	}
-	return map[string]string{"JobId": j.id}, nil
+	return j
 }
 
 // requestDigest identifies a request's content, less the signature

@@ -177,6 +177,7 @@ type ServerGroup struct {
 	// HealthCheck is the group's HealthCheckConfig; nil: the defaults, on
 	// (ALB health check doc: on by default for every server group).
 	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+	SlowStart   *SlowStart   `json:"slowStart,omitempty"`
 }
 
 // Listener is an ALB listener forwarding to one server group by default.

@@ -17,6 +17,12 @@ var slbActions = map[string]func(*Emulator, *request) (any, *apiError){
 	"DescribeLoadBalancerAttribute": (*Emulator).describeLoadBalancerAttribute,
 	"SetBackendServers":             (*Emulator).setBackendServers,
 	"DescribeHealthStatus":          (*Emulator).describeHealthStatus,
+	"DescribeLoadBalancerHTTPListenerAttribute": func(e *Emulator, r *request) (any, *apiError) {
+		return e.describeListenerAttribute(r, "http")
+	},
+	"DescribeLoadBalancerTCPListenerAttribute": func(e *Emulator, r *request) (any, *apiError) {
+		return e.describeListenerAttribute(r, "tcp")
+	},
 }
 
 // slbMaxServersPerCall: "You can specify at most 20 backend servers in each
