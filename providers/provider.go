@@ -83,6 +83,14 @@ type LoadBalancer interface {
 	TrafficApplier
 }
 
+// SlowStarter is implemented by load balancers whose server groups can
+// ramp a server's share of new requests up over a period after it becomes
+// healthy (ALB slow start). SlowStart returns that period for the binding's
+// group, 0 when slow start is off.
+type SlowStarter interface {
+	SlowStart(ctx context.Context, b spec.Binding) (time.Duration, error)
+}
+
 // SessionCloser is implemented by load balancers that can close the sessions
 // still open on backends (HAProxy: shutdown sessions). Used only when a
 // drain reaches its ceiling; it returns how many sessions were closed.
