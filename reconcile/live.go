@@ -213,7 +213,7 @@ func (v view) verified(g spec.Group, version string) (bool, string) {
 			case !ok:
 				return false, fmt.Sprintf("%s is not a backend of %s", in, bl.Binding.Key())
 			case b.Health == providers.HealthUnhealthy:
-				return false, fmt.Sprintf("%s reports %s unhealthy", bl.Binding.Key(), in)
+				return false, fmt.Sprintf("%s reports %s unhealthy%s", bl.Binding.Key(), in, because(b.Reason))
 			}
 		}
 	}
@@ -301,4 +301,12 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// because renders an LB's reason as " (reason)", or "" without one.
+func because(reason string) string {
+	if reason == "" {
+		return ""
+	}
+	return " (" + reason + ")"
 }
