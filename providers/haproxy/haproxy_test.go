@@ -477,7 +477,7 @@ func TestHealthFromStatusAndLastCheck(t *testing.T) {
 		{"MAINT", "L4CON", providers.HealthUnhealthy},
 		{"DOWN", "L4CON", providers.HealthUnhealthy},
 		{"DOWN 1/2", "L7OK", providers.HealthInitial}, // rising, not yet past rise
-		{"UP", "INI", providers.HealthInitial},         // no check has run yet
+		{"UP", "INI", providers.HealthInitial},        // no check has run yet
 		{"DOWN", "* INI", providers.HealthInitial},
 		{"no check", "", providers.HealthUnknown},
 	} {
