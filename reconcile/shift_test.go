@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -176,4 +177,33 @@ func TestGuardRefusesALowerThatLeavesNoLBHealthyWeight(t *testing.T) {
 		live.Bindings[0].Backends[i].Health = providers.HealthUnknown
 	}
 	require.NoError(t, reconcile.Guard(svc, live, lower))
+}
+
+// TestSlowStartIsWaitedOutBeforeTheServingGroupIsLowered: with ALB slow
+// start, a newly healthy server's share ramps up over the duration; the
+// serving group keeps its weight until the ramp is over.
+func TestSlowStartIsWaitedOutBeforeTheServingGroupIsLowered(t *testing.T) {
+	old := service(t, spec.GroupA, "1.0.0")
+	e := newEnv(t, old, spec.GroupA, "1.0.0", "1.0.0")
+	e.world.ModelLBHealth(2)
+	want := service(t, spec.GroupB, "1.1.0")
+	alb := want.Traffic[0]
+	e.world.SetSlowStart(alb, 30*time.Second)
+
+	var healthyAt time.Time
+	for range 500 {
+		_ = e.pass(want)
+		for _, ev := range e.events {
+			if ev.Reason == reconcile.ReasonLBHealthy && healthyAt.IsZero() {
+				healthyAt = ev.Time
+			}
+		}
+		if e.world.Weight(alb, "i-a1") == 0 {
+			break
+		}
+	}
+	require.False(t, healthyAt.IsZero(), "the LB reported group B healthy")
+	require.GreaterOrEqual(t, e.world.Clock().Now().Sub(healthyAt), 30*time.Second, "group A was lowered before the slow start was over")
+	require.NoError(t, e.converge(want, 500))
+	require.Empty(t, e.world.Violations())
 }

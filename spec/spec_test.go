@@ -214,3 +214,20 @@ func TestSecretNeverPrints(t *testing.T) {
 	_, err = spec.SecretFromEnv("git.auth.tokenEnv", "TANDEM_TEST_UNSET")
 	require.EqualError(t, err, "git.auth.tokenEnv: environment variable TANDEM_TEST_UNSET is not set")
 }
+
+func TestBindingsWithoutAListenerAreWarnedAbout(t *testing.T) {
+	doc := strings.Replace(validService, "  - {alb: prod-hz, serverGroup: sgp-0123}",
+		"  - {alb: prod-hz, serverGroup: sgp-0123}\n  - {alb: prod-hz, serverGroup: sgp-0456, listener: lsn-1}\n  - {slb: prod-hz, loadBalancer: lb-1}", 1)
+	set, err := spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(doc)}}, "services", nil)
+	require.NoError(t, err, "a warning never refuses a commit")
+	svc, _ := set.Get("user-service")
+	require.Equal(t, 2*time.Minute, svc.Verify.LBHealthTimeout.D())
+	var got []string
+	for _, w := range set.Warnings() {
+		got = append(got, w.String())
+	}
+	require.Equal(t, []string{
+		"services/user.yaml:9: traffic[0]: warning: binding alb:prod-hz/sgp-0123 names no listener: the shift cannot be confirmed by the LB's health checks (set listener to the listener that forwards to sgp-0123)",
+		"services/user.yaml:11: traffic[2]: warning: binding slb:prod-hz/lb-1/default names no listener: the shift cannot be confirmed by the LB's health checks (set listenerPort)",
+	}, got)
+}

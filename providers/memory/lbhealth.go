@@ -1,6 +1,9 @@
 package memory
 
 import (
+	"context"
+	"time"
+
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -113,4 +116,27 @@ func (w *World) lbReportLocked(key string, be *providers.Backend) {
 	default:
 		be.Health, be.Status = providers.HealthInitial, "Initial"
 	}
+}
+
+// SetSlowStart gives binding b's server group a slow start of d (ALB
+// SlowStartConfig); 0 turns it off.
+func (w *World) SetSlowStart(b spec.Binding, d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.slowStart == nil {
+		w.slowStart = map[string]time.Duration{}
+	}
+	w.slowStart[b.Key()] = d
+}
+
+var _ providers.SlowStarter = lb{}
+
+// SlowStart implements providers.SlowStarter.
+func (l lb) SlowStart(_ context.Context, b spec.Binding) (time.Duration, error) {
+	l.w.mu.Lock()
+	defer l.w.mu.Unlock()
+	if err := l.w.enter("slow-start"); err != nil {
+		return 0, err
+	}
+	return l.w.slowStart[b.Key()], nil
 }

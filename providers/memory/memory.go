@@ -61,6 +61,7 @@ type World struct {
 	lbThreshold int
 	lbState     map[string]*lbCheck // binding key|backend id
 	lbCut       map[string]bool     // ip:port the LB cannot reach
+	slowStart   map[string]time.Duration
 }
 
 // New returns an empty world with a fake clock at a fixed instant.
