@@ -38,6 +38,8 @@ type loadBalancers struct {
 type alibabaSide struct {
 	emu      *emulator.Emulator
 	provider spec.AlibabaProvider
+	apps     instances // behind it, for BlockLB
+	calls    *lbCalls
 }
 
 // startLoadBalancers starts the LBs the services need, with the active
@@ -100,8 +102,12 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 			return nil, err
 		}
 	}
+	unit := s.opts.HealthCheckUnit
+	if unit == 0 {
+		unit = DefaultHealthCheckUnit
+	}
 	emu := emulator.New(emulator.Options{Keys: []emulator.Key{{ID: alibabaKeyID, Secret: alibabaKeySecret}},
-		JobDelay: albJobDelay, Log: s.log})
+		JobDelay: albJobDelay, HealthCheckUnit: unit, Log: s.log})
 	var state emulator.State
 	targets := map[string]emulator.Target{}
 	for _, svc := range services {
@@ -113,7 +119,7 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 		}
 		if svc.LB == spec.KindALB {
 			group := "sgp-" + svc.Name
-			state.ServerGroups = append(state.ServerGroups, &emulator.ServerGroup{ID: group, Name: svc.Name, Servers: servers})
+			state.ServerGroups = append(state.ServerGroups, &emulator.ServerGroup{ID: group, Name: svc.Name, Servers: servers, HealthCheck: stageHealthCheck()})
 			state.Listeners = append(state.Listeners, &emulator.Listener{ID: "lsn-" + svc.Name, Port: 80, ServerGroup: group})
 			targets[svc.Name] = emulator.Target{ServerGroup: group}
 			continue
@@ -121,13 +127,17 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 		lb, group := "lb-"+svc.Name, "rsp-"+svc.Name
 		state.LoadBalancers = append(state.LoadBalancers, &emulator.LoadBalancer{ID: lb, Name: svc.Name,
 			VServerGroups: []*emulator.VServerGroup{{ID: group, Name: svc.Name, Servers: servers}},
-			Listeners:     []*emulator.SLBListener{{Port: 80, Protocol: "http", VServerGroup: group}}})
+			Listeners:     []*emulator.SLBListener{{Port: 80, Protocol: "http", VServerGroup: group, HealthCheck: stageHealthCheck()}}})
 		targets[svc.Name] = emulator.Target{LoadBalancer: lb, VServerGroup: group}
 	}
 	if err := emu.Seed(state); err != nil {
 		return nil, err
 	}
-	endpoint, err := s.serve(emu)
+	// The emulated LB checks its servers itself, as Alibaba's do; the shift
+	// waits for it to report the raised group healthy.
+	s.bg.Go(func() { emu.RunHealthChecks(s.ctx) })
+	calls := &lbCalls{}
+	endpoint, err := s.serve(calls.wrap(emu))
 	if err != nil {
 		return nil, fmt.Errorf("serving the alibaba emulator: %w", err)
 	}
@@ -142,7 +152,7 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 		s.entries[name] = "http://" + ln.Addr().String()
 	}
 	s.log.Info("stage alibaba emulator running", "endpoint", endpoint)
-	return &alibabaSide{emu: emu, provider: spec.AlibabaProvider{
+	return &alibabaSide{emu: emu, apps: apps, calls: calls, provider: spec.AlibabaProvider{
 		Name: providerName, Region: "cn-hangzhou", Endpoint: endpoint, Protocol: "http",
 		AccessKeyIDEnv: alibabaKeyIDEnv, AccessKeySecretEnv: alibabaKeySecretEnv, SignatureVersion: "v3",
 		ConnectTimeout: spec.Duration(2 * time.Second), ReadTimeout: spec.Duration(5 * time.Second),

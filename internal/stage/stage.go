@@ -73,6 +73,8 @@ type Timing struct {
 	VerifyWindow   time.Duration // verify.window
 	HealthDeadline time.Duration // health.deadline
 	DeployTimeout  time.Duration // deploy.timeout
+	// LBHealthTimeout is verify.lbHealthTimeout; 0 leaves the spec's default.
+	LBHealthTimeout time.Duration
 }
 
 // DefaultTiming is short but realistic relative to each other: the drain is
@@ -133,7 +135,10 @@ type Options struct {
 	// baseline restarts the serving group in place).
 	Manual   bool
 	Recorder reconcile.Recorder // also receives every event; nil: none
-	Log      *slog.Logger
+	// HealthCheckUnit is how long one second of the emulated Alibaba load
+	// balancer's health-check settings lasts; default DefaultHealthCheckUnit.
+	HealthCheckUnit time.Duration
+	Log             *slog.Logger
 }
 
 // nameRE is the spec's rule for service names.
