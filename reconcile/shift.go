@@ -30,7 +30,7 @@ import (
 // Why: a load balancer routes only to servers that passed its own checks
 // ("Backend servers with a weight of 0 do not participate in health checks";
 // a server must pass the healthy threshold before ALB routes to it,
-// https://www.alibabacloud.com/help/en/slb/application-load-balancer/user-guide/configure-and-manage-health-checks).
+// https://www.alibabacloud.com/help/en/slb/application-load-balancer/user-guide/alb-health-check).
 // Tandem's own probes come from Tandem's host, not from the LB's health-check
 // addresses, so they cannot see a security group or a health-check path that
 // only the LB trips over.

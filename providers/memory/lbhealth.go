@@ -18,7 +18,7 @@ type lbCheck struct {
 }
 
 // ModelLBHealth makes the world's load balancers check their backends as
-// ALB does (https://www.alibabacloud.com/help/en/slb/application-load-balancer/user-guide/configure-and-manage-health-checks):
+// ALB does (https://www.alibabacloud.com/help/en/slb/application-load-balancer/user-guide/alb-health-check):
 // weight-0 backends are not checked (health unknown, status "Unused"); a
 // backend that gets weight starts "initial" and becomes healthy after
 // threshold consecutive passing checks, unhealthy after threshold
