@@ -8,7 +8,7 @@ import (
 	"github.com/tandemhq/tandem/spec"
 )
 
-// Guard checks a step against invariants 1-4 (README, "Safety") on the live state
+// Guard checks a step against invariants 1-4 of design §5 on the live state
 // it is about to change, and refuses it with an *InvariantError if applying
 // it would break one. It is the last line of defence: the planner never
 // means to plan such a step, and the executor calls Guard before every side

@@ -29,11 +29,7 @@ func lbHealthyAfterLower(bl BindingLive, changes []providers.WeightChange, after
 		if b.Health == providers.HealthHealthy {
 			return ""
 		}
-		s := fmt.Sprintf("%s %s", b.ID, b.Health)
-		if b.Reason != "" {
-			s += " (" + b.Reason + ")"
-		}
-		left = append(left, s)
+		left = append(left, fmt.Sprintf("%s %s%s", b.ID, b.Health, because(b.Reason)))
 	}
 	return fmt.Sprintf("%s would keep weight only on servers the load balancer does not report healthy: %s", bl.Binding.Key(), orDash(strings.Join(left, ", ")))
 }
@@ -49,4 +45,16 @@ func lowers(bl BindingLive, changes []providers.WeightChange) bool {
 		}
 	}
 	return false
+}
+
+// weightsAfter is every backend's weight once changes are applied.
+func weightsAfter(bl BindingLive, changes []providers.WeightChange) map[string]int {
+	after := map[string]int{}
+	for _, b := range bl.Backends {
+		after[b.ID] = b.Weight
+	}
+	for _, c := range changes {
+		after[c.ID] = c.Weight
+	}
+	return after
 }

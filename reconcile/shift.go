@@ -177,11 +177,7 @@ func lbNotHealthy(v view, bl BindingLive, g spec.Group) []string {
 		if !ok || b.Health == providers.HealthHealthy || !b.Health.Reported() {
 			continue
 		}
-		s := fmt.Sprintf("%s %s", in, b.Health)
-		if b.Reason != "" {
-			s += " (" + b.Reason + ")"
-		}
-		out = append(out, s)
+		out = append(out, fmt.Sprintf("%s %s%s", in, b.Health, because(b.Reason)))
 	}
 	return out
 }
@@ -210,14 +206,7 @@ func (p *planner) holdLower() {
 	if !ok {
 		return
 	}
-	after := map[string]int{}
-	for _, b := range bl.Backends {
-		after[b.ID] = b.Weight
-	}
-	for _, c := range s.Weights {
-		after[c.ID] = c.Weight
-	}
-	if why := lbHealthyAfterLower(bl, s.Weights, after); why != "" {
+	if why := lbHealthyAfterLower(bl, s.Weights, weightsAfter(bl, s.Weights)); why != "" {
 		p.plan.Step = nil
 		p.wait("WaitingForLBHealth", PollInterval, "", "not yet: %s; %s", s.Describe, why)
 	}
