@@ -9,16 +9,13 @@ import (
 
 // lbHealthyAfterLower is invariant 1 as the load balancer sees it: a weight
 // change that lowers any backend must leave weight on at least one backend
-// the LB itself reports healthy, wherever the LB reports health for the
-// binding (raises are never refused by it: they add, never take away). It
-// returns "" when the change may go ahead, else why not. after holds every
-// backend's weight once the change is applied.
+// the LB itself reports healthy, or one it gives no health for (no
+// listener, checks off, a HAProxy server without checks: there the probes
+// alone decide, as before). Raises are never refused by it: they add, never
+// take away. It returns "" when the change may go ahead, else why not.
+// after holds every backend's weight once the change is applied.
 func lbHealthyAfterLower(bl BindingLive, changes []providers.WeightChange, after map[string]int) string {
-	reports := false
-	for _, b := range bl.Backends {
-		reports = reports || b.Health.Reported()
-	}
-	if !reports || !lowers(bl, changes) {
+	if !lowers(bl, changes) {
 		return ""
 	}
 	var left []string
@@ -26,12 +23,15 @@ func lbHealthyAfterLower(bl BindingLive, changes []providers.WeightChange, after
 		if after[b.ID] == 0 {
 			continue
 		}
-		if b.Health == providers.HealthHealthy {
+		if b.Health == providers.HealthHealthy || !b.Health.Reported() {
 			return ""
 		}
 		left = append(left, fmt.Sprintf("%s %s%s", b.ID, b.Health, because(b.Reason)))
 	}
-	return fmt.Sprintf("%s would keep weight only on servers the load balancer does not report healthy: %s", bl.Binding.Key(), orDash(strings.Join(left, ", ")))
+	if len(left) == 0 {
+		return "" // nothing keeps weight: the probes' check of invariant 1 speaks
+	}
+	return fmt.Sprintf("%s would keep weight only on servers the load balancer does not report healthy: %s", bl.Binding.Key(), strings.Join(left, ", "))
 }
 
 // lowers reports whether changes take weight from any backend of bl. A
