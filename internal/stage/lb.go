@@ -27,6 +27,14 @@ const (
 // Processing; the real one takes seconds.
 const albJobDelay = 300 * time.Millisecond
 
+// DefaultLBHealthCheck is the emulated load balancers' health check of the
+// apps: GET of the apps' health path (the same as the specs' health.http),
+// two passes to become healthy, two failures to become unhealthy, every
+// 2 s of the emulator's clock (defaultLBHealthCheckUnit each).
+var DefaultLBHealthCheck = emulator.HealthCheck{Path: "/healthz", Method: "GET", Interval: 2, HealthyThreshold: 2, UnhealthyThreshold: 2}
+
+const defaultLBHealthCheckUnit = 25 * time.Millisecond
+
 // loadBalancers are the stage's load balancers.
 type loadBalancers struct {
 	haproxy *haproxytest.HAProxy
@@ -100,8 +108,16 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 			return nil, err
 		}
 	}
+	unit := s.opts.LBHealthCheckUnit
+	if unit <= 0 {
+		unit = defaultLBHealthCheckUnit
+	}
+	check := DefaultLBHealthCheck
+	if s.opts.LBHealthCheck != nil {
+		check = *s.opts.LBHealthCheck
+	}
 	emu := emulator.New(emulator.Options{Keys: []emulator.Key{{ID: alibabaKeyID, Secret: alibabaKeySecret}},
-		JobDelay: albJobDelay, Log: s.log})
+		JobDelay: albJobDelay, HealthCheckUnit: unit, Log: s.log})
 	var state emulator.State
 	targets := map[string]emulator.Target{}
 	for _, svc := range services {
@@ -113,7 +129,7 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 		}
 		if svc.LB == spec.KindALB {
 			group := "sgp-" + svc.Name
-			state.ServerGroups = append(state.ServerGroups, &emulator.ServerGroup{ID: group, Name: svc.Name, Servers: servers})
+			state.ServerGroups = append(state.ServerGroups, &emulator.ServerGroup{ID: group, Name: svc.Name, Servers: servers, HealthCheck: &check})
 			state.Listeners = append(state.Listeners, &emulator.Listener{ID: "lsn-" + svc.Name, Port: 80, ServerGroup: group})
 			targets[svc.Name] = emulator.Target{ServerGroup: group}
 			continue
@@ -121,7 +137,7 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 		lb, group := "lb-"+svc.Name, "rsp-"+svc.Name
 		state.LoadBalancers = append(state.LoadBalancers, &emulator.LoadBalancer{ID: lb, Name: svc.Name,
 			VServerGroups: []*emulator.VServerGroup{{ID: group, Name: svc.Name, Servers: servers}},
-			Listeners:     []*emulator.SLBListener{{Port: 80, Protocol: "http", VServerGroup: group}}})
+			Listeners:     []*emulator.SLBListener{{Port: 80, Protocol: "http", VServerGroup: group, HealthCheck: &check}}})
 		targets[svc.Name] = emulator.Target{LoadBalancer: lb, VServerGroup: group}
 	}
 	if err := emu.Seed(state); err != nil {
@@ -131,13 +147,21 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 	if err != nil {
 		return nil, fmt.Errorf("serving the alibaba emulator: %w", err)
 	}
+	s.bg.Go(func() { emu.RunHealthChecks(s.ctx) })
 	for name, t := range targets {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
-		// The LB's own connection drain outlasts Tandem's drain.
+		// The LB's own connection drain outlasts Tandem's drain. An ALB
+		// service is entered through its listener, so forwarding rules
+		// added to it apply.
 		f := emu.NewFrontend(t, s.opts.Timing.DrainTimeout)
+		if t.ServerGroup != "" {
+			if f, err = emu.NewListenerFrontend("lsn-"+name, s.opts.Timing.DrainTimeout); err != nil {
+				return nil, err
+			}
+		}
 		s.bg.Go(func() { _ = f.Serve(s.ctx, ln) })
 		s.entries[name] = "http://" + ln.Addr().String()
 	}
