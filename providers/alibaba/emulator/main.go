@@ -24,13 +24,20 @@ import (
 //
 //	{"albServerGroups": [{"id": "sgp-push", "servers": [
 //	   {"id": "i-a1", "ip": "127.0.0.1", "port": 9001, "weight": 100},
-//	   {"id": "i-b1", "ip": "127.0.0.1", "port": 9002, "weight": 0}]}],
+//	   {"id": "i-b1", "ip": "127.0.0.1", "port": 9002, "weight": 0}],
+//	   "healthCheck": {"healthCheckPath": "/healthz", "healthyThreshold": 2}}],
 //	 "albListeners": [{"id": "lsn-push", "port": 80, "serverGroup": "sgp-push"}],
+//	 "albRules": [{"id": "rule-preview", "listener": "lsn-push", "priority": 1,
+//	   "conditions": [{"type": "Header", "key": "X-Preview", "values": ["on"]}],
+//	   "serverGroups": [{"serverGroup": "sgp-push"}]}],
 //	 "slbLoadBalancers": [{"id": "lb-gw", "servers": [],
 //	   "vServerGroups": [{"id": "rsp-gw", "servers": [...]}],
 //	   "listeners": [{"port": 80, "vServerGroup": "rsp-gw"}]}]}
 //
-// and a tandem.yaml provider points at it with endpoint 127.0.0.1:PORT,
+// The LB health-checks every weighted server on its group's (ALB) or
+// listener's (SLB) settings unless --health-checks=false; the data plane
+// routes to the servers it reports healthy (see health.go). A tandem.yaml
+// provider points at it with endpoint 127.0.0.1:PORT,
 // protocol http and the --key (or the variables of --key-env) as its
 // accessKeyIdEnv/accessKeySecretEnv.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -46,6 +53,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	latency := fset.Duration("latency", 0, "latency added to every API call")
 	seed := fset.Uint64("seed", 0, "random seed for the faults (0: random)")
 	drain := fset.Duration("drain", 10*time.Second, "connection drain timeout of the data-plane frontends")
+	checks := fset.Bool("health-checks", true, "health-check the servers as the LB does (HTTP or TCP to each weighted server; the data plane routes to healthy servers)")
+	unit := fset.Duration("health-check-unit", time.Second, "how long one second of HealthCheckInterval/HealthCheckTimeout lasts (scale down for tests)")
 	var keys []Key
 	fset.Func("key", "accepted test AccessKey as `ID:SECRET` (repeatable; at least one)", func(s string) error {
 		id, secret, ok := strings.Cut(s, ":")
@@ -68,20 +77,25 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return nil
 	})
 	type frontend struct {
-		addr   string
-		target Target
+		addr     string
+		target   Target
+		listener string // an ALB listener: its rules apply
 	}
 	var frontends []frontend
-	fset.Func("frontend", "data-plane listener as `ADDR=alb:SERVERGROUP` or `ADDR=slb:LB[/VSERVERGROUP]` (repeatable)", func(s string) error {
+	fset.Func("frontend", "data-plane listener as `ADDR=alb:SERVERGROUP`, `ADDR=alb-listener:LISTENER` (forwarding rules apply) or `ADDR=slb:LB[/VSERVERGROUP]` (repeatable)", func(s string) error {
 		addr, spec, ok := strings.Cut(s, "=")
 		if !ok {
-			return errors.New("must be ADDR=alb:SERVERGROUP or ADDR=slb:LB[/VSERVERGROUP]")
+			return errors.New("must be ADDR=alb:SERVERGROUP, ADDR=alb-listener:LISTENER or ADDR=slb:LB[/VSERVERGROUP]")
+		}
+		if l, ok := strings.CutPrefix(spec, "alb-listener:"); ok && l != "" {
+			frontends = append(frontends, frontend{addr: addr, listener: l})
+			return nil
 		}
 		t, err := parseTarget(spec)
 		if err != nil {
 			return err
 		}
-		frontends = append(frontends, frontend{addr, t})
+		frontends = append(frontends, frontend{addr: addr, target: t})
 		return nil
 	})
 	if err := fset.Parse(args); err != nil {
@@ -98,10 +112,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return bad("--key ID:SECRET or --key-env ID_VAR:SECRET_VAR is required: the emulator refuses unsigned and unknown callers")
 	case *throttle < 0 || *throttle > 1 || *errRate < 0 || *errRate > 1 || *throttle+*errRate > 1:
 		return bad("--throttle-rate and --error-rate must be in 0..1 and add up to at most 1")
+	case *unit <= 0:
+		return bad("--health-check-unit must be positive")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	e := New(Options{
-		Keys: keys, Region: *region, JobDelay: *jobDelay, SLBBusy: *slbBusy, Seed: *seed,
+		Keys: keys, Region: *region, JobDelay: *jobDelay, SLBBusy: *slbBusy, Seed: *seed, HealthCheckUnit: *unit,
 		Faults: Faults{ThrottleRate: *throttle, ErrorRate: *errRate, Latency: *latency},
 		Log:    log,
 	})
@@ -145,12 +161,25 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return nil
 	})
+	if *checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.RunHealthChecks(ctx)
+		}()
+	}
 	for _, f := range frontends {
 		if err != nil {
 			break
 		}
-		fe := e.NewFrontend(f.target, *drain)
-		err = serve("frontend "+f.target.String(), f.addr, func(ln net.Listener) error { return fe.Serve(ctx, ln) })
+		fe, name := e.NewFrontend(f.target, *drain), "frontend "+f.target.String()
+		if f.listener != "" {
+			if fe, err = e.NewListenerFrontend(f.listener, *drain); err != nil {
+				break
+			}
+			name = "frontend alb listener " + f.listener
+		}
+		err = serve(name, f.addr, func(ln net.Listener) error { return fe.Serve(ctx, ln) })
 	}
 	if err == nil {
 		select {
