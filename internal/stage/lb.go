@@ -46,6 +46,7 @@ type loadBalancers struct {
 type alibabaSide struct {
 	emu      *emulator.Emulator
 	provider spec.AlibabaProvider
+	addrs    map[string]map[spec.Group][]string // ip:port of the apps behind each service's LB, by group
 }
 
 // startLoadBalancers starts the LBs the services need, with the active
@@ -120,11 +121,14 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 		JobDelay: albJobDelay, HealthCheckUnit: unit, Log: s.log})
 	var state emulator.State
 	targets := map[string]emulator.Target{}
+	addrs := map[string]map[spec.Group][]string{}
 	for _, svc := range services {
 		var servers []*emulator.Server
+		addrs[svc.Name] = map[spec.Group][]string{}
 		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 			for _, in := range apps[svc.Name][g] {
 				servers = append(servers, &emulator.Server{ID: in.ID, IP: in.IP, Port: in.Port, Weight: weight(svc, g)})
+				addrs[svc.Name][g] = append(addrs[svc.Name][g], in.Addr())
 			}
 		}
 		if svc.LB == spec.KindALB {
@@ -166,12 +170,30 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 		s.entries[name] = "http://" + ln.Addr().String()
 	}
 	s.log.Info("stage alibaba emulator running", "endpoint", endpoint)
-	return &alibabaSide{emu: emu, provider: spec.AlibabaProvider{
+	return &alibabaSide{emu: emu, addrs: addrs, provider: spec.AlibabaProvider{
 		Name: providerName, Region: "cn-hangzhou", Endpoint: endpoint, Protocol: "http",
 		AccessKeyIDEnv: alibabaKeyIDEnv, AccessKeySecretEnv: alibabaKeySecretEnv, SignatureVersion: "v3",
 		ConnectTimeout: spec.Duration(2 * time.Second), ReadTimeout: spec.Duration(5 * time.Second),
 		JobTimeout: spec.Duration(30 * time.Second), RetryTimeout: spec.Duration(30 * time.Second),
 	}}, nil
+}
+
+// BlockLB cuts the emulated ALB/SLB off from the apps of group g of the
+// service (blocked true), or lets it reach them again: while cut off, the
+// LB's health checks of them and the requests it forwards to them fail, as
+// when a security group drops the LB's addresses, and Tandem's own probes
+// still reach them (emulator.BlockServers).
+func (s *Stage) BlockLB(service string, g spec.Group, blocked bool) error {
+	if s.lbs.alibaba == nil || s.lbs.alibaba.addrs[service] == nil {
+		return fmt.Errorf("service %s is not behind the Alibaba emulator", service)
+	}
+	addrs := s.lbs.alibaba.addrs[service][g]
+	if blocked {
+		s.lbs.alibaba.emu.BlockServers(addrs...)
+	} else {
+		s.lbs.alibaba.emu.UnblockServers(addrs...)
+	}
+	return nil
 }
 
 // binding is the traffic binding of svc in flow style ("" for none).

@@ -6,7 +6,10 @@
 // error format and codes, ALB's asynchronous jobs and SLB's configuration
 // lock. Fault knobs (throttling, 5xx, latency, injected codes, failed jobs)
 // make the error paths testable, and Frontend is a data plane that forwards
-// real HTTP and WebSocket traffic by the emulated weights.
+// real HTTP and WebSocket traffic by the emulated weights, forwarding rules
+// and health checks: the LB checks every weighted server's real endpoint as
+// Alibaba documents (health.go), and BlockServers cuts the LB off from
+// chosen servers. docs/alibaba-emulator.md lists what is modelled.
 //
 // Every behaviour carries a comment naming its source. "SDK doc" means the
 // doc comment of the request or response model in

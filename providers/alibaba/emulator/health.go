@@ -296,7 +296,7 @@ func (e *Emulator) Health(t Target) ([]Health, error) {
 		if ok {
 			out[i].Status = statusOf(hc, s)
 		}
-		if out[i].Status != StatusHealthy && s.reason != nil {
+		if (out[i].Status == StatusInitial || out[i].Status == StatusUnhealthy) && s.reason != nil {
 			r := *s.reason
 			out[i].Reason = &r
 		}
