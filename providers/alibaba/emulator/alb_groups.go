@@ -234,11 +234,7 @@ func (e *Emulator) listRules(r *request) (any, *apiError) {
 			}
 			var tuples []map[string]any
 			for _, t := range rule.ServerGroups {
-				w := t.Weight
-				if w == 0 {
-					w = 100
-				}
-				tuples = append(tuples, map[string]any{"ServerGroupId": t.ServerGroup, "Weight": w})
+				tuples = append(tuples, map[string]any{"ServerGroupId": t.ServerGroup, "Weight": t.weight()})
 			}
 			all = append(all, map[string]any{
 				"RuleId": rule.ID, "RuleName": rule.ID, "ListenerId": l.ID, "Priority": rule.Priority,

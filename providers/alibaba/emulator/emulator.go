@@ -225,6 +225,13 @@ type ServerGroupTuple struct {
 	Weight      int    `json:"weight,omitempty"`
 }
 
+func (t ServerGroupTuple) weight() int {
+	if t.Weight == 0 {
+		return 100
+	}
+	return t.Weight
+}
+
 // LoadBalancer is an SLB (CLB) instance with its default server group,
 // vServer groups and listeners.
 type LoadBalancer struct {
