@@ -341,6 +341,8 @@ func TestSLBHealthFollowsTheListenersChecks(t *testing.T) {
 	v.e.CheckHealth(context.Background())
 	v.e.CheckHealth(context.Background())
 	require.Equal(t, "normal", health()["i-b"])
+	_, err := v.slb(t, "").DescribeHealthStatus(&slb.DescribeHealthStatusRequest{RegionId: tea.String("cn-hangzhou"), LoadBalancerId: tea.String("lb-1"), ListenerPort: tea.Int32(81)})
+	require.Equal(t, "ListenerNotFound", code(t, err))
 
 	res, err := v.slb(t, "").DescribeLoadBalancerHTTPListenerAttribute(&slb.DescribeLoadBalancerHTTPListenerAttributeRequest{
 		RegionId: tea.String("cn-hangzhou"), LoadBalancerId: tea.String("lb-1"), ListenerPort: tea.Int32(80)})
