@@ -75,12 +75,7 @@ func (e *Emulator) advanceLocked(now time.Time) {
 		if g := e.state.group(j.resource); g != nil {
 			if j.healthCheck != nil {
 				g.HealthCheck = j.healthCheck
-				for _, s := range g.Servers {
-					if s.Weight > 0 {
-						s.Health, s.passes, s.fails, s.reason = StatusInitial, 0, 0, nil
-						s.gen++
-					}
-				}
+				restartChecksLocked(g.Servers)
 			}
 			if j.slowStart != nil {
 				g.SlowStart = j.slowStart

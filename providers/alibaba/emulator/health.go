@@ -280,6 +280,55 @@ func setWeightLocked(s *Server, w int) {
 	s.Weight = w
 }
 
+// SetHealthCheck replaces the health check of t: an ALB server group's
+// HealthCheckConfig, or that of every SLB listener forwarding to the group
+// (nil: the defaults). As after UpdateServerGroupAttribute, the weighted
+// servers start their checks over in Initial (UNVERIFIED). It is how a test
+// gives the LB a check that differs from what the app serves, e.g. another
+// path or port.
+func (e *Emulator) SetHealthCheck(t Target, hc *HealthCheck) error {
+	if hc != nil {
+		if err := hc.validate(); err != nil {
+			return fmt.Errorf("health check of %s: %w", t, err)
+		}
+		c := *hc
+		hc = &c
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.advanceLocked(time.Now())
+	list, err := e.state.servers(t)
+	if err != nil {
+		return fmt.Errorf("setting the health check: %w", err)
+	}
+	if t.ServerGroup != "" {
+		e.state.group(t.ServerGroup).HealthCheck = hc
+	} else {
+		found := false
+		for _, l := range e.state.lb(t.LoadBalancer).Listeners {
+			if l.VServerGroup == t.VServerGroup {
+				l.HealthCheck, l.HealthCheckDisabled, found = hc, false, true
+			}
+		}
+		if !found {
+			return fmt.Errorf("setting the health check: no listener of slb %s forwards to %s", t.LoadBalancer, t)
+		}
+	}
+	restartChecksLocked(list)
+	e.saveLocked()
+	return nil
+}
+
+// restartChecksLocked puts the weighted servers back in Initial.
+func restartChecksLocked(list []*Server) {
+	for _, s := range list {
+		if s.Weight > 0 {
+			s.Health, s.passes, s.fails, s.reason = StatusInitial, 0, 0, nil
+			s.gen++
+		}
+	}
+}
+
 // Health returns the health-check status of every server of t.
 func (e *Emulator) Health(t Target) ([]Health, error) {
 	e.mu.Lock()

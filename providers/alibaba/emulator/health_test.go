@@ -352,6 +352,27 @@ func TestSLBHealthFollowsTheListenersChecks(t *testing.T) {
 	require.Equal(t, int32(2), tea.Int32Value(res.Body.HealthyThreshold))
 	require.Equal(t, int32(2), tea.Int32Value(res.Body.HealthCheckInterval))
 	require.Equal(t, "rsp-1", tea.StringValue(res.Body.VServerGroupId))
+
+	// The LB checks another port than the app serves: the checks fail.
+	require.NoError(t, v.e.SetHealthCheck(emulator.Target{LoadBalancer: "lb-1", VServerGroup: "rsp-1"},
+		&emulator.HealthCheck{Path: "/healthz", ConnectPort: 1, HealthyThreshold: 2, UnhealthyThreshold: 2}))
+	require.Equal(t, map[string]string{"i-a": "abnormal", "i-b": "abnormal"}, health(), "new settings: the checks start over")
+	v.e.CheckHealth(context.Background())
+	v.e.CheckHealth(context.Background())
+	hs, err := v.e.Health(emulator.Target{LoadBalancer: "lb-1", VServerGroup: "rsp-1"})
+	require.NoError(t, err)
+	require.Equal(t, emulator.StatusUnhealthy, hs[0].Status)
+	require.Equal(t, "CONNECT_FAILED", hs[0].Reason.ReasonCode)
+	require.Error(t, v.e.SetHealthCheck(emulator.Target{LoadBalancer: "lb-1", VServerGroup: "rsp-1"}, &emulator.HealthCheck{HealthyThreshold: 1}), "thresholds are 2..10")
+
+	require.NoError(t, v.e.Seed(emulator.State{LoadBalancers: []*emulator.LoadBalancer{{ID: "lb-tcp", Servers: []*emulator.Server{a.server("i-a", 100)},
+		Listeners: []*emulator.SLBListener{{Port: 443}}}}}))
+	tcp, err := v.slb(t, "").DescribeLoadBalancerTCPListenerAttribute(&slb.DescribeLoadBalancerTCPListenerAttributeRequest{
+		RegionId: tea.String("cn-hangzhou"), LoadBalancerId: tea.String("lb-tcp"), ListenerPort: tea.Int32(443)})
+	require.NoError(t, err)
+	require.Equal(t, "on", tea.StringValue(tcp.Body.HealthCheck))
+	require.Equal(t, "tcp", tea.StringValue(tcp.Body.HealthCheckType), "a TCP listener checks by TCP by default")
+	require.Equal(t, int32(5), tea.Int32Value(tcp.Body.HealthCheckConnectTimeout))
 }
 
 func TestServerGroupHealthCheckConfigIsReadAndUpdatedThroughTheSDK(t *testing.T) {
