@@ -329,7 +329,8 @@ func restartChecksLocked(list []*Server) {
 	}
 }
 
-// Health returns the health-check status of every server of t.
+// Health returns the health-check status of every server of t, with the
+// reason of its last failed check while it is Initial or Unhealthy.
 func (e *Emulator) Health(t Target) ([]Health, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -353,10 +354,13 @@ func (e *Emulator) Health(t Target) ([]Health, error) {
 	return out, nil
 }
 
-// routableLocked returns the servers of t that get new requests: the
-// weighted servers that are healthy, or every weighted server when none is
-// healthy (ALB's documented fail-open) or when health checks are off.
-func (e *Emulator) routableLocked(t Target) ([]Server, error) {
+// Routable returns the servers of t that the data plane sends new requests
+// to: the weighted servers that are healthy, or every weighted server when
+// none is healthy (ALB's documented fail-open) or when checks are off.
+func (e *Emulator) Routable(t Target) ([]Server, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.advanceLocked(time.Now())
 	list, err := e.state.servers(t)
 	if err != nil {
 		return nil, err
@@ -376,15 +380,6 @@ func (e *Emulator) routableLocked(t Target) ([]Server, error) {
 		return weighted, nil
 	}
 	return healthy, nil
-}
-
-// Routable returns the servers of t that the data plane sends new requests
-// to (see routableLocked).
-func (e *Emulator) Routable(t Target) ([]Server, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.advanceLocked(time.Now())
-	return e.routableLocked(t)
 }
 
 // BlockServers cuts the emulated load balancer off from the servers at the
