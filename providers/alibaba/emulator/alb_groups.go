@@ -7,10 +7,9 @@ import (
 )
 
 // SlowStart is a server group's SlowStartConfig (SDK doc,
-// ListServerGroupsResponseBodyServerGroupsSlowStartConfig): after a server
-// is declared healthy its share of new requests grows over Duration
-// seconds. The emulator stores and reports it; its data plane does not
-// ramp (not modelled).
+// ListServerGroupsResponseBodyServerGroupsSlowStartConfig): after a new
+// server is declared healthy its share of new requests grows over Duration
+// seconds (see slowStartLocked).
 type SlowStart struct {
 	Enabled  bool `json:"slowStartEnabled"`
 	Duration int  `json:"slowStartDuration,omitempty"` // seconds, 30..900

@@ -170,6 +170,8 @@ type Server struct {
 	reason        *Reason // the last failed check
 	checking      bool    // a check is under way
 	gen           int     // bumped when the checks start over
+
+	slowFrom, slowUntil time.Time // slow start (SlowStart of the group)
 }
 
 // ServerGroup is an ALB server group.
@@ -547,7 +549,7 @@ func (e *Emulator) SetWeight(t Target, serverID string, weight int) error {
 func (e *Emulator) SetHealthy(t Target, serverID string, healthy bool) error {
 	return e.update(t, serverID, func(s *Server) {
 		s.Unhealthy = !healthy
-		s.passes, s.fails, s.reason, s.Health = 0, 0, nil, StatusHealthy
+		s.restart(StatusHealthy)
 		if !healthy {
 			s.Health = StatusUnhealthy
 			s.reason = &Reason{ReasonCode: "RESPONSE_MISMATCH", ExpectedResponse: "HTTP_2xx,HTTP_3xx", ActualResponse: "503"}

@@ -438,3 +438,40 @@ func TestServerGroupHealthCheckConfigIsReadAndUpdatedThroughTheSDK(t *testing.T)
 	require.Equal(t, "X-Preview", tea.StringValue(rule.RuleConditions[0].HeaderConfig.Key))
 	require.Equal(t, "sgp-1", tea.StringValue(rule.RuleActions[0].ForwardGroupConfig.ServerGroupTuples[0].ServerGroupId))
 }
+
+func TestSlowStartRampsANewServerOnlyBesideHealthyOnes(t *testing.T) {
+	e := emulator.New(emulator.Options{})
+	a, b := newApp(t, "A"), newApp(t, "B")
+	target := emulator.Target{ServerGroup: "sgp-1"}
+	require.NoError(t, e.Seed(emulator.State{ServerGroups: []*emulator.ServerGroup{{ID: "sgp-1", HealthCheck: checks(),
+		SlowStart: &emulator.SlowStart{Enabled: true, Duration: 900},
+		Servers:   []*emulator.Server{a.server("i-a", 100), b.server("i-b", 0)}}}}))
+	weights := func() map[string]int {
+		list, err := e.Routable(target)
+		require.NoError(t, err)
+		out := map[string]int{}
+		for _, s := range list {
+			out[s.ID] = s.Weight
+		}
+		return out
+	}
+	require.NoError(t, e.SetWeight(target, "i-b", 100))
+	e.CheckHealth(context.Background())
+	e.CheckHealth(context.Background())
+	got := weights()
+	require.Equal(t, 100, got["i-a"])
+	require.Positive(t, got["i-b"])
+	require.Less(t, got["i-b"], 100, "B just became healthy beside healthy A: its share ramps up")
+	hs, err := e.Health(target)
+	require.NoError(t, err)
+	require.False(t, hs[1].SlowStartUntil.IsZero())
+
+	// A server that becomes healthy with no other healthy server does not
+	// slow-start.
+	require.NoError(t, e.SetWeight(target, "i-a", 0))
+	require.NoError(t, e.SetWeight(target, "i-b", 0))
+	require.NoError(t, e.SetWeight(target, "i-b", 100))
+	e.CheckHealth(context.Background())
+	e.CheckHealth(context.Background())
+	require.Equal(t, map[string]int{"i-b": 100}, weights())
+}
