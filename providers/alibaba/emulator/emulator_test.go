@@ -490,7 +490,8 @@ func testMainServes(t *testing.T, keyFlag, keyValue string) {
 	done := make(chan int, 1)
 	go func() {
 		done <- emulator.Main(ctx, []string{"--listen", "127.0.0.1:0", "--state", path, keyFlag, keyValue, "--job-delay", "0s",
-			"--frontend", "127.0.0.1:0=alb:sgp-1", "--frontend", "127.0.0.1:0=alb-listener:lsn-1", "--health-check-unit", "10ms"}, out, &stderr)
+			"--frontend", "127.0.0.1:0=alb:sgp-1", "--frontend", "127.0.0.1:0=alb-listener:lsn-1", "--health-check-unit", "10ms",
+			"--control", "127.0.0.1:0"}, out, &stderr)
 	}()
 	var line string
 	select {
@@ -500,6 +501,7 @@ func testMainServes(t *testing.T, keyFlag, keyValue string) {
 	}
 	addr, ok := strings.CutPrefix(line, "openapi listening on http://")
 	require.True(t, ok, line)
+	require.Contains(t, <-out.lines, "control listening on http://127.0.0.1:")
 	require.Contains(t, <-out.lines, "frontend alb server group sgp-1 listening on http://127.0.0.1:")
 	require.Contains(t, <-out.lines, "frontend alb listener lsn-1 listening on http://127.0.0.1:")
 	v := &env{url: "http://" + addr}

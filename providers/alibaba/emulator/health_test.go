@@ -475,3 +475,39 @@ func TestSlowStartRampsANewServerOnlyBesideHealthyOnes(t *testing.T) {
 	e.CheckHealth(context.Background())
 	require.Equal(t, map[string]int{"i-b": 100}, weights())
 }
+
+func TestControlEndpointBlocksServersAndShowsTheLBsHealthView(t *testing.T) {
+	e := emulator.New(emulator.Options{})
+	a := newApp(t, "A")
+	require.NoError(t, e.Seed(emulator.State{ServerGroups: []*emulator.ServerGroup{{ID: "sgp-1", HealthCheck: checks(),
+		Servers: []*emulator.Server{a.server("i-a", 100)}}}}))
+	ctl := httptest.NewServer(e.ControlHandler())
+	t.Cleanup(ctl.Close)
+	addr := serve(t, e.NewFrontend(emulator.Target{ServerGroup: "sgp-1"}, time.Minute))
+	post := func(path string) int {
+		res, err := http.Post(ctl.URL+path, "", nil)
+		require.NoError(t, err)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	require.Equal(t, http.StatusNoContent, post("/block?server="+a.addr()))
+	code, _ := get(t, addr)
+	require.Equal(t, http.StatusGatewayTimeout, code)
+	e.CheckHealth(context.Background())
+	e.CheckHealth(context.Background())
+	res, err := http.Get(ctl.URL + "/health?target=alb:sgp-1")
+	require.NoError(t, err)
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.NoError(t, err)
+	require.JSONEq(t, `[{"id":"i-a","ip":"`+a.ip+`","port":`+strconv.Itoa(a.port)+`,"weight":100,"status":"Unhealthy","reason":{"ReasonCode":"CONNECT_TIMEOUT"}}]`, string(body))
+	require.Equal(t, http.StatusNoContent, post("/unblock?server="+a.addr()))
+	code, _ = get(t, addr)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, http.StatusBadRequest, post("/block"), "a server is required")
+	require.Equal(t, http.StatusBadRequest, post("/block?server=nowhere"), "IP:PORT")
+	res, err = http.Get(ctl.URL + "/health?target=alb:sgp-nosuch")
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusNotFound, res.StatusCode)
+}

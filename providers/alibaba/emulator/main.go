@@ -2,6 +2,7 @@ package emulator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -53,6 +54,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	latency := fset.Duration("latency", 0, "latency added to every API call")
 	seed := fset.Uint64("seed", 0, "random seed for the faults (0: random)")
 	drain := fset.Duration("drain", 10*time.Second, "connection drain timeout of the data-plane frontends")
+	control := fset.String("control", "", "`host:port` of the test-control endpoint (off when empty): POST /block and /unblock ?server=IP:PORT cut the LB off from a server and back, GET /health?target=alb:SERVERGROUP|slb:LB[/VSERVERGROUP] shows the LB's health view")
 	checks := fset.Bool("health-checks", true, "health-check the servers as the LB does (HTTP or TCP to each weighted server; the data plane routes to healthy servers)")
 	unit := fset.Duration("health-check-unit", time.Second, "how long one second of HealthCheckInterval/HealthCheckTimeout lasts (scale down for tests)")
 	var keys []Key
@@ -155,12 +157,21 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return nil
 	}
 	api := &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	ctl := &http.Server{Handler: e.ControlHandler(), ReadHeaderTimeout: 10 * time.Second}
 	err := serve("openapi", *listen, func(ln net.Listener) error {
 		if err := api.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
 	})
+	if err == nil && *control != "" {
+		err = serve("control", *control, func(ln net.Listener) error {
+			if err := ctl.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
 	if *checks {
 		wg.Add(1)
 		go func() {
@@ -189,12 +200,74 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cancel()
 	_ = api.Close()
+	_ = ctl.Close()
 	wg.Wait()
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem emulate alibaba: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// ControlHandler is the test-control endpoint of `tandem emulate alibaba
+// --control` (no authentication: serve it on loopback only):
+//
+//	POST /block?server=IP:PORT    BlockServers (repeat server= for several)
+//	POST /unblock?server=IP:PORT  UnblockServers
+//	GET  /health?target=alb:SERVERGROUP|slb:LB[/VSERVERGROUP]
+//	                              the LB's view: [{"id","ip","port","weight","status","reason"}]
+func (e *Emulator) ControlHandler() http.Handler {
+	mux := http.NewServeMux()
+	block := func(on bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			servers := r.URL.Query()["server"]
+			for _, s := range servers {
+				if _, _, err := net.SplitHostPort(s); err != nil {
+					http.Error(w, fmt.Sprintf("server %q: must be IP:PORT", s), http.StatusBadRequest)
+					return
+				}
+			}
+			if len(servers) == 0 {
+				http.Error(w, "server=IP:PORT is required", http.StatusBadRequest)
+				return
+			}
+			if on {
+				e.BlockServers(servers...)
+			} else {
+				e.UnblockServers(servers...)
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}
+	mux.HandleFunc("POST /block", block(true))
+	mux.HandleFunc("POST /unblock", block(false))
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		t, err := parseTarget(r.URL.Query().Get("target"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		hs, err := e.Health(t)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		type entry struct {
+			ID     string  `json:"id"`
+			IP     string  `json:"ip"`
+			Port   int     `json:"port"`
+			Weight int     `json:"weight"`
+			Status string  `json:"status"`
+			Reason *Reason `json:"reason,omitempty"`
+		}
+		out := make([]entry, len(hs))
+		for i, h := range hs {
+			out[i] = entry{h.Server.ID, h.Server.IP, h.Server.Port, h.Server.Weight, h.Status, h.Reason}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out)
+	})
+	return mux
 }
 
 func parseTarget(s string) (Target, error) {
