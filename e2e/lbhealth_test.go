@@ -80,7 +80,7 @@ func TestReleaseTheALBCannotReachFailsWithTheServingGroupNeverLowered(t *testing
 	viaLB, err := s.StartTraffic(ctx, s.URL(service), lbRate, lbClients)
 	require.NoError(t, err)
 
-	s.BlockLB(service, spec.GroupB, true)
+	require.NoError(t, s.BlockLB(service, spec.GroupB, true))
 	rev, err := s.Release(ctx, service, "1.1.0")
 	require.NoError(t, err)
 	stalled := waitStalled(t, ctx, s, rev)

@@ -7,25 +7,9 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/tandemhq/tandem/providers/alibaba/emulator"
-	"github.com/tandemhq/tandem/spec"
 )
-
-// DefaultHealthCheckUnit is how long one second of the emulated Alibaba
-// load balancer's health-check settings lasts on the stage: its checks run
-// every 2 "seconds" (the documented default interval) = 100ms, and a
-// server is healthy after 2 passing checks (the documented minimum healthy
-// threshold), so a raised group is confirmed in about 200ms.
-const DefaultHealthCheckUnit = 50 * time.Millisecond
-
-// stageHealthCheck is the health check of every emulated ALB server group
-// and SLB listener: the apps' own /healthz, which is also what Tandem
-// probes, with the documented minimum thresholds.
-func stageHealthCheck() *emulator.HealthCheck {
-	return &emulator.HealthCheck{Method: http.MethodGet, Path: "/healthz", HealthyThreshold: 2, UnhealthyThreshold: 2}
-}
 
 // LBCall is one weight change the emulated ALB received, with the health
 // its own checks reported for every server of the group when the call
@@ -102,22 +86,4 @@ func (s *Stage) LBCalls() []LBCall {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]LBCall(nil), c.calls...)
-}
-
-// BlockLB cuts the emulated Alibaba load balancer off from the apps of a
-// service's group (its health checks and forwarded requests fail, as with a
-// security group that drops the LB's addresses), or restores it.
-func (s *Stage) BlockLB(service string, g spec.Group, blocked bool) {
-	if s.lbs == nil || s.lbs.alibaba == nil {
-		return
-	}
-	var addrs []string
-	for _, in := range s.lbs.alibaba.apps[service][g] {
-		addrs = append(addrs, in.Addr())
-	}
-	if blocked {
-		s.lbs.alibaba.emu.BlockServers(addrs...)
-	} else {
-		s.lbs.alibaba.emu.UnblockServers(addrs...)
-	}
 }

@@ -75,12 +75,7 @@ func (e *Emulator) advanceLocked(now time.Time) {
 		if g := e.state.group(j.resource); g != nil {
 			if j.healthCheck != nil {
 				g.HealthCheck = j.healthCheck
-				for _, s := range g.Servers {
-					if s.Weight > 0 {
-						s.Health, s.passes, s.fails, s.reason = StatusInitial, 0, 0, nil
-						s.gen++
-					}
-				}
+				restartChecksLocked(g.Servers)
 			}
 			if j.slowStart != nil {
 				g.SlowStart = j.slowStart
@@ -461,7 +456,10 @@ func (e *Emulator) listAsynJobs(r *request) (any, *apiError) {
 // healthy (ref §1: NonNormalServers; a healthy server is not listed) with
 // their Status and Reason (see health.go). MaxResults 1..30, default 20
 // (SDK doc); the pages run over all non-normal servers of the answer, and
-// every group's entry is on the first page (UNVERIFIED).
+// every group's entry is on the first page (UNVERIFIED). An Initial server
+// carries the reason of its failed checks too, as the sample answer of the
+// NLB sibling API shows (Status Initial, ReasonCode CONNECT_TIMEOUT:
+// https://help.aliyun.com/zh/slb/api-getlistenerhealthstatus-nlb).
 func (e *Emulator) getListenerHealthStatus(r *request) (any, *apiError) {
 	offset, size, aerr := page(r, 20, 30)
 	if aerr != nil {

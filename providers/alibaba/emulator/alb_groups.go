@@ -7,10 +7,9 @@ import (
 )
 
 // SlowStart is a server group's SlowStartConfig (SDK doc,
-// ListServerGroupsResponseBodyServerGroupsSlowStartConfig): after a server
-// is declared healthy its share of new requests grows over Duration
-// seconds. The emulator stores and reports it; its data plane does not
-// ramp (not modelled).
+// ListServerGroupsResponseBodyServerGroupsSlowStartConfig): after a new
+// server is declared healthy its share of new requests grows over Duration
+// seconds (see slowStartLocked).
 type SlowStart struct {
 	Enabled  bool `json:"slowStartEnabled"`
 	Duration int  `json:"slowStartDuration,omitempty"` // seconds, 30..900
@@ -234,11 +233,7 @@ func (e *Emulator) listRules(r *request) (any, *apiError) {
 			}
 			var tuples []map[string]any
 			for _, t := range rule.ServerGroups {
-				w := t.Weight
-				if w == 0 {
-					w = 100
-				}
-				tuples = append(tuples, map[string]any{"ServerGroupId": t.ServerGroup, "Weight": w})
+				tuples = append(tuples, map[string]any{"ServerGroupId": t.ServerGroup, "Weight": t.weight()})
 			}
 			all = append(all, map[string]any{
 				"RuleId": rule.ID, "RuleName": rule.ID, "ListenerId": l.ID, "Priority": rule.Priority,

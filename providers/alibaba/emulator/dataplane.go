@@ -42,12 +42,12 @@ type Frontend struct {
 	transport *http.Transport
 	handlers  sync.WaitGroup
 
-	mu        sync.Mutex
-	current   map[session]int // smooth weighted round robin state
-	sessions  map[session]map[uint64]context.CancelFunc
-	zeroSince map[session]time.Time
-	nextID    uint64
-	rr        map[string]int // round robin over the groups of a rule
+	mu       sync.Mutex
+	current  map[session]int // smooth weighted round robin state
+	sessions map[session]map[uint64]context.CancelFunc
+	offSince map[session]time.Time
+	nextID   uint64
+	rr       map[string]int // round robin over the groups of a rule
 }
 
 // session names a server of a target.
@@ -122,24 +122,18 @@ func (f *Frontend) tuple(rule *Rule) string {
 		return rule.ServerGroups[0].ServerGroup
 	}
 	total := 0
-	weight := func(t ServerGroupTuple) int {
-		if t.Weight == 0 {
-			return 100
-		}
-		return t.Weight
-	}
 	for _, t := range rule.ServerGroups {
-		total += weight(t)
+		total += t.weight()
 	}
 	f.mu.Lock()
 	n := f.rr[rule.ID] % total
 	f.rr[rule.ID]++
 	f.mu.Unlock()
 	for _, t := range rule.ServerGroups {
-		if n < weight(t) {
+		if n < t.weight() {
 			return t.ServerGroup
 		}
-		n -= weight(t)
+		n -= t.weight()
 	}
 	return rule.ServerGroups[0].ServerGroup
 }
@@ -152,7 +146,7 @@ func (e *Emulator) newFrontend(route func(*http.Request) (Target, error), drain 
 		transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second},
 		current:   map[session]int{},
 		sessions:  map[session]map[uint64]context.CancelFunc{},
-		zeroSince: map[session]time.Time{},
+		offSince:  map[session]time.Time{},
 		rr:        map[string]int{},
 	}
 	f.proxy = &httputil.ReverseProxy{
@@ -308,12 +302,12 @@ func (f *Frontend) watch(ctx context.Context) {
 		f.mu.Lock()
 		for key, sessions := range f.sessions {
 			if routable[key] {
-				delete(f.zeroSince, key)
+				delete(f.offSince, key)
 				continue
 			}
-			since, ok := f.zeroSince[key]
+			since, ok := f.offSince[key]
 			if !ok {
-				f.zeroSince[key] = now
+				f.offSince[key] = now
 				since = now
 			}
 			if now.Sub(since) >= f.drain {
@@ -322,9 +316,9 @@ func (f *Frontend) watch(ctx context.Context) {
 				}
 			}
 		}
-		for key := range f.zeroSince {
+		for key := range f.offSince {
 			if len(f.sessions[key]) == 0 {
-				delete(f.zeroSince, key)
+				delete(f.offSince, key)
 			}
 		}
 		f.mu.Unlock()

@@ -6,7 +6,10 @@
 // error format and codes, ALB's asynchronous jobs and SLB's configuration
 // lock. Fault knobs (throttling, 5xx, latency, injected codes, failed jobs)
 // make the error paths testable, and Frontend is a data plane that forwards
-// real HTTP and WebSocket traffic by the emulated weights.
+// real HTTP and WebSocket traffic by the emulated weights, forwarding rules
+// and health checks: the LB checks every weighted server's real endpoint as
+// Alibaba documents (health.go), and BlockServers cuts the LB off from
+// chosen servers. docs/alibaba-emulator.md lists what is modelled.
 //
 // Every behaviour carries a comment naming its source. "SDK doc" means the
 // doc comment of the request or response model in
@@ -167,6 +170,8 @@ type Server struct {
 	reason        *Reason // the last failed check
 	checking      bool    // a check is under way
 	gen           int     // bumped when the checks start over
+
+	slowFrom, slowUntil time.Time // slow start (SlowStart of the group)
 }
 
 // ServerGroup is an ALB server group.
@@ -220,6 +225,13 @@ type RuleCondition struct {
 type ServerGroupTuple struct {
 	ServerGroup string `json:"serverGroup"`
 	Weight      int    `json:"weight,omitempty"`
+}
+
+func (t ServerGroupTuple) weight() int {
+	if t.Weight == 0 {
+		return 100
+	}
+	return t.Weight
 }
 
 // LoadBalancer is an SLB (CLB) instance with its default server group,
@@ -537,7 +549,7 @@ func (e *Emulator) SetWeight(t Target, serverID string, weight int) error {
 func (e *Emulator) SetHealthy(t Target, serverID string, healthy bool) error {
 	return e.update(t, serverID, func(s *Server) {
 		s.Unhealthy = !healthy
-		s.passes, s.fails, s.reason, s.Health = 0, 0, nil, StatusHealthy
+		s.restart(StatusHealthy)
 		if !healthy {
 			s.Health = StatusUnhealthy
 			s.reason = &Reason{ReasonCode: "RESPONSE_MISMATCH", ExpectedResponse: "HTTP_2xx,HTTP_3xx", ActualResponse: "503"}

@@ -106,6 +106,9 @@ type Health struct {
 	Server Server
 	Status string  // Initial | Healthy | Unhealthy | Unused | Unavailable
 	Reason *Reason // the last failed check, while not healthy
+	// SlowStartUntil is when the server's slow start ends (zero: not in
+	// slow start). GetListenerHealthStatus does not show it.
+	SlowStartUntil time.Time
 }
 
 func (h HealthCheck) enabled() bool { return h.Enabled == nil || *h.Enabled }
@@ -274,13 +277,89 @@ func statusOf(hc HealthCheck, s *Server) string {
 // weight-0 servers are not checked, so nothing is known of them).
 func setWeightLocked(s *Server, w int) {
 	if s.Weight == 0 && w > 0 {
-		s.Health, s.passes, s.fails, s.reason = StatusInitial, 0, 0, nil
-		s.gen++
+		s.restart(StatusInitial)
 	}
 	s.Weight = w
 }
 
-// Health returns the health-check status of every server of t.
+// restart drops what the checks knew of s and sets its status.
+func (s *Server) restart(status string) {
+	s.Health, s.passes, s.fails, s.reason = status, 0, 0, nil
+	s.slowFrom, s.slowUntil = time.Time{}, time.Time{}
+	s.gen++
+}
+
+// SetHealthCheck replaces the health check of t: an ALB server group's
+// HealthCheckConfig, or that of every SLB listener forwarding to the group
+// (nil: the defaults). As after UpdateServerGroupAttribute, the weighted
+// servers start their checks over in Initial (UNVERIFIED). It is how a test
+// gives the LB a check that differs from what the app serves, e.g. another
+// path or port.
+func (e *Emulator) SetHealthCheck(t Target, hc *HealthCheck) error {
+	if hc != nil {
+		if err := hc.validate(); err != nil {
+			return fmt.Errorf("health check of %s: %w", t, err)
+		}
+		c := *hc
+		hc = &c
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.advanceLocked(time.Now())
+	list, err := e.state.servers(t)
+	if err != nil {
+		return fmt.Errorf("setting the health check: %w", err)
+	}
+	if t.ServerGroup != "" {
+		e.state.group(t.ServerGroup).HealthCheck = hc
+	} else {
+		found := false
+		for _, l := range e.state.lb(t.LoadBalancer).Listeners {
+			if l.VServerGroup == t.VServerGroup {
+				l.HealthCheck, l.HealthCheckDisabled, found = hc, false, true
+			}
+		}
+		if !found {
+			return fmt.Errorf("setting the health check: no listener of slb %s forwards to %s", t.LoadBalancer, t)
+		}
+	}
+	restartChecksLocked(list)
+	e.saveLocked()
+	return nil
+}
+
+// slowStartLocked starts the slow start of s, which has just been declared
+// healthy, when its group has SlowStartConfig on: "A new backend server
+// enters slow start mode only if the server group already contains at least
+// one healthy server that is not in slow start mode" ("Configure slow
+// start", https://www.alibabacloud.com/help/en/slb/application-load-balancer/smooth-business-start-through-alb-slow-start).
+// A server given weight again counts as new (UNVERIFIED). It lasts
+// SlowStartDuration seconds of the emulator's clock; a server that turns
+// unhealthy leaves it.
+func (e *Emulator) slowStartLocked(t Target, s *Server, now time.Time) {
+	g := e.state.group(t.ServerGroup)
+	if g == nil || g.SlowStart == nil || !g.SlowStart.Enabled || g.SlowStart.Duration <= 0 {
+		return
+	}
+	for _, o := range g.Servers {
+		if o != s && o.Weight > 0 && o.Health == StatusHealthy && !now.Before(o.slowUntil) {
+			s.slowFrom, s.slowUntil = now, now.Add(time.Duration(g.SlowStart.Duration)*e.unit())
+			return
+		}
+	}
+}
+
+// restartChecksLocked puts the weighted servers back in Initial.
+func restartChecksLocked(list []*Server) {
+	for _, s := range list {
+		if s.Weight > 0 {
+			s.restart(StatusInitial)
+		}
+	}
+}
+
+// Health returns the health-check status of every server of t, with the
+// reason of its last failed check while it is Initial or Unhealthy.
 func (e *Emulator) Health(t Target) ([]Health, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -293,10 +372,13 @@ func (e *Emulator) Health(t Target) ([]Health, error) {
 	out := make([]Health, len(list))
 	for i, s := range list {
 		out[i] = Health{Server: *s, Status: StatusUnavailable}
+		if time.Now().Before(s.slowUntil) {
+			out[i].SlowStartUntil = s.slowUntil
+		}
 		if ok {
 			out[i].Status = statusOf(hc, s)
 		}
-		if out[i].Status != StatusHealthy && s.reason != nil {
+		if (out[i].Status == StatusInitial || out[i].Status == StatusUnhealthy) && s.reason != nil {
 			r := *s.reason
 			out[i].Reason = &r
 		}
@@ -304,15 +386,21 @@ func (e *Emulator) Health(t Target) ([]Health, error) {
 	return out, nil
 }
 
-// routableLocked returns the servers of t that get new requests: the
-// weighted servers that are healthy, or every weighted server when none is
-// healthy (ALB's documented fail-open) or when health checks are off.
-func (e *Emulator) routableLocked(t Target) ([]Server, error) {
+// Routable returns the servers of t that the data plane sends new requests
+// to: the weighted servers that are healthy, or every weighted server when
+// none is healthy (ALB's documented fail-open) or when checks are off. A
+// healthy server in slow start has its weight scaled down by how much of
+// the slow start has passed.
+func (e *Emulator) Routable(t Target) ([]Server, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.advanceLocked(time.Now())
 	list, err := e.state.servers(t)
 	if err != nil {
 		return nil, err
 	}
 	hc, checked := e.checkOfLocked(t)
+	now := time.Now()
 	var weighted, healthy []Server
 	for _, s := range list {
 		if s.Weight <= 0 {
@@ -320,22 +408,19 @@ func (e *Emulator) routableLocked(t Target) ([]Server, error) {
 		}
 		weighted = append(weighted, *s)
 		if checked && hc.enabled() && statusOf(hc, s) == StatusHealthy {
-			healthy = append(healthy, *s)
+			c := *s
+			if now.Before(s.slowUntil) {
+				// Slow start: the share grows linearly (UNVERIFIED for
+				// ALB: its page says "gradually") from 1.
+				c.Weight = max(1, int(float64(s.Weight)*float64(now.Sub(s.slowFrom))/float64(s.slowUntil.Sub(s.slowFrom))))
+			}
+			healthy = append(healthy, c)
 		}
 	}
 	if !checked || !hc.enabled() || len(healthy) == 0 {
 		return weighted, nil
 	}
 	return healthy, nil
-}
-
-// Routable returns the servers of t that the data plane sends new requests
-// to (see routableLocked).
-func (e *Emulator) Routable(t Target) ([]Server, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.advanceLocked(time.Now())
-	return e.routableLocked(t)
 }
 
 // BlockServers cuts the emulated load balancer off from the servers at the
@@ -408,6 +493,7 @@ func (e *Emulator) unit() time.Duration {
 
 type probe struct {
 	server  *Server
+	group   Target
 	gen     int
 	check   HealthCheck
 	addr    string // where the check connects
@@ -432,7 +518,7 @@ func (e *Emulator) round(ctx context.Context, due func(checkedGroup) bool) {
 				port = g.check.ConnectPort
 			}
 			s.checking = true
-			probes = append(probes, probe{server: s, gen: s.gen, check: g.check,
+			probes = append(probes, probe{server: s, group: g.target, gen: s.gen, check: g.check,
 				addr: net.JoinHostPort(s.IP, strconv.Itoa(port)), forced: s.Unhealthy, blocked: e.blocked[addrOf(s)]})
 		}
 	}
@@ -448,6 +534,7 @@ func (e *Emulator) round(ctx context.Context, due func(checkedGroup) bool) {
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	now := time.Now()
 	changed := false
 	for i, p := range probes {
 		s := p.server
@@ -460,11 +547,12 @@ func (e *Emulator) round(ctx context.Context, due func(checkedGroup) bool) {
 			s.passes, s.fails = s.passes+1, 0
 			if s.Health != StatusHealthy && s.passes >= p.check.HealthyThreshold {
 				s.Health, s.reason = StatusHealthy, nil
+				e.slowStartLocked(p.group, s, now)
 			}
 		} else {
 			s.passes, s.fails, s.reason = 0, s.fails+1, r
 			if s.Health != StatusUnhealthy && s.fails >= p.check.UnhealthyThreshold {
-				s.Health = StatusUnhealthy
+				s.Health, s.slowFrom, s.slowUntil = StatusUnhealthy, time.Time{}, time.Time{}
 			}
 		}
 		changed = changed || s.Health != before

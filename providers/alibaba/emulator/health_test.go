@@ -341,6 +341,8 @@ func TestSLBHealthFollowsTheListenersChecks(t *testing.T) {
 	v.e.CheckHealth(context.Background())
 	v.e.CheckHealth(context.Background())
 	require.Equal(t, "normal", health()["i-b"])
+	_, err := v.slb(t, "").DescribeHealthStatus(&slb.DescribeHealthStatusRequest{RegionId: tea.String("cn-hangzhou"), LoadBalancerId: tea.String("lb-1"), ListenerPort: tea.Int32(81)})
+	require.Equal(t, "ListenerNotFound", code(t, err))
 
 	res, err := v.slb(t, "").DescribeLoadBalancerHTTPListenerAttribute(&slb.DescribeLoadBalancerHTTPListenerAttributeRequest{
 		RegionId: tea.String("cn-hangzhou"), LoadBalancerId: tea.String("lb-1"), ListenerPort: tea.Int32(80)})
@@ -350,6 +352,27 @@ func TestSLBHealthFollowsTheListenersChecks(t *testing.T) {
 	require.Equal(t, int32(2), tea.Int32Value(res.Body.HealthyThreshold))
 	require.Equal(t, int32(2), tea.Int32Value(res.Body.HealthCheckInterval))
 	require.Equal(t, "rsp-1", tea.StringValue(res.Body.VServerGroupId))
+
+	// The LB checks another port than the app serves: the checks fail.
+	require.NoError(t, v.e.SetHealthCheck(emulator.Target{LoadBalancer: "lb-1", VServerGroup: "rsp-1"},
+		&emulator.HealthCheck{Path: "/healthz", ConnectPort: 1, HealthyThreshold: 2, UnhealthyThreshold: 2}))
+	require.Equal(t, map[string]string{"i-a": "abnormal", "i-b": "abnormal"}, health(), "new settings: the checks start over")
+	v.e.CheckHealth(context.Background())
+	v.e.CheckHealth(context.Background())
+	hs, err := v.e.Health(emulator.Target{LoadBalancer: "lb-1", VServerGroup: "rsp-1"})
+	require.NoError(t, err)
+	require.Equal(t, emulator.StatusUnhealthy, hs[0].Status)
+	require.Equal(t, "CONNECT_FAILED", hs[0].Reason.ReasonCode)
+	require.Error(t, v.e.SetHealthCheck(emulator.Target{LoadBalancer: "lb-1", VServerGroup: "rsp-1"}, &emulator.HealthCheck{HealthyThreshold: 1}), "thresholds are 2..10")
+
+	require.NoError(t, v.e.Seed(emulator.State{LoadBalancers: []*emulator.LoadBalancer{{ID: "lb-tcp", Servers: []*emulator.Server{a.server("i-a", 100)},
+		Listeners: []*emulator.SLBListener{{Port: 443}}}}}))
+	tcp, err := v.slb(t, "").DescribeLoadBalancerTCPListenerAttribute(&slb.DescribeLoadBalancerTCPListenerAttributeRequest{
+		RegionId: tea.String("cn-hangzhou"), LoadBalancerId: tea.String("lb-tcp"), ListenerPort: tea.Int32(443)})
+	require.NoError(t, err)
+	require.Equal(t, "on", tea.StringValue(tcp.Body.HealthCheck))
+	require.Equal(t, "tcp", tea.StringValue(tcp.Body.HealthCheckType), "a TCP listener checks by TCP by default")
+	require.Equal(t, int32(5), tea.Int32Value(tcp.Body.HealthCheckConnectTimeout))
 }
 
 func TestServerGroupHealthCheckConfigIsReadAndUpdatedThroughTheSDK(t *testing.T) {
@@ -414,4 +437,77 @@ func TestServerGroupHealthCheckConfigIsReadAndUpdatedThroughTheSDK(t *testing.T)
 	require.Equal(t, int32(5), tea.Int32Value(rule.Priority))
 	require.Equal(t, "X-Preview", tea.StringValue(rule.RuleConditions[0].HeaderConfig.Key))
 	require.Equal(t, "sgp-1", tea.StringValue(rule.RuleActions[0].ForwardGroupConfig.ServerGroupTuples[0].ServerGroupId))
+}
+
+func TestSlowStartRampsANewServerOnlyBesideHealthyOnes(t *testing.T) {
+	e := emulator.New(emulator.Options{})
+	a, b := newApp(t, "A"), newApp(t, "B")
+	target := emulator.Target{ServerGroup: "sgp-1"}
+	require.NoError(t, e.Seed(emulator.State{ServerGroups: []*emulator.ServerGroup{{ID: "sgp-1", HealthCheck: checks(),
+		SlowStart: &emulator.SlowStart{Enabled: true, Duration: 900},
+		Servers:   []*emulator.Server{a.server("i-a", 100), b.server("i-b", 0)}}}}))
+	weights := func() map[string]int {
+		list, err := e.Routable(target)
+		require.NoError(t, err)
+		out := map[string]int{}
+		for _, s := range list {
+			out[s.ID] = s.Weight
+		}
+		return out
+	}
+	require.NoError(t, e.SetWeight(target, "i-b", 100))
+	e.CheckHealth(context.Background())
+	e.CheckHealth(context.Background())
+	got := weights()
+	require.Equal(t, 100, got["i-a"])
+	require.Positive(t, got["i-b"])
+	require.Less(t, got["i-b"], 100, "B just became healthy beside healthy A: its share ramps up")
+	hs, err := e.Health(target)
+	require.NoError(t, err)
+	require.False(t, hs[1].SlowStartUntil.IsZero())
+
+	// A server that becomes healthy with no other healthy server does not
+	// slow-start.
+	require.NoError(t, e.SetWeight(target, "i-a", 0))
+	require.NoError(t, e.SetWeight(target, "i-b", 0))
+	require.NoError(t, e.SetWeight(target, "i-b", 100))
+	e.CheckHealth(context.Background())
+	e.CheckHealth(context.Background())
+	require.Equal(t, map[string]int{"i-b": 100}, weights())
+}
+
+func TestControlEndpointBlocksServersAndShowsTheLBsHealthView(t *testing.T) {
+	e := emulator.New(emulator.Options{})
+	a := newApp(t, "A")
+	require.NoError(t, e.Seed(emulator.State{ServerGroups: []*emulator.ServerGroup{{ID: "sgp-1", HealthCheck: checks(),
+		Servers: []*emulator.Server{a.server("i-a", 100)}}}}))
+	ctl := httptest.NewServer(e.ControlHandler())
+	t.Cleanup(ctl.Close)
+	addr := serve(t, e.NewFrontend(emulator.Target{ServerGroup: "sgp-1"}, time.Minute))
+	post := func(path string) int {
+		res, err := http.Post(ctl.URL+path, "", nil)
+		require.NoError(t, err)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	require.Equal(t, http.StatusNoContent, post("/block?server="+a.addr()))
+	code, _ := get(t, addr)
+	require.Equal(t, http.StatusGatewayTimeout, code)
+	e.CheckHealth(context.Background())
+	e.CheckHealth(context.Background())
+	res, err := http.Get(ctl.URL + "/health?target=alb:sgp-1")
+	require.NoError(t, err)
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	require.NoError(t, err)
+	require.JSONEq(t, `[{"id":"i-a","ip":"`+a.ip+`","port":`+strconv.Itoa(a.port)+`,"weight":100,"status":"Unhealthy","reason":{"ReasonCode":"CONNECT_TIMEOUT"}}]`, string(body))
+	require.Equal(t, http.StatusNoContent, post("/unblock?server="+a.addr()))
+	code, _ = get(t, addr)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, http.StatusBadRequest, post("/block"), "a server is required")
+	require.Equal(t, http.StatusBadRequest, post("/block?server=nowhere"), "IP:PORT")
+	res, err = http.Get(ctl.URL + "/health?target=alb:sgp-nosuch")
+	require.NoError(t, err)
+	res.Body.Close()
+	require.Equal(t, http.StatusNotFound, res.StatusCode)
 }

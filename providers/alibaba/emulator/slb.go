@@ -343,6 +343,12 @@ func (e *Emulator) describeHealthStatus(r *request) (any, *apiError) {
 		Protocol           string
 		ServerHealthStatus string
 	}
+	if p := r.get("ListenerPort"); p != "" && !slices.ContainsFunc(lb.Listeners, func(l *SLBListener) bool { return strconv.Itoa(l.Port) == p }) {
+		// ListenerNotFound, HTTP 404: CLB's error-code list names it for
+		// DescribeHealthStatus (ref §5); that a missing listener port is
+		// what triggers it is UNVERIFIED.
+		return nil, errf(http.StatusNotFound, "ListenerNotFound", "The specified listener %s does not exist.", p)
+	}
 	out := []entry{}
 	for _, l := range lb.Listeners {
 		if p := r.get("ListenerPort"); p != "" && p != strconv.Itoa(l.Port) {
