@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/providers/memory"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -206,4 +207,37 @@ func TestSlowStartIsWaitedOutBeforeTheServingGroupIsLowered(t *testing.T) {
 	require.GreaterOrEqual(t, e.world.Clock().Now().Sub(healthyAt), 30*time.Second, "group A was lowered before the slow start was over")
 	require.NoError(t, e.converge(want, 500))
 	require.Empty(t, e.world.Violations())
+}
+
+// TestSwapBackIsMakeBeforeBreak: after the shift the new group falls over;
+// the swap-back raises the old group (at weight 0 the LB stopped checking
+// it, so it starts over in initial) and lowers the failed one only once
+// the LB reports the old group healthy again.
+func TestSwapBackIsMakeBeforeBreak(t *testing.T) {
+	e := newEnv(t, service(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
+	e.world.ModelLBHealth(2)
+	want := service(t, spec.GroupB, "1.1.0")
+	e.passUntil(t, want, 500, func() bool {
+		st := e.state(want.Name)
+		return st.Transition != nil && st.Transition.Phase == reconcile.PhaseDrain
+	})
+	e.world.UpdateApp("10.0.2.11:8080", func(a *memory.App) { a.Healthy = false })
+	err := e.converge(want, 1000)
+	var stalled *reconcile.StalledError
+	require.ErrorAs(t, err, &stalled)
+	require.Equal(t, "ReleaseFailed", stalled.Reason)
+	require.Contains(t, e.reasons(), reconcile.ReasonSwappedBack)
+	require.Empty(t, e.world.Violations())
+
+	var swapBack []string
+	for _, ev := range e.events {
+		if ev.Reason == reconcile.ReasonStepApplied && strings.HasSuffix(ev.Transition, "-swap-back") && ev.Phase == reconcile.PhaseShift {
+			swapBack = append(swapBack, ev.Message)
+		}
+	}
+	require.Len(t, swapBack, 4, "raise and lower on each of the two bindings: %q", swapBack)
+	for i, prefix := range []string{"raise group A on alb:prod/sgp-1", "lower group B on alb:prod/sgp-1", "raise group A on slb:prod/lb-1/rsp-1", "lower group B on slb:prod/lb-1/rsp-1"} {
+		require.True(t, strings.HasPrefix(swapBack[i], prefix), "step %d: %s", i, swapBack[i])
+	}
+	require.Contains(t, swapBack[1], "the LB reports group A healthy")
 }
