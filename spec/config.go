@@ -23,6 +23,7 @@ type Config struct {
 	Providers Providers       `yaml:"providers" json:"providers"`
 	Notify    []Notifier      `yaml:"notify" json:"notify,omitempty"`
 	HA        *HAConfig       `yaml:"ha" json:"ha,omitempty"`
+	Policy    Policy          `yaml:"policy" json:"policy"` // what the desired state in Git may make the daemon do (policy.go)
 	pos       positions
 	file      string
 }
@@ -192,6 +193,7 @@ func (c *Config) Default() {
 	for i := range c.Providers.HAProxy {
 		setDefault(&c.Providers.HAProxy[i].Timeout, Duration(5*time.Second))
 	}
+	c.Policy.Default()
 	if c.HA != nil {
 		setDefault(&c.HA.Prefix, "/tandem")
 		setDefault(&c.HA.LeaseTTL, Duration(15*time.Second))
@@ -279,6 +281,7 @@ func (c *Config) Validate() Problems {
 			env(base+".accessKeyIdEnv", p.AccessKeyIDEnv)
 			env(base+".accessKeySecretEnv", p.AccessKeySecretEnv)
 			env(base+".securityTokenEnv", p.SecurityTokenEnv)
+			checkNoURLCredentials(bad, base+".endpoint", p.Endpoint)
 		}
 	}
 	for i, p := range c.Providers.Nacos {
@@ -288,8 +291,11 @@ func (c *Config) Validate() Problems {
 			bad(base+".servers", "needs at least one host:port")
 		}
 		for j, s := range p.Servers {
-			if _, _, err := net.SplitHostPort(s); err != nil {
-				bad(fmt.Sprintf("%s.servers[%d]", base, j), "must be host:port, got %q", s)
+			field := fmt.Sprintf("%s.servers[%d]", base, j)
+			if strings.Contains(s, "@") {
+				checkNoURLCredentials(bad, field, s)
+			} else if _, _, err := net.SplitHostPort(s); err != nil {
+				bad(field, "must be host:port, got %q", s)
 			}
 		}
 		if p.API != "v1" && p.API != "v3" {
@@ -346,7 +352,11 @@ func (c *Config) Validate() Problems {
 		}
 		env("ha.usernameEnv", h.UsernameEnv)
 		env("ha.passwordEnv", h.PasswordEnv)
+		for i, e := range h.Etcd {
+			checkNoURLCredentials(bad, fmt.Sprintf("ha.etcd[%d]", i), e)
+		}
 	}
+	c.Policy.validate(bad)
 	return ps
 }
 

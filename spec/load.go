@@ -161,6 +161,7 @@ func (s *Set) validate(cfg *Config) Problems {
 		if cfg == nil {
 			continue
 		}
+		ps = append(ps, cfg.checkPolicy(svc)...)
 		for i, b := range svc.Traffic {
 			if k := b.Kind(); k != "" && !cfg.HasProvider(k, b.Provider()) {
 				field := map[string]string{KindALB: "alb", KindSLB: "slb", KindHAProxy: "haproxy"}[k]

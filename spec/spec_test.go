@@ -71,6 +71,7 @@ git: {url: "file:///srv/fleet.git"}
 providers:
   alb: [{name: prod-hz, region: cn-hangzhou}]
   nacos: [{name: prod, servers: ["127.0.0.1:8848"]}]
+policy: {hooks: {commands: ["./deploy.sh"]}}
 `
 
 func TestDefaultsAreApplied(t *testing.T) {
