@@ -110,7 +110,8 @@ func TestCommitReleasesAndRevertRollsBackToTheWarmGroup(t *testing.T) {
 
 	cfg := &spec.Config{Git: spec.GitConfig{URL: r.dir, Interval: spec.Duration(time.Hour)}, StateDir: t.TempDir(),
 		Providers: spec.Providers{HAProxy: []spec.HAProxyProvider{{Name: "edge", Socket: "/nonexistent"}},
-			Nacos: []spec.NacosProvider{{Name: "prod", Servers: []string{"127.0.0.1:8848"}}}}}
+			Nacos: []spec.NacosProvider{{Name: "prod", Servers: []string{"127.0.0.1:8848"}}}},
+		Policy: spec.Policy{Hooks: spec.HookPolicy{Commands: []string{"./deploy.sh"}}}}
 	cfg.Default()
 	require.NoError(t, cfg.Validate().Err())
 

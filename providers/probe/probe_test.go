@@ -282,3 +282,19 @@ func TestSignalDrain(t *testing.T) {
 	require.EqualError(t, p.SignalDrain(t.Context(), svc, in),
 		"signalling drain to "+in.String()+": POST http://"+in.Addr()+"/broken: 404 Not Found")
 }
+
+func TestProbesOfMetadataAndUnlistedAddressesAreRefused(t *testing.T) {
+	res := probe.New(nil, nil).Probe(t.Context(), service(), spec.Instance{IP: "169.254.169.254", Port: 80})
+	require.False(t, res.Healthy)
+	require.Contains(t, res.Detail, "refused by policy: 169.254.169.254 is a link-local address (cloud metadata services live there): refused unless policy.network.probe lists it explicitly")
+
+	_, err := probe.New(nil, nil).Evidence(t.Context(), service(), spec.Instance{IP: "100.100.100.200", Port: 80})
+	require.ErrorContains(t, err, "100.100.100.200 is the Alibaba Cloud metadata service")
+
+	in := startApp(t, "1.0.0")
+	res = probe.New(spec.NewAllowlist("policy.network.probe", "10.0.0.0/8"), nil).Probe(t.Context(), service(), in)
+	require.False(t, res.Healthy)
+	require.Contains(t, res.Detail, "127.0.0.1 is not allowed by policy.network.probe")
+	res = probe.New(spec.NewAllowlist("policy.network.probe", "127.0.0.0/8"), nil).Probe(t.Context(), service(), in)
+	require.True(t, res.Healthy, res.Detail)
+}
