@@ -23,12 +23,16 @@ type Retry struct {
 	Log     *slog.Logger  // nil: discard
 	// Provider names the provider instance in logs, e.g. "alb/prod-hz".
 	Provider string
+	// Redact strips credentials from every error before it is logged or
+	// returned (the zero Redactor strips signed parameters and headers).
+	Redact Redactor
 }
 
 // Do calls call until it succeeds, fails permanently or time runs out.
 // action is the OpenAPI action, for errors and logs. The error returned is
 // an *APIError (wrapped with providers.Permanent when retrying cannot fix
-// it), a network error, or the context's error.
+// it), a network error, or the context's error, with credentials stripped
+// (Redactor).
 func (r Retry) Do(ctx context.Context, action string, call func(ctx context.Context) error) error {
 	start := time.Now()
 	base, maxWait := r.Base, r.Max
@@ -43,7 +47,7 @@ func (r Retry) Do(ctx context.Context, action string, call func(ctx context.Cont
 		log = slog.New(slog.DiscardHandler)
 	}
 	for attempt := 1; ; attempt++ {
-		err := classify(action, call(ctx))
+		err := r.Redact.Error(classify(action, call(ctx)))
 		if err == nil || providers.IsPermanent(err) {
 			return err
 		}
