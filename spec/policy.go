@@ -125,11 +125,17 @@ func (p HookPolicy) CommandAllowed(argv0 string) bool {
 	return false
 }
 
-// SecretEnvNames lists the environment variables that *Env fields of the
-// configuration name: the daemon's credentials. Every field whose YAML name
-// ends in Env counts, so a credential added later is covered too.
+// DefaultChainEnv are the credential variables the Alibaba default
+// credential chain reads when an ALB or SLB provider names none
+// (https://www.alibabacloud.com/help/en/sdk/developer-reference/v2-manage-go-access-credentials).
+var DefaultChainEnv = []string{"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN"}
+
+// SecretEnvNames lists the environment variables that hold the daemon's
+// credentials: those *Env fields of the configuration name, and those of
+// the Alibaba default credential chain. Every field whose YAML name ends in
+// Env counts, so a credential added later is covered too.
 func (c *Config) SecretEnvNames() []string {
-	var names []string
+	names := slices.Clone(DefaultChainEnv)
 	var walk func(v reflect.Value)
 	walk = func(v reflect.Value) {
 		switch v.Kind() {

@@ -145,17 +145,19 @@ func TestCredentialsInADeployURLAreRefused(t *testing.T) {
 func TestHookEnvironmentPolicy(t *testing.T) {
 	cfg, err := spec.ParseConfig("tandem.yaml", []byte(`git: {url: "file:///srv/fleet.git", auth: {tokenEnv: GIT_TOKEN}}
 api: {tokenEnv: APP_API_TOKEN}
-policy: {hooks: {env: ["APP_*", "GIT_TOKEN"]}}
+policy: {hooks: {env: ["APP_*", "ALIBABA_*", "GIT_TOKEN"]}}
 `))
 	require.NoError(t, err)
-	require.Equal(t, []string{"APP_API_TOKEN", "GIT_TOKEN"}, cfg.SecretEnvNames())
+	require.Equal(t, []string{"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN", "APP_API_TOKEN", "GIT_TOKEN"}, cfg.SecretEnvNames())
 	for name, want := range map[string]bool{
 		"PATH": true, "HOME": true, "LANG": true, "TZ": true,
-		"APP_REGION":    true,  // by the glob
-		"APP_API_TOKEN": false, // a credential of tandem.yaml: a glob does not pass it
-		"GIT_TOKEN":     true,  // a credential listed by its exact name
-		"AWS_SECRET":    false, // not listed
-		"TANDEM_SPEC_X": false,
+		"APP_REGION":                      true,  // by the glob
+		"APP_API_TOKEN":                   false, // a credential of tandem.yaml: a glob does not pass it
+		"GIT_TOKEN":                       true,  // a credential listed by its exact name
+		"AWS_SECRET":                      false, // not listed
+		"ALIBABA_CLOUD_ACCESS_KEY_SECRET": false, // the default credential chain's: a glob does not pass it
+		"ALIBABA_REGION":                  true,
+		"TANDEM_SPEC_X":                   false,
 	} {
 		require.Equal(t, want, cfg.HookEnvAllowed(name), name)
 	}

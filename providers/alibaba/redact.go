@@ -31,13 +31,12 @@ type Redactor struct {
 
 // NewRedactor knows the credential values of provider p: the variables its
 // *Env fields name, and those of the default credential chain
-// (ALIBABA_CLOUD_ACCESS_KEY_ID, _SECRET, ALIBABA_CLOUD_SECURITY_TOKEN).
+// (spec.DefaultChainEnv).
 // Credentials the chain fetches elsewhere (an ECS RAM role) are not known
 // by value; the parameter and header rules still strip them.
 func NewRedactor(p spec.AlibabaProvider) Redactor {
 	var values []string
-	for _, name := range []string{p.AccessKeyIDEnv, p.AccessKeySecretEnv, p.SecurityTokenEnv,
-		"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN"} {
+	for _, name := range append([]string{p.AccessKeyIDEnv, p.AccessKeySecretEnv, p.SecurityTokenEnv}, spec.DefaultChainEnv...) {
 		if name == "" {
 			continue
 		}
