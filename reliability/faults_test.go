@@ -355,7 +355,9 @@ func (e *env) useExecHook(script string) {
 	require.NoError(e.t, os.WriteFile(path, []byte("#!/bin/sh\n"+script), 0o755))
 	e.hookPIDFile = filepath.Join(e.dir, "hook.pid")
 	e.daemon.env = append(e.daemon.env, "HOOK_PID_FILE="+e.hookPIDFile)
-	e.daemon.cfg.Policy.Hooks = spec.HookPolicy{Commands: []string{path}, Env: []string{"HOOK_PID_FILE"}}
+	hooks := spec.HookPolicy{Commands: []string{path}, Env: []string{"HOOK_PID_FILE"}}
+	e.stage.Config().Policy.Hooks = hooks // the stage loads what the test commits with it
+	e.daemon.cfg.Policy.Hooks = hooks
 	e.daemon.writeConfig()
 	httpHook := regexp.MustCompile(`(?m)^  http: \{url: .*\}$`)
 	files, err := filepath.Glob(filepath.Join(e.stage.RepoDir(), "services", "*.yaml"))
