@@ -211,10 +211,8 @@ func (c *Config) ProbeHosts() *Allowlist {
 // policyRef names a policy field of the configuration for messages, e.g.
 // "policy.hooks.commands in tandem.yaml:31".
 func (c *Config) policyRef(field string) string {
-	if l := c.pos.line(field); l > 0 && c.file != "" {
-		if _, set := c.pos[field]; set {
-			return fmt.Sprintf("%s in %s:%d", field, c.file, l)
-		}
+	if l, set := c.pos[field]; set && c.file != "" {
+		return fmt.Sprintf("%s in %s:%d", field, c.file, l)
 	}
 	return fmt.Sprintf("%s in %s (not set)", field, c.fileName())
 }
