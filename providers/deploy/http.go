@@ -103,6 +103,8 @@ func (h *HTTP) Deploy(ctx context.Context, req providers.DeployRequest) (provide
 		ctx, cancel = context.WithTimeoutCause(ctx, h.timeout, errTimeout)
 		defer cancel()
 	}
+	// The transport is this deployer's own: keep no connection past the deploy.
+	defer h.client.CloseIdleConnections()
 	log := h.log.With("target", req.Service, "revision", req.Revision, "action", "deploy")
 	log.Info("deploy requested", "group", req.Group, "version", req.Version, "url", h.url.Redacted())
 	start := time.Now()
