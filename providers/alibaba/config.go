@@ -16,8 +16,8 @@ import (
 	"github.com/tandemhq/tandem/spec"
 )
 
-// Config builds the SDK configuration of one provider instance; kind (alb or
-// slb) only names the instance in error messages.
+// Config builds the SDK configuration of one provider instance of kind alb
+// or slb (the product of its endpoint).
 //
 // Credentials come from the environment variables the instance names
 // (accessKeyIdEnv, accessKeySecretEnv, securityTokenEnv), or, when it names
@@ -62,8 +62,20 @@ func Config(kind string, p spec.AlibabaProvider) (*openapi.Config, error) {
 	default:
 		return nil, fmt.Errorf("%s.signatureVersion: must be v3 or v2, got %q", field, p.SignatureVersion)
 	}
-	if p.Endpoint != "" {
+	switch {
+	case p.Endpoint != "":
 		cfg.Endpoint = tea.String(p.Endpoint)
+	case p.Network == spec.NetworkVPC:
+		// The SDKs resolve <product>-vpc.<region>.aliyuncs.com for Network
+		// "vpc" (darabonba-openapi utils GetEndpointRules), as the endpoint
+		// pages list them: ALB https://help.aliyun.com/document_detail/2254821.html,
+		// CLB https://www.alibabacloud.com/help/en/slb/classic-load-balancer/developer-reference/api-slb-2014-05-15-endpoint.
+		// But the SLB SDK looks up its region map first (slb-20140515
+		// client.go Init: EndpointMap), which sends about 44 regions to the
+		// public slb.aliyuncs.com whatever the network; so the VPC endpoint
+		// is named here, where the SDK would not find it.
+		cfg.Network = tea.String(spec.NetworkVPC)
+		cfg.Endpoint = tea.String(kind + "-vpc." + p.Region + ".aliyuncs.com")
 	}
 	return cfg, nil
 }

@@ -8,7 +8,10 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/spec"
 )
 
 // Retry runs OpenAPI calls, retrying transient failures (busy, throttled,
@@ -23,6 +26,21 @@ type Retry struct {
 	Log     *slog.Logger  // nil: discard
 	// Provider names the provider instance in logs, e.g. "alb/prod-hz".
 	Provider string
+	// Limit, when set, is the instance's API budget: every attempt waits
+	// for a token first. Waiting is not failing: only a context that ends
+	// (or whose deadline comes before the token would) stops the call.
+	Limit *rate.Limiter
+}
+
+// NewRetry is the retry loop of one provider instance of tandem.yaml: its
+// retryTimeout, and a token bucket of its rateLimit shared by every call
+// the instance makes.
+func NewRetry(kind string, p spec.AlibabaProvider, log *slog.Logger) Retry {
+	r := Retry{Timeout: p.RetryTimeout.D(), Log: log, Provider: kind + "/" + p.Name}
+	if p.RateLimit.CallsPerSecond > 0 {
+		r.Limit = rate.NewLimiter(rate.Limit(p.RateLimit.CallsPerSecond), max(p.RateLimit.Burst, 1))
+	}
+	return r
 }
 
 // Do calls call until it succeeds, fails permanently or time runs out.
@@ -43,6 +61,11 @@ func (r Retry) Do(ctx context.Context, action string, call func(ctx context.Cont
 		log = slog.New(slog.DiscardHandler)
 	}
 	for attempt := 1; ; attempt++ {
+		if r.Limit != nil {
+			if err := r.Limit.Wait(ctx); err != nil {
+				return fmt.Errorf("%s: waiting for the API rate limit of %s: %w", action, r.Provider, err)
+			}
+		}
 		err := classify(action, call(ctx))
 		if err == nil || providers.IsPermanent(err) {
 			return err
