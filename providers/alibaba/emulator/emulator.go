@@ -87,7 +87,7 @@ type Emulator struct {
 	nonceQueue []string
 	slbBusy    map[string]time.Time // SLB load balancer → locked until
 	calls      map[string]int
-	callLog    []Call // the latest maxCallLog calls, oldest first
+	callLog    []Call         // the latest maxCallLog calls, oldest first
 	low        map[Target]int // lowest total weight each group has had
 	seq        int
 }
