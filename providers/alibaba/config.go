@@ -4,6 +4,7 @@
 package alibaba
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	openapi "github.com/alibabacloud-go/darabonba-openapi/v2/client"
 	"github.com/alibabacloud-go/tea/tea"
 	"github.com/aliyun/credentials-go/credentials"
+	"golang.org/x/time/rate"
 
 	"github.com/tandemhq/tandem/spec"
 )
@@ -36,6 +38,11 @@ import (
 // loopback addresses (tea would proxy them unless NO_PROXY names the exact
 // host:port). The SDK does not retry (RetryOptions nil); Retry does.
 //
+// That HTTP client is also where the instance's API budget is kept (every
+// request, retries included, waits for a token of rateLimit: a busy fleet
+// makes the daemon slower, not failing), and where health reads are
+// shared (see shareable): every SDK call of the instance goes through it.
+//
 // An SDK client must not be shared between goroutines: every call writes
 // its Headers field (darabonba-openapi GetRpcHeaders). Build one per call
 // from the returned Config, which is only read.
@@ -48,7 +55,7 @@ func Config(kind string, p spec.AlibabaProvider) (*openapi.Config, error) {
 	cfg := &openapi.Config{
 		Credential: cred,
 		RegionId:   tea.String(p.Region),
-		HttpClient: newHTTPClient(orDefault(p.ConnectTimeout.D(), 5*time.Second), orDefault(p.ReadTimeout.D(), 10*time.Second)),
+		HttpClient: newHTTPClient(field, orDefault(p.ConnectTimeout.D(), 5*time.Second), orDefault(p.ReadTimeout.D(), 10*time.Second), p.RateLimit),
 	}
 	if p.Protocol != "" {
 		cfg.Protocol = tea.String(p.Protocol)
@@ -130,23 +137,55 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // httpClient is the SDK's HTTP client hook (tea/dara HttpClient). The
 // per-request transport the SDK builds is ignored: ours has the timeouts.
-type httpClient struct{ c *http.Client }
-
-func newHTTPClient(connect, read time.Duration) *httpClient {
-	return &httpClient{c: &http.Client{
-		Timeout: connect + read,
-		Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   connect,
-			ResponseHeaderTimeout: read,
-			MaxIdleConnsPerHost:   16,
-			IdleConnTimeout:       90 * time.Second,
-			ForceAttemptHTTP2:     true,
-		},
-	}}
+type httpClient struct {
+	c      *http.Client
+	field  string        // the provider instance, for errors
+	limit  *rate.Limiter // nil: no budget
+	shared *shared
 }
 
+func newHTTPClient(field string, connect, read time.Duration, limit spec.RateLimit) *httpClient {
+	h := &httpClient{
+		field:  field,
+		shared: newShared(healthShareTTL),
+		c: &http.Client{
+			Timeout: connect + read,
+			Transport: &http.Transport{
+				Proxy:                 http.ProxyFromEnvironment,
+				DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
+				TLSHandshakeTimeout:   connect,
+				ResponseHeaderTimeout: read,
+				MaxIdleConnsPerHost:   16,
+				IdleConnTimeout:       90 * time.Second,
+				ForceAttemptHTTP2:     true,
+			},
+		},
+	}
+	if limit.CallsPerSecond > 0 {
+		h.limit = rate.NewLimiter(rate.Limit(limit.CallsPerSecond), max(limit.Burst, 1))
+	}
+	return h
+}
+
+// Call sends one OpenAPI request: a health read that another goroutine of
+// this instance is making, or made less than healthShareTTL ago, gets that
+// answer; anything else waits for a token of the budget and goes out.
 func (h *httpClient) Call(req *http.Request, _ *http.Transport) (*http.Response, error) {
+	if key, ok := shareable(req); ok {
+		return h.shared.do(req.Context(), key, func(ctx context.Context) (*http.Response, error) {
+			return h.send(req.WithContext(ctx))
+		})
+	}
+	return h.send(req)
+}
+
+func (h *httpClient) send(req *http.Request) (*http.Response, error) {
+	if h.limit != nil {
+		if err := h.limit.Wait(req.Context()); err != nil {
+			// The context ends before a token would come: the call is not
+			// made; Retry sees a transient error.
+			return nil, fmt.Errorf("%s: waiting for the API rate limit (rateLimit): %w", h.field, err)
+		}
+	}
 	return h.c.Do(req)
 }

@@ -1,17 +1,13 @@
 package alibaba_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	albapi "github.com/alibabacloud-go/alb-20200616/v2/client"
 	slbapi "github.com/alibabacloud-go/slb-20140515/v4/client"
 	"github.com/alibabacloud-go/tea/tea"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/time/rate"
 
-	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/alibaba"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -74,27 +70,3 @@ func TestEndpointsFromRegionAndNetwork(t *testing.T) {
 	require.Equal(t, "127.0.0.1:9000", tea.StringValue(s.Endpoint), "an explicit endpoint wins over the network")
 }
 
-func TestRateLimitMakesCallsWaitNotFail(t *testing.T) {
-	r := alibaba.NewRetry(spec.KindALB, spec.AlibabaProvider{Name: "x", RateLimit: spec.RateLimit{CallsPerSecond: 1000, Burst: 1}}, nil)
-	require.NotNil(t, r.Limit)
-	calls := 0
-	for range 20 {
-		require.NoError(t, r.Do(t.Context(), "Op", func(context.Context) error { calls++; return nil }),
-			"a call beyond the burst waits for its token and then runs")
-	}
-	require.Equal(t, 20, calls)
-
-	// A bucket that refills once an hour: the burst passes, the next call
-	// would wait past its context's deadline, so it is not made at all.
-	r.Limit = rate.NewLimiter(rate.Every(time.Hour), 2)
-	calls = 0
-	for range 2 {
-		require.NoError(t, r.Do(t.Context(), "Op", func(context.Context) error { calls++; return nil }))
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	err := r.Do(ctx, "Op", func(context.Context) error { calls++; return nil })
-	require.ErrorContains(t, err, "Op: waiting for the API rate limit of alb/x")
-	require.False(t, providers.IsPermanent(err), "a call that could not get a token in time is retried later, not stalled")
-	require.Equal(t, 2, calls)
-}

@@ -8,8 +8,6 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -26,21 +24,13 @@ type Retry struct {
 	Log     *slog.Logger  // nil: discard
 	// Provider names the provider instance in logs, e.g. "alb/prod-hz".
 	Provider string
-	// Limit, when set, is the instance's API budget: every attempt waits
-	// for a token first. Waiting is not failing: only a context that ends
-	// (or whose deadline comes before the token would) stops the call.
-	Limit *rate.Limiter
 }
 
-// NewRetry is the retry loop of one provider instance of tandem.yaml: its
-// retryTimeout, and a token bucket of its rateLimit shared by every call
-// the instance makes.
+// NewRetry is the retry loop of one provider instance of tandem.yaml. (Its
+// API budget, rateLimit, is kept by the HTTP client of its SDK
+// configuration, which every attempt goes through: see Config.)
 func NewRetry(kind string, p spec.AlibabaProvider, log *slog.Logger) Retry {
-	r := Retry{Timeout: p.RetryTimeout.D(), Log: log, Provider: kind + "/" + p.Name}
-	if p.RateLimit.CallsPerSecond > 0 {
-		r.Limit = rate.NewLimiter(rate.Limit(p.RateLimit.CallsPerSecond), max(p.RateLimit.Burst, 1))
-	}
-	return r
+	return Retry{Timeout: p.RetryTimeout.D(), Log: log, Provider: kind + "/" + p.Name}
 }
 
 // Do calls call until it succeeds, fails permanently or time runs out.
@@ -61,11 +51,6 @@ func (r Retry) Do(ctx context.Context, action string, call func(ctx context.Cont
 		log = slog.New(slog.DiscardHandler)
 	}
 	for attempt := 1; ; attempt++ {
-		if r.Limit != nil {
-			if err := r.Limit.Wait(ctx); err != nil {
-				return fmt.Errorf("%s: waiting for the API rate limit of %s: %w", action, r.Provider, err)
-			}
-		}
 		err := classify(action, call(ctx))
 		if err == nil || providers.IsPermanent(err) {
 			return err
