@@ -47,8 +47,9 @@ type Options struct {
 	// latency knob), to see a pass bound by a real cloud API's latency
 	// rather than by CPU; default none.
 	APILatency time.Duration
-	// Budget is the low rateLimit under which one more idle pass runs in
-	// process, to show the limit hold; default 200 calls/s, burst 20.
+	// Budget is the rateLimit under which one more idle pass runs in
+	// process, to show the limit hold; default: the default rateLimit of a
+	// provider instance (50 calls/s, burst 100).
 	Budget spec.RateLimit
 	Log    *slog.Logger // progress; nil: none
 }
@@ -179,7 +180,10 @@ func (o *Options) defaults() {
 		o.Between = 10 * time.Second
 	}
 	if o.Budget.CallsPerSecond <= 0 {
-		o.Budget = spec.RateLimit{CallsPerSecond: 200, Burst: 20}
+		o.Budget.CallsPerSecond = spec.DefaultCallsPerSecond
+	}
+	if o.Budget.Burst <= 0 {
+		o.Budget.Burst = spec.DefaultBurst
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
