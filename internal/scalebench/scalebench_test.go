@@ -46,5 +46,5 @@ func TestASmallRunReadsEveryGroupOnceAndProbesNothingWhenIdle(t *testing.T) {
 	require.NoError(t, res.Print(&out))
 	require.Contains(t, out.String(), "15 services: 6 on ALB server groups, 6 on SLB vServer groups, 3 in Nacos only; 9 registered in Nacos; 60 instances")
 	require.Regexp(t, `(?m)one list call per server group, no probe +target ≤ 1 +met$`, out.String())
-	require.Regexp(t, `(?m)the limit holds: calls ≤ burst \+ limit × time, per instance +met$`, out.String())
+	require.Regexp(t, `(?m)the limit holds: calls ≤ burst \+ limit × time called, per instance +met$`, out.String())
 }
