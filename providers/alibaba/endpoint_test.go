@@ -69,4 +69,3 @@ func TestEndpointsFromRegionAndNetwork(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:9000", tea.StringValue(s.Endpoint), "an explicit endpoint wins over the network")
 }
-
