@@ -186,6 +186,8 @@ func (c *checker) failed(at Finding, provider string, err error) {
 	switch {
 	case errors.As(err, &perm) && (perm.Reason == "NotFound" || perm.Reason == "InvalidBinding"):
 		at.Fix = "create the resource, or correct the name in the file"
+	case errors.As(err, &perm) && perm.Reason == "NoListenerHealth":
+		at.Fix = "create the listener on that port, or turn on its health check: the shift waits for the load balancer to report the new group healthy"
 	case errors.As(err, &perm) && perm.Reason == "PermissionDenied":
 		at.Fix = "grant the credentials of " + provider + " the read actions Tandem uses (see README, Configuration)"
 	default:

@@ -233,6 +233,26 @@ func TestCheck(t *testing.T) {
 		require.Contains(t, errs[0], "fix: turn on health checks")
 	})
 
+	t.Run("an SLB listener without health checks is an error", func(t *testing.T) {
+		w := newWorld(t, n, func(st *emulator.State) { st.LoadBalancers[0].Listeners[0].HealthCheckDisabled = true })
+		rep := w.run(t, "sgp-1", "user-service", emutest.KeySecretEnv)
+		errs := findings(rep, check.Error)
+		require.Len(t, errs, 1)
+		require.Contains(t, errs[0], "traffic[1] slb:prod-hz/lb-1/rsp-1: listener port 80 of lb-1 reports every server unavailable (no health check)")
+	})
+
+	t.Run("CheckedListenerNotFound from the SLB API is an error naming the listener", func(t *testing.T) {
+		w := newWorld(t, n, nil)
+		w.alb.Inject("DescribeHealthStatus", "CheckedListenerNotFound", 404, 2)
+		rep := w.run(t, "sgp-1", "user-service", emutest.KeySecretEnv)
+		errs := findings(rep, check.Error)
+		require.Len(t, errs, 1)
+		require.Contains(t, errs[0], "traffic[1] slb:prod-hz/lb-1/rsp-1: ")
+		require.Contains(t, errs[0], "CheckedListenerNotFound (HTTP 404)")
+		require.Contains(t, errs[0], "fix: create the listener on that port, or turn on its health check")
+		w.onlyRead(t)
+	})
+
 	t.Run("credentials the service refuses are one error at the provider", func(t *testing.T) {
 		w := newWorld(t, n, nil)
 		t.Setenv("WRONG_SECRET", "not-the-secret")
