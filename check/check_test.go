@@ -9,8 +9,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/tandemhq/tandem/check"
+	"github.com/tandemhq/tandem/internal/haproxytest"
+	"github.com/tandemhq/tandem/internal/nacostest"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/alibaba/emulator"
 	"github.com/tandemhq/tandem/providers/alibaba/emulator/emutest"
@@ -20,6 +23,8 @@ import (
 	"github.com/tandemhq/tandem/providers/nacos/nacosapp"
 	"github.com/tandemhq/tandem/spec"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, nacostest.IgnoreSDKGoroutines()...) }
 
 // nacosWorld is a Nacos emulator where user-service's two instances are
 // registered the way applications do it (the SDK over gRPC), group A
@@ -275,3 +280,39 @@ func TestCheck(t *testing.T) {
 }
 
 const alibabaDryRun = "DryRunOperation"
+
+func TestCheckHAProxy(t *testing.T) {
+	h := haproxytest.Start(t, haproxytest.Config{Backends: []haproxytest.Backend{{Name: "user_be", Servers: []haproxytest.Server{
+		{Name: "a1", Addr: "127.0.0.1:18081", Weight: 100}, {Name: "b1", Addr: "127.0.0.1:18082", Weight: 0},
+	}}}})
+	cfg, err := spec.ParseConfig("tandem.yaml", []byte(fmt.Sprintf("git: {url: /srv/fleet}\nproviders:\n  haproxy: [{name: edge, socket: %q}]\n", h.Socket)))
+	require.NoError(t, err)
+	run := func(backend string) check.Report {
+		svc := fmt.Sprintf(`service: user-service
+active: A
+version: "1.0.0"
+groups:
+  A: {instances: [{ip: 127.0.0.1, port: 18081, id: a1}]}
+  B: {instances: [{ip: 127.0.0.1, port: 18082, id: b1}]}
+traffic:
+  - {haproxy: edge, backend: %s}
+deploy: {exec: ["./deploy.sh"]}
+health: {http: {path: /healthz}, version: {http: /version}}
+`, backend)
+		set, err := spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(svc)}}, "services", cfg)
+		require.NoError(t, err)
+		ps, closeAll, err := all.New(cfg, nil)
+		require.NoError(t, err)
+		defer func() { require.NoError(t, closeAll()) }()
+		in := check.Input{ConfigFile: "tandem.yaml", Config: cfg, Services: set}
+		in.UseProviders(ps)
+		rep, err := check.Run(t.Context(), in)
+		require.NoError(t, err)
+		t.Log("\n" + rep.Text())
+		return rep
+	}
+	require.Empty(t, findings(run("user_be"), check.Error), "the backend and its servers exist, weights as active says")
+	errs := findings(run("no_such_be"), check.Error)
+	require.Len(t, errs, 1)
+	require.Contains(t, errs[0], "error: services/user.yaml:8: traffic[0] haproxy:edge/no_such_be: ")
+}
