@@ -172,8 +172,11 @@ func (c *checker) add(f Finding) {
 // failed reports a provider error: credential failures once per provider
 // instance (in tandem.yaml), everything else at the binding.
 func (c *checker) failed(at Finding, provider string, err error) {
-	var perm *providers.PermanentError
-	if errors.As(err, &perm) && (perm.Reason == "InvalidCredentials" || perm.Reason == "AuthenticationFailed") {
+	reason := ""
+	if perm := (*providers.PermanentError)(nil); errors.As(err, &perm) {
+		reason = perm.Reason
+	}
+	if reason == "InvalidCredentials" || reason == "AuthenticationFailed" {
 		c.mu.Lock()
 		if c.creds[provider] == nil {
 			c.creds[provider] = err
@@ -183,13 +186,13 @@ func (c *checker) failed(at Finding, provider string, err error) {
 	}
 	at.Severity = Error
 	at.Problem = err.Error()
-	switch {
-	case errors.As(err, &perm) && (perm.Reason == "NotFound" || perm.Reason == "InvalidBinding"):
+	switch reason {
+	case "NotFound", "InvalidBinding":
 		at.Fix = "create the resource, or correct the name in the file"
-	case errors.As(err, &perm) && perm.Reason == "NoListenerHealth":
+	case "NoListenerHealth":
 		at.Fix = "create the listener on that port, or turn on its health check: the shift waits for the load balancer to report the new group healthy"
-	case errors.As(err, &perm) && perm.Reason == "PermissionDenied":
-		at.Fix = "grant the credentials of " + provider + " the read actions Tandem uses (see README, Configuration)"
+	case "PermissionDenied":
+		at.Fix = "grant the credentials of " + provider + " the action the error names (Tandem reads server groups and listener health, and changes weights)"
 	default:
 		at.Fix = "check the provider's endpoint and network, then run tandem check again"
 	}
