@@ -386,23 +386,27 @@ func (c *checker) providerFindings() {
 	if cfg == nil {
 		return
 	}
-	type inst struct{ kind, name string }
+	type inst struct {
+		kind, name string
+		i          int
+	}
 	var all []inst
-	for _, p := range cfg.Providers.ALB {
-		all = append(all, inst{spec.KindALB, p.Name})
+	for i, p := range cfg.Providers.ALB {
+		all = append(all, inst{spec.KindALB, p.Name, i})
 	}
-	for _, p := range cfg.Providers.SLB {
-		all = append(all, inst{spec.KindSLB, p.Name})
+	for i, p := range cfg.Providers.SLB {
+		all = append(all, inst{spec.KindSLB, p.Name, i})
 	}
-	for _, p := range cfg.Providers.HAProxy {
-		all = append(all, inst{spec.KindHAProxy, p.Name})
+	for i, p := range cfg.Providers.HAProxy {
+		all = append(all, inst{spec.KindHAProxy, p.Name, i})
 	}
-	for _, p := range cfg.Providers.Nacos {
-		all = append(all, inst{spec.KindNacos, p.Name})
+	for i, p := range cfg.Providers.Nacos {
+		all = append(all, inst{spec.KindNacos, p.Name, i})
 	}
 	for _, p := range all {
 		key := providers.LBKey(p.kind, p.name)
-		at := Finding{File: c.in.ConfigFile, Where: fmt.Sprintf("providers.%s[%s]", p.kind, p.name)}
+		path := fmt.Sprintf("providers.%s[%d]", p.kind, p.i)
+		at := Finding{File: c.in.ConfigFile, Line: cfg.Line(path), Where: fmt.Sprintf("%s (%s)", path, p.name)}
 		switch {
 		case c.creds[key] != nil:
 			at.Severity = Error

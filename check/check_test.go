@@ -173,7 +173,7 @@ func TestCheck(t *testing.T) {
 		require.Equal(t, 1, rep.Registries)
 		require.Equal(t, 3, rep.Providers)
 		require.Contains(t, strings.Join(findings(rep, check.Warning), "\n"),
-			"warning: tandem.yaml: providers.slb[prod-hz]: write permission could not be proven")
+			"warning: tandem.yaml:5: providers.slb[0] (prod-hz): write permission could not be proven")
 		w.onlyRead(t)
 		dryRuns := 0
 		for _, c := range w.alb.CallLog() {
@@ -264,7 +264,7 @@ func TestCheck(t *testing.T) {
 		rep := w.run(t, "sgp-1", "user-service", "WRONG_SECRET")
 		errs := findings(rep, check.Error)
 		require.Len(t, errs, 1, "the ALB binding is not reported again")
-		require.Contains(t, errs[0], "error: tandem.yaml: providers.alb[prod-hz]: the credentials were refused")
+		require.Contains(t, errs[0], "error: tandem.yaml:4: providers.alb[0] (prod-hz): the credentials were refused")
 		require.NotContains(t, errs[0], "not-the-secret")
 		w.onlyRead(t)
 	})
