@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/spec"
 )
 
 // Retry runs OpenAPI calls, retrying transient failures (busy, throttled,
@@ -26,6 +27,13 @@ type Retry struct {
 	// Redact strips credentials from every error before it is logged or
 	// returned (the zero Redactor strips signed parameters and headers).
 	Redact Redactor
+}
+
+// NewRetry is the retry loop of one provider instance of tandem.yaml. (Its
+// API budget, rateLimit, is kept by the HTTP client of its SDK
+// configuration, which every attempt goes through: see Config.)
+func NewRetry(kind string, p spec.AlibabaProvider, log *slog.Logger) Retry {
+	return Retry{Timeout: p.RetryTimeout.D(), Log: log, Provider: kind + "/" + p.Name, Redact: NewRedactor(p)}
 }
 
 // Do calls call until it succeeds, fails permanently or time runs out.
