@@ -205,13 +205,16 @@ func TestBackendsReadsServersAndHealthAtOnce(t *testing.T) {
 func TestHealthFollowsTheListener(t *testing.T) {
 	h := newHarness(t, true, emulator.Options{})
 	b, _ := seed(t, h, 2)
-	require.NoError(t, h.e.SetHealthy(target(b), "i-b001", false))
+	require.NoError(t, h.e.SetHealthy(target(b), "i-a001", false))
 	got, err := h.p.Backends(ctx(t), b)
 	require.NoError(t, err)
 	for _, be := range got {
 		want := providers.HealthHealthy
-		if be.ID == "i-b001" {
+		switch {
+		case be.ID == "i-a001":
 			want = providers.HealthUnhealthy
+		case be.Weight == 0:
+			want = providers.HealthUnknown // not checked: "unavailable"
 		}
 		require.Equal(t, want, be.Health, be.ID)
 		require.Equal(t, -1, be.Sessions)
