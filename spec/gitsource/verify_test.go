@@ -322,3 +322,35 @@ func TestReadSigningKeyNamesWhatIsWrong(t *testing.T) {
 		})
 	}
 }
+
+// A signed but older commit pushed again (a downgrade) is refused: it does
+// not descend from the revision in force. A signed revert, a new commit on
+// top, takes the desired state back instead.
+func TestSignedDowngradeIsRefusedAndARevertIsNot(t *testing.T) {
+	alice := newSSHKey(t)
+	f := newFixture(t)
+	cfg := gitConfig("file://" + f.bare)
+	cfg.Verify = &spec.GitVerify{AllowedSigners: writeFile(t, "allowed_signers", []byte("alice@example.com "+alice.authorized+"\n"))}
+	s, err := New(cfg, nil, t.TempDir(), nil)
+	require.NoError(t, err)
+	start(t, s)
+	release := func(version string) string {
+		return f.commitWith(nil, sshSigning(alice), "release user "+version, map[string]string{"services/user.yaml": service("user", "B", version, 1)})
+	}
+	old := release("1.1.0")
+	waitFor(t, s, "the first signed release", goodIs(old))
+	fixed := release("1.2.0")
+	waitFor(t, s, "the second signed release", goodIs(fixed))
+
+	runGit(t, f.work, "push", "-q", "--force", "origin", old+":refs/heads/main")
+	st := waitFor(t, s, "the downgrade", func(st Status) bool { return st.Head != nil && st.Head.Hash == old })
+	require.Equal(t, fixed, st.Good.Hash, "the revision in force stays")
+	require.Equal(t, ReasonNonFastForward, st.Rejected.Reason)
+	require.Equal(t, "1.2.0/B", versionOf(t, st.Good, "user"))
+
+	runGit(t, f.work, "push", "-q", "--force", "origin", fixed+":refs/heads/main")
+	runGitEnv(t, f.work, nil, append(sshSigning(alice), "revert", "--no-edit", fixed)...)
+	f.push()
+	st = waitFor(t, s, "the signed revert", goodIs(f.head()))
+	require.Equal(t, "1.1.0/B", versionOf(t, st.Good, "user"))
+}
