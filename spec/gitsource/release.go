@@ -348,15 +348,17 @@ func push(ctx context.Context, repo *git.Repository, branch plumbing.ReferenceNa
 		RemoteName: remoteName,
 		RefSpecs:   []config.RefSpec{config.RefSpec(branch + ":" + branch)},
 	}
+	var secrets []string
 	if a != (spec.GitAuth{}) {
 		r, err := resolveRemote(rem.Config().URLs[0], a)
 		if err != nil {
 			return err
 		}
-		opts.Auth = r.auth
+		opts.Auth, secrets = r.auth, r.secrets
 	}
 	if err := repo.PushContext(ctx, opts); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return err
+		// The remote's URL comes from the working tree and may carry a token.
+		return redactErr(err, secrets...)
 	}
 	return nil
 }

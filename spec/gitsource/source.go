@@ -335,13 +335,17 @@ func (s *Source) fetch(ctx context.Context) error {
 		return fmt.Errorf("reading git cache %s: %w", s.cache, err)
 	}
 	refSpec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:%s", s.cfg.Branch, s.trackingRef()))
+	limit, _ := s.repo.Storer.(*limitedStorage)
+	if limit != nil {
+		limit.begin(cancel)
+	}
 	err = rem.FetchContext(ctx, &git.FetchOptions{
 		RefSpecs: []config.RefSpec{refSpec},
 		Auth:     s.remote.auth,
 		Tags:     git.NoTags,
 		Force:    true,
 	})
-	if errors.Is(err, errFetchTooLarge) {
+	if limit != nil && limit.end() {
 		if rmErr := removeTempPacks(s.cache); rmErr != nil {
 			s.log.Warn("git cache: could not remove the pack of a refused fetch", "error", rmErr)
 		}
