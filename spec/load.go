@@ -322,6 +322,9 @@ func LoadConfig(file string) (*Config, error) {
 	return ParseConfig(file, data)
 }
 
+// FileName is the file the config was read from, or "the daemon config".
+func (c *Config) FileName() string { return c.fileName() }
+
 func (c *Config) fileName() string {
 	if c.file == "" {
 		return "the daemon config"
