@@ -38,11 +38,11 @@ const (
 // still spend. One budget is shared by every file and document of a load:
 // a fresh budget per document would let many documents multiply it.
 type budget struct {
-	nodes, docs, files, entries int
-	bytes                       int64
-	listed, dropped             int      // problems kept, and counted beyond MaxProblems
-	exhausted                   bool     // maxNodes was passed: decoding stops everywhere
-	stop                        *Problem // where and why it stopped: listed first
+	nodes, docs, entries int
+	bytes                int64
+	listed, dropped      int      // problems kept, and counted beyond MaxProblems
+	exhausted            bool     // maxNodes was passed: decoding stops everywhere
+	stop                 *Problem // where and why it stopped: listed first
 }
 
 // finish sorts ps, keeps the first MaxProblems and counts the rest (with

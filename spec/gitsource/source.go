@@ -64,7 +64,8 @@ const (
 type Rejection struct {
 	Reason string // ReasonInvalid, ReasonSignature or ReasonNonFastForward
 	// Err is the whole story: spec.Problems (see spec.AsProblems) for an
-	// invalid tree, *SignatureError for a signature.
+	// invalid tree, *SignatureError for a signature, a plain error naming
+	// both commits for a non-fast-forward head.
 	Err error
 }
 
