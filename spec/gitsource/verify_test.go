@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -436,4 +439,21 @@ func readKey(t *testing.T, file string) *SigningKey {
 	k, err := ReadSigningKey(file, "")
 	require.NoError(t, err)
 	return k
+}
+
+// RSA keys sign with rsa-sha2-512, as ssh-keygen does (OpenSSH refuses
+// SHA-1 ssh-rsa signatures), and the signature verifies.
+func TestSSHSignerUsesRSASHA512ForRSAKeys(t *testing.T) {
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	signer, err := ssh.NewSignerFromKey(priv)
+	require.NoError(t, err)
+	armored, err := sshsigSigner{signer}.Sign(strings.NewReader("tree 0000\n\nmessage\n"))
+	require.NoError(t, err)
+	sig, err := parseSSHSignature(string(armored))
+	require.NoError(t, err)
+	require.Equal(t, ssh.KeyAlgoRSASHA512, sig.sig.Format)
+	require.Equal(t, "sha512", sig.hashAlg)
+	require.NoError(t, sig.verify([]byte("tree 0000\n\nmessage\n")))
+	require.Error(t, sig.verify([]byte("tree 0000\n\nanother message\n")))
 }
