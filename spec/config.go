@@ -37,6 +37,15 @@ type GitConfig struct {
 	Auth     GitAuth     `yaml:"auth" json:"auth"`
 	Verify   *GitVerify  `yaml:"verify" json:"verify,omitempty"`
 	Webhook  *GitWebhook `yaml:"webhook" json:"webhook,omitempty"`
+	// AllowNonFastForward accepts a new head that does not descend from the
+	// revision in force (a reset and force push). Off, such a head is
+	// refused: with signatures on, an old signed commit pushed again would
+	// otherwise downgrade the desired state. git revert and tandem rollback
+	// make new descendant commits and need no such permission.
+	AllowNonFastForward bool `yaml:"allowNonFastForward" json:"allowNonFastForward,omitempty"`
+	// MaxFetchBytes bounds the pack one fetch may bring (default 64 MiB);
+	// a larger fetch fails and the revision in force stays.
+	MaxFetchBytes int64 `yaml:"maxFetchBytes" json:"maxFetchBytes"`
 }
 
 // GitAuth names where credentials come from.
@@ -198,6 +207,7 @@ func (c *Config) Default() {
 	setDefault(&c.Git.Branch, "main")
 	setDefault(&c.Git.Path, "services")
 	setDefault(&c.Git.Interval, Duration(30*time.Second))
+	setDefault(&c.Git.MaxFetchBytes, 64<<20)
 	setDefault(&c.StateDir, "/var/lib/tandem")
 	setDefault(&c.Listen, "127.0.0.1:8080")
 	setDefault(&c.Reconcile.Interval, Duration(30*time.Second))
@@ -248,6 +258,11 @@ func (c *Config) Validate() Problems {
 	}
 	if c.Git.URL == "" {
 		bad("git.url", "is required (a repository URL or a local path)")
+	} else if what := URLCredentials(c.Git.URL); what != "" {
+		bad("git.url", "must not contain %s: it would be stored in the config, the Git cache and error messages; name environment variables in git.auth.tokenEnv (or git.auth.usernameEnv and git.auth.passwordEnv) instead", what)
+	}
+	if c.Git.MaxFetchBytes < 1<<20 {
+		bad("git.maxFetchBytes", "must be at least 1048576 (1 MiB), got %d", c.Git.MaxFetchBytes)
 	}
 	if c.Git.Interval.D() < time.Second {
 		bad("git.interval", "must be at least 1s")

@@ -188,7 +188,7 @@ notify: [{type: email, url: "http://x"}]
 
 func TestConfigRejectsUnknownFields(t *testing.T) {
 	_, err := spec.ParseConfig("tandem.yaml", []byte("git: {url: x, intervall: 5s}\n"))
-	require.EqualError(t, err, `tandem.yaml:1: git.intervall: unknown field; expected one of: auth, branch, interval, path, url, verify, webhook`)
+	require.EqualError(t, err, `tandem.yaml:1: git.intervall: unknown field; expected one of: allowNonFastForward, auth, branch, interval, maxFetchBytes, path, url, verify, webhook`)
 }
 
 func TestExamplesAreValid(t *testing.T) {
@@ -214,4 +214,21 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 	_, err = spec.SecretFromEnv("git.auth.tokenEnv", "TANDEM_TEST_UNSET")
 	require.EqualError(t, err, "git.auth.tokenEnv: environment variable TANDEM_TEST_UNSET is not set")
+}
+
+func TestConfigRefusesCredentialsInTheGitURL(t *testing.T) {
+	for url, what := range map[string]string{
+		"https://deployer:tok-SECRET@git.example.com/desired.git": "a password (user:password@)",
+		"https://tok-SECRET@git.example.com/desired.git":          "credentials (user@ or token@)",
+	} {
+		_, err := spec.ParseConfig("tandem.yaml", []byte("listen: 127.0.0.1:9000\ngit:\n  url: "+url+"\n  maxFetchBytes: 1000\n"))
+		require.EqualError(t, err, "tandem.yaml:3: git.url: must not contain "+what+": it would be stored in the config, the Git cache and error messages; "+
+			"name environment variables in git.auth.tokenEnv (or git.auth.usernameEnv and git.auth.passwordEnv) instead\n"+
+			"tandem.yaml:4: git.maxFetchBytes: must be at least 1048576 (1 MiB), got 1000")
+		require.NotContains(t, err.Error(), "tok-SECRET")
+	}
+	for _, url := range []string{"ssh://git@git.example.com/desired.git", "git@git.example.com:desired.git", "/srv/desired"} {
+		_, err := spec.ParseConfig("tandem.yaml", []byte("git: {url: \""+url+"\"}\n"))
+		require.NoError(t, err, url)
+	}
 }
