@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/redact"
 )
 
 // DefaultMaxBytes bounds the file before it is rotated.
@@ -38,6 +39,7 @@ type Log struct {
 	max      int
 	maxBytes int64
 	log      *slog.Logger
+	redactor *redact.Redactor
 
 	mu     sync.Mutex
 	f      *os.File // nil after Close
@@ -61,6 +63,12 @@ func WithLogger(log *slog.Logger) Option {
 		}
 	}
 }
+
+// WithRedactor removes the secrets r knows, and text that looks like a
+// credential, from every event before it is written, kept or sent, and
+// from the events read back from an older file. Without it only the
+// credential patterns of package redact apply.
+func WithRedactor(r *redact.Redactor) Option { return func(l *Log) { l.redactor = r } }
 
 // WithMaxBytes bounds the file (default DefaultMaxBytes).
 func WithMaxBytes(n int64) Option { return func(l *Log) { l.maxBytes = n } }
@@ -108,7 +116,7 @@ func (l *Log) readBack(path string) error {
 		if len(bytes.TrimSpace(line)) > 0 {
 			var e reconcile.Event
 			if json.Unmarshal(line, &e) == nil {
-				l.push(e)
+				l.push(l.redactor.Event(e))
 			} else {
 				skipped++
 			}
@@ -171,12 +179,14 @@ func (l *Log) at(i int) reconcile.Event {
 }
 
 // Record appends e to the file and the memory, and sends it to every
-// subscriber. An event without a time gets the current time. A failed
-// write is logged; the event is still kept in memory and sent.
+// subscriber, redacted (a deploy's output may hold anything). An event
+// without a time gets the current time. A failed write is logged; the
+// event is still kept in memory and sent.
 func (l *Log) Record(e reconcile.Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
+	e = l.redactor.Event(e)
 	line, err := json.Marshal(e)
 	if err != nil { // cannot happen: Event has only plain fields
 		l.log.Error("encoding event", "target", e.Service, "error", err)

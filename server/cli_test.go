@@ -109,7 +109,7 @@ func TestStatusShowsWhatKeepsTheNewestRevisionOut(t *testing.T) {
 		Source: fakeSource{gitsource.Status{Good: good, Head: head, Failures: 2, LastFetch: t0.Add(-12 * time.Second),
 			Rejected: &gitsource.Rejection{Reason: gitsource.ReasonInvalid, Err: errors.New("services/push.yaml:7: groups.b[0].port: must be 1-65535")},
 			FetchErr: errors.New("fetching branch main: connection refused")}}})
-	list, err := server.FetchServices(context.Background(), e.url)
+	list, err := server.FetchServices(context.Background(), e.url, "")
 	require.NoError(t, err)
 	var b bytes.Buffer
 	require.NoError(t, server.PrintServices(&b, list, "table"))
@@ -128,7 +128,7 @@ func TestStatusShowsWhatKeepsTheNewestRevisionOut(t *testing.T) {
 	// Without services the source still shows; in force, nothing more.
 	e2 := start(t, server.Options{Source: fakeSource{gitsource.Status{Good: good, Head: good, LastFetch: t0.Add(-time.Second)}}})
 	e2.status.set(nil)
-	list, err = server.FetchServices(context.Background(), e2.url)
+	list, err = server.FetchServices(context.Background(), e2.url, "")
 	require.NoError(t, err)
 	b.Reset()
 	require.NoError(t, server.PrintServices(&b, list, "table"))

@@ -44,7 +44,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // no buffering in an nginx in front
 	ctx := r.Context()
 	past, evs := s.opts.Events.Follow(ctx, events.Filter{Limit: streamBacklog})
-	sse := &sseWriter{w: w, rc: rc}
+	sse := &sseWriter{w: w, rc: rc, redact: s.opts.Redactor.Bytes}
 	sse.raw("retry: 2000\n\n")
 	sse.send("events", EventList{Events: past})
 	var (
@@ -141,13 +141,14 @@ type rawChanges struct {
 	Removed  []string          `json:"removed,omitempty"`
 }
 
-// sseWriter writes Server-Sent Events, each flushed, with a write deadline
-// so that a stuck client cannot hold a handler forever. The first error
-// sticks.
+// sseWriter writes Server-Sent Events, each redacted and flushed, with a
+// write deadline so that a stuck client cannot hold a handler (and the
+// memory of its messages) for long. The first error sticks.
 type sseWriter struct {
-	w   http.ResponseWriter
-	rc  *http.ResponseController
-	err error
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	redact func([]byte) []byte // every message goes through it
+	err    error
 }
 
 func (s *sseWriter) send(event string, v any) {
@@ -156,7 +157,7 @@ func (s *sseWriter) send(event string, v any) {
 		s.err = fmt.Errorf("encoding %s: %w", event, err)
 		return
 	}
-	s.raw("event: " + event + "\ndata: " + string(b) + "\n\n")
+	s.raw("event: " + event + "\ndata: " + string(s.redact(b)) + "\n\n")
 }
 
 func (s *sseWriter) raw(msg string) {
