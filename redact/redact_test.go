@@ -14,6 +14,7 @@ import (
 
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/redact"
+	"github.com/tandemhq/tandem/spec"
 )
 
 func TestKnownValuesInEveryForm(t *testing.T) {
@@ -101,4 +102,27 @@ func TestHandler(t *testing.T) {
 	require.NotContains(t, out, "abcdef")
 	require.Contains(t, out, `"n":42`)
 	require.Equal(t, 6, strings.Count(out, "<redacted>"), "%s", out)
+}
+
+func TestConfigEnvNamesFindsEveryCredentialField(t *testing.T) {
+	cfg, err := spec.ParseConfig("tandem.yaml", []byte(`
+git:
+  url: https://git.example.com/ops/desired.git
+  auth: {usernameEnv: GIT_USER, tokenEnv: GIT_TOKEN}
+  webhook: {secretEnv: WEBHOOK_SECRET}
+api: {tokenEnv: API_TOKEN, readTokenEnv: READ_TOKEN}
+providers:
+  alb: [{name: prod, region: cn-hangzhou, accessKeyIdEnv: AK_ID, accessKeySecretEnv: AK_SECRET, securityTokenEnv: STS_TOKEN}]
+  nacos: [{name: prod, servers: ["10.0.0.1:8848"], usernameEnv: NACOS_USER, passwordEnv: NACOS_PASSWORD}]
+notify: [{name: ops, type: dingtalk, urlEnv: NOTIFY_URL, secretEnv: NOTIFY_SECRET}]
+ha: {etcd: ["10.0.0.2:2379"], usernameEnv: ETCD_USER, passwordEnv: ETCD_PASSWORD}
+`))
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"GIT_TOKEN", "WEBHOOK_SECRET", "API_TOKEN", "READ_TOKEN", "AK_ID", "AK_SECRET", "STS_TOKEN",
+		"NACOS_PASSWORD", "NOTIFY_URL", "NOTIFY_SECRET", "ETCD_PASSWORD"}, redact.ConfigEnvNames(cfg))
+
+	t.Setenv("AK_ID", "LTAIplain-id-value")
+	t.Setenv("UNRELATED_VAR", "plain-value-123")
+	r := redact.ForConfig(cfg)
+	require.Equal(t, "<redacted> plain-value-123", r.String("LTAIplain-id-value plain-value-123"))
 }
