@@ -98,7 +98,7 @@ func (s *Server) canRead(r *http.Request) bool {
 		return s.tokens.grantsRead(token)
 	}
 	c, err := r.Cookie(sessionCookie)
-	return err == nil && s.tokens.validSession(c.Value, s.now())
+	return err == nil && s.tokens.validSession(c.Value, time.Now())
 }
 
 // readable guards a read endpoint: 401 without a token when one is needed.
@@ -171,7 +171,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.loginPage(w, http.StatusUnauthorized, "Wrong token.")
 		return
 	}
-	expiry := s.now().Add(sessionTTL)
+	expiry := time.Now().Add(sessionTTL)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.tokens.session(expiry), Path: "/",
 		Expires: expiry, MaxAge: int(sessionTTL / time.Second), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 	s.log.Info("dashboard login", "remote", r.RemoteAddr)
