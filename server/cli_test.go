@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandemhq/tandem/server"
+	"github.com/tandemhq/tandem/spec"
 	"github.com/tandemhq/tandem/spec/gitsource"
 )
 
@@ -133,4 +134,15 @@ func TestStatusShowsWhatKeepsTheNewestRevisionOut(t *testing.T) {
 	b.Reset()
 	require.NoError(t, server.PrintServices(&b, list, "table"))
 	require.Equal(t, "No services.\ngit: revision 0c0ffee in force; last fetch 1s ago\n", b.String())
+}
+
+func TestFetchServicesSendsTheToken(t *testing.T) {
+	e := start(t, server.Options{Token: token, ReadToken: readToken})
+	_, err := server.FetchServices(context.Background(), e.url, "")
+	require.ErrorContains(t, err, "401 Unauthorized: a token is required to read")
+	for _, tok := range []spec.Secret{readToken, token} {
+		list, err := server.FetchServices(context.Background(), e.url, tok)
+		require.NoError(t, err)
+		require.Len(t, list.Services, 4)
+	}
 }
