@@ -113,37 +113,49 @@ func forms(v string) []string {
 	return out
 }
 
-// Patterns of credentials in free text. Each keeps what names the secret
-// (group 1, and group 2 when there is one) and masks the rest. No value
-// class takes a quote or a backslash, so a JSON string's end is never crossed, nor '<', so
-// a mask is not masked again.
-var patterns = []*regexp.Regexp{
-	// Authorization and Proxy-Authorization headers: with a scheme, and
-	// without one (then only a long value, so that a scheme alone is kept).
-	regexp.MustCompile(`(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?(?:bearer|basic|token|digest|negotiate|acs3-hmac-sha256|acs)\s+)[^\s"'\\,;<>]+`),
-	regexp.MustCompile(`(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?)[^\s"'\\,;<>]{12,}`),
-	// "Bearer x" anywhere.
-	regexp.MustCompile(`(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]{8,}=*`),
-	// key=value and key: value where the key names a credential.
-	regexp.MustCompile(`(?i)((?:\b|_)(?:password|passwd|pwd|secret|token|api[-_]?key|access[-_]?key[-_]?secret|accesskeysecret|` +
-		`private[-_]?key|client[-_]?secret|security[-_]?token|access_token)["']?\s*[:=]\s*["']?)[^\s"'\\&,;<>]+`),
-	// A signed URL's signature (Alibaba's legacy v2 signs in the query).
-	regexp.MustCompile(`(?i)([?&]signature=)[^\s"'\\&<>]+`),
-	// The password of a URL's user part.
-	regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@"'<>]+:)[^/\s@"'<>]+(@)`),
+// pattern is a credential in free text: re's match is replaced by repl.
+// It is tried only when the lower-cased text holds one of hints (most text
+// holds none, and a regular expression over megabytes of status is slow).
+type pattern struct {
+	re    *regexp.Regexp
+	repl  string
+	hints []string
 }
 
-// Whole-match patterns: the match is masked entirely.
-var whole = []*regexp.Regexp{
-	// Alibaba Cloud AccessKey ids: LTAI and 12 to 28 letters and digits.
-	regexp.MustCompile(`\bLTAI[0-9A-Za-z]{12,28}\b`),
-	// Alibaba STS AccessKey ids (STS.), AWS access key ids.
-	regexp.MustCompile(`\bSTS\.[0-9A-Za-z]{16,40}\b`),
-	regexp.MustCompile(`\b(?:AKIA|ASIA)[0-9A-Z]{16}\b`),
+// Kept: what names the secret (group 1, and group 2 when there is one).
+const (
+	keep1  = "${1}" + Mask
+	keep12 = "${1}" + Mask + "${2}"
+)
+
+// Patterns of credentials in free text. No value class takes a quote or a
+// backslash, so a JSON string's end is never crossed, nor '<', so a mask is
+// not masked again.
+var patterns = []pattern{
+	// Authorization and Proxy-Authorization headers: with a scheme, and
+	// without one (then only a long value, so that a scheme alone is kept).
+	{regexp.MustCompile(`(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?(?:bearer|basic|token|digest|negotiate|acs3-hmac-sha256|acs)\s+)[^\s"'\\,;<>]+`),
+		keep1, []string{"authorization"}},
+	{regexp.MustCompile(`(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?)[^\s"'\\,;<>]{12,}`), keep1, []string{"authorization"}},
+	// "Bearer x" anywhere.
+	{regexp.MustCompile(`(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]{8,}=*`), keep1, []string{"bearer"}},
+	// key=value and key: value where the key names a credential.
+	{regexp.MustCompile(`(?i)((?:\b|_)(?:password|passwd|pwd|secret|token|api[-_]?key|access[-_]?key[-_]?secret|accesskeysecret|` +
+		`private[-_]?key|client[-_]?secret|security[-_]?token|access_token)["']?\s*[:=]\s*["']?)[^\s"'\\&,;<>]+`),
+		keep1, []string{"passw", "pwd", "secret", "token", "apikey", "api_key", "api-key", "privatekey", "private_key", "private-key"}},
+	// A signed URL's signature (Alibaba's legacy v2 signs in the query).
+	{regexp.MustCompile(`(?i)([?&]signature=)[^\s"'\\&<>]+`), keep1, []string{"signature="}},
+	// The password of a URL's user part.
+	{regexp.MustCompile(`(://[^/\s:@"'<>]+:)[^/\s@"'<>]+(@)`), keep12, []string{"@"}},
+	// Alibaba Cloud AccessKey ids: LTAI and 12 to 28 letters and digits;
+	// STS AccessKey ids; AWS access key ids.
+	{regexp.MustCompile(`\bLTAI[0-9A-Za-z]{12,28}\b`), Mask, []string{"ltai"}},
+	{regexp.MustCompile(`\bSTS\.[0-9A-Za-z]{16,40}\b`), Mask, []string{"sts."}},
+	{regexp.MustCompile(`\b(?:AKIA|ASIA)[0-9A-Z]{16}\b`), Mask, []string{"akia", "asia"}},
 	// PEM private keys; one cut short runs to the end of the text (or of
 	// the JSON string).
-	regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----[^"]*?-----END [A-Z ]*PRIVATE KEY-----`),
-	regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----[^"]*`),
+	{regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----[^"]*?-----END [A-Z ]*PRIVATE KEY-----`), Mask, []string{"private key-----"}},
+	{regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----[^"]*`), Mask, []string{"private key-----"}},
 }
 
 // String returns s without the secrets it knows and the credentials the
@@ -160,15 +172,15 @@ func (r *Redactor) String(s string) string {
 			s = rep.Replace(s)
 		}
 	}
+	lower := strings.ToLower(s)
 	for _, p := range patterns {
-		if p.NumSubexp() == 2 {
-			s = p.ReplaceAllString(s, "${1}"+Mask+"${2}")
-		} else {
-			s = p.ReplaceAllString(s, "${1}"+Mask)
+		for _, h := range p.hints {
+			if strings.Contains(lower, h) {
+				s = p.re.ReplaceAllString(s, p.repl)
+				lower = strings.ToLower(s)
+				break
+			}
 		}
-	}
-	for _, p := range whole {
-		s = p.ReplaceAllString(s, Mask)
 	}
 	return s
 }
