@@ -10,6 +10,7 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -200,6 +201,17 @@ func (s *Server) hostAllowed(hostport string) bool {
 		}
 	}
 	return false
+}
+
+// AllowedHosts is api.allowedHosts plus the host of the listen address
+// when that is a name (listen: tandem.internal:8080 serves that name).
+func AllowedHosts(listen string, configured []string) []string {
+	out := slices.Clone(configured)
+	host, _, err := net.SplitHostPort(listen)
+	if err == nil && host != "" && net.ParseIP(host) == nil && !slices.Contains(out, "*") {
+		out = append(out, host)
+	}
+	return out
 }
 
 // checkHost answers 421 to a request whose Host is not allowed, except

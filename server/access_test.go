@@ -238,3 +238,10 @@ func TestAnswersCarryNoSecret(t *testing.T) {
 	}
 	require.Contains(t, seen[3], "echo <redacted>")
 }
+
+func TestTheListenAddressNameIsAllowed(t *testing.T) {
+	require.Equal(t, []string{"a.example", "tandem.internal"}, server.AllowedHosts("tandem.internal:8080", []string{"a.example"}))
+	require.Equal(t, []string{"a.example"}, server.AllowedHosts("10.0.0.5:8080", []string{"a.example"}))
+	require.Empty(t, server.AllowedHosts(":8080", nil))
+	require.Equal(t, []string{"*"}, server.AllowedHosts("tandem.internal:8080", []string{"*"}))
+}

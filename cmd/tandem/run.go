@@ -227,7 +227,7 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 	}
 	srv := server.New(server.Options{
 		Status: cur, Events: evlog, Actions: cur, Registry: reg, Token: token, GitWebhook: src.WebhookHandler(), Source: src, Log: log,
-		Ready: cur.ready, ReadToken: readToken, MetricsRequireToken: cfg.API.MetricsRequireToken, AllowedHosts: cfg.API.AllowedHosts,
+		Ready: cur.ready, ReadToken: readToken, MetricsRequireToken: cfg.API.MetricsRequireToken, AllowedHosts: server.AllowedHosts(cfg.Listen, cfg.API.AllowedHosts),
 		MaxStreams: cfg.API.MaxStreams, Redactor: red,
 	})
 	serve := func() error { return srv.Serve(ctx, cfg.Listen) }
