@@ -90,22 +90,29 @@ func (t *tokens) validSession(v string, now time.Time) bool {
 }
 
 // canRead reports whether r may read: no read token is configured, or r
-// carries the read or write token as a bearer token, or a valid session.
+// carries one (credentialed).
 func (s *Server) canRead(r *http.Request) bool {
-	if !s.tokens.hasRead {
-		return true
-	}
+	return !s.tokens.hasRead || s.credentialed(r)
+}
+
+// credentialed reports whether r carries the read or write token as a
+// bearer token, or a valid session.
+func (s *Server) credentialed(r *http.Request) bool {
 	if token, ok := bearer(r); ok {
 		return s.tokens.grantsRead(token)
+	}
+	if !s.tokens.hasRead {
+		return false // no sessions without a read token
 	}
 	c, err := r.Cookie(sessionCookie)
 	return err == nil && s.tokens.validSession(c.Value, time.Now())
 }
 
-// readable guards a read endpoint: 401 without a token when one is needed.
-func (s *Server) readable(h http.Handler) http.Handler {
+// readable guards a read endpoint with allowed (canRead, or credentialed
+// for /metrics with api.metricsRequireToken): 401 when it refuses.
+func (s *Server) readable(h http.Handler, allowed func(*http.Request) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.canRead(r) {
+		if !allowed(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tandem"`)
 			writeError(w, http.StatusUnauthorized, errors.New("a token is required to read (Authorization: Bearer <the token api.readTokenEnv or api.tokenEnv names>)"))
 			return

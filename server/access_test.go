@@ -60,6 +60,15 @@ func TestMetricsCanRequireAToken(t *testing.T) {
 	require.Contains(t, body, "tandem_reconcile_duration_seconds")
 	code, _, _ = e.do(t, "GET", "/healthz", "", nil)
 	require.Equal(t, http.StatusOK, code)
+
+	// With only the write token, that one.
+	e = start(t, server.Options{Token: token, MetricsRequireToken: true, Registry: newRegistry(t)})
+	code, _, _ = e.do(t, "GET", "/metrics", "", nil)
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, _, _ = e.do(t, "GET", "/metrics", "", map[string]string{"Authorization": "Bearer " + token})
+	require.Equal(t, http.StatusOK, code)
+	code, _, _ = e.do(t, "GET", "/api/v1/services", "", nil)
+	require.Equal(t, http.StatusOK, code, "reads stay open without a read token")
 }
 
 // noRedirect is a client that shows redirects instead of following them.

@@ -135,14 +135,14 @@ func (s *Server) Handler() http.Handler {
 	if s.opts.Registry != nil {
 		var metrics http.Handler = promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{Registry: s.opts.Registry})
 		if s.opts.MetricsRequireToken {
-			metrics = s.readable(metrics)
+			metrics = s.readable(metrics, s.credentialed) // the read or the write token, whichever is set
 		}
 		mux.Handle("GET /metrics", metrics)
 	}
-	mux.Handle("GET /api/v1/services", s.readable(http.HandlerFunc(s.services)))
-	mux.Handle("GET /api/v1/services/{name}", s.readable(http.HandlerFunc(s.service)))
-	mux.Handle("GET /api/v1/events", s.readable(http.HandlerFunc(s.events)))
-	mux.Handle("GET /api/v1/stream", s.readable(s.limitStreams(s.stream)))
+	mux.Handle("GET /api/v1/services", s.readable(http.HandlerFunc(s.services), s.canRead))
+	mux.Handle("GET /api/v1/services/{name}", s.readable(http.HandlerFunc(s.service), s.canRead))
+	mux.Handle("GET /api/v1/events", s.readable(http.HandlerFunc(s.events), s.canRead))
+	mux.Handle("GET /api/v1/stream", s.readable(s.limitStreams(s.stream), s.canRead))
 	csrf := http.NewCrossOriginProtection()
 	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusForbidden, errors.New("cross-origin request refused: use the API from a tool, not from another web page"))
