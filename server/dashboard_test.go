@@ -274,11 +274,11 @@ func parseElapsed(t *testing.T, s string) time.Duration {
 	return d
 }
 
-// TestDashboardWithAReadTokenShowsALoginFormThenFollowsLive: with
+// TestDashboardBehindAReadToken: with
 // api.readTokenEnv set, the page is a login form; a wrong token is
 // refused, the right one sets the session cookie, and the dashboard then
 // loads and follows the stream (EventSource sends the cookie).
-func TestDashboardWithAReadTokenShowsALoginFormThenFollowsLive(t *testing.T) {
+func TestDashboardBehindAReadToken(t *testing.T) {
 	e := start(t, server.Options{Token: token, ReadToken: readToken})
 	b := startBrowser(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
