@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -205,7 +206,11 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 		if err != nil {
 			return err
 		}
-		if err := server.PrintStatus(env.stdout, statuses, "table"); err != nil {
+		var table bytes.Buffer
+		if err := server.PrintStatus(&table, statuses, "table"); err != nil {
+			return err
+		}
+		if _, err := env.stdout.Write(red.Bytes(table.Bytes())); err != nil {
 			return err
 		}
 		for _, st := range statuses {
