@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -253,4 +255,36 @@ func TestTheListenAddressNameIsAllowed(t *testing.T) {
 	require.Equal(t, []string{"a.example"}, server.AllowedHosts("10.0.0.5:8080", []string{"a.example"}))
 	require.Empty(t, server.AllowedHosts(":8080", nil))
 	require.Equal(t, []string{"*"}, server.AllowedHosts("tandem.internal:8080", []string{"*"}))
+}
+
+// TestAStalledStreamClientIsDropped: a client that stops reading while a
+// large message is on its way is dropped when a write misses its deadline,
+// and its stream slot (and the memory of its messages) is freed.
+func TestAStalledStreamClientIsDropped(t *testing.T) {
+	e := start(t, server.Options{MaxStreams: 1})
+	e.srv.SetStreamWriteTimeout(200 * time.Millisecond)
+	base := fixtures()
+	list := make([]reconcile.Status, 0, 5000)
+	for i := range 5000 { // a services message of ~16 MB: more than the socket buffers hold
+		s := base[i%len(base)]
+		s.Service = fmt.Sprintf("%s-%04d", s.Service, i)
+		list = append(list, s)
+	}
+	e.status.set(list)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	require.NoError(t, err) // and never read
+	// The stalled stream holds the only slot until its write times out.
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, "GET", e.url+"/api/v1/stream", nil)
+		require.NoError(t, err)
+		resp, err := e.client.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 20*time.Second, 20*time.Millisecond, "the stalled client's slot is freed")
 }

@@ -97,6 +97,8 @@ type Server struct {
 	now     func() time.Time // for tests
 	tokens  *tokens
 	streams *streamSlots
+	// writeTimeout bounds each write of a stream (for tests).
+	writeTimeout time.Duration
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed when Serve shuts down: ends the streams
@@ -117,7 +119,7 @@ func New(opts Options) *Server {
 		maxStreams = DefaultMaxStreams
 	}
 	return &Server{opts: opts, log: log, now: time.Now, stopping: make(chan struct{}),
-		tokens: newTokens(opts), streams: &streamSlots{max: int64(maxStreams)}}
+		tokens: newTokens(opts), streams: &streamSlots{max: int64(maxStreams)}, writeTimeout: writeTimeout}
 }
 
 // Handler returns the routes:
