@@ -71,8 +71,8 @@ type APIConfig struct {
 	// for scrapers that send none).
 	MetricsRequireToken bool `yaml:"metricsRequireToken" json:"metricsRequireToken,omitempty"`
 	// AllowedHosts are the host names requests may name in their Host
-	// header besides IP addresses and localhost ("*": any), against DNS
-	// rebinding.
+	// header besides IP addresses, localhost and the host of listen ("*":
+	// any), against DNS rebinding.
 	AllowedHosts []string `yaml:"allowedHosts" json:"allowedHosts,omitempty"`
 	// MaxStreams bounds the event streams open at once.
 	MaxStreams int `yaml:"maxStreams" json:"maxStreams"`
