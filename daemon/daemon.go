@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/redact"
 	"github.com/tandemhq/tandem/spec"
 	"github.com/tandemhq/tandem/spec/gitsource"
 )
@@ -43,6 +45,12 @@ type Options struct {
 	OnPass reconcile.PassObserver
 	// OnSource is told about every change of the source's status (metrics).
 	OnSource func(gitsource.Status)
+	// Redactor learns the secrets a revision names (deploy.http.tokenEnv),
+	// so that they are redacted wherever the daemon writes; nil: none.
+	Redactor *redact.Redactor
+	// MetadataKeys are the registry metadata keys whose values status
+	// shows besides each service's version key (api.metadataKeys).
+	MetadataKeys []string
 }
 
 // Daemon runs the reconcile loop for every service of the desired state.
@@ -79,6 +87,8 @@ func New(opts Options) *Daemon {
 		Heal:        opts.Config.Drift.Mode == spec.DriftHeal,
 		DriftRepeat: opts.Config.Drift.Repeat.D(),
 		DryRun:      opts.DryRun,
+		// Status is served: metadata values other than these are redacted.
+		MetadataKeys: opts.MetadataKeys,
 	}
 	return d
 }
@@ -156,6 +166,7 @@ func (d *Daemon) apply(ctx context.Context, st gitsource.Status) {
 	}
 	d.rev = st.Good
 	d.mu.Unlock()
+	d.learnSecrets(st.Good.Set)
 	d.readyOnce.Do(func() { close(d.ready) })
 	d.log.Info("desired state in force", "revision", st.Good.Hash, "author", st.Good.Author, "subject", st.Good.Subject,
 		"services", len(st.Good.Set.Services))
@@ -172,6 +183,19 @@ func (d *Daemon) apply(ctx context.Context, st gitsource.Status) {
 		}
 	}
 	d.watchRegistries(ctx, st.Good.Set)
+}
+
+// learnSecrets tells the redactor the values of the variables the desired
+// state names as deploy tokens.
+func (d *Daemon) learnSecrets(set *spec.Set) {
+	if d.opts.Redactor == nil {
+		return
+	}
+	for _, svc := range set.Services {
+		if h := svc.Deploy.HTTP; h != nil && h.TokenEnv != "" {
+			d.opts.Redactor.Add(os.Getenv(h.TokenEnv))
+		}
+	}
 }
 
 // announceFetch reports the start of a Git outage once (the desired state

@@ -36,6 +36,10 @@ type Reconciler struct {
 	Heal        bool          // drift mode heal
 	DriftRepeat time.Duration // re-announce unresolved drift this often (0: never)
 	DryRun      bool          // plan and report, change nothing
+	// MetadataKeys are the registry metadata keys whose values Status
+	// shows besides the service's version key; other values show as
+	// <redacted> (metadata may carry anything an application registers).
+	MetadataKeys []string
 
 	statusMu sync.RWMutex
 	status   map[string]*Status
@@ -93,7 +97,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, tgt Target) (res Result, err
 	if err != nil {
 		return Result{}, err
 	}
-	status.observed(svc, live)
+	status.observed(svc, live, r.MetadataKeys)
 
 	plan := Compute(Input{Service: svc, Revision: tgt.Revision, Live: live, State: st, Now: r.now(), Heal: r.Heal})
 	status.planned(plan)

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"errors"
+	"slices"
 	"sort"
 	"time"
 
@@ -60,12 +61,12 @@ func (s *Status) Ready() bool {
 	return false
 }
 
-func (s *Status) observed(svc *spec.Service, live *Live) {
+func (s *Status) observed(svc *spec.Service, live *Live, metadataKeys []string) {
 	v := view{svc: svc, live: live}
 	s.Groups = svc.Groups
 	s.LiveActive = v.active()
 	s.Bindings = live.Bindings
-	s.Registry = live.Registry
+	s.Registry = shownRegistry(live.Registry, svc.Health.Version.NacosMetadata, metadataKeys)
 	s.Versions = map[spec.Group]string{}
 	for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 		if v.versionKnown(g) {
@@ -187,4 +188,33 @@ func (r *Reconciler) Forget(service string) {
 	defer r.statusMu.Unlock()
 	delete(r.status, service)
 	delete(r.drift, service)
+}
+
+// redactedValue replaces a registry metadata value that status does not
+// show.
+const redactedValue = "<redacted>"
+
+// shownRegistry is the registry view as status shows it: a copy in which
+// only the metadata values of the version key and of keys are kept; the
+// other keys stay, with their values redacted. Applications register what
+// they like as metadata (credentials included), and status is served.
+func shownRegistry(v *providers.RegistryView, versionKey string, keys []string) *providers.RegistryView {
+	if v == nil {
+		return nil
+	}
+	out := &providers.RegistryView{Instances: slices.Clone(v.Instances), Visible: v.Visible}
+	for i, in := range out.Instances {
+		if in.Metadata != nil {
+			md := make(map[string]string, len(in.Metadata))
+			for k, val := range in.Metadata {
+				if k != versionKey && !slices.Contains(keys, k) {
+					val = redactedValue
+				}
+				md[k] = val
+			}
+			in.Metadata = md
+		}
+		out.Instances[i] = in
+	}
+	return out
 }

@@ -69,9 +69,27 @@ type GitWebhook struct {
 	SecretEnv string `yaml:"secretEnv" json:"secretEnv"`
 }
 
-// APIConfig protects the mutating HTTP endpoints.
+// APIConfig protects the HTTP API and the dashboard (docs/security-api.md).
 type APIConfig struct {
+	// TokenEnv names the bearer token of the mutating endpoints (sync,
+	// suspend). It grants reading too.
 	TokenEnv string `yaml:"tokenEnv" json:"tokenEnv,omitempty"`
+	// ReadTokenEnv names a token that every read needs once it is set: the
+	// GETs under /api/v1/, the event stream and the dashboard.
+	ReadTokenEnv string `yaml:"readTokenEnv" json:"readTokenEnv,omitempty"`
+	// MetricsRequireToken makes /metrics need a token too (off by default,
+	// for scrapers that send none).
+	MetricsRequireToken bool `yaml:"metricsRequireToken" json:"metricsRequireToken,omitempty"`
+	// AllowedHosts are the host names requests may name in their Host
+	// header besides IP addresses, localhost and the host of listen ("*":
+	// any), against DNS rebinding.
+	AllowedHosts []string `yaml:"allowedHosts" json:"allowedHosts,omitempty"`
+	// MaxStreams bounds the event streams open at once.
+	MaxStreams int `yaml:"maxStreams" json:"maxStreams"`
+	// MetadataKeys are the registry metadata keys whose values status
+	// shows besides each service's health.version.nacosMetadata; the values
+	// of other keys are shown as <redacted>.
+	MetadataKeys []string `yaml:"metadataKeys" json:"metadataKeys,omitempty"`
 }
 
 // ReconcileConfig tunes the loop.
@@ -210,6 +228,7 @@ func (c *Config) Default() {
 	setDefault(&c.Git.MaxFetchBytes, 64<<20)
 	setDefault(&c.StateDir, "/var/lib/tandem")
 	setDefault(&c.Listen, "127.0.0.1:8080")
+	setDefault(&c.API.MaxStreams, 32)
 	setDefault(&c.Reconcile.Interval, Duration(30*time.Second))
 	setDefault(&c.Reconcile.Concurrency, 4)
 	setDefault(&c.Drift.Mode, DriftAlert)
@@ -287,6 +306,25 @@ func (c *Config) Validate() Problems {
 		bad("listen", "must be host:port, got %q", c.Listen)
 	}
 	env("api.tokenEnv", c.API.TokenEnv)
+	env("api.readTokenEnv", c.API.ReadTokenEnv)
+	if c.API.MetricsRequireToken && c.API.TokenEnv == "" && c.API.ReadTokenEnv == "" {
+		bad("api.metricsRequireToken", "needs api.readTokenEnv or api.tokenEnv: there is no token to require")
+	}
+	for i, h := range c.API.AllowedHosts {
+		if h == "*" && len(c.API.AllowedHosts) > 1 {
+			bad(fmt.Sprintf("api.allowedHosts[%d]", i), `"*" (any host) must be the only entry`)
+		} else if h != "*" && !hostNameOK(h) {
+			bad(fmt.Sprintf("api.allowedHosts[%d]", i), "must be a host name without scheme or port (e.g. tandem.internal), or \"*\", got %q", h)
+		}
+	}
+	if c.API.MaxStreams < 1 || c.API.MaxStreams > 10000 {
+		bad("api.maxStreams", "must be from 1 to 10000, got %d", c.API.MaxStreams)
+	}
+	for i, k := range c.API.MetadataKeys {
+		if k == "" {
+			bad(fmt.Sprintf("api.metadataKeys[%d]", i), "must not be empty")
+		}
+	}
 	if c.Reconcile.Concurrency < 1 {
 		bad("reconcile.concurrency", "must be at least 1")
 	}
@@ -465,6 +503,24 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// hostNameOK accepts a DNS name or an IP address, without port.
+func hostNameOK(s string) bool {
+	if net.ParseIP(strings.Trim(s, "[]")) != nil {
+		return true
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || strings.HasPrefix(label, "-") || strings.HasSuffix(label, "-") {
+			return false
+		}
+		for _, r := range label {
+			if r != '-' && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') {
+				return false
+			}
+		}
+	}
+	return len(s) <= 253
 }
 
 func envNameOK(s string) bool {
