@@ -3,6 +3,7 @@ package reconcile
 import (
 	"errors"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/tandemhq/tandem/providers"
@@ -48,6 +49,8 @@ type Status struct {
 	Conditions      []Condition             `json:"conditions"`
 	LastPass        time.Time               `json:"lastPass"`
 	InSync          bool                    `json:"inSync"`
+
+	mismatches []string // servers whose id and ip:port disagree with the spec
 }
 
 // Ready reports the Ready condition.
@@ -66,6 +69,7 @@ func (s *Status) observed(svc *spec.Service, live *Live) {
 	s.LiveActive = v.active()
 	s.Bindings = live.Bindings
 	s.Registry = live.Registry
+	s.mismatches = v.mismatches()
 	s.Versions = map[spec.Group]string{}
 	for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 		if v.versionKnown(g) {
@@ -113,6 +117,8 @@ func (r *Reconciler) setStatus(s *Status, st State, err error) {
 	switch {
 	case s.Suspended:
 		ready.Reason = "Suspended"
+	case len(s.mismatches) > 0:
+		ready.Reason, ready.Message = "ServerMismatch", strings.Join(s.mismatches, "; ")
 	case len(s.Drift) > 0 && s.Transition == nil:
 		ready.Reason, ready.Message = "Drift", s.Summary
 	case !ready.Status:
