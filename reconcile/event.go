@@ -43,6 +43,9 @@ const (
 	ReasonGitFetchFailed      = "GitFetchFailed"    // the daemon: the desired state cannot be fetched
 	ReasonGitFetchRecovered   = "GitFetchRecovered" // the daemon: it is fetched again
 	ReasonAdopted             = "Adopted"
+	ReasonRetryRequested      = "RetryRequested" // the API: a failed release is forgotten
+	ReasonSuspended           = "Suspended"      // the API: suspension journaled
+	ReasonResumed             = "Resumed"        // the API: suspension lifted
 )
 
 // Recorder receives events. Implementations must not block for long.
