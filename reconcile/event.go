@@ -38,7 +38,8 @@ const (
 	ReasonDrainCeiling        = "DrainCeiling"
 	ReasonDriftDetected       = "DriftDetected"
 	ReasonDriftResolved       = "DriftResolved"
-	ReasonStalled             = "Stalled"
+	ReasonStalled             = "Stalled"       // a person must act; announced once per stall
+	ReasonStallResolved       = "StallResolved" // the stall announced last is over
 	ReasonRevisionRejected    = "RevisionRejected"
 	ReasonGitFetchFailed      = "GitFetchFailed"    // the daemon: the desired state cannot be fetched
 	ReasonGitFetchRecovered   = "GitFetchRecovered" // the daemon: it is fetched again

@@ -41,6 +41,7 @@ type Reconciler struct {
 	status   map[string]*Status
 	drift    map[string]driftMemo
 	requests map[string]Request // from the API, for the next pass of each service
+	stalls   map[string]string  // service -> reason of the stall last announced
 }
 
 type driftMemo struct {
@@ -137,9 +138,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, tgt Target) (res Result, err
 
 	step := plan.Step
 	if err := Guard(svc, live, step); err != nil {
-		r.record(Event{Time: r.now(), Service: svc.Name, Type: EventWarning, Reason: ReasonStalled, Message: err.Error(),
-			Revision: tgt.Revision.Hash, Phase: plan.Phase})
-		return Result{}, err
+		return Result{}, err // a stall: announced once by setStatus
 	}
 	if err := r.save(ctx, plan.Next); err != nil { // the journal before the side effect
 		return Result{}, err

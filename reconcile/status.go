@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -144,7 +145,6 @@ func (r *Reconciler) setStatus(s *Status, st State, err error) {
 	}
 	now := s.LastPass
 	r.statusMu.Lock()
-	defer r.statusMu.Unlock()
 	if r.status == nil {
 		r.status = map[string]*Status{}
 	}
@@ -162,6 +162,37 @@ func (r *Reconciler) setStatus(s *Status, st State, err error) {
 		}
 	}
 	r.status[s.Service] = s
+	e := r.stallChange(s, err)
+	r.statusMu.Unlock()
+	if e != nil {
+		r.record(*e)
+	}
+}
+
+// stallChange returns the event that announces a new stall of s (once per
+// stall reason, not every pass) or the end of one, or nil. A transient
+// error says nothing about a stall: it neither starts nor ends one. The
+// caller holds statusMu.
+func (r *Reconciler) stallChange(s *Status, err error) *Event {
+	if r.stalls == nil {
+		r.stalls = map[string]string{}
+	}
+	prev, was := r.stalls[s.Service]
+	e := &Event{Time: s.LastPass, Service: s.Service, Revision: s.Revision.Hash, Author: s.Revision.Author, Subject: s.Revision.Subject}
+	if t := s.Transition; t != nil {
+		e.Transition, e.Phase = t.ID, t.Phase
+	}
+	switch class := Classify(err); {
+	case class == ClassStalled && (!was || prev != Reason(err)):
+		r.stalls[s.Service] = Reason(err)
+		e.Type, e.Reason, e.Message = EventWarning, ReasonStalled, err.Error()
+	case was && (class == ClassNone || class == ClassWaiting):
+		delete(r.stalls, s.Service)
+		e.Type, e.Reason, e.Message = EventNormal, ReasonStallResolved, fmt.Sprintf("no longer stalled (%s): %s", prev, s.Summary)
+	default:
+		return nil
+	}
+	return e
 }
 
 // Status returns the last status of a service.
@@ -193,4 +224,5 @@ func (r *Reconciler) Forget(service string) {
 	defer r.statusMu.Unlock()
 	delete(r.status, service)
 	delete(r.drift, service)
+	delete(r.stalls, service)
 }
