@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,13 +79,21 @@ func NewElector(cfg spec.HAConfig, identity string, log *slog.Logger) (*Elector,
 	if user.Empty() != password.Empty() {
 		return nil, errors.New("ha: set both usernameEnv and passwordEnv, or neither when etcd auth is off")
 	}
-	client, err := clientv3.New(clientv3.Config{
+	ccfg := clientv3.Config{
 		Endpoints:   cfg.Etcd,
 		DialTimeout: DialTimeout,
 		Username:    user.Reveal(),
 		Password:    password.Reveal(),
 		Logger:      zap.NewNop(),
-	})
+	}
+	if cfg.TLS().Set() || slices.ContainsFunc(cfg.Etcd, func(e string) bool { return strings.HasPrefix(e, "https://") }) {
+		// Passwords and the auth token then travel encrypted, and the
+		// server is verified with caFile (default: the system's roots).
+		if ccfg.TLS, err = cfg.TLS().ClientConfig("ha"); err != nil {
+			return nil, err
+		}
+	}
+	client, err := clientv3.New(ccfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to etcd %s: %w", strings.Join(cfg.Etcd, ","), err)
 	}

@@ -27,6 +27,7 @@ import (
 // (docs/nacos-servers.md); errors never quote the URL, so it never appears
 // in one.
 type operator struct {
+	scheme      string   // http or https ("": http)
 	servers     []string // host:port, tried in order on connection errors
 	contextPath string
 	api         string // "v1" or "v3"
@@ -260,7 +261,7 @@ func (o *operator) send(ctx context.Context, method, path string, q url.Values, 
 			query = maps.Clone(q)
 			query.Set("accessToken", token)
 		}
-		u := "http://" + server + o.contextPath + path + "?" + query.Encode()
+		u := o.base(server) + path + "?" + query.Encode()
 		req, err := http.NewRequestWithContext(ctx, method, u, nil)
 		if err != nil {
 			return nil, 0, fmt.Errorf("%s %s: %w", method, path, err)
@@ -290,6 +291,15 @@ func (o *operator) send(ctx context.Context, method, path string, q url.Values, 
 	return nil, 0, fmt.Errorf("%s %s: %w", method, path, errors.Join(errs...))
 }
 
+// base is the URL of a server's API root.
+func (o *operator) base(server string) string {
+	scheme := o.scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	return scheme + "://" + server + o.contextPath
+}
+
 // login returns a token, logging in when there is none, it is past 90% of
 // its lifetime, or fresh is set. It returns "" when auth is off.
 func (o *operator) login(ctx context.Context, fresh bool) (string, error) {
@@ -308,7 +318,7 @@ func (o *operator) login(ctx context.Context, fresh bool) (string, error) {
 	form := url.Values{"username": {o.user}, "password": {o.pass.Reveal()}}
 	var errs []error
 	for _, server := range o.servers {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+server+o.contextPath+path, strings.NewReader(form.Encode()))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.base(server)+path, strings.NewReader(form.Encode()))
 		if err != nil {
 			return "", fmt.Errorf("logging in to nacos: %w", err)
 		}
