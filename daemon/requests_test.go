@@ -91,13 +91,13 @@ type callerKey struct{}
 type racyStore struct {
 	reconcile.Store
 	once     sync.Once
-	journled chan struct{}
+	journaled chan struct{}
 }
 
 func (s *racyStore) Load(ctx context.Context, name string) (reconcile.State, error) {
 	st, err := s.Store.Load(ctx, name)
 	if ctx.Value(callerKey{}) != nil {
-		<-s.journled
+		<-s.journaled
 	}
 	return st, err
 }
@@ -105,7 +105,7 @@ func (s *racyStore) Load(ctx context.Context, name string) (reconcile.State, err
 func (s *racyStore) Save(ctx context.Context, st reconcile.State) error {
 	err := s.Store.Save(ctx, st)
 	if st.Transition != nil {
-		s.once.Do(func() { close(s.journled) })
+		s.once.Do(func() { close(s.journaled) })
 	}
 	return err
 }
@@ -120,7 +120,7 @@ func TestRetryNeverOverwritesATransitionJournaledMeanwhile(t *testing.T) {
 	// A release of 1.1.0 failed; Git has moved on to 1.2.0.
 	require.NoError(t, files.Save(t.Context(), reconcile.State{Service: "user",
 		Failed: &reconcile.Failed{Kind: reconcile.KindRelease, Active: spec.GroupB, Version: "1.1.0", Reason: "deploy failed"}}))
-	store := &racyStore{Store: files, journled: make(chan struct{})}
+	store := &racyStore{Store: files, journaled: make(chan struct{})}
 	d := w.daemon(t, store)
 
 	synced := make(chan error, 1)
