@@ -131,8 +131,10 @@ type NacosProvider struct {
 	Timeout     Duration `yaml:"timeout" json:"timeout"`
 	// Scheme is http (default) or https. With https the operator API, the
 	// SDK's login and its gRPC connection use TLS, verified with CAFile
-	// (default: the system's roots); CertFile and KeyFile are an optional
-	// client certificate.
+	// (required: nacos-sdk-go skips verification without one); CertFile and
+	// KeyFile are an optional client certificate; ServerName is the name to
+	// verify instead of the host (operator API and login; gRPC verifies
+	// the host).
 	Scheme     string `yaml:"scheme" json:"scheme"`
 	CAFile     string `yaml:"caFile" json:"caFile,omitempty"`
 	CertFile   string `yaml:"certFile" json:"certFile,omitempty"`
