@@ -90,7 +90,7 @@ type callerKey struct{}
 // modify and write the journal outside the service's queue.
 type racyStore struct {
 	reconcile.Store
-	once     sync.Once
+	once      sync.Once
 	journaled chan struct{}
 }
 
