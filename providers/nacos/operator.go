@@ -136,8 +136,9 @@ func (o *operator) detail(ctx context.Context, ref spec.NacosRef, a providers.Ad
 
 // unknownRE matches the answers in which a Nacos server says that a
 // service, cluster or instance does not exist:
-//   - Nacos 3, admin list: 404 {"code":…,"data":"service G@@S is not
-//     found!"}, or "cluster C is not found!" (docs/nacos-servers.md);
+//   - Nacos 3, admin list: 404 {"code":30000,"data":"service G@@S is not
+//     found!"}, or "cluster C is not found!" (docs/nacos-servers.md,
+//     internal/nacostest TestFactUnknownServiceAndInstanceAnswers);
 //   - Nacos 2.x, GET /v1/ns/instance: 404 "no matched ip found!", "no ips
 //     found for cluster C in service S" (InstanceOperatorClientImpl.
 //     getInstance, https://github.com/alibaba/nacos), and "no service S
@@ -147,7 +148,8 @@ var unknownRE = regexp.MustCompile(`is not found!|no matched ip found!|no ips fo
 // rnacosUnknownInstance is r-nacos's whole answer (500) to GET
 // /v1/ns/instance for an instance it does not know (get_instance in
 // src/openapi/naming/instance.rs, https://github.com/nacos-group/r-nacos;
-// docs/nacos-servers.md).
+// seen by TestFactUnknownServiceAndInstanceAnswers). Its catalog list
+// answers an unknown service with an empty list.
 const rnacosUnknownInstance = "error"
 
 // unknownAnswer reports whether an error body is the server's own "does
