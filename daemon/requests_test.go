@@ -30,7 +30,8 @@ type requestWorld struct {
 func newRequestWorld(t *testing.T, active, version string) *requestWorld {
 	cfg := &spec.Config{Git: spec.GitConfig{URL: "https://git.example.com/desired.git"}, StateDir: t.TempDir(),
 		Providers: spec.Providers{HAProxy: []spec.HAProxyProvider{{Name: "edge", Socket: "/nonexistent"}},
-			Nacos: []spec.NacosProvider{{Name: "prod", Servers: []string{"127.0.0.1:8848"}}}}}
+			Nacos: []spec.NacosProvider{{Name: "prod", Servers: []string{"127.0.0.1:8848"}}}},
+		Policy: spec.Policy{Hooks: spec.HookPolicy{Commands: []string{"./deploy.sh"}}}}
 	cfg.Default()
 	require.NoError(t, cfg.Validate().Err())
 	set, err := spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(userSpec(active, version))}}, "services", cfg)

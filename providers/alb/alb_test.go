@@ -207,7 +207,9 @@ func TestContextDeadlineStopsRetries(t *testing.T) {
 	h := newHarness(t, emulator.Options{})
 	b, _ := seed(t, h, 1)
 	h.e.Inject("ListServerGroupServers", "Throttling.Api", 400, 1000)
-	c, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// Long enough for the first answer to arrive on a loaded machine (the
+	// error must name the last API error seen before the deadline).
+	c, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	_, err := h.p.Backends(c, b)
 	require.ErrorContains(t, err, "Throttling.Api")
