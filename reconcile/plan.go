@@ -234,7 +234,7 @@ func (p *planner) drift(y spec.Group) []string {
 				b, ok := v.backend(bl, in)
 				switch {
 				case !ok:
-					out = append(out, fmt.Sprintf("%s: %s (group %s) is missing", bl.Binding.Key(), in, g))
+					out = append(out, fmt.Sprintf("%s (group %s)", v.absent(bl, in), g))
 				case b.Weight != want:
 					out = append(out, fmt.Sprintf("%s: %s (group %s) has weight %d, want %d", bl.Binding.Key(), in, g, b.Weight, want))
 				}

@@ -54,6 +54,15 @@ type State struct {
 	Transition *Transition `json:"transition,omitempty"` // in progress; nil when idle
 	Applied    *Applied    `json:"applied,omitempty"`    // what Tandem last brought live
 	Failed     *Failed     `json:"failed,omitempty"`     // a desired state that failed and is not retried
+	// Suspended is a suspension asked for through the API. It is journaled
+	// with the rest, so that it holds across a restart and, under HA, a
+	// change of leader; the spec's own suspend is read from Git instead.
+	Suspended *Suspension `json:"suspended,omitempty"`
+}
+
+// Suspension records when reconciliation was suspended through the API.
+type Suspension struct {
+	At time.Time `json:"at"`
 }
 
 // Applied is the last state a transition completed.
@@ -174,6 +183,10 @@ func (s State) Clone() State {
 	if s.Failed != nil {
 		f := *s.Failed
 		c.Failed = &f
+	}
+	if s.Suspended != nil {
+		p := *s.Suspended
+		c.Suspended = &p
 	}
 	return c
 }

@@ -209,8 +209,12 @@ func (s *Service) Validate() Problems {
 	case len(s.Deploy.Exec) > 0 && strings.TrimSpace(s.Deploy.Exec[0]) == "":
 		bad("deploy.exec[0]", "the command must not be empty")
 	case s.Deploy.HTTP != nil:
-		if u, err := url.Parse(s.Deploy.HTTP.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		switch u, err := url.Parse(s.Deploy.HTTP.URL); {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 			bad("deploy.http.url", "must be an http or https URL, got %q", s.Deploy.HTTP.URL)
+		case u.User != nil:
+			// Not echoed: the URL carries a credential.
+			bad("deploy.http.url", "must not carry credentials (user:password@%s): name an environment variable in deploy.http.tokenEnv instead", u.Host)
 		}
 	}
 

@@ -103,7 +103,9 @@ func load(dir, configFile string) (*spec.Set, *spec.Config, error) {
 	if ps, ok := spec.AsProblems(err); ok {
 		// Name files as the operator typed them.
 		for i := range ps {
-			ps[i].File = filepath.Join(root, ps[i].File)
+			if ps[i].File != "" { // not "... and N more problems"
+				ps[i].File = filepath.Join(root, ps[i].File)
+			}
 		}
 		return nil, nil, ps
 	}
@@ -130,9 +132,9 @@ func report(env *cli, err error) error {
 		fmt.Fprintln(env.stderr, p.String())
 	}
 	noun := "problems"
-	if len(ps) == 1 {
+	if ps.Count() == 1 {
 		noun = "problem"
 	}
-	fmt.Fprintf(env.stderr, "%d %s; nothing was changed\n", len(ps), noun)
+	fmt.Fprintf(env.stderr, "%d %s; nothing was changed\n", ps.Count(), noun)
 	return errReported
 }

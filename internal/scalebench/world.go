@@ -259,7 +259,7 @@ func startAlibaba(services []*service, latency time.Duration) (*alibaba, error) 
 
 func (a *alibaba) provider() spec.AlibabaProvider {
 	return spec.AlibabaProvider{Name: providerName, Region: "cn-hangzhou", Endpoint: a.endpoint, Protocol: "http",
-		AccessKeyIDEnv: alibabaKeyIDEnv, AccessKeySecretEnv: alibabaKeySecretEnv}
+		AccessKeyIDEnv: alibabaKeyIDEnv, AccessKeySecretEnv: alibabaKeySecretEnv, RateLimit: unbudgeted}
 }
 
 func (a *alibaba) close() error {

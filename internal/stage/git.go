@@ -220,6 +220,10 @@ func (s *Stage) daemonConfig() *spec.Config {
 		cfg.Providers.ALB = []spec.AlibabaProvider{a.provider}
 		cfg.Providers.SLB = []spec.AlibabaProvider{a.provider}
 	}
+	if s.opts.DeployTokenEnv != "" {
+		// The test's own variable: let the service files name it.
+		cfg.Policy.SpecEnv.Names = []string{s.opts.DeployTokenEnv}
+	}
 	cfg.Default()
 	return cfg
 }

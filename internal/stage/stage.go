@@ -130,6 +130,9 @@ type Options struct {
 	DeployURL string
 	// DeployTokenEnv is written as deploy.http.tokenEnv ("" for none).
 	DeployTokenEnv string
+	// NacosMetadata is added to every app's registration metadata (what an
+	// application may register besides its version and group).
+	NacosMetadata map[string]string
 	// Manual runs no daemon: the caller runs its own on Config() (tandem
 	// demo runs tandem run's wiring) or drives the fleet by hand (the naive
 	// baseline restarts the serving group in place).

@@ -74,7 +74,7 @@ func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
 	return &Provider{
 		name:       cfg.Name,
 		cfg:        c,
-		retry:      alibaba.Retry{Timeout: cfg.RetryTimeout.D(), Log: log, Provider: provider},
+		retry:      alibaba.NewRetry(spec.KindALB, cfg, log),
 		jobTimeout: jobTimeout,
 		pollBase:   100 * time.Millisecond,
 		pollMax:    2 * time.Second,

@@ -76,7 +76,7 @@ func service() *spec.Service {
 
 func TestProbeOfTheDemoAppReadsHealthAndTheJSONVersion(t *testing.T) {
 	in := startApp(t, "1.4.2")
-	res := probe.New(nil).Probe(t.Context(), service(), in)
+	res := probe.New(nil, nil).Probe(t.Context(), service(), in)
 	require.Equal(t, providers.ProbeResult{Healthy: true, Version: "1.4.2"}, res)
 }
 
@@ -138,7 +138,7 @@ func TestProbeOutcomes(t *testing.T) {
 			if tc.svc != nil {
 				tc.svc(svc)
 			}
-			res := probe.New(nil).Probe(t.Context(), svc, in)
+			res := probe.New(nil, nil).Probe(t.Context(), svc, in)
 			if tc.detail == "" {
 				require.Equal(t, tc.want, res)
 				return
@@ -153,7 +153,7 @@ func TestProbeUsesTheHealthPortWhenSet(t *testing.T) {
 	mgmt := stub(t, map[string]func(http.ResponseWriter, *http.Request){"/healthz": text(http.StatusOK, "ok"), "/version": text(http.StatusOK, "9.9.9")})
 	svc := service()
 	svc.Health.HTTP.Port = mgmt.Port
-	res := probe.New(nil).Probe(t.Context(), svc, spec.Instance{IP: mgmt.IP, Port: 1, ID: "x"})
+	res := probe.New(nil, nil).Probe(t.Context(), svc, spec.Instance{IP: mgmt.IP, Port: 1, ID: "x"})
 	require.Equal(t, providers.ProbeResult{Healthy: true, Version: "9.9.9"}, res)
 }
 
@@ -162,7 +162,7 @@ func TestProbeOfAnInstanceThatIsDownNamesTheURL(t *testing.T) {
 	require.NoError(t, err)
 	in := instanceOf(t, ln.Addr().String())
 	require.NoError(t, ln.Close())
-	res := probe.New(nil).Probe(t.Context(), service(), in)
+	res := probe.New(nil, nil).Probe(t.Context(), service(), in)
 	require.False(t, res.Healthy)
 	require.Contains(t, res.Detail, "GET http://"+in.Addr()+"/healthz: ")
 	require.Contains(t, res.Detail, "connection refused")
@@ -170,7 +170,7 @@ func TestProbeOfAnInstanceThatIsDownNamesTheURL(t *testing.T) {
 
 func TestEvidenceOfTheDemoAppCountsInFlightRequestsAndWebSockets(t *testing.T) {
 	in := startApp(t, "1.0.0")
-	p := probe.New(nil)
+	p := probe.New(nil, nil)
 	svc := service()
 	ev, err := p.Evidence(t.Context(), svc, in)
 	require.NoError(t, err)
@@ -223,7 +223,7 @@ func TestEvidenceReadsCommonInFlightGaugesAndSumsTheirSeries(t *testing.T) {
 		"process_open_fds 12",
 		"",
 	}, "\n"))})
-	ev, err := probe.New(nil).Evidence(t.Context(), service(), in)
+	ev, err := probe.New(nil, nil).Evidence(t.Context(), service(), in)
 	require.NoError(t, err)
 	require.Equal(t, providers.Evidence{InFlight: 5}, ev)
 }
@@ -252,7 +252,7 @@ func TestEvidenceFailures(t *testing.T) {
 			if tc.svc != nil {
 				tc.svc(svc)
 			}
-			_, err := probe.New(nil).Evidence(t.Context(), svc, in)
+			_, err := probe.New(nil, nil).Evidence(t.Context(), svc, in)
 			require.ErrorContains(t, err, "evidence of "+in.String())
 			require.ErrorContains(t, err, tc.errPart)
 			require.Equal(t, tc.permanent, providers.IsPermanent(err))
@@ -267,7 +267,7 @@ func TestSignalDrain(t *testing.T) {
 		"POST /broken": text(http.StatusNotFound, ""),
 	})
 	var logs bytes.Buffer
-	p := probe.New(slog.New(slog.NewTextHandler(&logs, nil)))
+	p := probe.New(nil, slog.New(slog.NewTextHandler(&logs, nil)))
 
 	require.NoError(t, p.SignalDrain(t.Context(), service(), in))
 	require.EqualValues(t, 1, posts.Load())
@@ -281,4 +281,20 @@ func TestSignalDrain(t *testing.T) {
 	svc.Drain.Signal = &spec.DrainSignal{HTTP: "/broken"}
 	require.EqualError(t, p.SignalDrain(t.Context(), svc, in),
 		"signalling drain to "+in.String()+": POST http://"+in.Addr()+"/broken: 404 Not Found")
+}
+
+func TestProbesOfMetadataAndUnlistedAddressesAreRefused(t *testing.T) {
+	res := probe.New(nil, nil).Probe(t.Context(), service(), spec.Instance{IP: "169.254.169.254", Port: 80})
+	require.False(t, res.Healthy)
+	require.Contains(t, res.Detail, "refused by policy: 169.254.169.254 is a link-local address (cloud metadata services live there): refused unless policy.network.probe lists it explicitly")
+
+	_, err := probe.New(nil, nil).Evidence(t.Context(), service(), spec.Instance{IP: "100.100.100.200", Port: 80})
+	require.ErrorContains(t, err, "100.100.100.200 is the Alibaba Cloud metadata service")
+
+	in := startApp(t, "1.0.0")
+	res = probe.New(spec.NewAllowlist("policy.network.probe", "10.0.0.0/8"), nil).Probe(t.Context(), service(), in)
+	require.False(t, res.Healthy)
+	require.Contains(t, res.Detail, "127.0.0.1 is not allowed by policy.network.probe")
+	res = probe.New(spec.NewAllowlist("policy.network.probe", "127.0.0.0/8"), nil).Probe(t.Context(), service(), in)
+	require.True(t, res.Healthy, res.Detail)
 }

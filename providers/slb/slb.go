@@ -61,7 +61,7 @@ func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
 		name:   cfg.Name,
 		region: cfg.Region,
 		cfg:    c,
-		retry:  alibaba.Retry{Timeout: cfg.RetryTimeout.D(), Log: log, Provider: provider},
+		retry:  alibaba.NewRetry(spec.KindSLB, cfg, log),
 		log:    log.With("provider", provider),
 	}, nil
 }

@@ -94,6 +94,7 @@ type Emulator struct {
 	nonceQueue []string
 	slbBusy    map[string]time.Time // SLB load balancer → locked until
 	calls      map[string]int
+	callLog    []Call          // the latest maxCallLog calls, oldest first
 	low        map[Target]int  // lowest total weight each group has had
 	blocked    map[string]bool // "ip:port" the LB cannot reach (BlockServers)
 	seq        int
@@ -643,11 +644,30 @@ func (e *Emulator) Calls() map[string]int {
 	return out
 }
 
-// ResetCalls sets every call counter back to zero.
+// ResetCalls sets every call counter back to zero and empties the call log.
 func (e *Emulator) ResetCalls() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	clear(e.calls)
+	e.callLog = nil
+}
+
+// Call is one answered API call, as the call log keeps it.
+type Call struct {
+	Action string
+	DryRun bool   // the request asked for DryRun=true
+	Code   string // the error code answered; "" on success
+}
+
+// maxCallLog bounds the call log.
+const maxCallLog = 10000
+
+// CallLog returns the latest answered calls (at most 10,000), oldest first:
+// what a test needs to show that a client only read.
+func (e *Emulator) CallLog() []Call {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.callLog)
 }
 
 // LoadState reads a state file written by the emulator (or by hand).
@@ -750,6 +770,14 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	e.mu.Lock()
 	e.calls[action]++
+	c := Call{Action: action, DryRun: req != nil && req.get("DryRun") == "true"}
+	if aerr != nil {
+		c.Code = aerr.code
+	}
+	if len(e.callLog) == maxCallLog {
+		e.callLog = e.callLog[1:]
+	}
+	e.callLog = append(e.callLog, c)
 	rid := e.requestIDLocked()
 	e.mu.Unlock()
 
