@@ -11,9 +11,11 @@ import (
 
 // Every pass ends in exactly one of four ways, and each has one expression:
 //
-//   - nil error and Result.RequeueAfter == 0: in sync, come back at the next resync;
+//   - nil error: in sync (come back at the next resync), or a step was
+//     applied (Result.Requeue: come back at once);
 //   - *WaitingError: progress is being made (a drain, a health check); come
-//     back after RequeueAfter; not a failure and not logged as one;
+//     back after RequeueAfter, the one expression of "later" (a registry
+//     push may bring the pass earlier); not a failure and not logged as one;
 //   - *StalledError: a person has to act (invalid spec, refused invariant,
 //     permission, a failed release); no retry until the desired state changes
 //     or someone asks for a sync;

@@ -53,12 +53,19 @@ type Step struct {
 	Describe  string                   `json:"describe"`
 }
 
-// Wait says why a pass made no change and when to look again.
+// Wait says why a pass made no change and when to look again: For is the
+// time until the clock alone can change the decision (a duration of the
+// spec ends), or until the next sample of evidence that is read rather than
+// pushed (PollInterval, EvidencePoll), whichever comes first. A wait on the
+// registry (Registry true) is ended by the registry's push, which re-queues
+// the service (daemon: providers.RegistryWatcher); For is then the time
+// left to its bound.
 type Wait struct {
-	Reason  string        `json:"reason"`
-	Message string        `json:"message"`
-	For     time.Duration `json:"for"`
-	Bound   string        `json:"bound,omitempty"` // what ends the wait if nothing else does
+	Reason   string        `json:"reason"`
+	Message  string        `json:"message"`
+	For      time.Duration `json:"for"`
+	Bound    string        `json:"bound,omitempty"`    // what ends the wait if nothing else does
+	Registry bool          `json:"registry,omitempty"` // a registry push ends it
 }
 
 // Plan is the planner's answer for one service.
@@ -510,7 +517,7 @@ func (p *planner) interruptedDeploy(t *Transition) outcome {
 		return outcome{reverse: fmt.Sprintf("the deploy of %s to group %s was interrupted (the daemon stopped during it) and the group did not come to run it within deploy.timeout %s (%s); a deploy is never started twice",
 			t.Version, t.To, timeout, p.versions(t.To))}
 	}
-	p.wait("DeployInterrupted", PollInterval, fmt.Sprintf("deploy.timeout %s", timeout),
+	p.wait("DeployInterrupted", min(PollInterval, timeout.D()-p.in.Now.Sub(t.DeployStartedAt)), fmt.Sprintf("deploy.timeout %s", timeout),
 		"the deploy of %s to group %s was interrupted by a restart; waiting for the group to run it: %s", t.Version, t.To, p.versions(t.To))
 	return outcome{}
 }
@@ -535,10 +542,11 @@ func (p *planner) verify(t *Transition) outcome {
 	if ok {
 		return outcome{done: true}
 	}
-	if p.in.Now.Sub(t.PhaseSince) >= p.svc.Health.Deadline.D() {
+	left := p.svc.Health.Deadline.D() - p.in.Now.Sub(t.PhaseSince)
+	if left <= 0 {
 		return outcome{reverse: fmt.Sprintf("group %s did not pass verification within %s: %s", t.To, p.svc.Health.Deadline, why)}
 	}
-	p.wait("VerifyingTarget", PollInterval, fmt.Sprintf("health.deadline %s", p.svc.Health.Deadline),
+	p.wait("VerifyingTarget", min(PollInterval, left), fmt.Sprintf("health.deadline %s", p.svc.Health.Deadline),
 		"waiting for group %s to be healthy at %s: %s", t.To, orDash(t.Version), why)
 	return outcome{}
 }
@@ -595,14 +603,17 @@ func (p *planner) notVisible(g spec.Group, want bool) []spec.Instance {
 	return out
 }
 
-// boundedWait waits for something the last step should have brought about,
-// up to health.deadline; past it a forward transition is undone.
+// boundedWait waits for the registry to show what the last step should
+// have brought about, up to health.deadline; past it a forward transition
+// is undone. The registry's push ends the wait earlier.
 func (p *planner) boundedWait(t *Transition, reason, format string, args ...any) outcome {
 	what := fmt.Sprintf(format, args...)
-	if p.in.Now.Sub(t.PhaseSince) >= p.svc.Health.Deadline.D() {
+	left := p.svc.Health.Deadline.D() - p.in.Now.Sub(t.PhaseSince)
+	if left <= 0 {
 		return outcome{reverse: fmt.Sprintf("phase %s: gave up waiting for %s after %s", t.Phase, what, p.svc.Health.Deadline)}
 	}
-	p.wait(reason, PollInterval, fmt.Sprintf("health.deadline %s", p.svc.Health.Deadline), "waiting for %s", what)
+	p.wait(reason, left, fmt.Sprintf("health.deadline %s", p.svc.Health.Deadline), "waiting for %s", what)
+	p.plan.Wait.Registry = true
 	return outcome{}
 }
 
@@ -617,6 +628,10 @@ func (p *planner) disable(t *Transition) outcome {
 		return outcome{done: true}
 	}
 	if addrs := p.registryFilter(t.From, func(r providers.RegistryInstance, ok bool) bool { return ok && r.Enabled }); len(addrs) > 0 {
+		// drain.propagation counts from here: consumers' caches start to
+		// age when the group leaves the registry, not when Tandem's own
+		// subscription has seen it leave. Planned again, the step moves it.
+		t.DisableSent = p.in.Now
 		return outcome{step: &Step{Action: ActionSetEnabled, Group: t.From, Enabled: false, Instances: addrs,
 			Describe: fmt.Sprintf("disable group %s in %s: %s; done when Tandem's subscription no longer lists them", t.From, p.svc.Registry.Nacos, instList(addrs))}}
 	}
@@ -627,7 +642,10 @@ func (p *planner) disable(t *Transition) outcome {
 		}
 	}
 	if len(still) > 0 {
-		p.wait("WaitingForRegistry", PollInterval, "", "waiting for the subscription to drop group %s (%s)", t.From, instList(still))
+		// Nothing bounds this wait but the push (or, without one, the next
+		// sample): the group is disabled, so it only delays the drain.
+		p.wait("WaitingForRegistry", p.svc.Drain.Timeout.D(), "", "waiting for the subscription to drop group %s (%s)", t.From, instList(still))
+		p.plan.Wait.Registry = true
 		return outcome{}
 	}
 	return outcome{done: true}
@@ -648,13 +666,19 @@ func (p *planner) drain(t *Transition) outcome {
 		return outcome{done: true}
 	}
 	elapsed := p.in.Now.Sub(t.PhaseSince)
+	// Consumers of the registry stop routing to the group drain.propagation
+	// after it left the registry; without a registry, after the shift.
+	propagated := elapsed
+	if !t.DisableSent.IsZero() && t.DisableSent.Before(t.PhaseSince) {
+		propagated = p.in.Now.Sub(t.DisableSent)
+	}
 	if d.Signal != nil && !t.Signaled {
 		// Clients reconnect at once when their sessions close. Until
 		// drain.propagation has passed, registry consumers may still hold
 		// the old group in their caches and send a reconnect right back to
 		// it, where no second signal would ever close it; so the signal
 		// waits for propagation (which validation keeps below the timeout).
-		if left := d.Propagation.D() - elapsed; left > 0 {
+		if left := d.Propagation.D() - propagated; left > 0 {
 			p.wait("WaitingForPropagation", left, fmt.Sprintf("drain.propagation %s", d.Propagation),
 				"draining group %s: the drain signal waits until consumers stopped routing to it (%s of drain.propagation %s left)",
 				t.From, left.Round(time.Millisecond), d.Propagation)
@@ -695,11 +719,11 @@ func (p *planner) drain(t *Transition) outcome {
 		t.ZeroSince = p.in.Now
 	}
 	quietLeft := d.Quiet.D() - p.in.Now.Sub(t.ZeroSince)
-	propLeft := d.Propagation.D() - elapsed
+	propLeft := d.Propagation.D() - propagated
 	if left := max(quietLeft, propLeft); left > 0 {
 		p.wait("Draining", left, fmt.Sprintf("drain.propagation %s, drain.quiet %s", d.Propagation, d.Quiet),
-			"draining group %s: evidence at 0 for %s (quiet %s), %s since the shift (propagation %s)",
-			t.From, p.in.Now.Sub(t.ZeroSince).Round(time.Millisecond), d.Quiet, elapsed.Round(time.Millisecond), d.Propagation)
+			"draining group %s: evidence at 0 for %s (quiet %s), %s since it stopped being routed to (propagation %s)",
+			t.From, p.in.Now.Sub(t.ZeroSince).Round(time.Millisecond), d.Quiet, propagated.Round(time.Millisecond), d.Propagation)
 		return outcome{}
 	}
 	return outcome{done: true}

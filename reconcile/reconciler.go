@@ -20,10 +20,11 @@ type Target struct {
 	Revision Revision
 }
 
-// Result tells the worker when to look at a service again.
+// Result tells the worker whether to look at a service again at once. A
+// pass that waits says when to come back in its *WaitingError; any other
+// pass comes back at the next resync.
 type Result struct {
-	RequeueAfter time.Duration // 0: at the next resync
-	Requeue      bool          // true: again at once (a step was applied)
+	Requeue bool // true: again at once (a step was applied, or a transition just ended)
 }
 
 // Reconciler runs passes: load desired, observe, plan, guard, apply, verify.
@@ -133,7 +134,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, tgt Target) (res Result, err
 		case plan.Stall != nil:
 			return Result{}, plan.Stall
 		case plan.Wait != nil:
-			return Result{}, &WaitingError{Reason: plan.Wait.Reason, Message: plan.Wait.Message, RequeueAfter: plan.Wait.For}
+			return Result{}, &WaitingError{Reason: plan.Wait.Reason, Message: plan.Wait.Message, RequeueAfter: r.wakeAfter(svc, plan.Wait)}
 		case plan.Next.Transition == nil && st.Transition == nil && len(plan.Events) > 0:
 			return Result{Requeue: true}, nil // e.g. a transition just finished: look once more
 		}
@@ -176,6 +177,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, tgt Target) (res Result, err
 		return Result{}, fmt.Errorf("%s: %w", step.Describe, applyErr)
 	}
 	return Result{Requeue: true}, nil
+}
+
+// wakeAfter is when to look at a waiting service again: when the wait's
+// time is up, or, for a wait on the registry whose provider does not push
+// changes (providers.RegistryWatcher), at the next sample.
+func (r *Reconciler) wakeAfter(svc *spec.Service, w *Wait) time.Duration {
+	if !w.Registry || svc.Registry == nil || svc.Registry.Nacos == nil || r.Providers == nil {
+		return w.For
+	}
+	if _, pushes := r.Providers.Registries[svc.Registry.Nacos.Provider].(providers.RegistryWatcher); pushes {
+		return w.For
+	}
+	return min(w.For, EvidencePoll)
 }
 
 // stepOutput is what a step reports besides success or failure.

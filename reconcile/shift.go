@@ -141,7 +141,7 @@ func (p *planner) awaitLBHealth(t *Transition, bl BindingLive, w *ShiftWait) (ou
 			return outcome{reverse: fmt.Sprintf("the load balancer did not report group %s healthy on %s within verify.lbHealthTimeout %s: %s; group %s was never lowered",
 				t.To, key, timeout, strings.Join(notHealthy, "; "), t.From)}, true
 		}
-		p.wait("WaitingForLBHealth", PollInterval, fmt.Sprintf("verify.lbHealthTimeout %s", timeout),
+		p.wait("WaitingForLBHealth", min(PollInterval, timeout.D()-waited), fmt.Sprintf("verify.lbHealthTimeout %s", timeout),
 			"group %s is raised on %s; group %s keeps its weight until the LB reports group %s healthy (%s of %s): %s",
 			t.To, key, t.From, t.To, waited.Round(time.Millisecond), timeout, strings.Join(notHealthy, "; "))
 		return outcome{}, true

@@ -114,9 +114,12 @@ type Transition struct {
 	DeployDone      bool      `json:"deployDone,omitempty"`
 	// Served is set once the target group may have received traffic (it was
 	// enabled or weighted); a reverse transition must then drain it.
-	Served        bool      `json:"served,omitempty"`
-	StepFailures  int       `json:"stepFailures,omitempty"` // consecutive failed steps in this phase
-	Signaled      bool      `json:"signaled,omitempty"`
+	Served       bool `json:"served,omitempty"`
+	StepFailures int  `json:"stepFailures,omitempty"` // consecutive failed steps in this phase
+	Signaled     bool `json:"signaled,omitempty"`
+	// DisableSent is when the source group's disable in the registry was
+	// last sent; drain.propagation counts from it.
+	DisableSent   time.Time `json:"disableSent,omitzero"`
 	ZeroSince     time.Time `json:"zeroSince,omitzero"` // drain evidence at 0 since
 	Ceiling       bool      `json:"ceiling,omitempty"`  // the drain reached its timeout
 	Closed        int       `json:"closed,omitempty"`   // sessions closed at the ceiling
@@ -136,9 +139,14 @@ type Transition struct {
 const (
 	MaxShiftFailures = 5  // then the source's weights are restored
 	MaxStepFailures  = 10 // enable/verify failures before the transition aborts
-	PollInterval     = time.Second
-	// EvidencePoll is how often a drain looks at its evidence again: the
-	// drain ends at most this long after the evidence allows it.
+	// PollInterval is how often a wait samples the apps' probes, their
+	// versions and the LB's health (each sample costs requests to the apps
+	// or the LB's API); such a wait also ends exactly at its bound. It is
+	// the cadence of the checks that count towards verify.failureThreshold.
+	PollInterval = time.Second
+	// EvidencePoll is how often a drain samples its evidence, and a wait on
+	// a registry that does not push its changes samples the registry: the
+	// wait ends at most this long after the evidence allows it.
 	EvidencePoll = 250 * time.Millisecond
 )
 

@@ -156,6 +156,15 @@ func (h *delayHeap) Pop() any {
 	return x
 }
 
+// waitFor is when a waiting pass asks to be looked at again (at once when
+// it names no time).
+func waitFor(err error) time.Duration {
+	if we, ok := errorAs[*WaitingError](err); ok {
+		return we.RequeueAfter
+	}
+	return 0
+}
+
 // Desired gives the current desired state of a service, pinned to the
 // revision in force when asked. ok is false when the service left Git.
 type Desired func(service string) (Target, bool)
@@ -245,21 +254,16 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, key string) {
 	switch class {
 	case ClassNone:
 		w.failures.Delete(key)
-		switch {
-		case res.Requeue:
+		if res.Requeue {
 			w.Queue.Add(key)
-		case res.RequeueAfter > 0:
-			w.Queue.AddAfter(key, res.RequeueAfter)
-		default:
+		} else {
 			w.Queue.AddAfter(key, w.Resync)
 		}
 	case ClassWaiting:
+		// Exactly when the wait's time is up; evidence that is pushed (the
+		// registry) adds the key earlier, and the earlier time wins.
 		w.failures.Delete(key)
-		var d time.Duration = PollInterval
-		if we, ok := errorAs[*WaitingError](err); ok && we.RequeueAfter > 0 {
-			d = we.RequeueAfter
-		}
-		w.Queue.AddAfter(key, d)
+		w.Queue.AddAfter(key, waitFor(err))
 	case ClassStalled:
 		w.failures.Delete(key)
 		log.Error("reconcile stalled", "target", key, "reason", Reason(err), "error", err)
