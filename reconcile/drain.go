@@ -1,0 +1,137 @@
+package reconcile
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tandemhq/tandem/spec"
+)
+
+// drainNeeded reports whether the source group may have in-flight work.
+func drainNeeded(t *Transition) bool { return !t.Kind.reverse() || t.Served }
+
+func (p *planner) drain(t *Transition) outcome {
+	if o, failing := p.watchTarget(t); failing {
+		return o
+	}
+	if o, pending := p.reassert(t); pending {
+		return o
+	}
+	d := p.svc.Drain
+	if !drainNeeded(t) {
+		return outcome{done: true}
+	}
+	elapsed := p.in.Now.Sub(t.PhaseSince)
+	// Consumers of the registry stop routing to the group drain.propagation
+	// after it left the registry; without a registry, after the shift.
+	propagated := elapsed
+	if !t.DisableSent.IsZero() && t.DisableSent.Before(t.PhaseSince) {
+		propagated = p.in.Now.Sub(t.DisableSent)
+	}
+	if d.Signal != nil && !t.Signaled {
+		// Clients reconnect at once when their sessions close. Until
+		// drain.propagation has passed, registry consumers may still hold
+		// the old group in their caches and send a reconnect right back to
+		// it, where no second signal would ever close it; so the signal
+		// waits for propagation (which validation keeps below the timeout).
+		if left := d.Propagation.D() - propagated; left > 0 {
+			p.wait("WaitingForPropagation", left, fmt.Sprintf("drain.propagation %s", d.Propagation),
+				"draining group %s: the drain signal waits until consumers stopped routing to it (%s of drain.propagation %s left)",
+				t.From, left.Round(time.Millisecond), d.Propagation)
+			return outcome{}
+		}
+		insts := p.svc.Groups.Get(t.From)
+		return outcome{step: &Step{Action: ActionSignalDrain, Group: t.From, Instances: insts,
+			Describe: fmt.Sprintf("ask group %s to close long-lived sessions (POST %s on %s)", t.From, d.Signal.HTTP, instList(insts))}}
+	}
+	total, known, detail := p.v.evidence(t.From)
+	if elapsed >= d.Timeout.D() {
+		if !t.Ceiling {
+			t.Ceiling = true
+			p.event(EventWarning, ReasonDrainCeiling, "drain of group %s reached drain.timeout %s with evidence %s", t.From, d.Timeout, detail)
+		}
+		// Close what is left on every binding that still has sessions, once
+		// each (a restart repeats only the bindings not yet done); a close
+		// that keeps failing does not hold the release forever.
+		for _, bl := range p.v.live.Bindings {
+			n := p.sessions(bl, t.From)
+			if n == 0 || slices.Contains(t.ClosedOn, bl.Binding.Key()) || t.StepFailures >= MaxStepFailures {
+				continue
+			}
+			bb := bl.Binding
+			insts := p.svc.Groups.Get(t.From)
+			return outcome{step: &Step{Action: ActionCloseSessions, Group: t.From, Binding: &bb, Instances: insts,
+				Describe: fmt.Sprintf("close the %d sessions left on group %s at %s (drain.timeout %s reached)", n, t.From, bl.Binding.Key(), d.Timeout)}}
+		}
+		return outcome{done: true}
+	}
+	if !known || total > 0 {
+		t.ZeroSince = time.Time{}
+		p.wait("Draining", min(EvidencePoll, d.Timeout.D()-elapsed), fmt.Sprintf("drain.timeout %s", d.Timeout),
+			"draining group %s: %s", t.From, detail)
+		return outcome{}
+	}
+	if t.ZeroSince.IsZero() {
+		t.ZeroSince = p.in.Now
+	}
+	quietLeft := d.Quiet.D() - p.in.Now.Sub(t.ZeroSince)
+	propLeft := d.Propagation.D() - propagated
+	if left := max(quietLeft, propLeft); left > 0 {
+		p.wait("Draining", left, fmt.Sprintf("drain.propagation %s, drain.quiet %s", d.Propagation, d.Quiet),
+			"draining group %s: evidence at 0 for %s (quiet %s), %s since it stopped being routed to (propagation %s)",
+			t.From, p.in.Now.Sub(t.ZeroSince).Round(time.Millisecond), d.Quiet, propagated.Round(time.Millisecond), d.Propagation)
+		return outcome{}
+	}
+	return outcome{done: true}
+}
+
+func (p *planner) sessions(bl BindingLive, g spec.Group) int {
+	n := 0
+	for _, in := range p.svc.Groups.Get(g) {
+		if b, ok := p.v.backend(bl, in); ok && b.Sessions > 0 {
+			n += b.Sessions
+		}
+	}
+	return n
+}
+
+// watchTarget counts consecutive passes in which the target group looks
+// unhealthy, from the shift on; at verify.failureThreshold it swaps back.
+func (p *planner) watchTarget(t *Transition) (outcome, bool) {
+	if t.Kind.reverse() {
+		return outcome{}, false
+	}
+	bad := p.v.unhealthy(t.To)
+	if len(bad) == 0 {
+		t.WatchFailures = 0
+		return outcome{}, false
+	}
+	t.WatchFailures++
+	if t.WatchFailures >= p.svc.Verify.FailureThreshold {
+		return outcome{reverse: fmt.Sprintf("group %s failed %d consecutive health checks after the shift: %s", t.To, t.WatchFailures, strings.Join(bad, "; "))}, true
+	}
+	p.wait("WatchingTarget", PollInterval, fmt.Sprintf("verify.failureThreshold %d", p.svc.Verify.FailureThreshold),
+		"group %s unhealthy (%d/%d): %s", t.To, t.WatchFailures, p.svc.Verify.FailureThreshold, strings.Join(bad, "; "))
+	return outcome{}, true
+}
+
+func (p *planner) watch(t *Transition) outcome {
+	if t.Kind.reverse() {
+		return outcome{done: true}
+	}
+	if o, failing := p.watchTarget(t); failing {
+		return o
+	}
+	if o, pending := p.reassert(t); pending {
+		return o
+	}
+	left := p.svc.Verify.Window.D() - p.in.Now.Sub(t.PhaseSince)
+	if left <= 0 {
+		return outcome{done: true}
+	}
+	p.wait("Watching", min(PollInterval, left), fmt.Sprintf("verify.window %s", p.svc.Verify.Window),
+		"watching group %s at %s: %s of %s left", t.To, t.Version, left.Round(time.Millisecond), p.svc.Verify.Window)
+	return outcome{}
+}
