@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -57,7 +56,7 @@ func (p *planner) drain(t *Transition) outcome {
 		// that keeps failing does not hold the release forever.
 		for _, bl := range p.v.live.Bindings {
 			n := p.sessions(bl, t.From)
-			if n == 0 || slices.Contains(t.ClosedOn, bl.Binding.Key()) || t.StepFailures >= MaxStepFailures {
+			if n == 0 || closeGivenUp(t, bl.Binding.Key()) {
 				continue
 			}
 			bb := bl.Binding

@@ -226,14 +226,8 @@ func complete(st State, s *Step, out stepOutput, err error) (State, bool) {
 		return next, false // shutting down: the step is repeated after the restart
 	}
 	t.StepFailures++
-	switch {
-	case s.Action == ActionDeploy:
-		// A deploy that reported failure is not retried: the group is in an
-		// unknown state, and the source never stopped serving.
-		t.Failure = fmt.Sprintf("deploy of %s to group %s failed: %v", s.Version, s.Group, err)
-		return next, true
-	case t.Phase.index() < PhaseShift.index() && (t.StepFailures >= MaxStepFailures || Classify(err) == ClassStalled):
-		t.Failure = fmt.Sprintf("%s failed: %v", s.Describe, err)
+	if v, why := onStepFailure(t, s, Classify(err) == ClassStalled, err); v == undoTransition {
+		t.Failure = why // the next pass undoes the transition
 		return next, true
 	}
 	return next, false

@@ -49,9 +49,6 @@ type ShiftWait struct {
 }
 
 func (p *planner) shift(t *Transition) outcome {
-	if t.StepFailures >= MaxShiftFailures {
-		return outcome{reverse: fmt.Sprintf("shifting weights to group %s failed %d times", t.To, t.StepFailures)}
-	}
 	if o, pending := p.shiftNext(t); pending {
 		return o
 	}
