@@ -143,7 +143,7 @@ func TestRetryNeverOverwritesATransitionJournaledMeanwhile(t *testing.T) {
 	st, err := files.Load(t.Context(), "user")
 	require.NoError(t, err)
 	require.NotNil(t, st.Transition)
-	require.True(t, st.Transition.DeployDone)
+	require.True(t, st.Transition.Deploy.Done)
 }
 
 // receiveWithin waits for the sync's answer, within a bound.

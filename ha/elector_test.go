@@ -241,8 +241,8 @@ func TestJournalRoundTripsThroughEtcd(t *testing.T) {
 		Service: "user-service",
 		Transition: &reconcile.Transition{ID: "t-1", Kind: reconcile.KindRelease, From: spec.GroupA, To: spec.GroupB,
 			Version: "2.5.0", FromVersion: "2.4.0", Revision: "abc123", Phase: reconcile.PhaseDrain, Started: at, PhaseSince: at.Add(time.Minute),
-			PhaseTimes: map[reconcile.Phase]time.Duration{reconcile.PhasePrepare: 42 * time.Second}, DeployStarted: true, DeployDone: true,
-			Served: true, ZeroSince: at.Add(90 * time.Second), DesiredActive: spec.GroupB, DesiredVersion: "2.5.0"},
+			PhaseTimes: map[reconcile.Phase]time.Duration{reconcile.PhasePrepare: 42 * time.Second}, Deploy: reconcile.DeployProgress{Started: true, Done: true},
+			Served: true, Drain: reconcile.DrainProgress{ZeroSince: at.Add(90 * time.Second)}, DesiredActive: spec.GroupB, DesiredVersion: "2.5.0"},
 		Applied: &reconcile.Applied{Active: spec.GroupA, Version: "2.4.0", Revision: "abc122", At: at.Add(-time.Hour)},
 	}
 	require.NoError(t, store.Save(ctx, st))

@@ -111,7 +111,7 @@ func TestNewLeaderResumesTheReleaseItsCrashedPredecessorStarted(t *testing.T) {
 		name string
 		at   func(*reconcile.Transition) bool
 	}{
-		{"crash right after the deploy", func(t *reconcile.Transition) bool { return t.Phase == reconcile.PhasePrepare && t.DeployDone }},
+		{"crash right after the deploy", func(t *reconcile.Transition) bool { return t.Phase == reconcile.PhasePrepare && t.Deploy.Done }},
 		{"crash while shifting weights", phase(reconcile.PhaseShift)},
 		{"crash while draining", phase(reconcile.PhaseDrain)},
 		{"crash while watching", phase(reconcile.PhaseWatch)},

@@ -69,8 +69,8 @@ func TestLosingTheLeadershipCancelsTheDeployInProgress(t *testing.T) {
 	require.Contains(t, cause.Error(), "the term to act ended")
 	require.True(t, errors.Is(cause, context.Canceled))
 	st := journaled(t, cfg, "push")
-	require.True(t, st.Transition.DeployStarted)
-	require.False(t, st.Transition.DeployDone, "the deposed leader journaled nothing after its term")
+	require.True(t, st.Transition.Deploy.Started)
+	require.False(t, st.Transition.Deploy.Done, "the deposed leader journaled nothing after its term")
 }
 
 // A shutdown of a leader that still leads lets the step finish and be
@@ -87,7 +87,7 @@ func TestShutdownLetsTheLeadersStepFinishAndBeJournaled(t *testing.T) {
 	require.NoError(t, receive(t, ended), "the deploy was not cancelled by the shutdown")
 	<-rep.done
 	st := journaled(t, cfg, "push")
-	require.True(t, st.Transition.DeployDone, "the step's outcome was journaled under the still-valid lease")
+	require.True(t, st.Transition.Deploy.Done, "the step's outcome was journaled under the still-valid lease")
 }
 
 // A suspension asked of one leader is journaled in etcd: the next leader,

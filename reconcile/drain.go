@@ -26,10 +26,10 @@ func (p *planner) drain(t *Transition) outcome {
 	// Consumers of the registry stop routing to the group drain.propagation
 	// after it left the registry; without a registry, after the shift.
 	propagated := elapsed
-	if !t.DisableSent.IsZero() && t.DisableSent.Before(t.PhaseSince) {
-		propagated = p.in.Now.Sub(t.DisableSent)
+	if !t.Drain.DisableSent.IsZero() && t.Drain.DisableSent.Before(t.PhaseSince) {
+		propagated = p.in.Now.Sub(t.Drain.DisableSent)
 	}
-	if d.Signal != nil && !t.Signaled {
+	if d.Signal != nil && !t.Drain.Signaled {
 		// Clients reconnect at once when their sessions close. Until
 		// drain.propagation has passed, registry consumers may still hold
 		// the old group in their caches and send a reconnect right back to
@@ -47,8 +47,8 @@ func (p *planner) drain(t *Transition) outcome {
 	}
 	total, known, detail := p.v.evidence(t.From)
 	if elapsed >= d.Timeout.D() {
-		if !t.Ceiling {
-			t.Ceiling = true
+		if !t.Drain.Ceiling {
+			t.Drain.Ceiling = true
 			p.event(EventWarning, ReasonDrainCeiling, "drain of group %s reached drain.timeout %s with evidence %s", t.From, d.Timeout, detail)
 		}
 		// Close what is left on every binding that still has sessions, once
@@ -67,20 +67,20 @@ func (p *planner) drain(t *Transition) outcome {
 		return outcome{done: true}
 	}
 	if !known || total > 0 {
-		t.ZeroSince = time.Time{}
+		t.Drain.ZeroSince = time.Time{}
 		p.wait("Draining", min(EvidencePoll, d.Timeout.D()-elapsed), fmt.Sprintf("drain.timeout %s", d.Timeout),
 			"draining group %s: %s", t.From, detail)
 		return outcome{}
 	}
-	if t.ZeroSince.IsZero() {
-		t.ZeroSince = p.in.Now
+	if t.Drain.ZeroSince.IsZero() {
+		t.Drain.ZeroSince = p.in.Now
 	}
-	quietLeft := d.Quiet.D() - p.in.Now.Sub(t.ZeroSince)
+	quietLeft := d.Quiet.D() - p.in.Now.Sub(t.Drain.ZeroSince)
 	propLeft := d.Propagation.D() - propagated
 	if left := max(quietLeft, propLeft); left > 0 {
 		p.wait("Draining", left, fmt.Sprintf("drain.propagation %s, drain.quiet %s", d.Propagation, d.Quiet),
 			"draining group %s: evidence at 0 for %s (quiet %s), %s since it stopped being routed to (propagation %s)",
-			t.From, p.in.Now.Sub(t.ZeroSince).Round(time.Millisecond), d.Quiet, propagated.Round(time.Millisecond), d.Propagation)
+			t.From, p.in.Now.Sub(t.Drain.ZeroSince).Round(time.Millisecond), d.Quiet, propagated.Round(time.Millisecond), d.Propagation)
 		return outcome{}
 	}
 	return outcome{done: true}

@@ -47,7 +47,7 @@ func onStepFailure(t *Transition, s *Step, stalled bool, err error) (v verdict, 
 // closeGivenUp reports whether closing sessions on binding key is done or
 // given up on.
 func closeGivenUp(t *Transition, key string) bool {
-	if slices.Contains(t.ClosedOn, key) {
+	if slices.Contains(t.Drain.ClosedOn, key) {
 		return true
 	}
 	v, _ := onStepFailure(t, &Step{Action: ActionCloseSessions}, false, nil)

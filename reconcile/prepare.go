@@ -56,13 +56,13 @@ func (p *planner) prepare(t *Transition) outcome {
 	if s := p.ensureIdle(t.To); s != nil {
 		return outcome{step: s}
 	}
-	if t.DeployDone || (p.v.versionKnown(t.To) && p.v.groupVersion(t.To) == t.Version) {
+	if t.Deploy.Done || (p.v.versionKnown(t.To) && p.v.groupVersion(t.To) == t.Version) {
 		return outcome{done: true}
 	}
-	if t.DeployStarted {
+	if t.Deploy.Started {
 		return p.interruptedDeploy(t)
 	}
-	t.DeployStarted, t.DeployStartedAt = true, p.in.Now
+	t.Deploy.Started, t.Deploy.StartedAt = true, p.in.Now
 	insts := p.svc.Groups.Get(t.To)
 	return outcome{step: &Step{
 		Action: ActionDeploy, Group: t.To, Version: t.Version, Instances: insts, Timeout: p.svc.Deploy.Timeout.D(),
@@ -78,11 +78,11 @@ func (p *planner) prepare(t *Transition) outcome {
 // group carries no traffic, and the source never stopped serving).
 func (p *planner) interruptedDeploy(t *Transition) outcome {
 	timeout := p.svc.Deploy.Timeout
-	if p.in.Now.Sub(t.DeployStartedAt) >= timeout.D() {
+	if p.in.Now.Sub(t.Deploy.StartedAt) >= timeout.D() {
 		return outcome{reverse: fmt.Sprintf("the deploy of %s to group %s was interrupted (the daemon stopped during it) and the group did not come to run it within deploy.timeout %s (%s); a deploy is never started twice",
 			t.Version, t.To, timeout, p.versions(t.To))}
 	}
-	p.wait("DeployInterrupted", min(PollInterval, timeout.D()-p.in.Now.Sub(t.DeployStartedAt)), fmt.Sprintf("deploy.timeout %s", timeout),
+	p.wait("DeployInterrupted", min(PollInterval, timeout.D()-p.in.Now.Sub(t.Deploy.StartedAt)), fmt.Sprintf("deploy.timeout %s", timeout),
 		"the deploy of %s to group %s was interrupted by a restart; waiting for the group to run it: %s", t.Version, t.To, p.versions(t.To))
 	return outcome{}
 }

@@ -260,8 +260,8 @@ func TestJournalIsWrittenBeforeTheFirstSideEffect(t *testing.T) {
 	}})
 	require.NoError(t, e.converge(want, 500))
 	require.NotNil(t, journaled, "the transition was journaled before the deploy ran")
-	require.True(t, journaled.DeployStarted)
-	require.False(t, journaled.DeployDone)
+	require.True(t, journaled.Deploy.Started)
+	require.False(t, journaled.Deploy.Done)
 }
 
 func TestSuspendedServiceIsObservedButNotChanged(t *testing.T) {
@@ -313,8 +313,8 @@ func interruptDeploy(e *env, svc *spec.Service) {
 		}
 	}
 	st := e.state(svc.Name)
-	require.True(e.t, st.Transition.DeployStarted)
-	require.False(e.t, st.Transition.DeployDone)
+	require.True(e.t, st.Transition.Deploy.Started)
+	require.False(e.t, st.Transition.Deploy.Done)
 	e.rec = e.reconciler() // the restart
 }
 
@@ -460,7 +460,7 @@ func TestTheDrainSignalIsJournaledAsSentOnlyOnceEveryInstanceWasAsked(t *testing
 		if op == "signal" {
 			st, err := e.store.Load(context.Background(), want.Name)
 			require.NoError(t, err)
-			during = append(during, st.Transition.Signaled)
+			during = append(during, st.Transition.Drain.Signaled)
 		}
 		return nil
 	}})

@@ -211,14 +211,14 @@ func complete(st State, s *Step, out stepOutput, err error) (State, bool) {
 		t.StepFailures = 0
 		switch s.Action {
 		case ActionDeploy:
-			t.DeployDone = true
+			t.Deploy.Done = true
 		case ActionSignalDrain:
 			// Recorded once every instance was asked: a restart during the
 			// step asks them all again (closing sessions is idempotent).
-			t.Signaled = true
+			t.Drain.Signaled = true
 		case ActionCloseSessions:
-			t.Closed += out.Closed
-			t.ClosedOn = append(t.ClosedOn, s.Binding.Key())
+			t.Drain.Closed += out.Closed
+			t.Drain.ClosedOn = append(t.Drain.ClosedOn, s.Binding.Key())
 		}
 		return next, false
 	}

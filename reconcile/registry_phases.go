@@ -87,7 +87,7 @@ func (p *planner) disable(t *Transition) outcome {
 		// drain.propagation counts from here: consumers' caches start to
 		// age when the group leaves the registry, not when Tandem's own
 		// subscription has seen it leave. Planned again, the step moves it.
-		t.DisableSent = p.in.Now
+		t.Drain.DisableSent = p.in.Now
 		return outcome{step: &Step{Action: ActionSetEnabled, Group: t.From, Enabled: false, Instances: addrs,
 			Describe: fmt.Sprintf("disable group %s in %s: %s; done when Tandem's subscription no longer lists them", t.From, p.svc.Registry.Nacos, instList(addrs))}}
 	}

@@ -106,25 +106,15 @@ type Transition struct {
 	PhaseSince time.Time               `json:"phaseSince"`
 	PhaseTimes map[Phase]time.Duration `json:"phaseTimes,omitempty"` // finished phases
 
-	// DeployStarted is journaled before the deploy runs; a restart that
-	// finds it without DeployDone (and without Failure) knows the deploy was
-	// interrupted, and never starts it again.
-	DeployStarted   bool      `json:"deployStarted,omitempty"`
-	DeployStartedAt time.Time `json:"deployStartedAt,omitzero"`
-	DeployDone      bool      `json:"deployDone,omitempty"`
+	// Deploy is the deploy of the target group (prepare).
+	Deploy DeployProgress `json:"deploy,omitzero"`
 	// Served is set once the target group may have received traffic (it was
 	// enabled or weighted); a reverse transition must then drain it.
 	Served       bool `json:"served,omitempty"`
 	StepFailures int  `json:"stepFailures,omitempty"` // consecutive failed steps in this phase
-	Signaled     bool `json:"signaled,omitempty"`
-	// DisableSent is when the source group's disable in the registry was
-	// last sent; drain.propagation counts from it.
-	DisableSent   time.Time `json:"disableSent,omitzero"`
-	ZeroSince     time.Time `json:"zeroSince,omitzero"` // drain evidence at 0 since
-	Ceiling       bool      `json:"ceiling,omitempty"`  // the drain reached its timeout
-	Closed        int       `json:"closed,omitempty"`   // sessions closed at the ceiling
-	ClosedOn      []string  `json:"closedOn,omitempty"` // bindings whose sessions were closed at the ceiling
-	WatchFailures int       `json:"watchFailures,omitempty"`
+	// Drain is the drain of the source group (disable and drain).
+	Drain         DrainProgress `json:"drain,omitzero"`
+	WatchFailures int           `json:"watchFailures,omitempty"`
 	// ShiftWait is set between the raise and the lower of a binding (see
 	// shift.go); absent in journals written before make-before-break.
 	ShiftWait *ShiftWait `json:"shiftWait,omitempty"`
@@ -166,7 +156,7 @@ func (t *Transition) clone() *Transition {
 		return nil
 	}
 	c := *t
-	c.ClosedOn = slices.Clone(t.ClosedOn)
+	c.Drain.ClosedOn = slices.Clone(t.Drain.ClosedOn)
 	if t.ShiftWait != nil {
 		w := *t.ShiftWait
 		c.ShiftWait = &w

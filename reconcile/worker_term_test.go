@@ -56,6 +56,6 @@ func TestWorkerCancelsTheStepWhenItsTermEndsButNotOnShutdown(t *testing.T) {
 		}
 		<-done
 		endTerm(nil)
-		require.Equal(t, !termEnds, e.state(want.Name).Transition.DeployDone)
+		require.Equal(t, !termEnds, e.state(want.Name).Transition.Deploy.Done)
 	}
 }

@@ -249,7 +249,7 @@ func awaitPhase(ctx context.Context, d *daemon, services []string, phases []reco
 			if err != nil || st.Transition == nil || !slices.Contains(phases, st.Transition.Phase) {
 				continue
 			}
-			if t := st.Transition; t.Phase == reconcile.PhasePrepare && (!t.DeployStarted || t.DeployDone) {
+			if t := st.Transition; t.Phase == reconcile.PhasePrepare && (!t.Deploy.Started || t.Deploy.Done) {
 				continue
 			}
 			svc, phase = name, st.Transition.Phase

@@ -447,7 +447,7 @@ func (d *demo) printStatuses(sts []reconcile.Status) {
 }
 
 func drainState(t *reconcile.Transition) string {
-	if t.ZeroSince.IsZero() {
+	if t.Drain.ZeroSince.IsZero() {
 		return "nonzero"
 	}
 	return "zero"
