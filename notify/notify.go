@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandemhq/tandem/internal/backoff"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/redact"
@@ -54,7 +55,7 @@ type options struct {
 	reg      prometheus.Registerer
 	dedupe   time.Duration
 	attempts int
-	backoff  reconcile.Backoff
+	backoff  backoff.Policy
 	timeout  time.Duration
 	queue    int
 	redactor *redact.Redactor
@@ -77,7 +78,7 @@ func WithDedupeWindow(d time.Duration) Option { return func(o *options) { o.dedu
 
 // WithRetry sets the attempts per message and the backoff between them
 // (default 4 attempts, 1s doubling to at most 30s, with jitter).
-func WithRetry(attempts int, b reconcile.Backoff) Option {
+func WithRetry(attempts int, b backoff.Policy) Option {
 	return func(o *options) { o.attempts, o.backoff = attempts, b }
 }
 
@@ -104,7 +105,7 @@ func New(cfgs []spec.Notifier, log *slog.Logger, opts ...Option) (*Notifier, err
 		}},
 		dedupe:   time.Minute,
 		attempts: 4,
-		backoff:  reconcile.Backoff{Base: time.Second, Max: 30 * time.Second},
+		backoff:  backoff.Policy{Base: time.Second, Max: 30 * time.Second},
 		timeout:  10 * time.Second,
 		queue:    100,
 	}
@@ -195,7 +196,7 @@ type sink struct {
 
 	client   *http.Client
 	attempts int
-	backoff  reconcile.Backoff
+	backoff  backoff.Policy
 	timeout  time.Duration
 	capacity int
 	log      *slog.Logger

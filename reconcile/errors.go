@@ -3,9 +3,9 @@ package reconcile
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/backoff"
 	"github.com/tandemhq/tandem/providers"
 )
 
@@ -117,24 +117,8 @@ func Reason(err error) string {
 	return "TransientError"
 }
 
-// Backoff is capped exponential backoff with full jitter in [d/2, d].
-type Backoff struct {
-	Base, Max time.Duration
-}
-
-// Delay returns the delay before retry number attempt (1-based).
-func (b Backoff) Delay(attempt int) time.Duration {
-	d := b.Base
-	for i := 1; i < attempt && d < b.Max; i++ {
-		d *= 2
-	}
-	d = min(d, b.Max)
-	if d <= 1 {
-		return d
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
-}
+// Backoff is the delay between retries of a failing pass.
+type Backoff = backoff.Policy
 
 func errorAs[T error](err error) (T, bool) {
 	var t T

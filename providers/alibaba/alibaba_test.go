@@ -191,15 +191,6 @@ func TestRetry(t *testing.T) {
 	require.ErrorContains(t, err, "deadline too close", "no wait that would outlast the context")
 }
 
-func TestBackoffGrowsWithJitterUpToTheCap(t *testing.T) {
-	for attempt := 1; attempt < 70; attempt++ {
-		want := min(100*time.Millisecond<<min(attempt-1, 20), 5*time.Second)
-		d := backoff(100*time.Millisecond, 5*time.Second, attempt)
-		require.GreaterOrEqual(t, d, want/2, "attempt %d", attempt)
-		require.LessOrEqual(t, d, want, "attempt %d", attempt)
-	}
-}
-
 func TestConfigCredentials(t *testing.T) {
 	base := spec.AlibabaProvider{Name: "prod", Region: "cn-hangzhou", AccessKeyIDEnv: "T_AK_ID", AccessKeySecretEnv: "T_AK_SECRET"}
 

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/backoff"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -43,12 +43,12 @@ func NewRetry(kind string, p spec.AlibabaProvider, log *slog.Logger) Retry {
 // (Redactor).
 func (r Retry) Do(ctx context.Context, action string, call func(ctx context.Context) error) error {
 	start := time.Now()
-	base, maxWait := r.Base, r.Max
-	if base <= 0 {
-		base = 100 * time.Millisecond
+	policy := backoff.Policy{Base: r.Base, Max: r.Max}
+	if policy.Base <= 0 {
+		policy.Base = 100 * time.Millisecond
 	}
-	if maxWait <= 0 {
-		maxWait = 5 * time.Second
+	if policy.Max <= 0 {
+		policy.Max = 5 * time.Second
 	}
 	log := r.Log
 	if log == nil {
@@ -62,7 +62,7 @@ func (r Retry) Do(ctx context.Context, action string, call func(ctx context.Cont
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return fmt.Errorf("%s: %w (last error: %w)", action, ctxErr, err)
 		}
-		wait := backoff(base, maxWait, attempt)
+		wait := policy.Delay(attempt)
 		if r.Timeout > 0 && time.Since(start)+wait > r.Timeout {
 			return fmt.Errorf("%s: still failing after %d attempts in %s: %w", action, attempt, time.Since(start).Round(time.Millisecond), err)
 		}
@@ -78,19 +78,6 @@ func (r Retry) Do(ctx context.Context, action string, call func(ctx context.Cont
 		case <-t.C:
 		}
 	}
-}
-
-// backoff is base·2^(attempt-1) capped at max, with "equal jitter": half
-// fixed, half random, so that retries spread out but always wait a little.
-func backoff(base, maxWait time.Duration, attempt int) time.Duration {
-	d := maxWait
-	if attempt < 32 {
-		if e := base << (attempt - 1); e > 0 && e < maxWait {
-			d = e
-		}
-	}
-	half := d / 2
-	return half + rand.N(half+1)
 }
 
 // IsCode reports whether err carries the OpenAPI error code code.
