@@ -52,6 +52,7 @@ func (s *Service) Default() {
 	if s.Deploy.HTTP != nil {
 		setDefault(&s.Deploy.HTTP.PollInterval, Duration(DefaultPollInterval))
 	}
+	s.defaultPresets()
 	if s.Health.HTTP != nil {
 		setDefault(&s.Health.HTTP.Scheme, "http")
 	}
@@ -247,6 +248,7 @@ func (s *Service) Validate() Problems {
 	if m := s.Drain.Metrics; m != "" && !strings.HasPrefix(m, "/") {
 		bad("drain.metrics", "must be a path starting with /, got %q", m)
 	}
+	s.validatePresets(bad)
 	if s.Verify.FailureThreshold < 1 {
 		bad("verify.failureThreshold", "must be at least 1")
 	}

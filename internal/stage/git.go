@@ -283,7 +283,7 @@ drain:
   quiet: {{.T.Quiet}}
   timeout: {{.T.DrainTimeout}}
   signal: {http: /drain}   # old instances close their WebSockets with 1001
-  metrics: /metrics        # in-flight requests and WebSockets as drain evidence
+  evidence: {preset: demo} # in-flight requests and WebSockets at /metrics as drain evidence
 verify: {window: {{.T.VerifyWindow}}}
 {{- with .S.After}}
 after: [{{range $i, $a := .}}{{if $i}}, {{end}}{{$a}}{{end}}]
