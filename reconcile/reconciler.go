@@ -40,6 +40,7 @@ type Reconciler struct {
 	statusMu sync.RWMutex
 	status   map[string]*Status
 	drift    map[string]driftMemo
+	probed   map[string]map[spec.Group]GroupProbe // last probe of each group, by service
 }
 
 type driftMemo struct {
@@ -89,11 +90,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, tgt Target) (res Result, err
 		Suspended: svc.Suspend, LastPass: r.now()}
 	defer func() { r.setStatus(status, st, err) }()
 
-	live, err := Observe(ctx, r.Providers, svc, NeedsFor(svc, st))
+	live, err := Observe(ctx, r.Providers, svc, r.needs(svc, st))
 	if err != nil {
 		return Result{}, err
 	}
 	status.observed(svc, live)
+	status.Probed = r.rememberProbes(svc, st, live, status.LastPass)
 
 	plan := Compute(Input{Service: svc, Revision: tgt.Revision, Live: live, State: st, Now: r.now(), Heal: r.Heal})
 	status.planned(plan)
