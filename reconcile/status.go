@@ -47,12 +47,12 @@ type Status struct {
 	// Probed is the last probe of each group, also of the idle one, which
 	// a quiet pass does not probe: it is read at start and after each
 	// transition.
-	Probed map[spec.Group]GroupProbe `json:"probed,omitempty"`
-	Drift           []string                `json:"drift,omitempty"`
-	Suspended       bool                    `json:"suspended,omitempty"`
-	Conditions      []Condition             `json:"conditions"`
-	LastPass        time.Time               `json:"lastPass"`
-	InSync          bool                    `json:"inSync"`
+	Probed     map[spec.Group]GroupProbe `json:"probed,omitempty"`
+	Drift      []string                  `json:"drift,omitempty"`
+	Suspended  bool                      `json:"suspended,omitempty"`
+	Conditions []Condition               `json:"conditions"`
+	LastPass   time.Time                 `json:"lastPass"`
+	InSync     bool                      `json:"inSync"`
 }
 
 // Ready reports the Ready condition.
