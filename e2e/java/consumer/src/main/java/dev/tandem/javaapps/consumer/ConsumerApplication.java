@@ -6,6 +6,7 @@ import org.springframework.boot.SpringApplication;
 import org.springframework.boot.autoconfigure.SpringBootApplication;
 import org.springframework.cloud.client.loadbalancer.LoadBalanced;
 import org.springframework.context.annotation.Bean;
+import org.springframework.context.annotation.Configuration;
 import org.springframework.http.HttpHeaders;
 import org.springframework.http.ResponseEntity;
 import org.springframework.web.bind.annotation.PostMapping;
@@ -29,10 +30,14 @@ public class ConsumerApplication {
     SpringApplication.run(ConsumerApplication.class, args);
   }
 
-  @Bean
-  @LoadBalanced
-  RestClient.Builder loadBalanced() {
-    return RestClient.builder();
+  /** The load-balanced builder, in a class of its own so that the controller can take it. */
+  @Configuration(proxyBeanMethods = false)
+  static class LoadBalancing {
+    @Bean
+    @LoadBalanced
+    RestClient.Builder loadBalanced() {
+      return RestClient.builder();
+    }
   }
 
   private final RestClient client;
