@@ -80,7 +80,7 @@ func TestDefaultsAreApplied(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, 100, svc.Traffic[0].Weight)
 	require.Equal(t, spec.NacosRef{Provider: "prod", Namespace: "public", Group: "DEFAULT_GROUP", Service: "user-service", Cluster: "DEFAULT"}, *svc.Registry.Nacos)
-	require.Equal(t, 30*time.Second, svc.Drain.Propagation.D())
+	require.Equal(t, 40*time.Second, svc.Drain.Propagation.D())
 	require.Equal(t, 5*time.Second, svc.Drain.Quiet.D())
 	require.Equal(t, 5*time.Minute, svc.Drain.Timeout.D())
 	require.Equal(t, 60*time.Second, svc.Verify.Window.D())
