@@ -26,14 +26,14 @@ import (
 // The Java service's traffic: modest, so that four provider JVMs, the
 // consumer's JVM and Nacos 3 share two cores with the rest.
 const (
-	javaService                          = "jweb"
-	javaLBRate, javaLBClients            = 100, 20
-	javaConsumerRate                     = 30
-	javaReleases                         = 2
-	slowRequest                          = 5 * time.Second
-	javaConsumerCache                    = "1s"
-	javaPropagation                      = 3 * time.Second // the consumer's cache (1 s) and Nacos' push, with room
-	javaLBTraffic, javaConsumerTrafficID = "load balancer", "Spring Cloud consumer"
+	javaService                  = "jweb"
+	javaLBRate, javaLBClients    = 100, 20
+	javaConsumerRate             = 30
+	javaReleases                 = 2
+	slowRequest                  = 5 * time.Second
+	javaConsumerCache            = "1s"
+	javaPropagation              = 3 * time.Second // the consumer's cache (1 s) and Nacos' push, with room
+	javaLBName, javaConsumerName = "load balancer", "Spring Cloud consumer"
 )
 
 // What users of Tandem mostly run: e2e/java's Spring Boot provider,
@@ -107,14 +107,14 @@ func TestJavaReleasesAndRevertsLoseNothing(t *testing.T) {
 		revisions = append(revisions, rev, rev2)
 	}
 	lb, java := viaLB.Stop(), viaConsumer.Stop()
-	t.Logf("through the %s: %s", javaLBTraffic, lb)
-	t.Logf("through the %s: %s", javaConsumerTrafficID, java)
-	requireUnnoticed(t, javaLBTraffic, lb)
-	requireEachVersionOnItsGroup(t, javaLBTraffic, lb)
+	t.Logf("through the %s: %s", javaLBName, lb)
+	t.Logf("through the %s: %s", javaConsumerName, java)
+	requireUnnoticed(t, javaLBName, lb)
+	requireEachVersionOnItsGroup(t, javaLBName, lb)
 	require.Positive(t, java.Requests)
-	require.Zero(t, java.Failed, "%s: failed requests: %s", javaConsumerTrafficID, java)
+	require.Zero(t, java.Failed, "%s: failed requests: %s", javaConsumerName, java)
 	require.True(t, java.Clean(), java.String())
-	requireEachVersionOnItsGroup(t, javaConsumerTrafficID, java)
+	requireEachVersionOnItsGroup(t, javaConsumerName, java)
 	require.Len(t, s.Deploys(), javaReleases, "one deploy per release, none for a revert")
 	requireTransitionsSucceeded(t, ctx, s, javaService, revisions)
 }

@@ -33,10 +33,6 @@ import (
 // RequireEnv turns "not built" from a skip into a failure.
 const RequireEnv = "TANDEM_REQUIRE_JAVA_APPS"
 
-// ProviderService is the provider's Nacos service name
-// (spring.application.name).
-const ProviderService = "java-provider"
-
 // Built returns the directory of the built jars, or why there is none and
 // how to build them. It asks scripts/build-java-apps.sh, which only checks
 // with TANDEM_JAVA_APPS_CHECK=1.
