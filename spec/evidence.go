@@ -43,7 +43,9 @@ var EvidencePresets = map[string]EvidencePreset{
 	// http.server.requests.active, exported by Micrometer 1.15 (Boot 3.5)
 	// as the summary http_server_requests_active_seconds: its _count is the
 	// number of requests in flight. Its labels are fixed when the request
-	// starts (uri="UNKNOWN"), so the scrape itself is one GET in it. Spring
+	// starts (uri="UNKNOWN"), so the scrape itself is one GET in it (not
+	// when it goes to a separate management port, health.http.port, whose
+	// requests Spring does not observe: then nothing is taken off). Spring
 	// exports no gauge of raw WebSocket sessions (tomcat_sessions_* are HTTP
 	// sessions): WebSockets are left to the load balancer's session count
 	// and drain.signal.

@@ -303,7 +303,8 @@ type DrainEvidence struct {
 	Sessions []string `yaml:"sessions" json:"sessions,omitempty"`
 	// Scrape selects the series that count Tandem's own metrics request
 	// while it is answered; when they add up to one or more, one is taken
-	// off the in-flight total. The preset sets it.
+	// off the in-flight total, unless health.http.port sends the request
+	// to a separate management port. The preset sets it.
 	Scrape string `yaml:"scrape" json:"scrape,omitempty"`
 }
 

@@ -115,7 +115,10 @@ func (p *Prober) Evidence(ctx context.Context, svc *spec.Service, in spec.Instan
 			"evidence of %s: %s answers but has none of the in-flight series %s; %s",
 			in, svc.Drain.Metrics, strings.Join(inFlightSel, ", "), candidates(families))
 	}
-	if scrapeSel != "" {
+	// Tandem's own request is counted only where it reaches the app's own
+	// server: Spring Boot does not observe requests to a separate
+	// management port (health.http.port), so there nothing is taken off.
+	if scrapeSel != "" && managementPort(svc, in) == in.Port {
 		if self, _ := sum(families, []string{scrapeSel}); self >= 1 {
 			inFlight--
 		}
@@ -174,16 +177,20 @@ func (p *Prober) do(ctx context.Context, method string, svc *spec.Service, in sp
 }
 
 func baseURL(svc *spec.Service, in spec.Instance) string {
-	scheme, port := "http", in.Port
-	if h := svc.Health.HTTP; h != nil {
-		if h.Scheme != "" {
-			scheme = h.Scheme
-		}
-		if h.Port != 0 {
-			port = h.Port
-		}
+	scheme := "http"
+	if h := svc.Health.HTTP; h != nil && h.Scheme != "" {
+		scheme = h.Scheme
 	}
-	return scheme + "://" + net.JoinHostPort(in.IP, strconv.Itoa(port))
+	return scheme + "://" + net.JoinHostPort(in.IP, strconv.Itoa(managementPort(svc, in)))
+}
+
+// managementPort is where Tandem's requests to an instance go:
+// health.http.port, else the instance port.
+func managementPort(svc *spec.Service, in spec.Instance) int {
+	if h := svc.Health.HTTP; h != nil && h.Port != 0 {
+		return h.Port
+	}
+	return in.Port
 }
 
 // parseVersion reads a version body: the field at the dotted path field

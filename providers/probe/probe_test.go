@@ -284,6 +284,14 @@ func TestEvidenceOfSpringBootSubtractsItsOwnScrape(t *testing.T) {
 	ev, err := probe.New(nil).Evidence(t.Context(), svc, in)
 	require.NoError(t, err)
 	require.Equal(t, providers.Evidence{InFlight: 2}, ev)
+
+	// On a separate management port Spring does not count the scrape: a
+	// GET in flight there is a real request.
+	svc.Health = spec.Health{HTTP: &spec.HTTPProbe{Path: "/actuator/health", Port: in.Port}}
+	in.Port++ // the app's own port differs from the management port
+	ev, err = probe.New(nil).Evidence(t.Context(), svc, in)
+	require.NoError(t, err)
+	require.Equal(t, providers.Evidence{InFlight: 3}, ev)
 }
 
 // OpenTelemetry's Go HTTP instrumentation (otelhttp v0.72.0, exported by the
