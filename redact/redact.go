@@ -154,8 +154,8 @@ var patterns = []pattern{
 	// (https://TOKEN@host/ is how hosts document tokens, and
 	// https://TOKEN:x-oauth-basic@ puts one in the user name), the password
 	// of any other URL's user part (ssh://git@host/ is a login, kept).
-	{regexp.MustCompile(`(?i)(\bhttps?://)[^/?#@\s"'<>]+(@)`), keep12, []string{"://"}},
-	{regexp.MustCompile(`(://[^/?#:@\s"'<>]*:)[^/?#@\s"'<>]+(@)`), keep12, []string{"://"}},
+	{regexp.MustCompile(`(?i)(\bhttps?://)[^/?#@\s"'\\<>]+(@)`), keep12, []string{"://"}},
+	{regexp.MustCompile(`(://[^/?#:@\s"'\\<>]*:)[^/?#@\s"'\\<>]+(@)`), keep12, []string{"://"}},
 	// Alibaba Cloud AccessKey ids: LTAI and 12 to 28 letters and digits;
 	// STS AccessKey ids; AWS access key ids.
 	{regexp.MustCompile(`\bLTAI[0-9A-Za-z]{12,28}\b`), Mask, []string{"ltai"}},

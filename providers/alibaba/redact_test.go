@@ -5,6 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandemhq/tandem/redact"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -20,5 +21,8 @@ func TestRedactorStripsSignedParametersHeadersAndKnownValues(t *testing.T) {
 		`InvalidCredentials: SignatureVersion 1.0 is fine`:                                                                                          `InvalidCredentials: SignatureVersion 1.0 is fine`,
 	} {
 		require.Equal(t, want, r.Text(in))
+		// The daemon-wide redactor, which sees these errors again in
+		// status, events and logs, agrees: it leaves them as they are.
+		require.Equal(t, want, redact.New().String(want))
 	}
 }
