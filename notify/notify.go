@@ -31,14 +31,15 @@ const shutdownGrace = 5 * time.Second
 var defaultEvents = []string{
 	reconcile.ReasonTransitionStarted, reconcile.ReasonTransitionSucceeded, reconcile.ReasonTransitionAborted,
 	reconcile.ReasonSwappedBack, reconcile.ReasonAbortStarted, reconcile.ReasonSwapBackStarted,
-	reconcile.ReasonDriftDetected, reconcile.ReasonDriftResolved, reconcile.ReasonStalled,
+	reconcile.ReasonDriftDetected, reconcile.ReasonDriftResolved, reconcile.ReasonStalled, reconcile.ReasonStallResolved,
 	reconcile.ReasonRevisionRejected, reconcile.ReasonDrainCeiling, reconcile.ReasonGitFetchFailed, reconcile.ReasonGitFetchRecovered,
 }
 
 // knownReasons are every reason the engine emits; an events list may name
 // only these. Keep in step with the constants in reconcile/event.go.
 var knownReasons = append(slices.Clone(defaultEvents),
-	reconcile.ReasonPhaseCompleted, reconcile.ReasonStepApplied, reconcile.ReasonStepFailed, reconcile.ReasonAdopted)
+	reconcile.ReasonPhaseCompleted, reconcile.ReasonStepApplied, reconcile.ReasonStepFailed, reconcile.ReasonAdopted,
+	reconcile.ReasonRetryRequested, reconcile.ReasonSuspended, reconcile.ReasonResumed)
 
 // Notifier sends events to the configured sinks. It is a reconcile.Recorder.
 type Notifier struct {

@@ -189,6 +189,22 @@ type NacosProvider struct {
 	UsernameEnv string   `yaml:"usernameEnv" json:"usernameEnv,omitempty"`
 	PasswordEnv string   `yaml:"passwordEnv" json:"passwordEnv,omitempty"`
 	Timeout     Duration `yaml:"timeout" json:"timeout"`
+	// Scheme is http (default) or https. With https the operator API, the
+	// SDK's login and its gRPC connection use TLS, verified with CAFile
+	// (required: nacos-sdk-go skips verification without one); CertFile and
+	// KeyFile are an optional client certificate; ServerName is the name to
+	// verify instead of the host (operator API and login; gRPC verifies
+	// the host).
+	Scheme     string `yaml:"scheme" json:"scheme"`
+	CAFile     string `yaml:"caFile" json:"caFile,omitempty"`
+	CertFile   string `yaml:"certFile" json:"certFile,omitempty"`
+	KeyFile    string `yaml:"keyFile" json:"keyFile,omitempty"`
+	ServerName string `yaml:"serverName" json:"serverName,omitempty"`
+}
+
+// TLS returns the provider's TLS files.
+func (p NacosProvider) TLS() TLSFiles {
+	return TLSFiles{CAFile: p.CAFile, CertFile: p.CertFile, KeyFile: p.KeyFile, ServerName: p.ServerName}
 }
 
 // HAProxyProvider is one HAProxy runtime API socket.
@@ -218,6 +234,19 @@ type HAConfig struct {
 	LeaseTTL    Duration `yaml:"leaseTTL" json:"leaseTTL"`
 	UsernameEnv string   `yaml:"usernameEnv" json:"usernameEnv,omitempty"`
 	PasswordEnv string   `yaml:"passwordEnv" json:"passwordEnv,omitempty"`
+	// TLS to etcd: used when any of these is set or an endpoint is
+	// https://. CAFile verifies etcd's certificate (default: the system's
+	// roots); CertFile and KeyFile are an optional client certificate;
+	// ServerName is the name to verify instead of the endpoint's host.
+	CAFile     string `yaml:"caFile" json:"caFile,omitempty"`
+	CertFile   string `yaml:"certFile" json:"certFile,omitempty"`
+	KeyFile    string `yaml:"keyFile" json:"keyFile,omitempty"`
+	ServerName string `yaml:"serverName" json:"serverName,omitempty"`
+}
+
+// TLS returns the etcd client's TLS files.
+func (h HAConfig) TLS() TLSFiles {
+	return TLSFiles{CAFile: h.CAFile, CertFile: h.CertFile, KeyFile: h.KeyFile, ServerName: h.ServerName}
 }
 
 // Default fills the optional fields.
@@ -251,6 +280,7 @@ func (c *Config) Default() {
 		p := &c.Providers.Nacos[i]
 		setDefault(&p.ContextPath, "/nacos")
 		setDefault(&p.API, "v1")
+		setDefault(&p.Scheme, "http")
 		setDefault(&p.Server, NacosServerNacos)
 		setDefault(&p.Timeout, Duration(5*time.Second))
 	}
@@ -269,6 +299,11 @@ func (c *Config) Validate() Problems {
 	var ps Problems
 	bad := func(path, format string, args ...any) {
 		ps = append(ps, Problem{File: c.file, Line: c.pos.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	tlsFiles := func(base string, f TLSFiles) {
+		if _, field, err := f.load(); err != nil {
+			bad(base+"."+field, "%v", err)
+		}
 	}
 	env := func(path, name string) {
 		if name != "" && !envNameOK(name) {
@@ -415,6 +450,18 @@ func (c *Config) Validate() Problems {
 		}
 		env(base+".usernameEnv", p.UsernameEnv)
 		env(base+".passwordEnv", p.PasswordEnv)
+		switch {
+		case p.Scheme != "http" && p.Scheme != "https":
+			bad(base+".scheme", "must be http or https, got %q", p.Scheme)
+		case p.Scheme == "http" && p.TLS().Set():
+			bad(base+".scheme", "must be https when caFile, certFile, keyFile or serverName is set")
+		case p.Scheme == "https" && p.CAFile == "":
+			// nacos-sdk-go v2.3.5 skips verification of its HTTP login
+			// without a CA file (common/tls/tls.go NewTLS).
+			bad(base+".caFile", "is required with scheme https (the Nacos SDK would not verify the server without it); for a public CA name the system bundle, e.g. /etc/ssl/certs/ca-certificates.crt")
+		case p.Scheme == "https":
+			tlsFiles(base, p.TLS())
+		}
 	}
 	for i, p := range c.Providers.HAProxy {
 		unique(KindHAProxy, i, p.Name)
@@ -451,6 +498,15 @@ func (c *Config) Validate() Problems {
 		env("ha.passwordEnv", h.PasswordEnv)
 		for i, e := range h.Etcd {
 			checkNoURLCredentials(bad, fmt.Sprintf("ha.etcd[%d]", i), e)
+		}
+		tlsFiles("ha", h.TLS())
+		if h.TLS().Set() {
+			for i, e := range h.Etcd {
+				if strings.HasPrefix(e, "http://") {
+					// The etcd client drops TLS for http:// endpoints.
+					bad(fmt.Sprintf("ha.etcd[%d]", i), "must be https:// or host:port when caFile, certFile, keyFile or serverName is set, got %q", e)
+				}
+			}
 		}
 	}
 	c.Policy.validate(bad)

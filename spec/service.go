@@ -22,6 +22,9 @@ const (
 	DefaultDrainTimeout     = 5 * time.Minute
 	DefaultVerifyWindow     = 60 * time.Second
 	DefaultFailureThreshold = 3
+	// DefaultLBHealthTimeout leaves an ALB with a 2s interval and a healthy
+	// threshold of 3 (6s) ample room, and at most 10 checks of 10s.
+	DefaultLBHealthTimeout = 2 * time.Minute
 )
 
 var (
@@ -62,6 +65,7 @@ func (s *Service) Default() {
 	setDefault(&s.Drain.Timeout, Duration(DefaultDrainTimeout))
 	setDefault(&s.Verify.Window, Duration(DefaultVerifyWindow))
 	setDefault(&s.Verify.FailureThreshold, DefaultFailureThreshold)
+	setDefault(&s.Verify.LBHealthTimeout, Duration(DefaultLBHealthTimeout))
 }
 
 // Validate checks one service on its own; cross-service and cross-config
@@ -253,6 +257,9 @@ func (s *Service) Validate() Problems {
 	}
 	if s.Verify.FailureThreshold < 1 {
 		bad("verify.failureThreshold", "must be at least 1")
+	}
+	if s.Verify.LBHealthTimeout < Duration(time.Second) {
+		bad("verify.lbHealthTimeout", "must be at least 1s (the load balancer needs time to check the target group), got %s", s.Verify.LBHealthTimeout)
 	}
 	for i, a := range s.After {
 		if a == s.Name {

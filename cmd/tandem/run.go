@@ -169,10 +169,10 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 	})
 
 	cur := &current{}
-	newDaemon := func(store reconcile.Store, fence reconcile.Fence) *daemon.Daemon {
+	newDaemon := func(store reconcile.Store, fence reconcile.Fence, term context.Context) *daemon.Daemon {
 		var d *daemon.Daemon
 		d = daemon.New(daemon.Options{
-			Config: cfg, Providers: ps, Source: src, Store: store, Fence: fence, Log: log, DryRun: f.dryRun,
+			Config: cfg, Providers: ps, Source: src, Store: store, Fence: fence, Term: term, Log: log, DryRun: f.dryRun,
 			Recorder: recorder, Redactor: red, MetadataKeys: cfg.API.MetadataKeys,
 			OnPass: func(service string, class reconcile.Class, took time.Duration) {
 				metrics.ObservePass(service, class, took)
@@ -202,7 +202,7 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 		if cfg.HA != nil {
 			return usagef("--once acts alone; it cannot be used with ha (run it on a replica without ha, or use --dry-run)")
 		}
-		statuses, err := newDaemon(store, nil).Once(ctx, f.onceMaxPasses)
+		statuses, err := newDaemon(store, nil, nil).Once(ctx, f.onceMaxPasses)
 		if err != nil {
 			return err
 		}
@@ -252,12 +252,12 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 		if err != nil {
 			return err
 		}
-		d := newDaemon(store, nil)
+		d := newDaemon(store, nil, nil)
 		cur.set(d, "")
 		return d.Run(ctx)
 	}
 	return cur.elector.Run(ctx, func(ctx context.Context, l *ha.Leadership) error {
-		d := newDaemon(l.Store(), l)
+		d := newDaemon(l.Store(), l, l.Context())
 		cur.set(d, "")
 		defer cur.set(nil, "lost the leadership")
 		log.Info("leading: acting on live state")

@@ -288,7 +288,7 @@ drain:
   timeout: {{.T.DrainTimeout}}
   signal: {http: /drain}   # old instances close their WebSockets with 1001
   metrics: /metrics        # in-flight requests and WebSockets as drain evidence
-verify: {window: {{.T.VerifyWindow}}}
+verify: {window: {{.T.VerifyWindow}}{{with .T.LBHealthTimeout}}, lbHealthTimeout: {{.}}{{end}}}
 {{- with .S.After}}
 after: [{{range $i, $a := .}}{{if $i}}, {{end}}{{$a}}{{end}}]
 {{- end}}

@@ -47,6 +47,7 @@ type alibabaSide struct {
 	emu      *emulator.Emulator
 	provider spec.AlibabaProvider
 	addrs    map[string]map[spec.Group][]string // ip:port of the apps behind each service's LB, by group
+	calls    *lbCalls                           // the ALB weight changes it received (LBCalls)
 }
 
 // startLoadBalancers starts the LBs the services need, with the active
@@ -147,7 +148,8 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 	if err := emu.Seed(state); err != nil {
 		return nil, err
 	}
-	endpoint, err := s.serve(emu)
+	calls := &lbCalls{}
+	endpoint, err := s.serve(calls.wrap(emu))
 	if err != nil {
 		return nil, fmt.Errorf("serving the alibaba emulator: %w", err)
 	}
@@ -170,7 +172,7 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 		s.entries[name] = "http://" + ln.Addr().String()
 	}
 	s.log.Info("stage alibaba emulator running", "endpoint", endpoint)
-	return &alibabaSide{emu: emu, addrs: addrs, provider: spec.AlibabaProvider{
+	return &alibabaSide{emu: emu, addrs: addrs, calls: calls, provider: spec.AlibabaProvider{
 		Name: providerName, Region: "cn-hangzhou", Endpoint: endpoint, Protocol: "http",
 		AccessKeyIDEnv: alibabaKeyIDEnv, AccessKeySecretEnv: alibabaKeySecretEnv, SignatureVersion: "v3",
 		ConnectTimeout: spec.Duration(2 * time.Second), ReadTimeout: spec.Duration(5 * time.Second),

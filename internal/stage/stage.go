@@ -73,6 +73,8 @@ type Timing struct {
 	VerifyWindow   time.Duration // verify.window
 	HealthDeadline time.Duration // health.deadline
 	DeployTimeout  time.Duration // deploy.timeout
+	// LBHealthTimeout is verify.lbHealthTimeout; 0 leaves the spec's default.
+	LBHealthTimeout time.Duration
 }
 
 // DefaultTiming is short but realistic relative to each other: the drain is

@@ -267,7 +267,7 @@ func (e *Emulator) v1Detail(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	http.Error(w, "caused: no instance "+r.FormValue("ip")+":"+r.FormValue("port"), http.StatusNotFound)
+	http.Error(w, "caused: no matched ip found!", http.StatusNotFound) // Nacos 2.x: InstanceOperatorClientImpl.getInstance
 }
 
 type v3Result struct {
@@ -329,7 +329,7 @@ func (e *Emulator) adminList(k serviceKey, cluster string) ([]model.Instance, er
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.services[k] == nil {
-		return nil, fmt.Errorf("%w: service %s", errNotFound, k)
+		return nil, fmt.Errorf("%w: service %s is not found!", errNotFound, k) // Nacos 3's words (docs/nacos-servers.md)
 	}
 	list := e.instances(k, cluster, false)
 	if list == nil {
