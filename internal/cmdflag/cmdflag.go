@@ -20,9 +20,9 @@ const (
 )
 
 // Parse parses args into fs. done reports that the command must stop now
-// with code: ExitOK after printing the usage (fs.Usage, or the flag list
-// when it is nil; flag.NewFlagSet sets the flag package's) on stdout for -h/--help; ExitUsage after printing a bad
-// flag, named after the command, and the hint on stderr.
+// with code: ExitOK after printing fs.Usage on stdout for -h/--help (the
+// flag list when fs.Usage is nil); ExitUsage after printing the bad flag,
+// after the command's name, and the hint on stderr.
 func Parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, done bool) {
 	usage := fs.Usage
 	if usage == nil {
