@@ -323,19 +323,6 @@ func instanceByID(svc *spec.Service, id string) (spec.Instance, bool) {
 	return spec.Instance{}, false
 }
 
-func (w *World) serviceOf(addr string) (*spec.Service, spec.Group, bool) {
-	for _, svc := range w.services {
-		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
-			for _, in := range svc.Groups.Get(g) {
-				if in.Addr() == addr {
-					return svc, g, true
-				}
-			}
-		}
-	}
-	return nil, "", false
-}
-
 // carryingLocked reports where group g of svc takes traffic.
 func (w *World) carryingLocked(svc *spec.Service, g spec.Group) []string {
 	var out []string

@@ -89,22 +89,28 @@ func (e *Emulator) RevokeTokens() {
 	clear(e.tokens)
 }
 
+// authError is a refusal of the server's auth; its text is Nacos's reply,
+// word for word (punctuation included), sent back to the client.
+type authError string
+
+func (e authError) Error() string { return string(e) }
+
 // checkToken validates a token when auth is on.
 func (e *Emulator) checkToken(token string) error {
 	if e.opts.Username == "" {
 		return nil
 	}
 	if token == "" {
-		return errors.New(errMsgUserNotFound)
+		return authError(errMsgUserNotFound)
 	}
 	e.mu.Lock()
 	exp, ok := e.tokens[token]
 	e.mu.Unlock()
 	switch {
 	case !ok:
-		return errors.New(errMsgTokenInvalid)
+		return authError(errMsgTokenInvalid)
 	case time.Now().After(exp):
-		return errors.New(errMsgTokenExpired)
+		return authError(errMsgTokenExpired)
 	}
 	return nil
 }
