@@ -61,6 +61,7 @@ type World struct {
 	lbThreshold int
 	lbState     map[string]*lbCheck // binding key|backend id
 	lbCut       map[string]bool     // ip:port the LB cannot reach
+	lbQuiet     bool                // initial backends reported without health (ReportUncheckedAsUnknown)
 	slowStart   map[string]time.Duration
 }
 
