@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/redact"
 	"github.com/tandemhq/tandem/spec"
 	"github.com/tandemhq/tandem/spec/gitsource"
 )
@@ -34,15 +36,26 @@ type Options struct {
 	Config    *spec.Config
 	Providers *providers.Set
 	Source    Source
-	Store     reconcile.Store    // the journal
-	Fence     reconcile.Fence    // nil: always allowed
-	Recorder  reconcile.Recorder // events sink (audit log, notifications, metrics); nil: log only
-	Log       *slog.Logger
-	DryRun    bool // plan and report, change nothing
+	Store     reconcile.Store // the journal
+	Fence     reconcile.Fence // nil: always allowed
+	// Term is the term during which this daemon may act (under HA, the
+	// leadership; nil: for the life of Run's context). When it ends, a
+	// step in progress is cancelled at once; when only Run's context ends
+	// (a shutdown), the step may finish within the shutdown grace.
+	Term     context.Context
+	Recorder reconcile.Recorder // events sink (audit log, notifications, metrics); nil: log only
+	Log      *slog.Logger
+	DryRun   bool // plan and report, change nothing
 	// OnPass is told about every finished pass (metrics).
 	OnPass reconcile.PassObserver
 	// OnSource is told about every change of the source's status (metrics).
 	OnSource func(gitsource.Status)
+	// Redactor learns the secrets a revision names (deploy.http.tokenEnv),
+	// so that they are redacted wherever the daemon writes; nil: none.
+	Redactor *redact.Redactor
+	// MetadataKeys are the registry metadata keys whose values status
+	// shows besides each service's version key (api.metadataKeys).
+	MetadataKeys []string
 }
 
 // Daemon runs the reconcile loop for every service of the desired state.
@@ -56,7 +69,6 @@ type Daemon struct {
 	rev       *gitsource.Revision // the good revision in force
 	rejected  string              // head hash of the last announced rejection
 	fetchDown bool                // a fetch failure was announced and no fetch succeeded since
-	suspended map[string]bool     // runtime overrides from the API
 	watches   map[string]context.CancelFunc
 	ready     chan struct{} // closed once a good revision is in force
 	readyOnce sync.Once
@@ -68,7 +80,7 @@ func New(opts Options) *Daemon {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Daemon{opts: opts, log: log, queue: reconcile.NewQueue(), suspended: map[string]bool{},
+	d := &Daemon{opts: opts, log: log, queue: reconcile.NewQueue(),
 		watches: map[string]context.CancelFunc{}, ready: make(chan struct{})}
 	d.rec = &reconcile.Reconciler{
 		Providers:   opts.Providers,
@@ -79,6 +91,8 @@ func New(opts Options) *Daemon {
 		Heal:        opts.Config.Drift.Mode == spec.DriftHeal,
 		DriftRepeat: opts.Config.Drift.Repeat.D(),
 		DryRun:      opts.DryRun,
+		// Status is served: metadata values other than these are redacted.
+		MetadataKeys: opts.MetadataKeys,
 	}
 	return d
 }
@@ -106,6 +120,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		Resync:      d.opts.Config.Reconcile.Interval.D(),
 		Backoff:     reconcile.Backoff{Base: time.Second, Max: 2 * time.Minute},
 		Grace:       shutdownGrace,
+		Term:        d.opts.Term,
 		Log:         d.log,
 		OnPass:      d.opts.OnPass,
 	}
@@ -113,7 +128,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return nil
 }
 
-// shutdownGrace bounds how long a step may run on after a stop signal.
+// shutdownGrace bounds how long a step may run on after a stop signal,
+// while this daemon may still act (Options.Term).
 const shutdownGrace = 2 * time.Minute
 
 // follow applies source changes: a new good revision enqueues every
@@ -156,6 +172,7 @@ func (d *Daemon) apply(ctx context.Context, st gitsource.Status) {
 	}
 	d.rev = st.Good
 	d.mu.Unlock()
+	d.learnSecrets(st.Good.Set)
 	d.readyOnce.Do(func() { close(d.ready) })
 	d.log.Info("desired state in force", "revision", st.Good.Hash, "author", st.Good.Author, "subject", st.Good.Subject,
 		"services", len(st.Good.Set.Services))
@@ -172,6 +189,19 @@ func (d *Daemon) apply(ctx context.Context, st gitsource.Status) {
 		}
 	}
 	d.watchRegistries(ctx, st.Good.Set)
+}
+
+// learnSecrets tells the redactor the values of the variables the desired
+// state names as deploy tokens.
+func (d *Daemon) learnSecrets(set *spec.Set) {
+	if d.opts.Redactor == nil {
+		return
+	}
+	for _, svc := range set.Services {
+		if h := svc.Deploy.HTTP; h != nil && h.TokenEnv != "" {
+			d.opts.Redactor.Add(os.Getenv(h.TokenEnv))
+		}
+	}
 }
 
 // announceFetch reports the start of a Git outage once (the desired state
@@ -241,11 +271,6 @@ func (d *Daemon) Desired(name string) (reconcile.Target, bool) {
 	if !ok {
 		return reconcile.Target{}, false
 	}
-	if d.suspended[name] && !svc.Suspend {
-		c := *svc
-		c.Suspend = true
-		svc = &c
-	}
 	return reconcile.Target{Service: svc, Revision: reconcile.Revision{Hash: d.rev.Hash, Author: d.rev.Author, Subject: d.rev.Subject}}, true
 }
 
@@ -263,55 +288,30 @@ func (d *Daemon) Ready() <-chan struct{} { return d.ready }
 // desired state.
 var ErrNotFound = errors.New("no such service in the desired state")
 
-// Sync asks for a pass now. With retry, a failed release is forgotten
-// first, so that the same desired state is tried again.
-func (d *Daemon) Sync(ctx context.Context, service string, retry bool) error {
+// Sync asks for a pass now. With retry, the pass first forgets a failed
+// release, so that the same desired state is tried again: the worker that
+// owns the service does it, never this caller, so that it cannot overwrite
+// a transition the service's pass journals meanwhile.
+func (d *Daemon) Sync(_ context.Context, service string, retry bool) error {
 	if _, ok := d.Desired(service); !ok {
 		return fmt.Errorf("sync %s: %w", service, ErrNotFound)
 	}
 	if retry {
-		if d.opts.Fence != nil {
-			if err := d.opts.Fence.Check(ctx); err != nil {
-				return fmt.Errorf("retry %s: %w", service, err)
-			}
-		}
-		st, err := d.opts.Store.Load(ctx, service)
-		if err != nil {
-			return fmt.Errorf("retry %s: %w", service, err)
-		}
-		if st.Failed != nil {
-			st.Failed = nil
-			if err := d.opts.Store.Save(ctx, st); err != nil {
-				return fmt.Errorf("retry %s: %w", service, err)
-			}
-			d.record(reconcile.Event{Time: time.Now(), Service: service, Type: reconcile.EventNormal, Reason: "RetryRequested",
-				Message: "a failed release will be tried again"})
-		}
+		d.rec.Request(service, reconcile.Request{Retry: true})
 	}
 	d.opts.Source.Trigger()
 	d.queue.Add(service)
 	return nil
 }
 
-// Suspend stops (or resumes) acting on a service until the daemon restarts
-// or it is resumed; the spec's own `suspend` still applies.
+// Suspend stops (or resumes) acting on a service; the spec's own `suspend`
+// still applies. The service's next pass journals it (events Suspended and
+// Resumed), so that it holds across restarts and leader changes.
 func (d *Daemon) Suspend(_ context.Context, service string, suspend bool) error {
 	if _, ok := d.Desired(service); !ok {
 		return fmt.Errorf("suspend %s: %w", service, ErrNotFound)
 	}
-	d.mu.Lock()
-	if suspend {
-		d.suspended[service] = true
-	} else {
-		delete(d.suspended, service)
-	}
-	d.mu.Unlock()
-	verb := "resumed"
-	if suspend {
-		verb = "suspended"
-	}
-	d.record(reconcile.Event{Time: time.Now(), Service: service, Type: reconcile.EventNormal, Reason: "Suspend",
-		Message: "reconciliation " + verb + " through the API"})
+	d.rec.Request(service, reconcile.Request{Suspend: &suspend})
 	d.queue.Add(service)
 	return nil
 }

@@ -110,7 +110,8 @@ func TestCommitReleasesAndRevertRollsBackToTheWarmGroup(t *testing.T) {
 
 	cfg := &spec.Config{Git: spec.GitConfig{URL: r.dir, Interval: spec.Duration(time.Hour)}, StateDir: t.TempDir(),
 		Providers: spec.Providers{HAProxy: []spec.HAProxyProvider{{Name: "edge", Socket: "/nonexistent"}},
-			Nacos: []spec.NacosProvider{{Name: "prod", Servers: []string{"127.0.0.1:8848"}}}}}
+			Nacos: []spec.NacosProvider{{Name: "prod", Servers: []string{"127.0.0.1:8848"}}}},
+		Policy: spec.Policy{Hooks: spec.HookPolicy{Commands: []string{"./deploy.sh"}}}}
 	cfg.Default()
 	require.NoError(t, cfg.Validate().Err())
 
@@ -164,6 +165,19 @@ func TestCommitReleasesAndRevertRollsBackToTheWarmGroup(t *testing.T) {
 		}
 	}
 	require.Empty(t, world.Violations())
+	require.Len(t, world.Deploys(), 1)
+
+	// A reset and force push back to the release (a downgrade past the
+	// revert) is rejected and reported the same way.
+	r.git("reset", "-q", "--hard", rev2)
+	eventually(t, "the non-fast-forward rejection", func() bool { return rec.has(reconcile.ReasonRevisionRejected, rev2) })
+	require.Equal(t, rev3, d.Revision().Hash, "the revision in force stays")
+	for _, e := range rec.events {
+		if e.Reason == reconcile.ReasonRevisionRejected && e.Revision == rev2 {
+			require.Contains(t, e.Message, "(NonFastForward)")
+			require.Contains(t, e.Message, "does not descend from "+rev3[:12])
+		}
+	}
 	require.Len(t, world.Deploys(), 1)
 }
 

@@ -119,6 +119,12 @@ func run(t *testing.T, svc stage.Service, nacos *stage.NacosServer) {
 	}
 	require.Equal(t, want, deployed, "one deploy per release, none for a revert")
 	requireTransitionsSucceeded(t, ctx, s, service, revisions)
+	if svc.LB == spec.KindALB {
+		// The emulated ALB checks its servers (healthy threshold 2): every
+		// release and revert lowered the serving group only once the LB
+		// itself reported the raised group healthy.
+		require.Equal(t, 2*releases, requireLoweredOnlyWhenTheLBReportedTheOtherGroupHealthy(t, s.LBCalls()))
+	}
 }
 
 // requireUnnoticed asserts item 5: no failed request, no lost or

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/redact"
 )
 
 // DefaultMaxBytes bounds the file before it is rotated.
@@ -38,6 +39,7 @@ type Log struct {
 	max      int
 	maxBytes int64
 	log      *slog.Logger
+	redactor *redact.Redactor
 
 	mu     sync.Mutex
 	f      *os.File // nil after Close
@@ -61,6 +63,12 @@ func WithLogger(log *slog.Logger) Option {
 		}
 	}
 }
+
+// WithRedactor removes the secrets r knows, and text that looks like a
+// credential, from every event before it is written, kept or sent, and
+// from the files read back at Open (rewritten when that changes them).
+// Without it only the credential patterns of package redact apply.
+func WithRedactor(r *redact.Redactor) Option { return func(l *Log) { l.redactor = r } }
 
 // WithMaxBytes bounds the file (default DefaultMaxBytes).
 func WithMaxBytes(n int64) Option { return func(l *Log) { l.maxBytes = n } }
@@ -91,7 +99,10 @@ func Open(path string, max int, opts ...Option) (*Log, error) {
 }
 
 // readBack appends the events of one file to the ring. Lines that do not
-// decode (a line torn by a crash) are skipped.
+// decode (a line torn by a crash) are skipped. When redaction changes an
+// event (a file written before the secret was known, or by an older
+// version), the file is rewritten redacted, so that no secret stays on
+// disk.
 func (l *Log) readBack(path string) error {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -103,12 +114,19 @@ func (l *Log) readBack(path string) error {
 	defer f.Close()
 	r := bufio.NewReader(f)
 	skipped := 0
+	var clean bytes.Buffer // the file redacted, as Record writes it
+	redacted := false
 	for {
 		line, err := r.ReadBytes('\n')
 		if len(bytes.TrimSpace(line)) > 0 {
 			var e reconcile.Event
 			if json.Unmarshal(line, &e) == nil {
-				l.push(e)
+				c := l.redactor.Event(e)
+				redacted = redacted || c != e
+				l.push(c)
+				if b, err := json.Marshal(c); err == nil {
+					clean.Write(append(b, '\n'))
+				}
 			} else {
 				skipped++
 			}
@@ -123,7 +141,36 @@ func (l *Log) readBack(path string) error {
 	if skipped > 0 {
 		l.log.Warn("skipped unreadable lines of the events log", "path", path, "lines", skipped)
 	}
+	if redacted {
+		if err := replaceFile(path, clean.Bytes()); err != nil {
+			return fmt.Errorf("rewriting events log %s redacted: %w", path, err)
+		}
+		l.log.Info("rewrote the events log without the secrets it held", "path", path)
+	}
 	return nil
+}
+
+// replaceFile replaces path with data at once (write, sync, rename).
+func replaceFile(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
 }
 
 // openFile opens the file for appending. A last line torn by a crash is
@@ -171,12 +218,14 @@ func (l *Log) at(i int) reconcile.Event {
 }
 
 // Record appends e to the file and the memory, and sends it to every
-// subscriber. An event without a time gets the current time. A failed
-// write is logged; the event is still kept in memory and sent.
+// subscriber, redacted (a deploy's output may hold anything). An event
+// without a time gets the current time. A failed write is logged; the
+// event is still kept in memory and sent.
 func (l *Log) Record(e reconcile.Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
+	e = l.redactor.Event(e)
 	line, err := json.Marshal(e)
 	if err != nil { // cannot happen: Event has only plain fields
 		l.log.Error("encoding event", "target", e.Service, "error", err)

@@ -3,6 +3,7 @@ package events_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/tandemhq/tandem/events"
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/redact"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -316,4 +318,33 @@ func BenchmarkRecord(b *testing.B) {
 	for b.Loop() {
 		l.Record(e)
 	}
+}
+
+func TestEventsAreRedactedInTheFileTheMemoryAndTheStream(t *testing.T) {
+	const planted = "planted-hook-secret-7Kd"
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	// An older file written before redaction holds the secret (and a line
+	// torn by a crash).
+	old, err := json.Marshal(reconcile.Event{Time: time.Now(), Service: "web", Message: "old " + planted})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, append(old, []byte("\n{\"time\":\"20")...), 0o600))
+	l, err := events.Open(path, 10, events.WithRedactor(redact.New(planted)))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub := l.Subscribe(ctx)
+	l.Record(reconcile.Event{Service: "web", Message: "deploy output:\n" + planted + "\npassword=hunter22", Subject: "release " + planted})
+	got := <-sub
+	require.Equal(t, "deploy output:\n<redacted>\npassword=<redacted>", got.Message)
+	require.Equal(t, "release <redacted>", got.Subject)
+	for _, e := range l.List(events.Filter{}) {
+		require.NotContains(t, e.Message, planted)
+	}
+	require.NoError(t, l.Close())
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NotContains(t, string(data), planted, "the older line was rewritten when the log was opened")
+	require.NotContains(t, string(data), "hunter22")
+	require.Equal(t, 2, strings.Count(string(data), "\n"))
+	require.Contains(t, string(data), `"message":"old \u003credacted\u003e"`)
 }

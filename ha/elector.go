@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,13 +79,21 @@ func NewElector(cfg spec.HAConfig, identity string, log *slog.Logger) (*Elector,
 	if user.Empty() != password.Empty() {
 		return nil, errors.New("ha: set both usernameEnv and passwordEnv, or neither when etcd auth is off")
 	}
-	client, err := clientv3.New(clientv3.Config{
+	ccfg := clientv3.Config{
 		Endpoints:   cfg.Etcd,
 		DialTimeout: DialTimeout,
 		Username:    user.Reveal(),
 		Password:    password.Reveal(),
 		Logger:      zap.NewNop(),
-	})
+	}
+	if cfg.TLS().Set() || slices.ContainsFunc(cfg.Etcd, func(e string) bool { return strings.HasPrefix(e, "https://") }) {
+		// Passwords and the auth token then travel encrypted, and the
+		// server is verified with caFile (default: the system's roots).
+		if ccfg.TLS, err = cfg.TLS().ClientConfig("ha"); err != nil {
+			return nil, err
+		}
+	}
+	client, err := clientv3.New(ccfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to etcd %s: %w", strings.Join(cfg.Etcd, ","), err)
 	}
@@ -115,8 +124,9 @@ func (e *Elector) Leader(ctx context.Context) (string, error) {
 }
 
 // Run campaigns until ctx ends. Each time this replica is elected it calls
-// lead with a context that is cancelled the moment leadership ends: the
-// lease is lost, a fenced write found another leader, or ctx ended. When
+// lead with a context that is cancelled the moment leadership ends (the
+// lease is lost, a fenced write found another leader) or ctx ends; the
+// Leadership's own Context tells the two apart. When
 // lead returns, leadership is released at once (so another replica takes
 // over without waiting for the TTL) and Run campaigns again; after a
 // failure (lead's error, etcd unreachable) it waits with backoff first.
@@ -160,37 +170,54 @@ func refused(err error) bool {
 }
 
 // term is one campaign and, if it is won, one leadership.
+//
+// Until it is elected the session ends with ctx. Once elected, the term
+// (Leadership.Context) ends only when the lease is lost, a fenced write finds
+// another leader, or lead returns: a shutdown (ctx ending) asks lead to
+// stop, and the lease is kept alive until it has, so that a step finishing
+// within the shutdown grace is still this leader's, fenced and journaled.
 func (e *Elector) term(ctx context.Context, lead func(context.Context, *Leadership) error) error {
-	// The session's context is ctx: Done closes when ctx ends, too.
-	sess, err := concurrency.NewSession(e.client, concurrency.WithTTL(e.ttl), concurrency.WithContext(ctx))
+	sessCtx, cancelSess := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSess()
+	stopWithCtx := context.AfterFunc(ctx, cancelSess)
+	defer stopWithCtx()
+	sess, err := concurrency.NewSession(e.client, concurrency.WithTTL(e.ttl), concurrency.WithContext(sessCtx))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("opening an etcd session: %w", err)
 	}
 	defer e.release(ctx, sess)
 	election := concurrency.NewElection(sess, e.prefix+"/leader")
 	// Campaigning with the session's context gives up if the lease is lost
-	// meanwhile: the candidate key went with it.
+	// meanwhile (the candidate key went with it), or ctx ends.
 	if err := election.Campaign(sess.Ctx(), e.identity); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("campaigning for %s/leader: %w", e.prefix, err)
 	}
-	lctx, end := context.WithCancelCause(ctx)
+	stopWithCtx() // elected: the lease now lives as long as the term
+	tctx, end := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer end(nil)
-	stop := context.AfterFunc(sess.Ctx(), func() { end(errLeaseLost) })
-	defer stop()
-	l := &Leadership{ctx: lctx, end: end, client: e.client, key: election.Key(), rev: election.Rev(), journal: e.prefix + "/journal/"}
+	stopLease := context.AfterFunc(sess.Ctx(), func() { end(errLeaseLost) })
+	defer stopLease()
+	lctx, stopActing := context.WithCancelCause(tctx)
+	defer stopActing(nil)
+	stopOnShutdown := context.AfterFunc(ctx, func() { stopActing(context.Cause(ctx)) })
+	defer stopOnShutdown()
+	l := &Leadership{ctx: tctx, end: end, client: e.client, key: election.Key(), rev: election.Rev(), journal: e.prefix + "/journal/"}
 	log := e.log.With("key", l.key)
 	log.Info("elected leader")
 	err = lead(lctx, l)
-	cause := context.Cause(lctx)
+	cause := context.Cause(tctx)
 	end(errSteppedDown)
 	switch {
-	case ctx.Err() != nil:
-		log.Info("stepping down: shutting down")
 	case cause != nil:
 		log.Warn("leadership lost", "cause", cause)
+	case ctx.Err() != nil:
+		log.Info("stepping down: shutting down")
 	case err != nil:
 		return fmt.Errorf("leading: %w", err)
 	default:

@@ -29,14 +29,17 @@ var (
 // the Store of the reconciler that acts during the term.
 //
 // Check is local and costs nothing: it fails once the term has ended (the
-// lease was lost, a fenced write was refused, lead returned, or Run's
-// context ended). That alone is not enough: the etcd client notices an
-// expired lease only after the TTL has passed on its own clock, up to a
-// second late. The fence that holds is the store: every Save is a
+// lease was lost, a fenced write was refused, or lead returned). A
+// shutdown does not end the term by itself: the lease is kept alive while
+// lead finishes, so that a step within the shutdown grace is still fenced
+// and journaled by this leader. Check alone is not enough: the etcd client
+// notices an expired lease only after the TTL has passed on its own clock,
+// up to a second late. The fence that holds is the store: every Save is a
 // transaction that commits only while this term's election key exists with
 // its creation revision, and the reconciler journals right before every
-// side effect. What remains is the time a provider call takes after its
-// fenced journal write; the call's context is cancelled when the term ends.
+// side effect and checks the fence right before every provider write. What
+// remains is the time a provider call takes; give the daemon Context as
+// its term, and the call's context is cancelled the moment the term ends.
 type Leadership struct {
 	ctx     context.Context
 	end     context.CancelCauseFunc
@@ -55,6 +58,11 @@ func (l *Leadership) Check(context.Context) error {
 	}
 	return nil
 }
+
+// Context ends with the term, with the reason as its cause; a shutdown
+// that only asks lead to return does not end it. It is the daemon's
+// Options.Term.
+func (l *Leadership) Context() context.Context { return l.ctx }
 
 // Store returns the journal in etcd, one key per service under
 // <prefix>/journal/, with writes fenced by this term.

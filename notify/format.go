@@ -39,6 +39,7 @@ var headlines = map[string]string{
 	reconcile.ReasonDriftDetected:       "drift detected",
 	reconcile.ReasonDriftResolved:       "drift resolved",
 	reconcile.ReasonStalled:             "stalled, a person must act",
+	reconcile.ReasonStallResolved:       "stall resolved",
 	reconcile.ReasonRevisionRejected:    "revision rejected",
 	reconcile.ReasonDrainCeiling:        "drain reached its ceiling",
 }

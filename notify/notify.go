@@ -18,6 +18,7 @@ import (
 
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/redact"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -30,18 +31,20 @@ const shutdownGrace = 5 * time.Second
 var defaultEvents = []string{
 	reconcile.ReasonTransitionStarted, reconcile.ReasonTransitionSucceeded, reconcile.ReasonTransitionAborted,
 	reconcile.ReasonSwappedBack, reconcile.ReasonAbortStarted, reconcile.ReasonSwapBackStarted,
-	reconcile.ReasonDriftDetected, reconcile.ReasonDriftResolved, reconcile.ReasonStalled,
+	reconcile.ReasonDriftDetected, reconcile.ReasonDriftResolved, reconcile.ReasonStalled, reconcile.ReasonStallResolved,
 	reconcile.ReasonRevisionRejected, reconcile.ReasonDrainCeiling, reconcile.ReasonGitFetchFailed, reconcile.ReasonGitFetchRecovered,
 }
 
 // knownReasons are every reason the engine emits; an events list may name
 // only these. Keep in step with the constants in reconcile/event.go.
 var knownReasons = append(slices.Clone(defaultEvents),
-	reconcile.ReasonPhaseCompleted, reconcile.ReasonStepApplied, reconcile.ReasonStepFailed, reconcile.ReasonAdopted)
+	reconcile.ReasonPhaseCompleted, reconcile.ReasonStepApplied, reconcile.ReasonStepFailed, reconcile.ReasonAdopted,
+	reconcile.ReasonRetryRequested, reconcile.ReasonSuspended, reconcile.ReasonResumed)
 
 // Notifier sends events to the configured sinks. It is a reconcile.Recorder.
 type Notifier struct {
-	sinks []*sink
+	sinks    []*sink
+	redactor *redact.Redactor
 }
 
 var _ reconcile.Recorder = (*Notifier)(nil)
@@ -54,6 +57,7 @@ type options struct {
 	backoff  reconcile.Backoff
 	timeout  time.Duration
 	queue    int
+	redactor *redact.Redactor
 }
 
 // Option changes a default of New.
@@ -79,6 +83,11 @@ func WithRetry(attempts int, b reconcile.Backoff) Option {
 
 // WithRequestTimeout bounds each HTTP request (default 10s).
 func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// WithRedactor removes the secrets r knows, and text that looks like a
+// credential, from every event before it is formatted for a sink. Without
+// it only the credential patterns of package redact apply.
+func WithRedactor(r *redact.Redactor) Option { return func(o *options) { o.redactor = r } }
 
 // WithQueueSize bounds the messages waiting per sink (default 100); when
 // full, the oldest is dropped.
@@ -122,7 +131,7 @@ func New(cfgs []spec.Notifier, log *slog.Logger, opts ...Option) (*Notifier, err
 		Help: "Notifications per notifier and result: sent, failed (gave up after retries) or dropped (queue full, or undelivered at shutdown).",
 	}, []string{"notifier", "result"})
 
-	n := &Notifier{}
+	n := &Notifier{redactor: o.redactor}
 	var errs []error
 	names := map[string]bool{}
 	for i, c := range cfgs {
@@ -151,9 +160,13 @@ func New(cfgs []spec.Notifier, log *slog.Logger, opts ...Option) (*Notifier, err
 	return n, nil
 }
 
-// Record queues e for every sink that wants it. It never blocks on the
-// network.
+// Record queues e, redacted, for every sink that wants it. It never blocks
+// on the network.
 func (n *Notifier) Record(e reconcile.Event) {
+	if len(n.sinks) == 0 {
+		return
+	}
+	e = n.redactor.Event(e)
 	for _, s := range n.sinks {
 		s.offer(e)
 	}

@@ -24,7 +24,14 @@ const (
 	HealthUnknown   Health = "unknown" // the LB does not report health for this backend
 	HealthHealthy   Health = "healthy"
 	HealthUnhealthy Health = "unhealthy"
+	// HealthInitial: the LB checks this backend but has not yet seen it pass
+	// its healthy threshold (ALB "Initial", HAProxy check "INI" or a check
+	// that has not yet succeeded). The LB may not route to it yet.
+	HealthInitial Health = "initial"
 )
+
+// Reported says whether the LB reports health for the backend at all.
+func (h Health) Reported() bool { return h != HealthUnknown && h != "" }
 
 // Backend is one server of a load-balancer binding, as the LB reports it.
 type Backend struct {
@@ -37,6 +44,12 @@ type Backend struct {
 	// this backend (HAProxy scur), used as drain evidence; -1 when unknown.
 	Sessions int    `json:"sessions"`
 	Status   string `json:"status,omitempty"` // the LB's own word for its state, for display ("Available", "UP", "DRAIN")
+	// Reason is the LB's own account of why the backend is not healthy
+	// (ALB ReasonCode "CONNECT_TIMEOUT", SLB "abnormal", HAProxy check_status
+	// "L4CON"), "" when healthy or unknown. When the binding's group is used
+	// by several listeners or forwarding rules, Health is the worst of them
+	// and Reason names where it was seen.
+	Reason string `json:"reason,omitempty"`
 }
 
 // WeightChange sets the weight of one backend of a binding.
@@ -68,6 +81,14 @@ type TrafficApplier interface {
 type LoadBalancer interface {
 	TrafficObserver
 	TrafficApplier
+}
+
+// SlowStarter is implemented by load balancers whose server groups can
+// ramp a server's share of new requests up over a period after it becomes
+// healthy (ALB slow start). SlowStart returns that period for the binding's
+// group, 0 when slow start is off.
+type SlowStarter interface {
+	SlowStart(ctx context.Context, b spec.Binding) (time.Duration, error)
 }
 
 // SessionCloser is implemented by load balancers that can close the sessions

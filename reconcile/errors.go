@@ -56,7 +56,7 @@ func (e *InvariantError) Error() string {
 }
 
 var invariantNames = map[int]string{
-	1: "every binding keeps weight on healthy instances",
+	1: "every binding keeps weight on healthy instances, ones the LB reports healthy where it reports health",
 	2: "the registry keeps an enabled instance",
 	3: "deploy only to a group without traffic",
 	4: "weight only for a group verified at the target version",

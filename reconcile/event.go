@@ -36,13 +36,18 @@ const (
 	ReasonAbortStarted        = "AbortStarted"
 	ReasonSwapBackStarted     = "SwapBackStarted"
 	ReasonDrainCeiling        = "DrainCeiling"
+	ReasonLBHealthy           = "LBHealthy" // the LB reports the raised target group healthy on a binding
 	ReasonDriftDetected       = "DriftDetected"
 	ReasonDriftResolved       = "DriftResolved"
-	ReasonStalled             = "Stalled"
+	ReasonStalled             = "Stalled"       // a person must act; announced once per stall
+	ReasonStallResolved       = "StallResolved" // the stall announced last is over
 	ReasonRevisionRejected    = "RevisionRejected"
 	ReasonGitFetchFailed      = "GitFetchFailed"    // the daemon: the desired state cannot be fetched
 	ReasonGitFetchRecovered   = "GitFetchRecovered" // the daemon: it is fetched again
 	ReasonAdopted             = "Adopted"
+	ReasonRetryRequested      = "RetryRequested" // the API: a failed release is forgotten
+	ReasonSuspended           = "Suspended"      // the API: suspension journaled
+	ReasonResumed             = "Resumed"        // the API: suspension lifted
 )
 
 // Recorder receives events. Implementations must not block for long.

@@ -21,9 +21,14 @@ func Guard(svc *spec.Service, live *Live, s *Step) error {
 	switch s.Action {
 	case ActionDeploy:
 		// Invariant 3: deploy only to a group with no weight anywhere and
-		// nothing enabled in the registry.
+		// nothing enabled in the registry. An instance a binding does not
+		// list (by id and ip:port) may be serving under another name: its
+		// traffic is unknown, never taken for none.
 		if busy := v.carrying(s.Group); len(busy) > 0 {
 			return refuse(3, "group %s still carries traffic: %s", s.Group, strings.Join(busy, "; "))
+		}
+		if unknown := v.unlisted(s.Group); len(unknown) > 0 {
+			return refuse(3, "cannot tell whether group %s carries traffic: %s; fix the instance's id or address in the spec, or the server group", s.Group, strings.Join(unknown, "; "))
 		}
 	case ActionSetWeights:
 		bl, ok := v.binding(*s.Binding)
@@ -54,8 +59,11 @@ func Guard(svc *spec.Service, live *Live, s *Step) error {
 				healthy += after[b.ID]
 			}
 		}
-		if healthy == 0 {
+		if healthy == 0 && lowers(bl, s.Weights) {
 			return refuse(1, "%s would have no weight on a healthy instance", s.Binding.Key())
+		}
+		if why := lbHealthyAfterLower(bl, s.Weights, after); why != "" {
+			return refuse(1, "%s", why)
 		}
 	case ActionSetEnabled:
 		if s.Enabled {
@@ -110,6 +118,20 @@ func (v view) carrying(g spec.Group) []string {
 		for _, in := range v.svc.Groups.Get(g) {
 			if r, ok := v.registryInstance(in); ok && r.Enabled {
 				out = append(out, fmt.Sprintf("%s enabled in %s", in, v.svc.Registry.Nacos))
+			}
+		}
+	}
+	return out
+}
+
+// unlisted says, for every binding, which instances of g it does not list
+// by id and ip:port, and why.
+func (v view) unlisted(g spec.Group) []string {
+	var out []string
+	for _, bl := range v.live.Bindings {
+		for _, in := range v.svc.Groups.Get(g) {
+			if why := v.absent(bl, in); why != "" {
+				out = append(out, why)
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/spec"
@@ -26,6 +27,10 @@ type Live struct {
 type BindingLive struct {
 	Binding  spec.Binding        `json:"binding"`
 	Backends []providers.Backend `json:"backends"`
+	// SlowStart is the LB's slow-start duration for servers that have just
+	// become healthy (ALB server group SlowStartConfig), 0 when off or not
+	// supported.
+	SlowStart time.Duration `json:"slowStart,omitempty"`
 }
 
 // Active is the live active group derived from weights and the registry.
@@ -45,13 +50,68 @@ type view struct {
 	live *Live
 }
 
+// backend finds in's server in a binding's list: the same id and, where
+// the load balancer reports them (HAProxy's addr, ALB's ServerIp and Port,
+// SLB's ServerIp and Port), the same ip:port. Matching by id alone would
+// take a mistyped id for an idle instance.
 func (v view) backend(bl BindingLive, in spec.Instance) (providers.Backend, bool) {
 	for _, b := range bl.Backends {
-		if b.ID == in.ID {
+		if b.ID == in.ID && sameAddr(b, in) {
 			return b, true
 		}
 	}
 	return providers.Backend{}, false
+}
+
+// sameAddr reports whether b is at in's ip:port, as far as the LB says.
+func sameAddr(b providers.Backend, in spec.Instance) bool {
+	return (b.IP == "" || b.IP == in.IP) && (b.Port == 0 || b.Port == in.Port)
+}
+
+// absent says why in has no server in a binding's list: its id is at
+// another address, its address has another id, or neither is there. ""
+// when it has one.
+func (v view) absent(bl BindingLive, in spec.Instance) string {
+	if _, ok := v.backend(bl, in); ok {
+		return ""
+	}
+	for _, b := range bl.Backends {
+		if b.ID == in.ID {
+			return fmt.Sprintf("%s lists server %s at %s:%d, but the spec has %s at %s", bl.Binding.Key(), b.ID, b.IP, b.Port, in.ID, in.Addr())
+		}
+	}
+	for _, b := range bl.Backends {
+		if b.ID != in.ID && b.IP == in.IP && b.Port == in.Port {
+			return fmt.Sprintf("%s lists %s as server %s, but the spec names it %s", bl.Binding.Key(), in.Addr(), b.ID, in.ID)
+		}
+	}
+	if len(bl.Backends) == 0 {
+		return fmt.Sprintf("%s answered with an empty server list, which has no %s", bl.Binding.Key(), in)
+	}
+	return fmt.Sprintf("%s has no server %s", bl.Binding.Key(), in)
+}
+
+// mismatches lists the instances whose id and ip:port disagree with a
+// binding's server list (a mistyped id or address in the spec, or a server
+// re-created elsewhere).
+func (v view) mismatches() []string {
+	var out []string
+	for _, bl := range v.live.Bindings {
+		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
+			for _, in := range v.svc.Groups.Get(g) {
+				if _, ok := v.backend(bl, in); ok {
+					continue
+				}
+				for _, b := range bl.Backends {
+					if (b.ID == in.ID) != (b.IP == in.IP && b.Port == in.Port) {
+						out = append(out, v.absent(bl, in))
+						break
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 func (v view) registryInstance(in spec.Instance) (providers.RegistryInstance, bool) {
@@ -211,7 +271,7 @@ func (v view) verified(g spec.Group, version string) (bool, string) {
 			case !ok:
 				return false, fmt.Sprintf("%s is not a backend of %s", in, bl.Binding.Key())
 			case b.Health == providers.HealthUnhealthy:
-				return false, fmt.Sprintf("%s reports %s unhealthy", bl.Binding.Key(), in)
+				return false, fmt.Sprintf("%s reports %s unhealthy%s", bl.Binding.Key(), in, because(b.Reason))
 			}
 		}
 	}
@@ -283,6 +343,10 @@ func (v view) unknown() []string {
 	for _, bl := range v.live.Bindings {
 		for _, b := range bl.Backends {
 			if _, ok := v.svc.Groups.GroupOfID(b.ID); !ok {
+				if g, ok := v.svc.Groups.GroupOf(b.IP, b.Port); ok {
+					out = append(out, fmt.Sprintf("%s has backend %s (%s:%d) whose address is an instance of group %s under another id", bl.Binding.Key(), b.ID, b.IP, b.Port, g))
+					continue
+				}
 				out = append(out, fmt.Sprintf("%s has backend %s (%s:%d) that is in neither group", bl.Binding.Key(), b.ID, b.IP, b.Port))
 			}
 		}
@@ -303,4 +367,12 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// because renders an LB's reason as " (reason)", or "" without one.
+func because(reason string) string {
+	if reason == "" {
+		return ""
+	}
+	return " (" + reason + ")"
 }

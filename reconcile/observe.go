@@ -14,6 +14,9 @@ import (
 type Needs struct {
 	Probe    map[spec.Group]bool
 	Evidence map[spec.Group]bool
+	// SlowStart: read the slow-start duration of bindings whose LB has one
+	// (providers.SlowStarter), which the shift waits out.
+	SlowStart bool
 }
 
 // NeedsFor decides what to probe: the target of a transition (and its source
@@ -27,6 +30,7 @@ func NeedsFor(svc *spec.Service, st State) Needs {
 		if t.Phase == PhaseDrain && svc.Drain.Metrics != "" {
 			n.Evidence[t.From] = true
 		}
+		n.SlowStart = t.Phase.index() >= PhaseShift.index()
 		return n
 	}
 	if a := st.Applied; a != nil && a.Active == svc.Active && a.Version == svc.Version {
@@ -50,7 +54,13 @@ func Observe(ctx context.Context, ps *providers.Set, svc *spec.Service, needs Ne
 		if err != nil {
 			return nil, fmt.Errorf("observing %s: %w", b.Key(), err)
 		}
-		live.Bindings = append(live.Bindings, BindingLive{Binding: b, Backends: backends})
+		bl := BindingLive{Binding: b, Backends: backends}
+		if ss, ok := lb.(providers.SlowStarter); ok && needs.SlowStart {
+			if bl.SlowStart, err = ss.SlowStart(ctx, b); err != nil {
+				return nil, fmt.Errorf("observing %s: %w", b.Key(), err)
+			}
+		}
+		live.Bindings = append(live.Bindings, bl)
 	}
 	if svc.Registry != nil && svc.Registry.Nacos != nil {
 		ref := *svc.Registry.Nacos

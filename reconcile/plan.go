@@ -100,6 +100,7 @@ func Compute(in Input) Plan {
 	if t := p.plan.Next.Transition; t != nil {
 		p.plan.Phase = t.Phase
 	}
+	p.holdLower()
 	return *p.plan
 }
 
@@ -233,7 +234,7 @@ func (p *planner) drift(y spec.Group) []string {
 				b, ok := v.backend(bl, in)
 				switch {
 				case !ok:
-					out = append(out, fmt.Sprintf("%s: %s (group %s) is missing", bl.Binding.Key(), in, g))
+					out = append(out, fmt.Sprintf("%s (group %s)", v.absent(bl, in), g))
 				case b.Weight != want:
 					out = append(out, fmt.Sprintf("%s: %s (group %s) has weight %d, want %d", bl.Binding.Key(), in, g, b.Weight, want))
 				}
@@ -558,12 +559,16 @@ func (p *planner) enableStep(t *Transition) *Step {
 
 // reassert repeats the enable and shift steps when live state moved away
 // from them after they completed (someone changed a weight by hand during
-// the drain): later phases stand on them.
-func (p *planner) reassert(t *Transition) *Step {
-	if s := p.shiftStep(t); s != nil {
-		return s
+// the drain): later phases stand on them. pending is false when nothing
+// needs repeating; otherwise o holds the step, a wait or a reversal.
+func (p *planner) reassert(t *Transition) (o outcome, pending bool) {
+	if o, pending := p.shiftNext(t); pending {
+		return o, true
 	}
-	return p.enableStep(t)
+	if s := p.enableStep(t); s != nil {
+		return outcome{step: s}, true
+	}
+	return outcome{}, false
 }
 
 func (p *planner) enable(t *Transition) outcome {
@@ -601,56 +606,12 @@ func (p *planner) boundedWait(t *Transition, reason, format string, args ...any)
 	return outcome{}
 }
 
-func (p *planner) shift(t *Transition) outcome {
-	if t.StepFailures >= MaxShiftFailures {
-		return outcome{reverse: fmt.Sprintf("shifting weights to group %s failed %d times", t.To, t.StepFailures)}
-	}
-	if s := p.shiftStep(t); s != nil {
-		return outcome{step: s}
-	}
-	return outcome{done: true}
-}
-
-// shiftStep moves the first binding that is not yet at the target weights.
-func (p *planner) shiftStep(t *Transition) *Step {
-	for _, bl := range p.v.live.Bindings {
-		var raise, lower []providers.WeightChange
-		var moves []string
-		for _, g := range []spec.Group{t.To, t.From} {
-			want := 0
-			if g == t.To {
-				want = bl.Binding.Weight
-			}
-			for _, in := range p.svc.Groups.Get(g) {
-				b, _ := p.v.backend(bl, in)
-				if b.Weight == want {
-					continue
-				}
-				c := providers.WeightChange{ID: in.ID, IP: in.IP, Port: in.Port, Weight: want}
-				if want > 0 {
-					raise = append(raise, c)
-				} else {
-					lower = append(lower, c)
-				}
-				moves = append(moves, fmt.Sprintf("%s %d->%d", in.ID, b.Weight, want))
-			}
-		}
-		if len(raise)+len(lower) == 0 {
-			continue
-		}
-		t.Served = true
-		return p.weightStep(bl.Binding, t.To, append(raise, lower...), t.Version,
-			fmt.Sprintf("shift %s to group %s: %s (raise before lower; read back)", bl.Binding.Key(), t.To, strings.Join(moves, ", ")))
-	}
-	return nil
-}
-
 func (p *planner) disable(t *Transition) outcome {
 	if o, failing := p.watchTarget(t); failing {
 		return o
 	}
-	if s := p.reassert(t); s != nil {
-		return outcome{step: s}
+	if o, pending := p.reassert(t); pending {
+		return o
 	}
 	if !p.v.hasRegistry() {
 		return outcome{done: true}
@@ -679,8 +640,8 @@ func (p *planner) drain(t *Transition) outcome {
 	if o, failing := p.watchTarget(t); failing {
 		return o
 	}
-	if s := p.reassert(t); s != nil {
-		return outcome{step: s}
+	if o, pending := p.reassert(t); pending {
+		return o
 	}
 	d := p.svc.Drain
 	if !drainNeeded(t) {
@@ -781,8 +742,8 @@ func (p *planner) watch(t *Transition) outcome {
 	if o, failing := p.watchTarget(t); failing {
 		return o
 	}
-	if s := p.reassert(t); s != nil {
-		return outcome{step: s}
+	if o, pending := p.reassert(t); pending {
+		return o
 	}
 	left := p.svc.Verify.Window.D() - p.in.Now.Sub(t.PhaseSince)
 	if left <= 0 {

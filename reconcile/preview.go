@@ -140,7 +140,8 @@ func (pv *Preview) notes(svc *spec.Service) {
 			if none {
 				pp.Note = "no traffic bindings: nothing to do"
 			} else {
-				pp.Note = fmt.Sprintf("each binding is read back; %d failed attempts restore the source group's weights", MaxShiftFailures)
+				pp.Note = fmt.Sprintf("per binding: raise the target, wait until the LB reports it healthy (up to verify.lbHealthTimeout %s; otherwise undo the raise and fail), then lower the source; each change is read back; %d failed attempts restore the source group's weights",
+					svc.Verify.LBHealthTimeout, MaxShiftFailures)
 			}
 		case PhaseDrain:
 			pp.Note = drainText(svc)

@@ -16,7 +16,9 @@ import (
 
 // TestPropertyInvariantsHoldAndStateConverges drives random sequences of
 // desired-state changes (releases, reverts, drift by hand), injected provider
-// faults, unhealthy instances and crash-restarts from the journal against the
+// faults, unhealthy instances, servers the LB's own health checks cannot
+// reach (with LB health modelled: weighted servers start initial and become
+// healthy after a threshold of checks) and crash-restarts from the journal against the
 // in-memory world. After every pass the world must report no invariant
 // violation; once faults stop, Tandem must bring the live state to the
 // desired state (or to a clean, reported abort of a failed release, after
@@ -28,6 +30,8 @@ func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 		e.t = rt
 		e.store = &memStore{m: map[string]reconcile.State{}}
 		e.rec = e.reconciler()
+		// The LB checks its servers itself (0: it mirrors app health).
+		e.world.ModelLBHealth(rapid.IntRange(0, 3).Draw(rt, "lbHealthyThreshold"))
 		desired := initial
 		versions := map[spec.Group]string{spec.GroupA: "1.0.0", spec.GroupB: "1.0.0"}
 		next := 1
@@ -60,6 +64,9 @@ func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 				addr := rapid.SampledFrom([]string{"10.0.1.11:8080", "10.0.1.12:8080", "10.0.2.11:8080", "10.0.2.12:8080"}).Draw(rt, "addr")
 				healthy := rapid.Bool().Draw(rt, "healthy")
 				e.world.UpdateApp(addr, func(a *memory.App) { a.Healthy = healthy })
+			case 8: // the LB is cut off from an instance (a security group), or no longer
+				addr := rapid.SampledFrom([]string{"10.0.1.11:8080", "10.0.1.12:8080", "10.0.2.11:8080", "10.0.2.12:8080"}).Draw(rt, "lbAddr")
+				e.world.CutOffLB(addr, rapid.Bool().Draw(rt, "cut"))
 			case 4: // drift: a console weight change
 				id := rapid.SampledFrom([]string{"i-a1", "i-b2"}).Draw(rt, "id")
 				e.world.SetWeight(desired.Traffic[0], id, rapid.IntRange(0, 100).Draw(rt, "w"))
@@ -76,6 +83,7 @@ func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 		faults = false
 		for _, addr := range []string{"10.0.1.11:8080", "10.0.1.12:8080", "10.0.2.11:8080", "10.0.2.12:8080"} {
 			e.world.UpdateApp(addr, func(a *memory.App) { a.Healthy = true })
+			e.world.CutOffLB(addr, false)
 		}
 		e.rec = e.reconciler()
 		e.rec.Heal = true

@@ -36,11 +36,17 @@ type Reconciler struct {
 	Heal        bool          // drift mode heal
 	DriftRepeat time.Duration // re-announce unresolved drift this often (0: never)
 	DryRun      bool          // plan and report, change nothing
+	// MetadataKeys are the registry metadata keys whose values Status
+	// shows besides the service's version key; other values show as
+	// <redacted> (metadata may carry anything an application registers).
+	MetadataKeys []string
 
 	statusMu sync.RWMutex
 	status   map[string]*Status
 	drift    map[string]driftMemo
 	probed   map[string]map[spec.Group]GroupProbe // last probe of each group, by service
+	requests map[string]Request                   // from the API, for the next pass of each service
+	stalls   map[string]string                    // service -> reason of the stall last announced
 }
 
 type driftMemo struct {
@@ -82,26 +88,32 @@ func (r *Reconciler) record(evs ...Event) {
 func (r *Reconciler) Reconcile(ctx context.Context, tgt Target) (res Result, err error) {
 	svc := tgt.Service
 	log := r.log().With("target", svc.Name, "revision", tgt.Revision.Hash)
-	st, err := r.Store.Load(ctx, svc.Name)
+	status := &Status{Service: svc.Name, Revision: tgt.Revision, DesiredActive: svc.Active, DesiredVersion: svc.Version,
+		Suspended: svc.Suspend, LastPass: r.now()}
+	var st State
+	defer func() { r.setStatus(status, st, err) }()
+	st, err = r.Store.Load(ctx, svc.Name)
 	if err != nil {
 		return Result{}, fmt.Errorf("loading journal of %s: %w", svc.Name, err)
 	}
-	status := &Status{Service: svc.Name, Revision: tgt.Revision, DesiredActive: svc.Active, DesiredVersion: svc.Version,
-		Suspended: svc.Suspend, LastPass: r.now()}
-	defer func() { r.setStatus(status, st, err) }()
+	if st, err = r.applyRequest(ctx, st, tgt); err != nil {
+		return Result{}, err
+	}
+	suspended := svc.Suspend || st.Suspended != nil
+	status.Suspended = suspended
 
 	live, err := Observe(ctx, r.Providers, svc, r.needs(svc, st))
 	if err != nil {
 		return Result{}, err
 	}
-	status.observed(svc, live)
+	status.observed(svc, live, r.MetadataKeys)
 	status.Probed = r.rememberProbes(svc, st, live, status.LastPass)
 
 	plan := Compute(Input{Service: svc, Revision: tgt.Revision, Live: live, State: st, Now: r.now(), Heal: r.Heal})
 	status.planned(plan)
 	r.announceDrift(svc.Name, tgt.Revision, plan.Drift)
-	if svc.Suspend || r.DryRun {
-		if svc.Suspend {
+	if suspended || r.DryRun {
+		if suspended {
 			status.Message = "suspended: " + plan.Summary
 		}
 		return Result{}, nil
@@ -132,9 +144,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, tgt Target) (res Result, err
 
 	step := plan.Step
 	if err := Guard(svc, live, step); err != nil {
-		r.record(Event{Time: r.now(), Service: svc.Name, Type: EventWarning, Reason: ReasonStalled, Message: err.Error(),
-			Revision: tgt.Revision.Hash, Phase: plan.Phase})
-		return Result{}, err
+		return Result{}, err // a stall: announced once by setStatus
 	}
 	if err := r.save(ctx, plan.Next); err != nil { // the journal before the side effect
 		return Result{}, err
@@ -230,12 +240,17 @@ func (r *Reconciler) save(ctx context.Context, st State) error {
 }
 
 // apply performs one step through the providers. The fence is checked
-// immediately before the side effect.
+// immediately before each provider write (under HA, ctx is also cancelled
+// the moment the leadership ends, which stops a write in flight).
 func (r *Reconciler) apply(ctx context.Context, svc *spec.Service, rev Revision, s *Step) (stepOutput, error) {
-	if r.Fence != nil {
-		if err := r.Fence.Check(ctx); err != nil {
-			return stepOutput{}, fmt.Errorf("not acting on %s: %w", svc.Name, err)
+	fenced := func() error {
+		if r.Fence == nil {
+			return nil
 		}
+		if err := r.Fence.Check(ctx); err != nil {
+			return fmt.Errorf("not acting on %s: %w", svc.Name, err)
+		}
+		return nil
 	}
 	ps := r.Providers
 	switch s.Action {
@@ -246,11 +261,17 @@ func (r *Reconciler) apply(ctx context.Context, svc *spec.Service, rev Revision,
 		}
 		dctx, cancel := context.WithTimeout(ctx, s.Timeout)
 		defer cancel()
+		if err := fenced(); err != nil {
+			return stepOutput{}, err
+		}
 		res, err := d.Deploy(dctx, providers.DeployRequest{Service: svc.Name, Group: s.Group, Version: s.Version,
 			Instances: s.Instances, Revision: rev.Hash})
 		return stepOutput{Output: res.Output}, err
 	case ActionSetWeights:
 		lb := ps.LoadBalancers[providers.LBKey(s.Binding.Kind(), s.Binding.Provider())]
+		if err := fenced(); err != nil {
+			return stepOutput{}, err
+		}
 		return stepOutput{}, lb.SetWeights(ctx, *s.Binding, s.Weights)
 	case ActionSetEnabled:
 		ref := *svc.Registry.Nacos
@@ -258,10 +279,16 @@ func (r *Reconciler) apply(ctx context.Context, svc *spec.Service, rev Revision,
 		for i, in := range s.Instances {
 			addrs[i] = providers.Addr{IP: in.IP, Port: in.Port}
 		}
+		if err := fenced(); err != nil {
+			return stepOutput{}, err
+		}
 		return stepOutput{}, ps.Registries[ref.Provider].SetEnabled(ctx, ref, addrs, s.Enabled)
 	case ActionSignalDrain:
 		var errs []error
 		for _, in := range s.Instances {
+			if err := fenced(); err != nil {
+				return stepOutput{}, err
+			}
 			if err := ps.Instances.SignalDrain(ctx, svc, in); err != nil {
 				errs = append(errs, fmt.Errorf("signalling %s: %w", in, err))
 			}
@@ -280,6 +307,9 @@ func (r *Reconciler) apply(ctx context.Context, svc *spec.Service, rev Revision,
 		ids := make([]string, len(s.Instances))
 		for i, in := range s.Instances {
 			ids[i] = in.ID
+		}
+		if err := fenced(); err != nil {
+			return stepOutput{}, err
 		}
 		n, err := closer.CloseSessions(ctx, *s.Binding, ids)
 		return stepOutput{Output: fmt.Sprintf("closed %d sessions", n), Closed: n}, err

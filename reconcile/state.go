@@ -14,7 +14,7 @@ const (
 	PhasePrepare Phase = "prepare" // deploy the target group if it does not run the version
 	PhaseVerify  Phase = "verify"  // health and version of every target instance
 	PhaseEnable  Phase = "enable"  // registry: target enabled and visible
-	PhaseShift   Phase = "shift"   // every binding: target to full weight, source to 0
+	PhaseShift   Phase = "shift"   // every binding: target raised, confirmed healthy by the LB, then source to 0
 	PhaseDisable Phase = "disable" // registry: source disabled and gone from the subscription
 	PhaseDrain   Phase = "drain"   // source's in-flight evidence at 0, within bounds
 	PhaseWatch   Phase = "watch"   // target keeps healthy for the verify window
@@ -54,6 +54,15 @@ type State struct {
 	Transition *Transition `json:"transition,omitempty"` // in progress; nil when idle
 	Applied    *Applied    `json:"applied,omitempty"`    // what Tandem last brought live
 	Failed     *Failed     `json:"failed,omitempty"`     // a desired state that failed and is not retried
+	// Suspended is a suspension asked for through the API. It is journaled
+	// with the rest, so that it holds across a restart and, under HA, a
+	// change of leader; the spec's own suspend is read from Git instead.
+	Suspended *Suspension `json:"suspended,omitempty"`
+}
+
+// Suspension records when reconciliation was suspended through the API.
+type Suspension struct {
+	At time.Time `json:"at"`
 }
 
 // Applied is the last state a transition completed.
@@ -113,6 +122,9 @@ type Transition struct {
 	Closed        int       `json:"closed,omitempty"`   // sessions closed at the ceiling
 	ClosedOn      []string  `json:"closedOn,omitempty"` // bindings whose sessions were closed at the ceiling
 	WatchFailures int       `json:"watchFailures,omitempty"`
+	// ShiftWait is set between the raise and the lower of a binding (see
+	// shift.go); absent in journals written before make-before-break.
+	ShiftWait *ShiftWait `json:"shiftWait,omitempty"`
 	// Failure is set when a step before the shift failed for good (a deploy
 	// that reported failure, a refused or repeatedly failing step); the
 	// next pass undoes the transition.
@@ -147,6 +159,10 @@ func (t *Transition) clone() *Transition {
 	}
 	c := *t
 	c.ClosedOn = slices.Clone(t.ClosedOn)
+	if t.ShiftWait != nil {
+		w := *t.ShiftWait
+		c.ShiftWait = &w
+	}
 	if t.PhaseTimes != nil {
 		c.PhaseTimes = make(map[Phase]time.Duration, len(t.PhaseTimes))
 		for k, v := range t.PhaseTimes {
@@ -167,6 +183,10 @@ func (s State) Clone() State {
 	if s.Failed != nil {
 		f := *s.Failed
 		c.Failed = &f
+	}
+	if s.Suspended != nil {
+		p := *s.Suspended
+		c.Suspended = &p
 	}
 	return c
 }

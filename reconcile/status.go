@@ -3,7 +3,9 @@ package reconcile
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/tandemhq/tandem/providers"
@@ -53,6 +55,8 @@ type Status struct {
 	Conditions []Condition               `json:"conditions"`
 	LastPass   time.Time                 `json:"lastPass"`
 	InSync     bool                      `json:"inSync"`
+
+	mismatches []string // servers whose id and ip:port disagree with the spec
 }
 
 // Ready reports the Ready condition.
@@ -65,12 +69,13 @@ func (s *Status) Ready() bool {
 	return false
 }
 
-func (s *Status) observed(svc *spec.Service, live *Live) {
+func (s *Status) observed(svc *spec.Service, live *Live, metadataKeys []string) {
 	v := view{svc: svc, live: live}
 	s.Groups = svc.Groups
 	s.LiveActive = v.active()
 	s.Bindings = live.Bindings
-	s.Registry = live.Registry
+	s.Registry = shownRegistry(live.Registry, svc.Health.Version.NacosMetadata, metadataKeys)
+	s.mismatches = v.mismatches()
 	s.Versions = map[spec.Group]string{}
 	for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 		if v.versionKnown(g) {
@@ -203,6 +208,8 @@ func (r *Reconciler) setStatus(s *Status, st State, err error) {
 	switch {
 	case s.Suspended:
 		ready.Reason = "Suspended"
+	case len(s.mismatches) > 0:
+		ready.Reason, ready.Message = "ServerMismatch", strings.Join(s.mismatches, "; ")
 	case len(s.Drift) > 0 && s.Transition == nil:
 		ready.Reason, ready.Message = "Drift", s.Summary
 	case !ready.Status:
@@ -228,7 +235,6 @@ func (r *Reconciler) setStatus(s *Status, st State, err error) {
 	}
 	now := s.LastPass
 	r.statusMu.Lock()
-	defer r.statusMu.Unlock()
 	if r.status == nil {
 		r.status = map[string]*Status{}
 	}
@@ -246,6 +252,37 @@ func (r *Reconciler) setStatus(s *Status, st State, err error) {
 		}
 	}
 	r.status[s.Service] = s
+	e := r.stallChange(s, err)
+	r.statusMu.Unlock()
+	if e != nil {
+		r.record(*e)
+	}
+}
+
+// stallChange returns the event that announces a new stall of s (once per
+// stall reason, not every pass) or the end of one, or nil. A transient
+// error says nothing about a stall: it neither starts nor ends one. The
+// caller holds statusMu.
+func (r *Reconciler) stallChange(s *Status, err error) *Event {
+	if r.stalls == nil {
+		r.stalls = map[string]string{}
+	}
+	prev, was := r.stalls[s.Service]
+	e := &Event{Time: s.LastPass, Service: s.Service, Revision: s.Revision.Hash, Author: s.Revision.Author, Subject: s.Revision.Subject}
+	if t := s.Transition; t != nil {
+		e.Transition, e.Phase = t.ID, t.Phase
+	}
+	switch class := Classify(err); {
+	case class == ClassStalled && (!was || prev != Reason(err)):
+		r.stalls[s.Service] = Reason(err)
+		e.Type, e.Reason, e.Message = EventWarning, ReasonStalled, err.Error()
+	case was && (class == ClassNone || class == ClassWaiting):
+		delete(r.stalls, s.Service)
+		e.Type, e.Reason, e.Message = EventNormal, ReasonStallResolved, fmt.Sprintf("no longer stalled (%s): %s", prev, s.Summary)
+	default:
+		return nil
+	}
+	return e
 }
 
 // Status returns the last status of a service.
@@ -277,4 +314,34 @@ func (r *Reconciler) Forget(service string) {
 	defer r.statusMu.Unlock()
 	delete(r.status, service)
 	delete(r.drift, service)
+	delete(r.stalls, service)
+}
+
+// redactedValue replaces a registry metadata value that status does not
+// show.
+const redactedValue = "<redacted>"
+
+// shownRegistry is the registry view as status shows it: a copy in which
+// only the metadata values of the version key and of keys are kept; the
+// other keys stay, with their values redacted. Applications register what
+// they like as metadata (credentials included), and status is served.
+func shownRegistry(v *providers.RegistryView, versionKey string, keys []string) *providers.RegistryView {
+	if v == nil {
+		return nil
+	}
+	out := &providers.RegistryView{Instances: slices.Clone(v.Instances), Visible: v.Visible}
+	for i, in := range out.Instances {
+		if in.Metadata != nil {
+			md := make(map[string]string, len(in.Metadata))
+			for k, val := range in.Metadata {
+				if k != versionKey && !slices.Contains(keys, k) {
+					val = redactedValue
+				}
+				md[k] = val
+			}
+			in.Metadata = md
+		}
+		out.Instances[i] = in
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package reconcile
 import (
 	"container/heap"
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -173,7 +174,12 @@ type Worker struct {
 	Backoff     Backoff
 	// Grace is how long a pass in progress may continue after the worker's
 	// context ends, so that a step is not cut in half by a shutdown.
-	Grace    time.Duration
+	Grace time.Duration
+	// Term, when set, is the term during which this worker may act (under
+	// HA, the leadership). When it ends, passes in progress are cancelled
+	// at once: the grace is for a shutdown of a worker that may still act,
+	// never for one whose term is over.
+	Term     context.Context
 	Log      *slog.Logger
 	OnPass   PassObserver
 	failures sync.Map // service -> consecutive transient failures
@@ -211,14 +217,21 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, key string) {
 		return
 	}
 	// The pass outlives ctx by at most Grace: a shutdown lets the current
-	// step finish and be journaled instead of cutting it in half.
-	passCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
+	// step finish and be journaled instead of cutting it in half. It does
+	// not outlive the term.
+	passCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancel(nil)
 	stopGrace := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(w.Grace, cancel)
+		t := time.AfterFunc(w.Grace, func() { cancel(fmt.Errorf("shutdown grace of %s is over: %w", w.Grace, context.Canceled)) })
 		context.AfterFunc(passCtx, func() { t.Stop() })
 	})
 	defer stopGrace()
+	if w.Term != nil {
+		stopTerm := context.AfterFunc(w.Term, func() {
+			cancel(fmt.Errorf("the term to act ended (%v): %w", context.Cause(w.Term), context.Canceled))
+		})
+		defer stopTerm()
+	}
 
 	start := time.Now()
 	res, err := w.Reconciler.Reconcile(passCtx, tgt)

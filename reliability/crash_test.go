@@ -36,7 +36,7 @@ var killJitter = map[reconcile.Phase]time.Duration{
 	reconcile.PhasePrepare: 300 * time.Millisecond, // the deploy: ~450ms
 	reconcile.PhaseVerify:  300 * time.Millisecond, // the warm-up: 500ms
 	reconcile.PhaseEnable:  300 * time.Millisecond, // the push delay: 500ms
-	reconcile.PhaseShift:   200 * time.Millisecond, // an ALB job: 300ms; SLB: at once
+	reconcile.PhaseShift:   700 * time.Millisecond, // raise (an ALB job: 300ms; SLB: at once), the LB's 2 checks (~200ms), lower
 	reconcile.PhaseDisable: 300 * time.Millisecond,
 	reconcile.PhaseDrain:   800 * time.Millisecond, // propagation 1s, then quiet
 	reconcile.PhaseWatch:   700 * time.Millisecond, // verify.window 1s

@@ -167,9 +167,21 @@ func (d *daemon) stop() {
 
 func (d *daemon) url(path string) string { return "http://" + d.cfg.Listen + path }
 
-// get fetches an API path and returns the body (any status).
-func (d *daemon) get(path string) (int, []byte, error) {
-	resp, err := http.Get(d.url(path))
+// get fetches an API path and returns the body (any status), with the read
+// token when the configuration names one; header holds name, value pairs
+// ("Authorization", "" sends none).
+func (d *daemon) get(path string, header ...string) (int, []byte, error) {
+	req, err := http.NewRequest(http.MethodGet, d.url(path), nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if name := d.cfg.API.ReadTokenEnv; name != "" {
+		req.Header.Set("Authorization", "Bearer "+os.Getenv(name))
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -46,6 +46,7 @@ type deploySystem struct {
 
 	mu     sync.Mutex
 	mode   deployMode
+	echo   string // appended to the output of every successful deploy
 	jobs   []deploy.Status
 	counts map[deployKey]int
 	log    []providers.DeployRequest
@@ -92,6 +93,14 @@ func (d *deploySystem) setMode(m deployMode) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.mode = m
+}
+
+// setEcho makes every successful deploy print text in its output, as a
+// hook script that echoes what it can read (its token, its environment).
+func (d *deploySystem) setEcho(text string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.echo = text
 }
 
 // requests returns the deploys received, in order.
@@ -191,7 +200,10 @@ func (d *deploySystem) run(req providers.DeployRequest, mode deployMode) deploy.
 			}
 		}
 	}()
-	return deploy.Status{Status: deploy.StatusSucceeded, Output: fmt.Sprintf("restarted %d apps of group %s at %s\n", len(apps), req.Group, req.Version)}
+	d.mu.Lock()
+	echo := d.echo
+	d.mu.Unlock()
+	return deploy.Status{Status: deploy.StatusSucceeded, Output: fmt.Sprintf("restarted %d apps of group %s at %s\n%s", len(apps), req.Group, req.Version, echo)}
 }
 
 func (d *deploySystem) job(w http.ResponseWriter, r *http.Request) {

@@ -26,6 +26,7 @@ type envOptions struct {
 	warmUp         time.Duration // how long deployed apps fail their health check
 	nacosPassword  spec.Secret
 	deployTokenEnv string
+	nacosMetadata  map[string]string // added to every app's registration
 	// config edits the daemon's configuration before it is written.
 	config func(*stage.Stage, *spec.Config)
 }
@@ -52,7 +53,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	dir := t.TempDir()
 	deploys := startDeploySystem(t, o.warmUp)
 	s, err := stage.Start(t.Context(), stage.Options{Dir: dir, Services: o.services, Timing: o.timing, Manual: true,
-		DeployURL: deploys.url, DeployTokenEnv: o.deployTokenEnv, NacosPassword: o.nacosPassword,
+		DeployURL: deploys.url, DeployTokenEnv: o.deployTokenEnv, NacosPassword: o.nacosPassword, NacosMetadata: o.nacosMetadata,
 		Log: slog.New(slog.NewTextHandler(testkit.LogWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		deploys.close()

@@ -347,13 +347,18 @@ func (e *env) awaitNacosOutageReported(ctx context.Context) string {
 }
 
 // useExecHook replaces the http deploy hook of every service with a shell
-// script (deploy.exec), committed before the daemon starts.
+// script (deploy.exec), committed before the daemon starts, and lets the
+// daemon's policy run it with HOOK_PID_FILE in its environment.
 func (e *env) useExecHook(script string) {
 	e.t.Helper()
 	path := filepath.Join(e.dir, "deploy-hook.sh")
 	require.NoError(e.t, os.WriteFile(path, []byte("#!/bin/sh\n"+script), 0o755))
 	e.hookPIDFile = filepath.Join(e.dir, "hook.pid")
 	e.daemon.env = append(e.daemon.env, "HOOK_PID_FILE="+e.hookPIDFile)
+	hooks := spec.HookPolicy{Commands: []string{path}, Env: []string{"HOOK_PID_FILE"}}
+	e.stage.Config().Policy.Hooks = hooks // the stage loads what the test commits with it
+	e.daemon.cfg.Policy.Hooks = hooks
+	e.daemon.writeConfig()
 	httpHook := regexp.MustCompile(`(?m)^  http: \{url: .*\}$`)
 	files, err := filepath.Glob(filepath.Join(e.stage.RepoDir(), "services", "*.yaml"))
 	require.NoError(e.t, err)

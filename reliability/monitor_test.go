@@ -1,7 +1,6 @@
 package reliability_test
 
 import (
-	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -24,7 +23,9 @@ const sampleInterval = 5 * time.Millisecond
 // enabled flags, the apps' health and versions), and checks invariants 1-4
 // of design §5 at every sample:
 //
-//  1. every binding has weight on a healthy instance;
+//  1. every binding has weight on a healthy instance that the load
+//     balancer itself reports healthy (the emulator's own health checks:
+//     Healthy, or Unavailable when its checks are off);
 //  2. the registry never has all of a service's instances disabled (an
 //     instance's enabled flag is the operator override Tandem writes, which
 //     outlives re-registrations and Nacos restarts; an instance without one
@@ -53,7 +54,8 @@ type monitor struct {
 
 // instanceLive is what one sample saw of one instance.
 type instanceLive struct {
-	weights    map[string]int // by binding key
+	weights    map[string]int    // by binding key
+	lbStatus   map[string]string // by binding key: the emulator's health-check status
 	registered bool
 	enabled    bool // in the registry (see invariant 2); false without one
 	running    bool
@@ -174,12 +176,6 @@ func (m *monitor) live(service string) map[string]instanceLive {
 	return out
 }
 
-// waitLive polls the monitor's samples (bounded) until cond holds.
-func (m *monitor) waitLive(ctx context.Context, service, what string, cond func(map[string]instanceLive) bool) {
-	m.t.Helper()
-	require.NoError(m.t, poll(ctx, sampleInterval, func() bool { return cond(m.live(service)) }), "waiting for %s: %s", service, what)
-}
-
 // sample reads the live state once and checks the invariants.
 func (m *monitor) sample() {
 	m.sampling.Lock()
@@ -234,7 +230,8 @@ func (m *monitor) sample() {
 			for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 				for _, in := range svc.Instances(g) {
 					cur := now[svc.Name+"/"+in.Addr()]
-					if cur.running && (cur.healthy || m.exempt[in.Addr()]) {
+					lbOK := cur.lbStatus[b.Key()] == emulator.StatusHealthy || cur.lbStatus[b.Key()] == emulator.StatusUnavailable
+					if cur.running && ((cur.healthy && lbOK) || m.exempt[in.Addr()]) {
 						healthy += cur.weights[b.Key()]
 					}
 				}
@@ -252,18 +249,20 @@ func (m *monitor) read() (map[string]instanceLive, error) {
 	out := map[string]instanceLive{}
 	emu, nacos, fleet := m.stage.Alibaba(), m.stage.NacosEmulator(), m.stage.Fleet()
 	for _, svc := range m.services {
-		byID := map[string]map[string]int{}
+		byID, statusByID := map[string]map[string]int{}, map[string]map[string]string{}
 		for _, b := range svc.Traffic {
 			t := emulator.Target{ServerGroup: b.ServerGroup, LoadBalancer: b.LoadBalancer, VServerGroup: b.VServerGroup}
-			servers, err := emu.Servers(t)
+			// One read: each server's weight with its health-check status.
+			hs, err := emu.Health(t)
 			if err != nil {
 				return nil, err
 			}
-			for _, s := range servers {
-				if byID[s.ID] == nil {
-					byID[s.ID] = map[string]int{}
+			for _, h := range hs {
+				if byID[h.Server.ID] == nil {
+					byID[h.Server.ID], statusByID[h.Server.ID] = map[string]int{}, map[string]string{}
 				}
-				byID[s.ID][b.Key()] = s.Weight
+				byID[h.Server.ID][b.Key()] = h.Server.Weight
+				statusByID[h.Server.ID][b.Key()] = h.Status
 			}
 		}
 		reg := map[string]bool{}
@@ -275,7 +274,7 @@ func (m *monitor) read() (map[string]instanceLive, error) {
 		}
 		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 			for _, in := range svc.Instances(g) {
-				il := instanceLive{weights: byID[in.ID]}
+				il := instanceLive{weights: byID[in.ID], lbStatus: statusByID[in.ID]}
 				if r != nil {
 					il.enabled, il.registered = reg[in.Addr()]
 					if o, ok := nacos.Override(r.Nacos.Namespace, r.Nacos.Group, r.Nacos.Service, in.IP, in.Port, r.Nacos.Cluster); ok {

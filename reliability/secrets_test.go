@@ -37,6 +37,7 @@ import (
 // characters that URL and Base64 encodings change.
 var secrets = map[string]string{
 	"T_API_TOKEN":       "api-tok+Hn4/Yw1Ps=",
+	"T_READ_TOKEN":      "read-tok+Vc7/Zp3Ke=",
 	"T_WEBHOOK_SECRET":  "whsec+Kp3v/9Lm2Qr=",
 	"T_GIT_PASSWORD":    "git-pw+Rt5/Vb8Nc=",
 	"T_DEPLOY_TOKEN":    "deploy-tok+Wq2/Ej6Ha=",
@@ -63,19 +64,28 @@ const (
 	wrongETCD  = "wrong-etcd+Ab1/Cd2="
 	wrongGit   = "wrong-git+Ef3/Gh4="
 	wrongNacos = "wrong-nacos+Ij5/Kl6="
+	// What no configuration names, that the daemon can only find by its
+	// form: a password a deploy hook prints, an AccessKey id it prints, a
+	// credential an application registers as Nacos metadata.
+	hookPassword    = "hook-db-pw+Qe5/Ty7="
+	hookAccessKeyID = "LTAI5tHookEchoed9Xq2Lm"
+	metadataSecret  = "app-conn-S3cret+Mx4/Rt7="
 )
 
 // TestSecretsNeverShow configures every kind of secret Tandem holds
 // (Alibaba AccessKey, Nacos password, Git password, webhook secret, API
-// token, deploy token, notifier URLs and signing secrets, etcd password),
-// runs `tandem run` with each credential wrong once and then right, drives a
-// release and a revert, and provokes errors (a bad webhook signature,
-// unauthorised API calls, a notifier that fails and one that is
-// unreachable). Then it searches everything the daemon wrote or served: its
-// log, the status and events API, the dashboard and its assets, the event
-// stream, /metrics, `tandem status`, every file of its state directory, and
-// every notification received, for each secret, raw, URL-encoded and in
-// Base64. None may appear.
+// token and read token, deploy token, notifier URLs and signing secrets,
+// etcd password), runs `tandem run` with each credential wrong once and then
+// right, drives a release and a revert with a deploy hook that prints its
+// token and other credentials in its output and apps that register a
+// credential as Nacos metadata, and provokes errors (a bad webhook
+// signature, unauthorised API calls, reads without the read token, a
+// notifier that fails and one that is unreachable). Then it searches
+// everything the daemon wrote or served: its log, the status and events
+// API, the dashboard and its assets, the event stream, /metrics, `tandem
+// status`, every file of its state directory, and every notification
+// received, for each secret, raw, URL-encoded and in Base64. None may
+// appear.
 func TestSecretsNeverShow(t *testing.T) {
 	recv := startReceiver(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -97,6 +107,7 @@ func TestSecretsNeverShow(t *testing.T) {
 	var remote *gitServer
 	e := newEnv(t, envOptions{services: []stage.Service{{Name: "web", LB: spec.KindALB, Nacos: true}}, timing: faultTiming,
 		warmUp: 200 * time.Millisecond, nacosPassword: nacosPassword, deployTokenEnv: "T_DEPLOY_TOKEN",
+		nacosMetadata: map[string]string{"conn": metadataSecret},
 		config: func(s *stage.Stage, cfg *spec.Config) {
 			remote = serveRepo(t, s.RepoDir(), gitUser, secrets["T_GIT_PASSWORD"])
 			cfg.Git.URL = remote.url(s.RepoDir())
@@ -104,6 +115,7 @@ func TestSecretsNeverShow(t *testing.T) {
 			cfg.Git.Auth = spec.GitAuth{UsernameEnv: "T_GIT_USER", PasswordEnv: "T_GIT_PASSWORD"}
 			cfg.Git.Webhook = &spec.GitWebhook{SecretEnv: "T_WEBHOOK_SECRET"}
 			cfg.API.TokenEnv = "T_API_TOKEN"
+			cfg.API.ReadTokenEnv = "T_READ_TOKEN"
 			cfg.Notify = []spec.Notifier{
 				{Name: "hook", Type: "webhook", URLEnv: "T_NOTIFY_HOOK_URL", SecretEnv: "T_NOTIFY_SECRET"},
 				{Name: "dingtalk", Type: "dingtalk", URLEnv: "T_DINGTALK_URL", SecretEnv: "T_NOTIFY_SECRET"},
@@ -121,6 +133,10 @@ func TestSecretsNeverShow(t *testing.T) {
 	alibabaID := os.Getenv(e.daemon.cfg.Providers.ALB[0].AccessKeyIDEnv)
 	alibabaSecret := os.Getenv(e.daemon.cfg.Providers.ALB[0].AccessKeySecretEnv)
 	require.NotEmpty(t, alibabaSecret)
+	// The hook prints what it can read, as a careless script does.
+	e.deploy.setEcho(fmt.Sprintf("+ curl -H 'Authorization: Bearer %s' https://deploy.internal/\nDEPLOY_TOKEN=%s\nDB_PASSWORD=%s\n"+
+		"using access key %s with %s\n", secrets["T_DEPLOY_TOKEN"], secrets["T_DEPLOY_TOKEN"], hookPassword, hookAccessKeyID,
+		alibabaSecret))
 
 	// Each credential wrong once: etcd (the daemon cannot start), Git (no
 	// desired state), Nacos (no live state).
@@ -185,15 +201,25 @@ func TestSecretsNeverShow(t *testing.T) {
 		return got["hook"] && got["robot"] && got["open-apis"] && got["services"]
 	}), "notifications arrive at every sink")
 
-	for _, path := range append([]string{"/api/v1/services", "/api/v1/services/web", "/api/v1/events?limit=100000", "/metrics",
-		"/healthz", "/readyz", "/"}, dashboardAssets(t, e.daemon)...) {
+	reads := append([]string{"/api/v1/services", "/api/v1/services/web", "/api/v1/events?limit=100000", "/metrics",
+		"/healthz", "/readyz", "/"}, dashboardAssets(t, e.daemon)...)
+	for _, path := range reads {
 		code, body, err := e.daemon.get(path)
 		served("GET "+path, code, body, err)
+		code, body, err = e.daemon.get(path, "Authorization", "")
+		served("GET "+path+" without the read token", code, body, err)
+		if strings.HasPrefix(path, "/api/") {
+			require.Equal(t, http.StatusUnauthorized, code, "GET %s without the read token", path)
+		}
 	}
 	corpus["GET /api/v1/stream"] = readStream(t, e.daemon)
-	status, err := exec.Command(tandemBin, "status", "--server", e.daemon.url(""), "-o", "json").CombinedOutput()
+	status, err := exec.Command(tandemBin, "status", "--server", e.daemon.url(""), "-o", "json", "--token-env", "T_READ_TOKEN").CombinedOutput()
 	require.NoError(t, err, "%s", status)
 	corpus["tandem status"] = status
+	// The planted credentials did reach the daemon: the hook's output is in
+	// the events, the app's metadata in the status, each redacted.
+	require.Contains(t, string(corpus[fmt.Sprintf("GET /api/v1/events?limit=100000 (%d)", http.StatusOK)]), `DB_PASSWORD=<redacted>`)
+	require.Contains(t, string(status), `"conn": "<redacted>"`)
 	e.daemon.stop()
 
 	log, err := os.ReadFile(e.daemon.logPath)
@@ -216,6 +242,7 @@ func TestSecretsNeverShow(t *testing.T) {
 	require.Contains(t, string(log), "git fetch failed")
 
 	named := map[string]string{"alibaba accessKeyId": alibabaID, "alibaba accessKeySecret": alibabaSecret,
+		"password a hook printed": hookPassword, "AccessKey id a hook printed": hookAccessKeyID, "credential in nacos metadata": metadataSecret,
 		"nacos password": nacosPassword, "dingtalk token": dingtalkToken, "feishu token": feishuToken,
 		"slack token": slackToken, "webhook token": hookToken, "unreachable sink token": deadToken,
 		"git basic auth": gitUser + ":" + secrets["T_GIT_PASSWORD"], "etcd basic auth": etcdUser + ":" + secrets["T_ETCD_PASSWORD"],
@@ -286,9 +313,13 @@ func readStream(t *testing.T, d *daemon) []byte {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.url("/api/v1/stream"), nil)
 	require.NoError(t, err)
+	if name := d.cfg.API.ReadTokenEnv; name != "" {
+		req.Header.Set("Authorization", "Bearer "+os.Getenv(name))
+	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
 	var buf bytes.Buffer
 	_, _ = io.Copy(&buf, resp.Body) // until the deadline
 	require.NotZero(t, buf.Len(), "the stream sent its first messages")
@@ -359,12 +390,6 @@ func (r *receiver) failNext(prefix string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.fail[prefix] = true
-}
-
-func (r *receiver) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.got)
 }
 
 func (r *receiver) all() []notification {

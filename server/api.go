@@ -95,7 +95,7 @@ func (s *Server) serviceList() ServiceList {
 }
 
 func (s *Server) services(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.serviceList())
+	s.writeRedacted(w, http.StatusOK, s.serviceList())
 }
 
 func (s *Server) service(w http.ResponseWriter, r *http.Request) {
@@ -105,7 +105,7 @@ func (s *Server) service(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("service %q: %w", name, ErrNotFound))
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	s.writeRedacted(w, http.StatusOK, st)
 }
 
 // maxEventsLimit bounds ?limit= (the memory holds fewer anyway).
@@ -117,7 +117,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, EventList{Events: s.opts.Events.List(f)})
+	s.writeRedacted(w, http.StatusOK, EventList{Events: s.opts.Events.List(f)})
 }
 
 // eventFilter reads ?service=NAME&since=RFC3339&limit=N.
@@ -202,11 +202,23 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request, res ActionResult, d
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	writeJSONWith(w, code, v, func(b []byte) []byte { return b })
+}
+
+// writeRedacted is writeJSON for what the daemon reports (statuses,
+// events): whatever secret made its way into a message, a deploy's output
+// or an error text is removed from the answer.
+func (s *Server) writeRedacted(w http.ResponseWriter, code int, v any) {
+	writeJSONWith(w, code, v, s.opts.Redactor.Bytes)
+}
+
+func writeJSONWith(w http.ResponseWriter, code int, v any, redact func([]byte) []byte) {
 	b, err := marshalIndent(v)
 	if err != nil { // cannot happen: the types have only plain fields
 		http.Error(w, "encoding the answer failed", http.StatusInternalServerError)
 		return
 	}
+	b = redact(b)
 	h := w.Header()
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	h.Set("Cache-Control", "no-store")

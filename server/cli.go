@@ -237,16 +237,17 @@ const maxAnswer = 64 << 20
 // FetchStatus reads GET /api/v1/services from a running daemon, e.g.
 // FetchStatus(ctx, "http://127.0.0.1:8080").
 func FetchStatus(ctx context.Context, serverURL string) ([]reconcile.Status, error) {
-	list, err := FetchServices(ctx, serverURL)
+	list, err := FetchServices(ctx, serverURL, "")
 	return list.Services, err
 }
 
 // FetchServices reads the whole answer of GET /api/v1/services, with the
-// state of the desired-state source.
-func FetchServices(ctx context.Context, serverURL string) (ServiceList, error) {
+// state of the desired-state source. A token (the read or the write
+// token) is sent as a bearer token when not empty.
+func FetchServices(ctx context.Context, serverURL string, token spec.Secret) (ServiceList, error) {
 	u, err := url.Parse(serverURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return ServiceList{}, fmt.Errorf("server URL %q: want http://host:port or https://host:port", redact(serverURL))
+		return ServiceList{}, fmt.Errorf("server URL %q: want http://host:port or https://host:port", redactURL(serverURL))
 	}
 	u = u.JoinPath("api/v1/services")
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
@@ -254,6 +255,9 @@ func FetchServices(ctx context.Context, serverURL string) (ServiceList, error) {
 		return ServiceList{}, fmt.Errorf("fetching status from %s: %w", u.Redacted(), err)
 	}
 	req.Header.Set("Accept", "application/json")
+	if !token.Empty() {
+		req.Header.Set("Authorization", "Bearer "+token.Reveal())
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return ServiceList{}, fmt.Errorf("fetching status: %w", err) // *url.Error names the URL, password stripped
@@ -277,8 +281,8 @@ func FetchServices(ctx context.Context, serverURL string) (ServiceList, error) {
 	return list, nil
 }
 
-// redact hides the password of a URL that may not even parse.
-func redact(raw string) string {
+// redactURL hides the password of a URL that may not even parse.
+func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		if at := strings.LastIndex(raw, "@"); at >= 0 {

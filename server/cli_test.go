@@ -111,7 +111,7 @@ func TestStatusShowsWhatKeepsTheNewestRevisionOut(t *testing.T) {
 		Source: fakeSource{gitsource.Status{Good: good, Head: head, Failures: 2, LastFetch: t0.Add(-12 * time.Second),
 			Rejected: &gitsource.Rejection{Reason: gitsource.ReasonInvalid, Err: errors.New("services/push.yaml:7: groups.b[0].port: must be 1-65535")},
 			FetchErr: errors.New("fetching branch main: connection refused")}}})
-	list, err := server.FetchServices(context.Background(), e.url)
+	list, err := server.FetchServices(context.Background(), e.url, "")
 	require.NoError(t, err)
 	var b bytes.Buffer
 	require.NoError(t, server.PrintServices(&b, list, "table"))
@@ -130,7 +130,7 @@ func TestStatusShowsWhatKeepsTheNewestRevisionOut(t *testing.T) {
 	// Without services the source still shows; in force, nothing more.
 	e2 := start(t, server.Options{Source: fakeSource{gitsource.Status{Good: good, Head: good, LastFetch: t0.Add(-time.Second)}}})
 	e2.status.set(nil)
-	list, err = server.FetchServices(context.Background(), e2.url)
+	list, err = server.FetchServices(context.Background(), e2.url, "")
 	require.NoError(t, err)
 	b.Reset()
 	require.NoError(t, server.PrintServices(&b, list, "table"))
@@ -149,4 +149,15 @@ func TestPrintStatusMarksAnUnhealthyGroup(t *testing.T) {
 	require.NoError(t, server.PrintStatus(&b, []reconcile.Status{st}, ""))
 	require.Contains(t, b.String(), st.Versions[spec.GroupB]+" (unhealthy)")
 	require.NotContains(t, b.String(), st.Versions[spec.GroupA]+" (unhealthy)")
+}
+
+func TestFetchServicesSendsTheToken(t *testing.T) {
+	e := start(t, server.Options{Token: token, ReadToken: readToken})
+	_, err := server.FetchServices(context.Background(), e.url, "")
+	require.ErrorContains(t, err, "401 Unauthorized: a token is required to read")
+	for _, tok := range []spec.Secret{readToken, token} {
+		list, err := server.FetchServices(context.Background(), e.url, tok)
+		require.NoError(t, err)
+		require.Len(t, list.Services, 4)
+	}
 }

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -271,4 +272,41 @@ func parseElapsed(t *testing.T, s string) time.Duration {
 	d, err := time.ParseDuration(strings.ReplaceAll(s, " ", ""))
 	require.NoError(t, err, "elapsed %q", s)
 	return d
+}
+
+// TestDashboardBehindAReadToken: with
+// api.readTokenEnv set, the page is a login form; a wrong token is
+// refused, the right one sets the session cookie, and the dashboard then
+// loads and follows the stream (EventSource sends the cookie).
+func TestDashboardBehindAReadToken(t *testing.T) {
+	e := start(t, server.Options{Token: token, ReadToken: readToken})
+	b := startBrowser(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	require.NoError(t, b.navigate(ctx, e.url+"/"))
+	b.waitFor(ctx, t, "the login form", `document.getElementById("token") !== null && document.querySelectorAll("article[data-service]").length === 0`)
+	submit := func(tok string) {
+		var ok bool
+		require.NoError(t, b.eval(ctx, `(() => { document.getElementById("token").value = `+jsString(tok)+`; document.querySelector("form").submit(); return true; })()`, &ok))
+	}
+	submit("wrong-token")
+	b.waitFor(ctx, t, "the refusal", `(() => { const m = document.getElementById("login-error"); return m !== null && m.textContent === "Wrong token."; })()`)
+	submit(readToken)
+	b.waitFor(ctx, t, "four services and a live connection",
+		`document.querySelectorAll("article[data-service]").length === 4 && document.getElementById("conn").textContent === "live"`)
+	var cookie string
+	require.NoError(t, b.eval(ctx, `document.cookie`, &cookie))
+	require.Empty(t, cookie, "the session cookie is HttpOnly: no script reads it")
+
+	// Live through the cookie: a new event arrives on the stream.
+	e.events.Record(reconcile.Event{Time: t0, Service: "push", Type: reconcile.EventNormal, Reason: reconcile.ReasonPhaseCompleted,
+		Message: "phase shift completed after login", Phase: reconcile.PhaseShift})
+	b.waitFor(ctx, t, "the new event", `document.querySelector("#events li").textContent.includes("after login")`)
+	require.Empty(t, b.pageErrors(), "the page threw or logged errors")
+}
+
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }

@@ -20,6 +20,7 @@ type Metrics struct {
 	TransitionsTotal        *prometheus.CounterVec   // service, kind, outcome (succeeded|aborted|swapped-back)
 	PhaseDuration           *prometheus.HistogramVec // phase
 	ServiceReady            *prometheus.GaugeVec     // service: 1 when Ready
+	ServiceStalled          *prometheus.GaugeVec     // service: 1 when Stalled (a person must act)
 	ServiceDrift            *prometheus.GaugeVec     // service: number of drift findings
 	BindingWeight           *prometheus.GaugeVec     // service, binding, group: summed weight of the group's instances
 	GitRevisionInfo         *prometheus.GaugeVec     // revision: 1 for the revision in force
@@ -53,6 +54,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ServiceReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tandem_service_ready", Help: "1 when the service's Ready condition is true, else 0.",
 		}, []string{"service"}),
+		ServiceStalled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tandem_service_stalled", Help: "1 when the service's Stalled condition is true (a person must act: see its status), else 0.",
+		}, []string{"service"}),
 		ServiceDrift: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tandem_service_drift", Help: "Number of differences between live and desired state found by the last pass (0: none).",
 		}, []string{"service"}),
@@ -75,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		kinds:    map[string]reconcile.Kind{},
 		bindings: map[string][]string{},
 	}
-	reg.MustRegister(m.ReconcileTotal, m.ReconcileDuration, m.TransitionsTotal, m.PhaseDuration, m.ServiceReady,
+	reg.MustRegister(m.ReconcileTotal, m.ReconcileDuration, m.TransitionsTotal, m.PhaseDuration, m.ServiceReady, m.ServiceStalled,
 		m.ServiceDrift, m.BindingWeight, m.GitRevisionInfo, m.GitLastFetchSuccess, m.ProviderRequests, m.ProviderRequestDuration)
 	return m
 }
@@ -99,6 +103,13 @@ func (m *Metrics) ObserveStatus(s reconcile.Status) {
 		ready = 1
 	}
 	m.ServiceReady.WithLabelValues(s.Service).Set(ready)
+	stalled := 0.0
+	for _, c := range s.Conditions {
+		if c.Type == reconcile.ConditionStalled && c.Status {
+			stalled = 1
+		}
+	}
+	m.ServiceStalled.WithLabelValues(s.Service).Set(stalled)
 	m.ServiceDrift.WithLabelValues(s.Service).Set(float64(len(s.Drift)))
 	keys := make([]string, 0, len(s.Bindings))
 	for _, bl := range s.Bindings {
@@ -128,6 +139,7 @@ func (m *Metrics) ObserveStatus(s reconcile.Status) {
 // Forget drops the gauges of a service that left the desired state.
 func (m *Metrics) Forget(service string) {
 	m.ServiceReady.DeleteLabelValues(service)
+	m.ServiceStalled.DeleteLabelValues(service)
 	m.ServiceDrift.DeleteLabelValues(service)
 	m.mu.Lock()
 	old := m.bindings[service]

@@ -78,6 +78,8 @@ func TestMetricsAreServedFromTheInjectedRegistry(t *testing.T) {
 		`tandem_service_drift{service="push"} 2`,
 		`tandem_service_ready{service="gateway"} 1`,
 		`tandem_service_ready{service="push"} 0`,
+		`tandem_service_stalled{service="gateway"} 0`,
+		`tandem_service_stalled{service="push"} 1`,
 		`tandem_transitions_total{kind="release",outcome="succeeded",service="user-service"} 1`,
 		`tandem_transitions_total{kind="unknown",outcome="aborted",service="push"} 1`,
 	} {

@@ -3,16 +3,19 @@
 // operator may take (sync, suspend), the Git webhook, and the embedded
 // dashboard, which follows the daemon live over Server-Sent Events.
 //
-// GET endpoints are open. Mutating endpoints (POST) require
-// `Authorization: Bearer <token>` when a token is configured, and refuse
-// cross-origin browser requests in any case. The JSON shapes are documented
-// in docs/api.md.
+// Reads are open unless a read token is configured; then the API's GETs,
+// the stream and the dashboard need it (or the write token, or the session
+// cookie the dashboard's login form sets). Mutating endpoints (POST)
+// require `Authorization: Bearer <token>` when a token is configured, and
+// refuse cross-origin browser requests in any case. Requests naming a host
+// that is not allowed are refused (DNS rebinding), streams are limited in
+// number, and every answer is redacted. docs/security.md has the
+// policy, docs/api.md the JSON shapes.
 package server
 
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +30,7 @@ import (
 
 	"github.com/tandemhq/tandem/events"
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/redact"
 	"github.com/tandemhq/tandem/spec"
 	"github.com/tandemhq/tandem/spec/gitsource"
 )
@@ -59,8 +63,22 @@ type Options struct {
 	// NewMetrics registers Tandem's metrics on it.
 	Registry *prometheus.Registry
 	// Token protects the mutating endpoints (empty: they are open). It is
-	// read from the variable api.tokenEnv names.
+	// read from the variable api.tokenEnv names. It grants reading too.
 	Token spec.Secret
+	// ReadToken, when set, protects the reads: the GETs under /api/v1/,
+	// the stream and the dashboard (api.readTokenEnv).
+	ReadToken spec.Secret
+	// MetricsRequireToken puts /metrics behind the read token as well.
+	MetricsRequireToken bool
+	// AllowedHosts are the Host names served besides IP addresses and
+	// localhost; "*" allows any (api.allowedHosts).
+	AllowedHosts []string
+	// MaxStreams bounds the event streams open at once (0:
+	// DefaultMaxStreams).
+	MaxStreams int
+	// Redactor removes secrets from every JSON answer and stream message
+	// (nil: only the credential patterns of package redact).
+	Redactor *redact.Redactor
 	// GitWebhook is mounted at POST /hooks/git when non-nil. It checks its
 	// own signatures; the bearer token does not apply.
 	GitWebhook http.Handler
@@ -74,9 +92,13 @@ type Options struct {
 
 // Server serves the API and the dashboard.
 type Server struct {
-	opts Options
-	log  *slog.Logger
-	now  func() time.Time // for tests
+	opts    Options
+	log     *slog.Logger
+	now     func() time.Time // for tests
+	tokens  *tokens
+	streams *streamSlots
+	// writeTimeout bounds each write of a stream (for tests).
+	writeTimeout time.Duration
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed when Serve shuts down: ends the streams
@@ -92,7 +114,12 @@ func New(opts Options) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: log, now: time.Now, stopping: make(chan struct{})}
+	maxStreams := opts.MaxStreams
+	if maxStreams <= 0 {
+		maxStreams = DefaultMaxStreams
+	}
+	return &Server{opts: opts, log: log, now: time.Now, stopping: make(chan struct{}),
+		tokens: newTokens(opts), streams: &streamSlots{max: int64(maxStreams)}, writeTimeout: writeTimeout}
 }
 
 // Handler returns the routes:
@@ -102,17 +129,22 @@ func New(opts Options) *Server {
 //	POST /api/v1/services/{name}/sync[?retry=true], /api/v1/services/{name}/suspend
 //	POST /hooks/git
 //	GET  / (the dashboard) and /static/
+//	POST /login (the dashboard's login form, with a read token)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if s.opts.Registry != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{Registry: s.opts.Registry}))
+		var metrics http.Handler = promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{Registry: s.opts.Registry})
+		if s.opts.MetricsRequireToken {
+			metrics = s.readable(metrics, s.credentialed) // the read or the write token, whichever is set
+		}
+		mux.Handle("GET /metrics", metrics)
 	}
-	mux.HandleFunc("GET /api/v1/services", s.services)
-	mux.HandleFunc("GET /api/v1/services/{name}", s.service)
-	mux.HandleFunc("GET /api/v1/events", s.events)
-	mux.HandleFunc("GET /api/v1/stream", s.stream)
+	mux.Handle("GET /api/v1/services", s.readable(http.HandlerFunc(s.services), s.canRead))
+	mux.Handle("GET /api/v1/services/{name}", s.readable(http.HandlerFunc(s.service), s.canRead))
+	mux.Handle("GET /api/v1/events", s.readable(http.HandlerFunc(s.events), s.canRead))
+	mux.Handle("GET /api/v1/stream", s.readable(s.limitStreams(s.stream), s.canRead))
 	csrf := http.NewCrossOriginProtection()
 	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusForbidden, errors.New("cross-origin request refused: use the API from a tool, not from another web page"))
@@ -122,10 +154,13 @@ func (s *Server) Handler() http.Handler {
 	if s.opts.GitWebhook != nil {
 		mux.Handle("POST /hooks/git", s.opts.GitWebhook)
 	}
-	dash := dashboard()
+	dash := s.dashboardGate(dashboard())
 	mux.Handle("GET /{$}", dash)
 	mux.Handle("GET /static/", dash)
-	return mux
+	if s.tokens.hasRead {
+		mux.Handle("POST /login", csrf.Handler(http.HandlerFunc(s.login)))
+	}
+	return s.checkHost(mux)
 }
 
 // authorized requires the bearer token when one is configured. Both sides
@@ -135,11 +170,9 @@ func (s *Server) authorized(h http.HandlerFunc) http.Handler {
 	if s.opts.Token.Empty() {
 		return h
 	}
-	want := sha256.Sum256([]byte(s.opts.Token.Reveal()))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := bearer(r)
-		got := sha256.Sum256([]byte(token))
-		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		if !ok || !equal(sha256.Sum256([]byte(token)), s.tokens.write) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tandem"`)
 			writeError(w, http.StatusUnauthorized, errors.New("a bearer token is required (Authorization: Bearer <the token api.tokenEnv names>)"))
 			return
@@ -191,6 +224,9 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	}
 	if s.opts.Token.Empty() {
 		s.log.Warn("api.tokenEnv is not set: sync and suspend are open to anyone who reaches the address", "address", ln.Addr().String())
+	}
+	if s.opts.ReadToken.Empty() {
+		s.log.Info("api.readTokenEnv is not set: status, events and the dashboard are open to anyone who reaches the address", "address", ln.Addr().String())
 	}
 	s.log.Info("serving the API and the dashboard", "address", ln.Addr().String())
 	errc := make(chan error, 1)

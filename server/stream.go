@@ -19,8 +19,8 @@ import (
 const (
 	streamPoll    = time.Second
 	streamRefresh = 5 * time.Second
-	streamBacklog = 200 // events sent when a stream opens
-	writeTimeout  = 10 * time.Second
+	streamBacklog = 200              // events sent when a stream opens
+	writeTimeout  = 10 * time.Second // default of Server.writeTimeout
 )
 
 // stream serves GET /api/v1/stream, Server-Sent Events:
@@ -44,7 +44,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // no buffering in an nginx in front
 	ctx := r.Context()
 	past, evs := s.opts.Events.Follow(ctx, events.Filter{Limit: streamBacklog})
-	sse := &sseWriter{w: w, rc: rc}
+	sse := &sseWriter{w: w, rc: rc, redact: s.opts.Redactor.Bytes, timeout: s.writeTimeout}
 	sse.raw("retry: 2000\n\n")
 	sse.send("events", EventList{Events: past})
 	var (
@@ -141,13 +141,15 @@ type rawChanges struct {
 	Removed  []string          `json:"removed,omitempty"`
 }
 
-// sseWriter writes Server-Sent Events, each flushed, with a write deadline
-// so that a stuck client cannot hold a handler forever. The first error
-// sticks.
+// sseWriter writes Server-Sent Events, each redacted and flushed, with a
+// write deadline so that a stuck client cannot hold a handler (and the
+// memory of its messages) for long. The first error sticks.
 type sseWriter struct {
-	w   http.ResponseWriter
-	rc  *http.ResponseController
-	err error
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	redact  func([]byte) []byte // every message goes through it
+	timeout time.Duration       // per write
+	err     error
 }
 
 func (s *sseWriter) send(event string, v any) {
@@ -156,14 +158,14 @@ func (s *sseWriter) send(event string, v any) {
 		s.err = fmt.Errorf("encoding %s: %w", event, err)
 		return
 	}
-	s.raw("event: " + event + "\ndata: " + string(b) + "\n\n")
+	s.raw("event: " + event + "\ndata: " + string(s.redact(b)) + "\n\n")
 }
 
 func (s *sseWriter) raw(msg string) {
 	if s.err != nil {
 		return
 	}
-	if err := s.rc.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	if err := s.rc.SetWriteDeadline(time.Now().Add(s.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		s.err = err
 		return
 	}

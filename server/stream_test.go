@@ -32,9 +32,24 @@ func openStream(t *testing.T, e *env) *stream {
 
 func openStreamAt(t *testing.T, client *http.Client, base string) *stream {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	return openStreamCtx(t, context.Background(), client, base, nil)
+}
+
+// openStreamWith opens the stream with headers (a token, a cookie).
+func openStreamWith(t *testing.T, client *http.Client, base string, header map[string]string) *stream {
+	t.Helper()
+	return openStreamCtx(t, context.Background(), client, base, header)
+}
+
+// openStreamCtx opens the stream until ctx or the test ends.
+func openStreamCtx(t *testing.T, parent context.Context, client *http.Client, base string, header map[string]string) *stream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(parent)
 	req, err := http.NewRequestWithContext(ctx, "GET", base+"/api/v1/stream", nil)
 	require.NoError(t, err)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
 	resp, err := client.Do(req)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode)

@@ -23,6 +23,7 @@ type Config struct {
 	Providers Providers       `yaml:"providers" json:"providers"`
 	Notify    []Notifier      `yaml:"notify" json:"notify,omitempty"`
 	HA        *HAConfig       `yaml:"ha" json:"ha,omitempty"`
+	Policy    Policy          `yaml:"policy" json:"policy"` // what the desired state in Git may make the daemon do (policy.go)
 	pos       positions
 	file      string
 }
@@ -36,6 +37,15 @@ type GitConfig struct {
 	Auth     GitAuth     `yaml:"auth" json:"auth"`
 	Verify   *GitVerify  `yaml:"verify" json:"verify,omitempty"`
 	Webhook  *GitWebhook `yaml:"webhook" json:"webhook,omitempty"`
+	// AllowNonFastForward accepts a new head that does not descend from the
+	// revision in force (a reset and force push). Off, such a head is
+	// refused: with signatures on, an old signed commit pushed again would
+	// otherwise downgrade the desired state. git revert and tandem rollback
+	// make new descendant commits and need no such permission.
+	AllowNonFastForward bool `yaml:"allowNonFastForward" json:"allowNonFastForward,omitempty"`
+	// MaxFetchBytes bounds the pack one fetch may bring (default 64 MiB);
+	// a larger fetch fails and the revision in force stays.
+	MaxFetchBytes int64 `yaml:"maxFetchBytes" json:"maxFetchBytes"`
 }
 
 // GitAuth names where credentials come from.
@@ -59,9 +69,27 @@ type GitWebhook struct {
 	SecretEnv string `yaml:"secretEnv" json:"secretEnv"`
 }
 
-// APIConfig protects the mutating HTTP endpoints.
+// APIConfig protects the HTTP API and the dashboard (docs/security.md).
 type APIConfig struct {
+	// TokenEnv names the bearer token of the mutating endpoints (sync,
+	// suspend). It grants reading too.
 	TokenEnv string `yaml:"tokenEnv" json:"tokenEnv,omitempty"`
+	// ReadTokenEnv names a token that every read needs once it is set: the
+	// GETs under /api/v1/, the event stream and the dashboard.
+	ReadTokenEnv string `yaml:"readTokenEnv" json:"readTokenEnv,omitempty"`
+	// MetricsRequireToken makes /metrics need a token too (off by default,
+	// for scrapers that send none).
+	MetricsRequireToken bool `yaml:"metricsRequireToken" json:"metricsRequireToken,omitempty"`
+	// AllowedHosts are the host names requests may name in their Host
+	// header besides IP addresses, localhost and the host of listen ("*":
+	// any), against DNS rebinding.
+	AllowedHosts []string `yaml:"allowedHosts" json:"allowedHosts,omitempty"`
+	// MaxStreams bounds the event streams open at once.
+	MaxStreams int `yaml:"maxStreams" json:"maxStreams"`
+	// MetadataKeys are the registry metadata keys whose values status
+	// shows besides each service's health.version.nacosMetadata; the values
+	// of other keys are shown as <redacted>.
+	MetadataKeys []string `yaml:"metadataKeys" json:"metadataKeys,omitempty"`
 }
 
 // ReconcileConfig tunes the loop.
@@ -96,6 +124,13 @@ type AlibabaProvider struct {
 	Region   string `yaml:"region" json:"region"`
 	Endpoint string `yaml:"endpoint" json:"endpoint,omitempty"` // host[:port]; empty: the regional endpoint
 	Protocol string `yaml:"protocol" json:"protocol,omitempty"` // https (default) or http
+	// Network is public (default: the public endpoint) or vpc (the VPC
+	// endpoint, <product>-vpc.<region>.aliyuncs.com, reachable only from
+	// inside Alibaba Cloud VPCs). Ignored when Endpoint is set.
+	Network string `yaml:"network" json:"network,omitempty"`
+	// RateLimit is this instance's own budget of OpenAPI calls; every call
+	// (retries included) waits for it.
+	RateLimit RateLimit `yaml:"rateLimit" json:"rateLimit"`
 	// Credentials: when AccessKeyIDEnv is empty the Alibaba default credential
 	// chain is used (environment, OIDC, profile, ECS RAM role).
 	AccessKeyIDEnv     string   `yaml:"accessKeyIdEnv" json:"accessKeyIdEnv,omitempty"`
@@ -107,6 +142,31 @@ type AlibabaProvider struct {
 	JobTimeout         Duration `yaml:"jobTimeout" json:"jobTimeout"` // ALB async job ceiling
 	RetryTimeout       Duration `yaml:"retryTimeout" json:"retryTimeout"`
 }
+
+// Networks of an Alibaba provider instance (AlibabaProvider.Network).
+const (
+	NetworkPublic = "public"
+	NetworkVPC    = "vpc"
+)
+
+// RateLimit is a token bucket: CallsPerSecond tokens a second, at most
+// Burst saved up. A call that finds the bucket empty waits; it does not fail.
+type RateLimit struct {
+	CallsPerSecond float64 `yaml:"callsPerSecond" json:"callsPerSecond"`
+	Burst          int     `yaml:"burst" json:"burst"`
+}
+
+// Default rate limit of an Alibaba provider instance. Alibaba sets
+// per-API, per-account QPS limits in Quota Center ("API rate limits",
+// https://www.alibabacloud.com/help/en/server-load-balancer/latest/470161);
+// their values for the APIs Tandem calls are not published in a place we
+// could read (UNVERIFIED), so the default is conservative: 50 calls a
+// second per instance, which keeps 1,000 services (2.2 calls each per
+// pass) under one pass per 30 s resync, with a burst of 100.
+const (
+	DefaultCallsPerSecond = 50
+	DefaultBurst          = 100
+)
 
 // What a Nacos provider's servers run (NacosProvider.Server).
 const (
@@ -129,6 +189,22 @@ type NacosProvider struct {
 	UsernameEnv string   `yaml:"usernameEnv" json:"usernameEnv,omitempty"`
 	PasswordEnv string   `yaml:"passwordEnv" json:"passwordEnv,omitempty"`
 	Timeout     Duration `yaml:"timeout" json:"timeout"`
+	// Scheme is http (default) or https. With https the operator API, the
+	// SDK's login and its gRPC connection use TLS, verified with CAFile
+	// (required: nacos-sdk-go skips verification without one); CertFile and
+	// KeyFile are an optional client certificate; ServerName is the name to
+	// verify instead of the host (operator API and login; gRPC verifies
+	// the host).
+	Scheme     string `yaml:"scheme" json:"scheme"`
+	CAFile     string `yaml:"caFile" json:"caFile,omitempty"`
+	CertFile   string `yaml:"certFile" json:"certFile,omitempty"`
+	KeyFile    string `yaml:"keyFile" json:"keyFile,omitempty"`
+	ServerName string `yaml:"serverName" json:"serverName,omitempty"`
+}
+
+// TLS returns the provider's TLS files.
+func (p NacosProvider) TLS() TLSFiles {
+	return TLSFiles{CAFile: p.CAFile, CertFile: p.CertFile, KeyFile: p.KeyFile, ServerName: p.ServerName}
 }
 
 // HAProxyProvider is one HAProxy runtime API socket.
@@ -158,6 +234,19 @@ type HAConfig struct {
 	LeaseTTL    Duration `yaml:"leaseTTL" json:"leaseTTL"`
 	UsernameEnv string   `yaml:"usernameEnv" json:"usernameEnv,omitempty"`
 	PasswordEnv string   `yaml:"passwordEnv" json:"passwordEnv,omitempty"`
+	// TLS to etcd: used when any of these is set or an endpoint is
+	// https://. CAFile verifies etcd's certificate (default: the system's
+	// roots); CertFile and KeyFile are an optional client certificate;
+	// ServerName is the name to verify instead of the endpoint's host.
+	CAFile     string `yaml:"caFile" json:"caFile,omitempty"`
+	CertFile   string `yaml:"certFile" json:"certFile,omitempty"`
+	KeyFile    string `yaml:"keyFile" json:"keyFile,omitempty"`
+	ServerName string `yaml:"serverName" json:"serverName,omitempty"`
+}
+
+// TLS returns the etcd client's TLS files.
+func (h HAConfig) TLS() TLSFiles {
+	return TLSFiles{CAFile: h.CAFile, CertFile: h.CertFile, KeyFile: h.KeyFile, ServerName: h.ServerName}
 }
 
 // Default fills the optional fields.
@@ -165,8 +254,10 @@ func (c *Config) Default() {
 	setDefault(&c.Git.Branch, "main")
 	setDefault(&c.Git.Path, "services")
 	setDefault(&c.Git.Interval, Duration(30*time.Second))
+	setDefault(&c.Git.MaxFetchBytes, 64<<20)
 	setDefault(&c.StateDir, "/var/lib/tandem")
 	setDefault(&c.Listen, "127.0.0.1:8080")
+	setDefault(&c.API.MaxStreams, 32)
 	setDefault(&c.Reconcile.Interval, Duration(30*time.Second))
 	setDefault(&c.Reconcile.Concurrency, 4)
 	setDefault(&c.Drift.Mode, DriftAlert)
@@ -175,6 +266,9 @@ func (c *Config) Default() {
 		for i := range ps {
 			p := &ps[i]
 			setDefault(&p.Protocol, "https")
+			setDefault(&p.Network, NetworkPublic)
+			setDefault(&p.RateLimit.CallsPerSecond, DefaultCallsPerSecond)
+			setDefault(&p.RateLimit.Burst, DefaultBurst)
 			setDefault(&p.SignatureVersion, "v3")
 			setDefault(&p.ConnectTimeout, Duration(5*time.Second))
 			setDefault(&p.ReadTimeout, Duration(10*time.Second))
@@ -186,12 +280,14 @@ func (c *Config) Default() {
 		p := &c.Providers.Nacos[i]
 		setDefault(&p.ContextPath, "/nacos")
 		setDefault(&p.API, "v1")
+		setDefault(&p.Scheme, "http")
 		setDefault(&p.Server, NacosServerNacos)
 		setDefault(&p.Timeout, Duration(5*time.Second))
 	}
 	for i := range c.Providers.HAProxy {
 		setDefault(&c.Providers.HAProxy[i].Timeout, Duration(5*time.Second))
 	}
+	c.Policy.Default()
 	if c.HA != nil {
 		setDefault(&c.HA.Prefix, "/tandem")
 		setDefault(&c.HA.LeaseTTL, Duration(15*time.Second))
@@ -204,6 +300,11 @@ func (c *Config) Validate() Problems {
 	bad := func(path, format string, args ...any) {
 		ps = append(ps, Problem{File: c.file, Line: c.pos.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
+	tlsFiles := func(base string, f TLSFiles) {
+		if _, field, err := f.load(); err != nil {
+			bad(base+"."+field, "%v", err)
+		}
+	}
 	env := func(path, name string) {
 		if name != "" && !envNameOK(name) {
 			bad(path, "must name an environment variable (letters, digits, _), got %q", name)
@@ -211,6 +312,11 @@ func (c *Config) Validate() Problems {
 	}
 	if c.Git.URL == "" {
 		bad("git.url", "is required (a repository URL or a local path)")
+	} else if what := URLCredentials(c.Git.URL); what != "" {
+		bad("git.url", "must not contain %s: it would be stored in the config, the Git cache and error messages; name environment variables in git.auth.tokenEnv (or git.auth.usernameEnv and git.auth.passwordEnv) instead", what)
+	}
+	if c.Git.MaxFetchBytes < 1<<20 {
+		bad("git.maxFetchBytes", "must be at least 1048576 (1 MiB), got %d", c.Git.MaxFetchBytes)
 	}
 	if c.Git.Interval.D() < time.Second {
 		bad("git.interval", "must be at least 1s")
@@ -235,6 +341,25 @@ func (c *Config) Validate() Problems {
 		bad("listen", "must be host:port, got %q", c.Listen)
 	}
 	env("api.tokenEnv", c.API.TokenEnv)
+	env("api.readTokenEnv", c.API.ReadTokenEnv)
+	if c.API.MetricsRequireToken && c.API.TokenEnv == "" && c.API.ReadTokenEnv == "" {
+		bad("api.metricsRequireToken", "needs api.readTokenEnv or api.tokenEnv: there is no token to require")
+	}
+	for i, h := range c.API.AllowedHosts {
+		if h == "*" && len(c.API.AllowedHosts) > 1 {
+			bad(fmt.Sprintf("api.allowedHosts[%d]", i), `"*" (any host) must be the only entry`)
+		} else if h != "*" && !hostNameOK(h) {
+			bad(fmt.Sprintf("api.allowedHosts[%d]", i), "must be a host name without scheme or port (e.g. tandem.internal), or \"*\", got %q", h)
+		}
+	}
+	if c.API.MaxStreams < 1 || c.API.MaxStreams > 10000 {
+		bad("api.maxStreams", "must be from 1 to 10000, got %d", c.API.MaxStreams)
+	}
+	for i, k := range c.API.MetadataKeys {
+		if k == "" {
+			bad(fmt.Sprintf("api.metadataKeys[%d]", i), "must not be empty")
+		}
+	}
 	if c.Reconcile.Concurrency < 1 {
 		bad("reconcile.concurrency", "must be at least 1")
 	}
@@ -270,6 +395,15 @@ func (c *Config) Validate() Problems {
 			if p.Protocol != "http" && p.Protocol != "https" {
 				bad(base+".protocol", "must be http or https, got %q", p.Protocol)
 			}
+			if p.Network != NetworkPublic && p.Network != NetworkVPC {
+				bad(base+".network", "must be public or vpc, got %q", p.Network)
+			}
+			if p.RateLimit.CallsPerSecond < 0 {
+				bad(base+".rateLimit.callsPerSecond", "must be positive, got %v", p.RateLimit.CallsPerSecond)
+			}
+			if p.RateLimit.Burst < 0 {
+				bad(base+".rateLimit.burst", "must be positive, got %d", p.RateLimit.Burst)
+			}
 			if p.SignatureVersion != "v3" && p.SignatureVersion != "v2" {
 				bad(base+".signatureVersion", "must be v3 or v2, got %q", p.SignatureVersion)
 			}
@@ -279,6 +413,7 @@ func (c *Config) Validate() Problems {
 			env(base+".accessKeyIdEnv", p.AccessKeyIDEnv)
 			env(base+".accessKeySecretEnv", p.AccessKeySecretEnv)
 			env(base+".securityTokenEnv", p.SecurityTokenEnv)
+			checkNoURLCredentials(bad, base+".endpoint", p.Endpoint)
 		}
 	}
 	for i, p := range c.Providers.Nacos {
@@ -288,8 +423,11 @@ func (c *Config) Validate() Problems {
 			bad(base+".servers", "needs at least one host:port")
 		}
 		for j, s := range p.Servers {
-			if _, _, err := net.SplitHostPort(s); err != nil {
-				bad(fmt.Sprintf("%s.servers[%d]", base, j), "must be host:port, got %q", s)
+			field := fmt.Sprintf("%s.servers[%d]", base, j)
+			if strings.Contains(s, "@") {
+				checkNoURLCredentials(bad, field, s)
+			} else if _, _, err := net.SplitHostPort(s); err != nil {
+				bad(field, "must be host:port, got %q", s)
 			}
 		}
 		if p.API != "v1" && p.API != "v3" {
@@ -312,6 +450,18 @@ func (c *Config) Validate() Problems {
 		}
 		env(base+".usernameEnv", p.UsernameEnv)
 		env(base+".passwordEnv", p.PasswordEnv)
+		switch {
+		case p.Scheme != "http" && p.Scheme != "https":
+			bad(base+".scheme", "must be http or https, got %q", p.Scheme)
+		case p.Scheme == "http" && p.TLS().Set():
+			bad(base+".scheme", "must be https when caFile, certFile, keyFile or serverName is set")
+		case p.Scheme == "https" && p.CAFile == "":
+			// nacos-sdk-go v2.3.5 skips verification of its HTTP login
+			// without a CA file (common/tls/tls.go NewTLS).
+			bad(base+".caFile", "is required with scheme https (the Nacos SDK would not verify the server without it); for a public CA name the system bundle, e.g. /etc/ssl/certs/ca-certificates.crt")
+		case p.Scheme == "https":
+			tlsFiles(base, p.TLS())
+		}
 	}
 	for i, p := range c.Providers.HAProxy {
 		unique(KindHAProxy, i, p.Name)
@@ -346,7 +496,20 @@ func (c *Config) Validate() Problems {
 		}
 		env("ha.usernameEnv", h.UsernameEnv)
 		env("ha.passwordEnv", h.PasswordEnv)
+		for i, e := range h.Etcd {
+			checkNoURLCredentials(bad, fmt.Sprintf("ha.etcd[%d]", i), e)
+		}
+		tlsFiles("ha", h.TLS())
+		if h.TLS().Set() {
+			for i, e := range h.Etcd {
+				if strings.HasPrefix(e, "http://") {
+					// The etcd client drops TLS for http:// endpoints.
+					bad(fmt.Sprintf("ha.etcd[%d]", i), "must be https:// or host:port when caFile, certFile, keyFile or serverName is set, got %q", e)
+				}
+			}
+		}
 	}
+	c.Policy.validate(bad)
 	return ps
 }
 
@@ -398,6 +561,24 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// hostNameOK accepts a DNS name or an IP address, without port.
+func hostNameOK(s string) bool {
+	if net.ParseIP(strings.Trim(s, "[]")) != nil {
+		return true
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || strings.HasPrefix(label, "-") || strings.HasSuffix(label, "-") {
+			return false
+		}
+		for _, r := range label {
+			if r != '-' && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') {
+				return false
+			}
+		}
+	}
+	return len(s) <= 253
+}
+
 func envNameOK(s string) bool {
 	for i, r := range s {
 		ok := r == '_' || (r >= 'A' && r <= 'Z') || (r >= 'a' && r <= 'z') || (i > 0 && r >= '0' && r <= '9')
@@ -412,13 +593,15 @@ func envNameOK(s string) bool {
 // not in logs, JSON, errors or fmt output.
 type Secret string
 
-const redacted = "<redacted>"
+// Redacted is what Tandem prints in place of a secret, wherever it removes
+// one (package redact, provider and Git errors, a Secret).
+const Redacted = "<redacted>"
 
-func (s Secret) String() string                { return redacted }
-func (s Secret) GoString() string              { return redacted }
-func (s Secret) MarshalText() ([]byte, error)  { return []byte(redacted), nil }
-func (s Secret) LogValue() slog.Value          { return slog.StringValue(redacted) }
-func (s Secret) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(redacted)) }
+func (s Secret) String() string                { return Redacted }
+func (s Secret) GoString() string              { return Redacted }
+func (s Secret) MarshalText() ([]byte, error)  { return []byte(Redacted), nil }
+func (s Secret) LogValue() slog.Value          { return slog.StringValue(Redacted) }
+func (s Secret) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(Redacted)) }
 func (s Secret) Reveal() string                { return string(s) }
 func (s Secret) Empty() bool                   { return s == "" }
 

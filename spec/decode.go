@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,14 +15,61 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Limits that keep a hostile or broken file from exhausting the daemon.
+// Limits that keep a hostile or broken revision from exhausting the daemon.
+// They bound one load as a whole (every file and document of a revision,
+// see budget), so that any revision is accepted or rejected in bounded time
+// and memory: a 1 MB file in which an alias of a mapping with 30,000 keys
+// is used 20,000 times is rejected after maxNodes keys, at the line where
+// the budget ran out, instead of formatting 600 million problems.
 const (
-	MaxFileBytes    = 1 << 20 // one spec or config file
-	maxDocuments    = 1000    // documents in one file
-	maxNodes        = 200_000 // YAML nodes visited per file, aliases expanded: stops alias bombs
-	maxDepth        = 64      // nesting depth
-	maxScalarLength = 64 << 10
+	MaxFileBytes     = 1 << 20   // one spec or config file
+	MaxRevisionBytes = 8 << 20   // every .yaml/.yml file of one load together
+	maxFiles         = 2000      // .yaml/.yml files in one load
+	maxTreeEntries   = 20_000    // files and directories walked under git.path
+	maxDocuments     = 1000      // documents in one file
+	maxLoadDocuments = 5000      // documents in one load
+	maxNodes         = 1_000_000 // YAML nodes visited per load, mapping keys included and aliases expanded
+	MaxProblems      = 200       // problems listed per load; the rest are counted in a last "... and N more problems"
+	maxDepth         = 64        // nesting depth
+	maxScalarLength  = 64 << 10
 )
+
+// budget is what one load (a revision, or one file given on its own) may
+// still spend. One budget is shared by every file and document of a load:
+// a fresh budget per document would let many documents multiply it.
+type budget struct {
+	nodes, docs, entries int
+	bytes                int64
+	listed, dropped      int      // problems kept, and counted beyond MaxProblems
+	exhausted            bool     // maxNodes was passed: decoding stops everywhere
+	stop                 *Problem // where and why it stopped: listed first
+}
+
+// finish sorts ps, keeps the first MaxProblems and counts the rest (with
+// those dropped while decoding) in a last line without a file. The problem
+// that stopped decoding, if any, comes first: it explains the rest.
+func (b *budget) finish(ps Problems) error {
+	if b.stop != nil {
+		ps = slices.DeleteFunc(slices.Clone(ps), func(p Problem) bool { return p == *b.stop })
+	}
+	err := ps.Err()
+	if err == nil && b.stop == nil {
+		return nil
+	}
+	sorted, _ := err.(Problems)
+	more := b.dropped
+	if len(sorted) > MaxProblems {
+		more += len(sorted) - MaxProblems
+		sorted = sorted[:MaxProblems]
+	}
+	if b.stop != nil {
+		sorted = append(Problems{*b.stop}, sorted...)
+	}
+	if more > 0 {
+		sorted = append(sorted, Problem{Msg: fmt.Sprintf("... and %d more problems", more), more: more})
+	}
+	return sorted
+}
 
 // scalarDecoder is implemented by types that parse themselves from one YAML
 // scalar (Duration, Group). The error text becomes the problem message.
@@ -53,22 +101,58 @@ func (p positions) line(path string) int {
 // and duplicate keys, and every problem carries the file, line and field path.
 type decoder struct {
 	file     string
-	problems Problems
+	problems Problems // those kept within the budget
+	failed   bool     // any problem, kept or only counted
 	pos      positions
-	nodes    int
+	budget   *budget
+	alias    int // while expanding an alias: the line of its outermost use
 }
 
-func newDecoder(file string) *decoder {
-	return &decoder{file: file, pos: positions{}}
+func newDecoder(file string, b *budget) *decoder {
+	return &decoder{file: file, pos: positions{}, budget: b}
 }
 
+// problem records a problem, or only counts it once the load has listed
+// MaxProblems: the message is not even formatted then.
 func (d *decoder) problem(line int, path, format string, args ...any) {
+	d.failed = true
+	if d.budget.listed >= MaxProblems {
+		d.budget.dropped++
+		return
+	}
+	d.budget.listed++
 	d.problems = append(d.problems, Problem{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// spend counts the visit of node n (a value, or a mapping key) against the
+// load's budget. Past maxNodes it reports once, at n, and returns false
+// from then on for every node of every file of the load.
+func (d *decoder) spend(n *yaml.Node, path string) bool {
+	b := d.budget
+	if b.exhausted {
+		return false
+	}
+	b.nodes++
+	if b.nodes <= maxNodes {
+		return true
+	}
+	b.exhausted = true
+	d.failed = true
+	// Always listed, even past MaxProblems: it is why decoding stopped. It
+	// points at the use of the alias being expanded, if any.
+	line := n.Line
+	if d.alias != 0 {
+		line = d.alias
+	}
+	b.stop = &Problem{File: d.file, Line: line, Path: path,
+		Msg: fmt.Sprintf("the desired state is too large or uses too many aliases: over %d YAML nodes in this revision (mapping keys included, each use of an alias counted again); decoding stopped here", maxNodes)}
+	d.problems = append(d.problems, *b.stop)
+	return false
 }
 
 // splitDocuments parses every YAML document of data into nodes. A syntax
 // error is a single problem for the file: yaml.v3 cannot recover past it.
-func splitDocuments(file string, data []byte) ([]*yaml.Node, Problems) {
+func splitDocuments(file string, data []byte, b *budget) ([]*yaml.Node, Problems) {
 	if len(data) > MaxFileBytes {
 		return nil, Problems{{File: file, Msg: fmt.Sprintf("file is %d bytes; the limit is %d", len(data), MaxFileBytes)}}
 	}
@@ -84,10 +168,13 @@ func splitDocuments(file string, data []byte) ([]*yaml.Node, Problems) {
 			return nil, Problems{yamlSyntaxProblem(file, err)}
 		}
 		if len(docs) == maxDocuments {
-			return nil, Problems{{File: file, Msg: fmt.Sprintf("more than %d YAML documents", maxDocuments)}}
+			return nil, Problems{{File: file, Line: n.Line, Msg: fmt.Sprintf("more than %d YAML documents", maxDocuments)}}
 		}
 		if len(n.Content) == 0 || (n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Tag == "!!null") {
 			continue // an empty document, e.g. a file of comments or a trailing ---
+		}
+		if b.docs++; b.docs > maxLoadDocuments {
+			return nil, Problems{{File: file, Line: n.Content[0].Line, Msg: fmt.Sprintf("more than %d YAML documents in this revision", maxLoadDocuments)}}
 		}
 		docs = append(docs, n.Content[0])
 	}
@@ -115,11 +202,7 @@ func (d *decoder) decode(n *yaml.Node, v any) {
 }
 
 func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, depth int) {
-	d.nodes++
-	if d.nodes > maxNodes {
-		if d.nodes == maxNodes+1 {
-			d.problem(n.Line, path, "document is too large or uses too many aliases (over %d nodes)", maxNodes)
-		}
+	if !d.spend(n, path) {
 		return
 	}
 	if depth > maxDepth {
@@ -127,7 +210,12 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string, depth int) {
 		return
 	}
 	if n.Kind == yaml.AliasNode {
+		outer := d.alias
+		if outer == 0 {
+			d.alias = n.Line
+		}
 		d.value(n.Alias, v, path, depth+1)
+		d.alias = outer
 		return
 	}
 	if _, seen := d.pos[path]; !seen {
@@ -227,6 +315,9 @@ func (d *decoder) entries(n *yaml.Node, path string, f func(k *yaml.Node, key st
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
+		if !d.spend(k, path) {
+			return
+		}
 		key, ok := d.scalar(k, path)
 		if !ok {
 			continue

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tandemhq/tandem/spec"
+	"github.com/tandemhq/tandem/spec/spectest"
 )
 
 // hostile are seeds no operator writes on purpose but a broken editor, a bad
@@ -30,6 +31,15 @@ var hostile = []string{
 	"\t- tab\n",
 	"? [complex, key]\n: value\n",
 	"service: \"unterminated\n",
+	// Alias-heavy: a mapping of unknown keys, anchored once and used many
+	// times (each use costs its keys again), nested fan-out of mappings,
+	// aliases as keys, as a list of lists, across documents.
+	string(spectest.AliasBomb(300, 400)),
+	"x: &a {k0: 0, k1: 0, k2: 0, k3: 0}\ny: &b {a: *a, b: *a, c: *a, d: *a}\nz: &c {a: *b, b: *b, c: *b, d: *b}\ngroups: {A: {instances: [*c, *c, *c, *c, *c, *c, *c, *c]}}\n",
+	"k: &k service\n*k : x\n? *k\n: y\n",
+	"a: &a [x, x, x, x]\nafter: [*a, *a, *a, *a]\ntraffic: [*a, *a]\n",
+	"git: {url: /srv/desired}\nx: &a {k0: 0, k1: 0, k2: 0, k3: 0, k4: 0}\nnotify: [" + strings.TrimSuffix(strings.Repeat("*a, ", 500), ", ") + "]\n",
+	strings.Repeat("---\nx: &a {k: 0}\ngroups: {A: {instances: [*a, *a, *a]}, B: *a}\n", 50),
 }
 
 func seeds(f *testing.F, glob string) {
@@ -57,11 +67,7 @@ func FuzzParseServices(f *testing.F) {
 	seeds(f, "testdata/bad/*.yaml")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		svcs, ps := spec.ParseServices("services/fuzz.yaml", data)
-		for _, p := range ps {
-			if p.File != "services/fuzz.yaml" || p.Line < 0 || p.Msg == "" {
-				t.Fatalf("badly located problem: %+v", p)
-			}
-		}
+		checkProblems(t, ps, "services/fuzz.yaml")
 		if len(ps) == 0 {
 			for _, s := range svcs {
 				if extra := s.Validate(); len(extra) > 0 {
@@ -89,12 +95,25 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		default:
 			if ps, ok := spec.AsProblems(err); ok {
-				for _, p := range ps {
-					if p.File != "tandem.yaml" || p.Msg == "" {
-						t.Fatalf("badly located problem: %+v", p)
-					}
-				}
+				checkProblems(t, ps, "tandem.yaml")
 			}
 		}
 	})
+}
+
+// checkProblems: every problem is located in file, and the list is capped
+// (the one that stopped decoding, MaxProblems, "... and N more problems").
+func checkProblems(t *testing.T, ps spec.Problems, file string) {
+	t.Helper()
+	if len(ps) > spec.MaxProblems+2 {
+		t.Fatalf("%d problems listed; the cap is %d", len(ps), spec.MaxProblems)
+	}
+	for i, p := range ps {
+		if i == len(ps)-1 && p.File == "" && strings.HasPrefix(p.Msg, "... and ") && ps.Count() > len(ps) {
+			continue
+		}
+		if p.File != file || p.Line < 0 || p.Msg == "" {
+			t.Fatalf("badly located problem: %+v", p)
+		}
+	}
 }

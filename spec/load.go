@@ -41,10 +41,16 @@ func (s *Set) Names() []string {
 // listing everything that is wrong; never both.
 func Load(fsys fs.FS, dir string, cfg *Config) (*Set, error) {
 	dir = path.Clean(strings.TrimPrefix(dir, "./"))
+	b := &budget{}
 	var files []string
+	var ps Problems
 	err := fs.WalkDir(fsys, dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if b.entries++; b.entries > maxTreeEntries {
+			ps = append(ps, Problem{File: dir, Msg: fmt.Sprintf("holds more than %d files and directories; keep only the desired state under it", maxTreeEntries)})
+			return fs.SkipAll
 		}
 		if d.IsDir() && p != dir && strings.HasPrefix(d.Name(), ".") {
 			return fs.SkipDir
@@ -57,56 +63,98 @@ func Load(fsys fs.FS, dir string, cfg *Config) (*Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading desired state directory %s: %w", dir, err)
 	}
+	if b.entries > maxTreeEntries {
+		files = nil
+	}
+	if len(files) > maxFiles {
+		ps = append(ps, Problem{File: dir, Msg: fmt.Sprintf("holds %d .yaml and .yml files; the limit is %d", len(files), maxFiles)})
+		files = nil
+	}
 	sort.Strings(files)
-	var ps Problems
 	var services []*Service
 	for _, f := range files {
-		data, err := readLimited(fsys, f)
+		if b.exhausted {
+			break // the revision is refused already; reading on would only cost
+		}
+		data, err := readLimited(fsys, f, b)
 		if err != nil {
 			ps = append(ps, Problem{File: f, Msg: err.Error()})
+			if b.bytes > MaxRevisionBytes {
+				break
+			}
 			continue
 		}
-		svcs, fps := ParseServices(f, data)
+		svcs, fps := parseServices(f, data, b)
 		ps = append(ps, fps...)
 		services = append(services, svcs...)
 	}
-	if len(files) == 0 {
+	if len(files) == 0 && len(ps) == 0 {
 		ps = append(ps, Problem{File: dir, Msg: "no .yaml or .yml files: an empty desired state is refused (it would remove every service)"})
+	}
+	if len(ps) > 0 && b.exhausted {
+		// Cross-file checks of a half-decoded revision would only add noise.
+		return nil, b.finish(ps)
 	}
 	set := &Set{Services: services, byName: map[string]*Service{}}
 	ps = append(ps, set.validate(cfg)...)
-	if err := ps.Err(); err != nil {
+	if err := b.finish(ps); err != nil {
 		return nil, err
 	}
 	sort.Slice(set.Services, func(i, j int) bool { return set.Services[i].Name < set.Services[j].Name })
 	return set, nil
 }
 
-func readLimited(fsys fs.FS, name string) ([]byte, error) {
-	if st, err := fs.Stat(fsys, name); err == nil && st.Size() > MaxFileBytes {
+// readLimited reads one file within MaxFileBytes and what is left of the
+// load's MaxRevisionBytes.
+func readLimited(fsys fs.FS, name string, b *budget) ([]byte, error) {
+	st, err := fs.Stat(fsys, name)
+	if err != nil {
+		return nil, fmt.Errorf("reading: %w", err)
+	}
+	if st.Size() > MaxFileBytes {
 		return nil, fmt.Errorf("file is %d bytes; the limit is %d", st.Size(), MaxFileBytes)
+	}
+	if b.bytes += st.Size(); b.bytes > MaxRevisionBytes {
+		return nil, fmt.Errorf("the .yaml and .yml files read so far, this one included, hold more than %d bytes, the limit for one revision", MaxRevisionBytes)
 	}
 	data, err := fs.ReadFile(fsys, name)
 	if err != nil {
 		return nil, fmt.Errorf("reading: %w", err)
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("file is %d bytes; the limit is %d", len(data), MaxFileBytes)
 	}
 	return data, nil
 }
 
 // ParseServices decodes, defaults and validates the services of one file.
 // Services with problems are still returned, so that cross-file checks can
-// run; callers must treat any problem as fatal for the whole load.
+// run; callers must treat any problem as fatal for the whole load. The
+// file gets a load's whole budget (see MaxProblems): at most MaxProblems
+// are listed, then one "... and N more problems" line.
 func ParseServices(file string, data []byte) ([]*Service, Problems) {
-	docs, ps := splitDocuments(file, data)
+	b := &budget{}
+	svcs, ps := parseServices(file, data, b)
+	if err := b.finish(ps); err != nil {
+		return svcs, err.(Problems)
+	}
+	return svcs, nil
+}
+
+func parseServices(file string, data []byte, b *budget) ([]*Service, Problems) {
+	docs, ps := splitDocuments(file, data, b)
 	var out []*Service
 	for _, doc := range docs {
-		d := newDecoder(file)
+		if b.exhausted {
+			break
+		}
+		d := newDecoder(file, b)
 		svc := &Service{}
 		d.decode(doc, svc)
 		svc.pos = d.pos
 		svc.Source = Source{File: file, Line: doc.Line}
 		ps = append(ps, d.problems...)
-		if len(d.problems) > 0 && svc.Name == "" {
+		if b.exhausted || (d.failed && svc.Name == "") {
 			continue // too broken to take part in cross checks
 		}
 		svc.Default()
@@ -161,6 +209,7 @@ func (s *Set) validate(cfg *Config) Problems {
 		if cfg == nil {
 			continue
 		}
+		ps = append(ps, cfg.checkPolicy(svc)...)
 		for i, b := range svc.Traffic {
 			if k := b.Kind(); k != "" && !cfg.HasProvider(k, b.Provider()) {
 				field := map[string]string{KindALB: "alb", KindSLB: "slb", KindHAProxy: "haproxy"}[k]
@@ -236,19 +285,20 @@ func (s *Set) cycles() Problems {
 
 // ParseConfig decodes, defaults and validates a daemon configuration.
 func ParseConfig(file string, data []byte) (*Config, error) {
-	docs, ps := splitDocuments(file, data)
+	b := &budget{}
+	docs, ps := splitDocuments(file, data, b)
 	if len(ps) > 0 {
 		return nil, ps.Err()
 	}
 	if len(docs) != 1 {
 		return nil, Problems{{File: file, Msg: fmt.Sprintf("must hold exactly one YAML document, found %d", len(docs))}}
 	}
-	d := newDecoder(file)
+	d := newDecoder(file, b)
 	cfg := &Config{}
 	d.decode(docs[0], cfg)
 	cfg.pos, cfg.file = d.pos, file
-	if len(d.problems) > 0 {
-		return nil, d.problems.Err()
+	if d.failed {
+		return nil, b.finish(d.problems)
 	}
 	cfg.Default()
 	if err := cfg.Validate().Err(); err != nil {
@@ -272,6 +322,9 @@ func LoadConfig(file string) (*Config, error) {
 	}
 	return ParseConfig(file, data)
 }
+
+// FileName is the file the config was read from, or "the daemon config".
+func (c *Config) FileName() string { return c.fileName() }
 
 func (c *Config) fileName() string {
 	if c.file == "" {

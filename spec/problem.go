@@ -15,9 +15,13 @@ type Problem struct {
 	Line int    // 1-based; 0 when the problem concerns the file as a whole
 	Path string // dotted field path, e.g. groups.B.instances[1].port; empty for file-level problems
 	Msg  string
+	more int // on the last line of a capped list: how many problems it stands for
 }
 
 func (p Problem) String() string {
+	if p.File == "" && p.Line == 0 && p.Path == "" {
+		return p.Msg // "... and N more problems"
+	}
 	var b strings.Builder
 	b.WriteString(p.File)
 	if p.Line > 0 {
@@ -45,6 +49,16 @@ func (ps Problems) Error() string {
 	return strings.Join(lines, "\n")
 }
 
+// Count is how many problems ps stands for: with a list capped at
+// MaxProblems, its last line counts the problems left out.
+func (ps Problems) Count() int {
+	n := 0
+	for _, p := range ps {
+		n += max(1, p.more)
+	}
+	return n
+}
+
 // Err returns nil when there are no problems, else the sorted Problems.
 func (ps Problems) Err() error {
 	if len(ps) == 0 {
@@ -52,6 +66,9 @@ func (ps Problems) Err() error {
 	}
 	sorted := append(Problems(nil), ps...)
 	sort.SliceStable(sorted, func(i, j int) bool {
+		if (sorted[i].more > 0) != (sorted[j].more > 0) {
+			return sorted[j].more > 0 // "... and N more problems" stays last
+		}
 		if sorted[i].File != sorted[j].File {
 			return sorted[i].File < sorted[j].File
 		}

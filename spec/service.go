@@ -22,6 +22,9 @@ const (
 	DefaultDrainTimeout     = 5 * time.Minute
 	DefaultVerifyWindow     = 60 * time.Second
 	DefaultFailureThreshold = 3
+	// DefaultLBHealthTimeout leaves an ALB with a 2s interval and a healthy
+	// threshold of 3 (6s) ample room, and at most 10 checks of 10s.
+	DefaultLBHealthTimeout = 2 * time.Minute
 )
 
 var (
@@ -63,6 +66,7 @@ func (s *Service) Default() {
 	setDefault(&s.Drain.Timeout, Duration(DefaultDrainTimeout))
 	setDefault(&s.Verify.Window, Duration(DefaultVerifyWindow))
 	setDefault(&s.Verify.FailureThreshold, DefaultFailureThreshold)
+	setDefault(&s.Verify.LBHealthTimeout, Duration(DefaultLBHealthTimeout))
 }
 
 // Validate checks one service on its own; cross-service and cross-config
@@ -206,8 +210,12 @@ func (s *Service) Validate() Problems {
 	case len(s.Deploy.Exec) > 0 && strings.TrimSpace(s.Deploy.Exec[0]) == "":
 		bad("deploy.exec[0]", "the command must not be empty")
 	case s.Deploy.HTTP != nil:
-		if u, err := url.Parse(s.Deploy.HTTP.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		switch u, err := url.Parse(s.Deploy.HTTP.URL); {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 			bad("deploy.http.url", "must be an http or https URL, got %q", s.Deploy.HTTP.URL)
+		case u.User != nil:
+			// Not echoed: the URL carries a credential.
+			bad("deploy.http.url", "must not carry credentials (user:password@%s): name an environment variable in deploy.http.tokenEnv instead", u.Host)
 		}
 	}
 
@@ -251,6 +259,9 @@ func (s *Service) Validate() Problems {
 	s.validatePresets(bad)
 	if s.Verify.FailureThreshold < 1 {
 		bad("verify.failureThreshold", "must be at least 1")
+	}
+	if s.Verify.LBHealthTimeout < Duration(time.Second) {
+		bad("verify.lbHealthTimeout", "must be at least 1s (the load balancer needs time to check the target group), got %s", s.Verify.LBHealthTimeout)
 	}
 	for i, a := range s.After {
 		if a == s.Name {

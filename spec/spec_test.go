@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandemhq/tandem/internal/testkit"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -71,6 +73,7 @@ git: {url: "file:///srv/fleet.git"}
 providers:
   alb: [{name: prod-hz, region: cn-hangzhou}]
   nacos: [{name: prod, servers: ["127.0.0.1:8848"]}]
+policy: {hooks: {commands: ["./deploy.sh"]}}
 `
 
 func TestDefaultsAreApplied(t *testing.T) {
@@ -187,7 +190,7 @@ notify: [{type: email, url: "http://x"}]
 
 func TestConfigRejectsUnknownFields(t *testing.T) {
 	_, err := spec.ParseConfig("tandem.yaml", []byte("git: {url: x, intervall: 5s}\n"))
-	require.EqualError(t, err, `tandem.yaml:1: git.intervall: unknown field; expected one of: auth, branch, interval, path, url, verify, webhook`)
+	require.EqualError(t, err, `tandem.yaml:1: git.intervall: unknown field; expected one of: allowNonFastForward, auth, branch, interval, maxFetchBytes, path, url, verify, webhook`)
 }
 
 func TestExamplesAreValid(t *testing.T) {
@@ -255,5 +258,89 @@ func TestSelectorsParseAndMatchLabels(t *testing.T) {
 	for _, bad := range []string{"", "{a=\"b\"}", "x{a=\"b\"", "x{a=b}", "x{a=\"b\" c=\"d\"}", "x{0=\"b\"}", "x{a=~\"b\"}"} {
 		_, err := spec.ParseSelector(bad)
 		require.Error(t, err, bad)
+	}
+}
+
+func TestBindingsWithoutAListenerAreWarnedAbout(t *testing.T) {
+	doc := strings.Replace(validService, "  - {alb: prod-hz, serverGroup: sgp-0123}",
+		"  - {alb: prod-hz, serverGroup: sgp-0123}\n  - {alb: prod-hz, serverGroup: sgp-0456, listener: lsn-1}\n  - {slb: prod-hz, loadBalancer: lb-1}", 1)
+	set, err := spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(doc)}}, "services", nil)
+	require.NoError(t, err, "a warning never refuses a commit")
+	svc, _ := set.Get("user-service")
+	require.Equal(t, 2*time.Minute, svc.Verify.LBHealthTimeout.D())
+	var got []string
+	for _, w := range set.Warnings() {
+		got = append(got, w.String())
+	}
+	require.Equal(t, []string{
+		"services/user.yaml:9: traffic[0]: warning: binding alb:prod-hz/sgp-0123 names no listener: the shift cannot be confirmed by the LB's health checks (set listener to the listener that forwards to sgp-0123)",
+		"services/user.yaml:11: traffic[2]: warning: binding slb:prod-hz/lb-1/default names no listener: the shift cannot be confirmed by the LB's health checks (set listenerPort)",
+	}, got)
+}
+
+func TestConfigRefusesCredentialsInTheGitURL(t *testing.T) {
+	for url, what := range map[string]string{
+		"https://deployer:tok-SECRET@git.example.com/desired.git": "a password (user:password@)",
+		"https://tok-SECRET@git.example.com/desired.git":          "credentials (user@ or token@)",
+	} {
+		_, err := spec.ParseConfig("tandem.yaml", []byte("listen: 127.0.0.1:9000\ngit:\n  url: "+url+"\n  maxFetchBytes: 1000\n"))
+		require.EqualError(t, err, "tandem.yaml:3: git.url: must not contain "+what+": it would be stored in the config, the Git cache and error messages; "+
+			"name environment variables in git.auth.tokenEnv (or git.auth.usernameEnv and git.auth.passwordEnv) instead\n"+
+			"tandem.yaml:4: git.maxFetchBytes: must be at least 1048576 (1 MiB), got 1000")
+		require.NotContains(t, err.Error(), "tok-SECRET")
+	}
+	for _, url := range []string{"ssh://git@git.example.com/desired.git", "git@git.example.com:desired.git", "/srv/desired"} {
+		_, err := spec.ParseConfig("tandem.yaml", []byte("git: {url: \""+url+"\"}\n"))
+		require.NoError(t, err, url)
+	}
+}
+
+func TestTLSSettingsAreValidatedWithTheirLocation(t *testing.T) {
+	files := testkit.NewTLSFiles(t)
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600))
+	cfg, err := spec.ParseConfig("tandem.yaml", []byte(`
+git: {url: "file:///srv/fleet.git"}
+providers:
+  nacos:
+    - {name: a, servers: ["nacos:8848"], scheme: https, caFile: `+files.CA+`, certFile: `+files.ClientCert+`, keyFile: `+files.ClientKey+`}
+ha:
+  etcd: ["https://etcd-1:2379", "etcd-2:2379"]
+  caFile: `+files.CA+`
+  serverName: etcd.internal
+`))
+	require.NoError(t, err)
+	require.Equal(t, "https", cfg.Providers.Nacos[0].Scheme)
+	tc, err := cfg.HA.TLS().ClientConfig("ha")
+	require.NoError(t, err)
+	require.Equal(t, "etcd.internal", tc.ServerName)
+
+	_, err = spec.ParseConfig("tandem.yaml", []byte(`
+git: {url: "file:///srv/fleet.git"}
+providers:
+  nacos:
+    - {name: a, servers: ["nacos:8848"], scheme: https}
+    - {name: b, servers: ["nacos:8848"], scheme: https, caFile: /nonexistent/ca.pem}
+    - {name: c, servers: ["nacos:8848"], caFile: `+files.CA+`}
+    - {name: d, servers: ["nacos:8848"], scheme: https, caFile: `+notPEM+`}
+    - {name: e, servers: ["nacos:8848"], scheme: ftp}
+ha:
+  etcd: ["http://etcd-1:2379"]
+  caFile: `+files.CA+`
+  certFile: /nonexistent/client.pem
+  keyFile: `+files.ClientKey+`
+`))
+	require.Error(t, err)
+	lines := strings.Split(err.Error(), "\n")
+	for _, want := range []string{
+		`tandem.yaml:5: providers.nacos[0].caFile: is required with scheme https`,
+		`tandem.yaml:6: providers.nacos[1].caFile: cannot read the CA bundle: stat /nonexistent/ca.pem: no such file or directory`,
+		`tandem.yaml:7: providers.nacos[2].scheme: must be https when caFile, certFile, keyFile or serverName is set`,
+		`tandem.yaml:8: providers.nacos[3].caFile: ` + notPEM + ` holds no PEM certificate`,
+		`tandem.yaml:9: providers.nacos[4].scheme: must be http or https, got "ftp"`,
+		`tandem.yaml:13: ha.certFile: cannot read the client certificate: stat /nonexistent/client.pem: no such file or directory`,
+		`tandem.yaml:11: ha.etcd[0]: must be https:// or host:port when caFile, certFile, keyFile or serverName is set, got "http://etcd-1:2379"`,
+	} {
+		require.True(t, slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, want) }), "want a line starting %q in:\n%s", want, err)
 	}
 }

@@ -317,6 +317,10 @@ type DrainSignal struct {
 type VerifySpec struct {
 	Window           Duration `yaml:"window" json:"window"`
 	FailureThreshold int      `yaml:"failureThreshold" json:"failureThreshold"`
+	// LBHealthTimeout bounds how long the shift waits, after raising the
+	// target group on a binding, for the load balancer's own health checks to
+	// report every target server healthy before the serving group is lowered.
+	LBHealthTimeout Duration `yaml:"lbHealthTimeout" json:"lbHealthTimeout"`
 }
 
 // Instances returns the instances of g as a lookup set of "ip:port".

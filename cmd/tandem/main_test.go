@@ -6,12 +6,16 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/tandemhq/tandem/internal/nacostest"
+	"github.com/tandemhq/tandem/spec"
+	"github.com/tandemhq/tandem/spec/spectest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -109,4 +113,41 @@ func TestPlanJSONMatchesGolden(t *testing.T) {
 	code, out, errOut := tandem(t, "plan", "-o", "json", "../../examples")
 	require.Equal(t, exitOK, code, errOut)
 	golden(t, "plan-examples.json.golden", out)
+}
+
+func TestValidateAndPlanWarnAboutBindingsWithoutAListener(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "services"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "services", "user.yaml"), []byte(`service: user
+active: A
+version: "1.0"
+groups:
+  A: {instances: [{ip: 10.0.0.1, port: 80, id: a}]}
+  B: {instances: [{ip: 10.0.0.2, port: 80, id: b}]}
+traffic: [{alb: prod, serverGroup: sgp-1}]
+deploy: {exec: [./deploy.sh]}
+health: {http: {path: /healthz}, version: {http: /version}}
+`), 0o644))
+	want := filepath.Join(dir, "services", "user.yaml") + ":7: traffic[0]: warning: binding alb:prod/sgp-1 names no listener: the shift cannot be confirmed by the LB's health checks (set listener to the listener that forwards to sgp-1)\n"
+	for _, cmd := range []string{"validate", "plan"} {
+		code, _, errOut := tandem(t, cmd, dir)
+		require.Equal(t, exitOK, code, "%s: a warning is not a failure", cmd)
+		require.Equal(t, want, errOut, cmd)
+	}
+}
+
+// The alias bomb that took `tandem validate` past 3 GB is refused with the
+// line where the budget ran out first, at most MaxProblems more, and a count
+// of the rest.
+func TestValidateRefusesAnAliasBombWithACappedList(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "services"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "services", "bomb.yaml"), spectest.AliasBomb(30_000, 20_000), 0o644))
+	code, _, errOut := tandem(t, "validate", dir)
+	require.Equal(t, exitFail, code)
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	require.Len(t, lines, spec.MaxProblems+3)
+	require.Regexp(t, `^`+regexp.QuoteMeta(filepath.Join(dir, "services", "bomb.yaml"))+`:7: groups\.A\.instances\[\d+\]: the desired state is too large or uses too many aliases`, lines[0])
+	require.Regexp(t, `^\.\.\. and \d+ more problems$`, lines[len(lines)-2])
+	require.Regexp(t, `^\d{6} problems; nothing was changed$`, lines[len(lines)-1])
 }

@@ -21,7 +21,7 @@ func (f *repoFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.path, "path", "", "directory of service files in the repository (default: git.path of --config, else services)")
 	fs.StringVar(&f.config, "config", "", "daemon config (tandem.yaml): validate as the daemon will, and use its git.path and credentials for --push")
 	fs.BoolVar(&f.push, "push", false, "push the new commit to origin")
-	fs.StringVar(&f.signKey, "sign-key", "", "sign the commit with this OpenPGP secret key `file` (armored or binary), for a daemon with git.verify")
+	fs.StringVar(&f.signKey, "sign-key", "", "sign the commit with this key `file`, for a daemon with git.verify: an OpenSSH private key (gpg.format=ssh) or an OpenPGP secret key (armored or binary); required when --config sets git.verify")
 	fs.StringVar(&f.signPass, "sign-passphrase-env", "", "environment `variable` holding the passphrase of --sign-key")
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -23,6 +24,7 @@ import (
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/all"
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/redact"
 	"github.com/tandemhq/tandem/server"
 	"github.com/tandemhq/tandem/spec"
 	"github.com/tandemhq/tandem/spec/gitsource"
@@ -103,6 +105,10 @@ type embedding struct {
 // providers, Git source, journal, events log, notifications, metrics and
 // the HTTP server; then runs until ctx ends.
 func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log *slog.Logger, emb embedding) error {
+	// Every secret the daemon can know, removed from its logs, events,
+	// notifications and answers (docs/security.md).
+	red := redact.ForConfig(cfg)
+	log = slog.New(redact.Handler(red, log.Handler()))
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return fmt.Errorf("creating state directory: %w", err)
 	}
@@ -128,16 +134,20 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 	if err != nil {
 		return fmt.Errorf("git source: %w", err)
 	}
-	evlog, err := events.Open(filepath.Join(cfg.StateDir, "events.jsonl"), 2000, events.WithLogger(log))
+	evlog, err := events.Open(filepath.Join(cfg.StateDir, "events.jsonl"), 2000, events.WithLogger(log), events.WithRedactor(red))
 	if err != nil {
 		return err
 	}
 	defer evlog.Close()
-	notifier, err := notify.New(cfg.Notify, log, notify.WithRegisterer(reg))
+	notifier, err := notify.New(cfg.Notify, log, notify.WithRegisterer(reg), notify.WithRedactor(red))
 	if err != nil {
 		return err
 	}
 	token, err := spec.SecretFromEnv("api.tokenEnv", cfg.API.TokenEnv)
+	if err != nil {
+		return err
+	}
+	readToken, err := spec.SecretFromEnv("api.readTokenEnv", cfg.API.ReadTokenEnv)
 	if err != nil {
 		return err
 	}
@@ -159,11 +169,11 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 	})
 
 	cur := &current{}
-	newDaemon := func(store reconcile.Store, fence reconcile.Fence) *daemon.Daemon {
+	newDaemon := func(store reconcile.Store, fence reconcile.Fence, term context.Context) *daemon.Daemon {
 		var d *daemon.Daemon
 		d = daemon.New(daemon.Options{
-			Config: cfg, Providers: ps, Source: src, Store: store, Fence: fence, Log: log, DryRun: f.dryRun,
-			Recorder: recorder,
+			Config: cfg, Providers: ps, Source: src, Store: store, Fence: fence, Term: term, Log: log, DryRun: f.dryRun,
+			Recorder: recorder, Redactor: red, MetadataKeys: cfg.API.MetadataKeys,
 			OnPass: func(service string, class reconcile.Class, took time.Duration) {
 				metrics.ObservePass(service, class, took)
 				if st, ok := d.Reconciler().Status(service); ok {
@@ -192,11 +202,15 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 		if cfg.HA != nil {
 			return usagef("--once acts alone; it cannot be used with ha (run it on a replica without ha, or use --dry-run)")
 		}
-		statuses, err := newDaemon(store, nil).Once(ctx, f.onceMaxPasses)
+		statuses, err := newDaemon(store, nil, nil).Once(ctx, f.onceMaxPasses)
 		if err != nil {
 			return err
 		}
-		if err := server.PrintStatus(env.stdout, statuses, "table"); err != nil {
+		var table bytes.Buffer
+		if err := server.PrintStatus(&table, statuses, "table"); err != nil {
+			return err
+		}
+		if _, err := env.stdout.Write(red.Bytes(table.Bytes())); err != nil {
 			return err
 		}
 		for _, st := range statuses {
@@ -218,7 +232,8 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 	}
 	srv := server.New(server.Options{
 		Status: cur, Events: evlog, Actions: cur, Registry: reg, Token: token, GitWebhook: src.WebhookHandler(), Source: src, Log: log,
-		Ready: cur.ready,
+		Ready: cur.ready, ReadToken: readToken, MetricsRequireToken: cfg.API.MetricsRequireToken, AllowedHosts: server.AllowedHosts(cfg.Listen, cfg.API.AllowedHosts),
+		MaxStreams: cfg.API.MaxStreams, Redactor: red,
 	})
 	serve := func() error { return srv.Serve(ctx, cfg.Listen) }
 	if emb.listener != nil {
@@ -237,12 +252,12 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 		if err != nil {
 			return err
 		}
-		d := newDaemon(store, nil)
+		d := newDaemon(store, nil, nil)
 		cur.set(d, "")
 		return d.Run(ctx)
 	}
 	return cur.elector.Run(ctx, func(ctx context.Context, l *ha.Leadership) error {
-		d := newDaemon(l.Store(), l)
+		d := newDaemon(l.Store(), l, l.Context())
 		cur.set(d, "")
 		defer cur.set(nil, "lost the leadership")
 		log.Info("leading: acting on live state")

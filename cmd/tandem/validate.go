@@ -31,6 +31,7 @@ Every problem is printed as FILE:LINE: field.path: message; exit 1 if there is a
 			if err != nil {
 				return report(env, err)
 			}
+			warn(env, args[0], set)
 			what := fmt.Sprintf("%d services", len(set.Services))
 			if cfg != nil {
 				what += " and " + *configFile
@@ -64,6 +65,7 @@ current version (use a running daemon's /api/v1/services for the real one).`,
 			if err != nil {
 				return report(env, err)
 			}
+			warn(env, args[0], set)
 			pvs := simulatePlans(set)
 			if output == "json" {
 				enc := json.NewEncoder(env.stdout)
@@ -101,11 +103,23 @@ func load(dir, configFile string) (*spec.Set, *spec.Config, error) {
 	if ps, ok := spec.AsProblems(err); ok {
 		// Name files as the operator typed them.
 		for i := range ps {
-			ps[i].File = filepath.Join(root, ps[i].File)
+			if ps[i].File != "" { // not "... and N more problems"
+				ps[i].File = filepath.Join(root, ps[i].File)
+			}
 		}
 		return nil, nil, ps
 	}
 	return set, cfg, err
+}
+
+// warn prints the set's warnings, located like problems, on stderr.
+func warn(env *cli, dir string, set *spec.Set) {
+	for _, w := range set.Warnings() {
+		if !filepath.IsAbs(w.File) {
+			w.File = filepath.Join(dir, w.File)
+		}
+		fmt.Fprintln(env.stderr, w.String())
+	}
 }
 
 // report prints located problems one per line with a count.
@@ -118,9 +132,9 @@ func report(env *cli, err error) error {
 		fmt.Fprintln(env.stderr, p.String())
 	}
 	noun := "problems"
-	if len(ps) == 1 {
+	if ps.Count() == 1 {
 		noun = "problem"
 	}
-	fmt.Fprintf(env.stderr, "%d %s; nothing was changed\n", len(ps), noun)
+	fmt.Fprintf(env.stderr, "%d %s; nothing was changed\n", ps.Count(), noun)
 	return errReported
 }

@@ -32,7 +32,7 @@ func TestFleetDeployRestartsTheInstancesAtTheNewVersionThroughTheHTTPDeployer(t 
 	d, err := deploy.New(spec.Deploy{
 		HTTP:    &spec.HTTPDeploy{URL: srv.URL + "/deploy", PollInterval: spec.Duration(10 * time.Millisecond)},
 		Timeout: spec.Duration(30 * time.Second),
-	}, nil)
+	}, deploy.Policy{}, nil)
 	require.NoError(t, err)
 
 	res, err := d.Deploy(t.Context(), providers.DeployRequest{Service: "demo", Group: spec.GroupB, Version: "2.0.0", Instances: instances})

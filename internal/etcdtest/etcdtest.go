@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -24,11 +25,27 @@ const readyTimeout = 30 * time.Second
 // timeout rounded up to a second, is 1s instead of 2s. Nothing is synced to
 // disk and passwords are hashed at the lowest cost: for tests only.
 func Start(dir, name string) (*embed.Etcd, error) {
+	return start(dir, name, nil)
+}
+
+// StartTLS is Start with clients served over TLS only, with the server
+// certificate certFile and its key keyFile; when clientCA is set, clients
+// must present a certificate it signed.
+func StartTLS(dir, name, certFile, keyFile, clientCA string) (*embed.Etcd, error) {
+	return start(dir, name, &transport.TLSInfo{CertFile: certFile, KeyFile: keyFile, TrustedCAFile: clientCA, ClientCertAuth: clientCA != ""})
+}
+
+func start(dir, name string, tlsInfo *transport.TLSInfo) (*embed.Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = name
 	cfg.Dir = dir
 	loop := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{loop}, []url.URL{loop}
+	clients := loop
+	if tlsInfo != nil {
+		clients.Scheme = "https"
+		cfg.ClientTLSInfo = *tlsInfo
+	}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clients}, []url.URL{clients}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{loop}, []url.URL{loop}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.TickMs, cfg.ElectionMs = 50, 500

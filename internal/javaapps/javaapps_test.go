@@ -43,7 +43,7 @@ func TestSpringBootPresetsReadTheRunningProvider(t *testing.T) {
 	svc := &spec.Service{Name: "java", Health: spec.Health{Preset: spec.PresetSpringBoot},
 		Drain: spec.Drain{Evidence: &spec.DrainEvidence{Preset: spec.PresetSpringBoot}}}
 	svc.Default()
-	prober := probe.New(nil)
+	prober := probe.New(nil, nil)
 
 	require.Equal(t, providers.ProbeResult{Healthy: true, Version: "2.7.1"}, prober.Probe(ctx, svc, in))
 

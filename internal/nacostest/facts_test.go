@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,7 +168,6 @@ func gone(_ adminInstance, found bool) bool    { return !found }
 func disabled(in adminInstance, found bool) bool {
 	return found && !in.Enabled
 }
-func enabled(in adminInstance, found bool) bool { return found && in.Enabled }
 func withMeta(key, value string) func(adminInstance, bool) bool {
 	return func(in adminInstance, found bool) bool { return found && in.Metadata[key] == value }
 }
@@ -403,5 +403,37 @@ func TestFactAppRestartAfterAMinuteComesBackEnabled(t *testing.T) {
 		in := f.op.awaitAdmin(f.a, "the re-registered instance", present)
 		require.True(t, in.Enabled)
 		require.Equal(t, f.a.metadata, in.Metadata, "the operator's metadata outlived the override")
+	})
+}
+
+// What each server answers about a service or instance it does not know:
+// providers/nacos takes only these answers for "no instances" and fails
+// the read on any other 404 or 5xx.
+func TestFactUnknownServiceAndInstanceAnswers(t *testing.T) {
+	forEachKind(t, Options{}, func(t *testing.T, s *Server) {
+		op := newOperator(t, s)
+		svc := serviceName(t)
+		if s.API == "v3" {
+			status, body := op.call(http.MethodGet, "/v3/admin/ns/instance/list",
+				url.Values{"serviceName": {svc}, "groupName": {"DEFAULT_GROUP"}, "clusterName": {"DEFAULT"}})
+			t.Logf("v3 list of an unknown service: %d %s", status, body)
+			require.Equal(t, http.StatusNotFound, status)
+			require.Contains(t, string(body), "is not found!")
+			return
+		}
+		status, body := op.call(http.MethodGet, "/v1/ns/catalog/instances", url.Values{"serviceName": {"DEFAULT_GROUP@@" + svc},
+			"groupName": {"DEFAULT_GROUP"}, "clusterName": {"DEFAULT"}, "pageNo": {"1"}, "pageSize": {"10"}})
+		t.Logf("v1 catalog list of an unknown service: %d %s", status, body)
+		if s.Kind == KindRNacos {
+			require.Equal(t, http.StatusOK, status)
+			require.JSONEq(t, `{"count":0,"list":[]}`, string(body))
+		}
+		status, body = op.call(http.MethodGet, "/v1/ns/instance", url.Values{"serviceName": {"DEFAULT_GROUP@@" + svc},
+			"groupName": {"DEFAULT_GROUP"}, "clusterName": {"DEFAULT"}, "ip": {"127.0.0.9"}, "port": {"80"}})
+		t.Logf("v1 lookup of an unknown instance: %d %s", status, body)
+		if s.Kind == KindRNacos {
+			require.Equal(t, http.StatusInternalServerError, status)
+			require.Equal(t, "error", strings.TrimSpace(string(body)))
+		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/internal/scalebench"
+	"github.com/tandemhq/tandem/spec"
 )
 
 // BenchmarkScale runs the scale benchmark once and prints its figures:
@@ -20,7 +21,9 @@ import (
 // TANDEM_BIN names the tandem binary to run (default: built here);
 // TANDEM_SCALE_SERVICES, TANDEM_SCALE_CONCURRENCY and TANDEM_SCALE_PASSES
 // change the defaults (1000 services, concurrency 4, 3 passes);
-// TANDEM_SCALE_API_LATENCY (e.g. 30ms) is added to every ALB and SLB call.
+// TANDEM_SCALE_API_LATENCY (e.g. 30ms) is added to every ALB and SLB call;
+// TANDEM_SCALE_BUDGET is the rateLimit (calls per second) of the budgeted
+// pass (default: the default rateLimit, 50/s with a burst of 100).
 func BenchmarkScale(b *testing.B) {
 	o := scalebench.Options{
 		Dir:         b.TempDir(),
@@ -29,6 +32,7 @@ func BenchmarkScale(b *testing.B) {
 		Concurrency: envInt(b, "TANDEM_SCALE_CONCURRENCY"),
 		Passes:      envInt(b, "TANDEM_SCALE_PASSES"),
 		APILatency:  envDuration(b, "TANDEM_SCALE_API_LATENCY"),
+		Budget:      spec.RateLimit{CallsPerSecond: float64(envInt(b, "TANDEM_SCALE_BUDGET"))},
 		Log:         slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	}
 	if o.Tandem == "" {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"time"
 )
 
 // call is one API action on one resource.
@@ -22,9 +23,14 @@ type calls struct {
 	next http.Handler
 	mu   sync.Mutex
 	n    map[call]int
+	// first and last are when each API (ALB, SLB) was first and last
+	// called since the last take: the window in which it was busy.
+	first, last map[string]time.Time
 }
 
-func countCalls(next http.Handler) *calls { return &calls{next: next, n: map[call]int{}} }
+func countCalls(next http.Handler) *calls {
+	return &calls{next: next, n: map[call]int{}, first: map[string]time.Time{}, last: map[string]time.Time{}}
+}
 
 // resourceParams name the resource of a request, in order of preference:
 // the parameters of the actions the ALB and SLB providers call (SDK docs of
@@ -60,8 +66,13 @@ func (c *calls) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 	}
+	now := time.Now()
 	c.mu.Lock()
 	c.n[k]++
+	if _, ok := c.first[k.api]; !ok {
+		c.first[k.api] = now
+	}
+	c.last[k.api] = now
 	c.mu.Unlock()
 	c.next.ServeHTTP(w, r)
 }
@@ -72,6 +83,20 @@ func (c *calls) take() map[call]int {
 	defer c.mu.Unlock()
 	out := maps.Clone(c.n)
 	clear(c.n)
+	clear(c.first)
+	clear(c.last)
+	return out
+}
+
+// busy returns, per API, how long it was being called since the last take
+// (from its first call to its last).
+func (c *calls) busy() map[string]time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]time.Duration{}
+	for api, first := range c.first {
+		out[api] = c.last[api].Sub(first)
+	}
 	return out
 }
 

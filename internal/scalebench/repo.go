@@ -93,6 +93,7 @@ func daemonConfig(repoDir, stateDir string, concurrency int, a *alibaba, n *naco
 			SLB:   []spec.AlibabaProvider{a.provider()},
 			Nacos: []spec.NacosProvider{n.provider()},
 		},
+		Policy: spec.Policy{Hooks: spec.HookPolicy{Commands: []string{"false"}}},
 	}
 	cfg.Default()
 	return cfg

@@ -52,6 +52,10 @@ func (r *Result) Print(w io.Writer) error {
 		p("  every idle pass (daemon and in process): one list call per server group, no probe\ttarget ≤ 1\t%s", met(ok))
 		p("")
 	}
+	if r.Budget != nil {
+		r.Budget.print(p)
+		p("")
+	}
 	p("API calls of the daemon in %s with no pass running\tcalls\tper second", seconds(r.BetweenFor))
 	writeRates(p, r.Between, r.BetweenFor)
 	p("")

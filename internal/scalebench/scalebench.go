@@ -47,7 +47,11 @@ type Options struct {
 	// latency knob), to see a pass bound by a real cloud API's latency
 	// rather than by CPU; default none.
 	APILatency time.Duration
-	Log        *slog.Logger // progress; nil: none
+	// Budget is the rateLimit under which one more idle pass runs in
+	// process, to show the limit hold; default: the default rateLimit of a
+	// provider instance (50 calls/s, burst 100).
+	Budget spec.RateLimit
+	Log    *slog.Logger // progress; nil: none
 }
 
 // Targets of the scale benchmark (design §8, issue 7).
@@ -72,6 +76,7 @@ type Result struct {
 	Between     Calls         // API calls of the daemon while no pass ran
 	BetweenFor  time.Duration
 	Reads       []Read         // what reading the daemon's status and metrics costs it
+	Budget      *Budget        // the API budget: calls per second, and a pass under a low limit
 	lists       map[string]int // list action -> resources it must read once per pass
 }
 
@@ -155,6 +160,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := r.inProcess(ctx, cfgPath, repoDir, filepath.Join(stateDir, "journal")); err != nil {
 		return nil, err
 	}
+	if err := r.budget(ctx, cfgPath, repoDir, filepath.Join(stateDir, "journal"), o.Budget); err != nil {
+		return nil, err
+	}
 	return r.res, nil
 }
 
@@ -170,6 +178,12 @@ func (o *Options) defaults() {
 	}
 	if o.Between <= 0 {
 		o.Between = 10 * time.Second
+	}
+	if o.Budget.CallsPerSecond <= 0 {
+		o.Budget.CallsPerSecond = spec.DefaultCallsPerSecond
+	}
+	if o.Budget.Burst <= 0 {
+		o.Budget.Burst = spec.DefaultBurst
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -437,6 +451,14 @@ func (r *Result) Err() error {
 	for i, p := range append(append([]Pass(nil), r.Daemon...), r.InProcess...) {
 		if ok, lines := r.Check(p.Calls); !ok {
 			errs = append(errs, fmt.Errorf("idle pass %d: %s", i+1, strings.Join(lines, "; ")))
+		}
+	}
+	if b := r.Budget; b != nil {
+		if b.Err != nil {
+			errs = append(errs, fmt.Errorf("the pass under rateLimit %.0f/s failed: %w", b.Limit.CallsPerSecond, b.Err))
+		}
+		if !b.Holds() {
+			errs = append(errs, fmt.Errorf("rateLimit %.0f/s did not hold: %v calls in %s", b.Limit.CallsPerSecond, b.Calls, seconds(b.Took)))
 		}
 	}
 	return errors.Join(errs...)

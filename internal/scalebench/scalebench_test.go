@@ -10,6 +10,7 @@ import (
 
 	"github.com/tandemhq/tandem/internal/nacostest"
 	"github.com/tandemhq/tandem/internal/scalebench"
+	"github.com/tandemhq/tandem/spec"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, nacostest.IgnoreSDKGoroutines()...) }
@@ -20,6 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, nacostest.IgnoreSDKGorout
 func TestASmallRunReadsEveryGroupOnceAndProbesNothingWhenIdle(t *testing.T) {
 	res, err := scalebench.Run(t.Context(), scalebench.Options{
 		Dir: t.TempDir(), Tandem: buildTandem(t), Services: 15, Passes: 2, Between: 100 * time.Millisecond,
+		Budget: spec.RateLimit{CallsPerSecond: 20, Burst: 2},
 	})
 	require.NoError(t, err)
 	require.NoError(t, res.Err())
@@ -33,9 +35,16 @@ func TestASmallRunReadsEveryGroupOnceAndProbesNothingWhenIdle(t *testing.T) {
 	// The first passes probed every instance: 4 per service.
 	require.Equal(t, 60, res.StartupAPI.ByAction["Instances GET /healthz"])
 	require.Positive(t, res.HWM)
+	// Under a budget of 20 calls/s, burst 2, per instance, the idle pass
+	// still observes every service (it only takes longer) and no instance
+	// made more calls than the budget allows.
+	require.NoError(t, res.Budget.Err)
+	require.Equal(t, map[string]int{"ALB": 12, "SLB": 12}, res.Budget.Calls)
+	require.True(t, res.Budget.Holds(), "calls %v in %s", res.Budget.Calls, res.Budget.Took)
 
 	var out bytes.Buffer
 	require.NoError(t, res.Print(&out))
 	require.Contains(t, out.String(), "15 services: 6 on ALB server groups, 6 on SLB vServer groups, 3 in Nacos only; 9 registered in Nacos; 60 instances")
 	require.Regexp(t, `(?m)one list call per server group, no probe +target ≤ 1 +met$`, out.String())
+	require.Regexp(t, `(?m)the limit holds: calls ≤ burst \+ limit × time called, per instance +met$`, out.String())
 }

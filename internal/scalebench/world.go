@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -57,8 +56,6 @@ type instance struct {
 	port    int
 	version string
 }
-
-func (in instance) addr() string { return net.JoinHostPort(in.ip, strconv.Itoa(in.port)) }
 
 // mix counts what a layout holds.
 type mix struct {
@@ -259,7 +256,7 @@ func startAlibaba(services []*service, latency time.Duration) (*alibaba, error) 
 
 func (a *alibaba) provider() spec.AlibabaProvider {
 	return spec.AlibabaProvider{Name: providerName, Region: "cn-hangzhou", Endpoint: a.endpoint, Protocol: "http",
-		AccessKeyIDEnv: alibabaKeyIDEnv, AccessKeySecretEnv: alibabaKeySecretEnv}
+		AccessKeyIDEnv: alibabaKeyIDEnv, AccessKeySecretEnv: alibabaKeySecretEnv, RateLimit: unbudgeted}
 }
 
 func (a *alibaba) close() error {

@@ -220,6 +220,10 @@ func (s *Stage) daemonConfig() *spec.Config {
 		cfg.Providers.ALB = []spec.AlibabaProvider{a.provider}
 		cfg.Providers.SLB = []spec.AlibabaProvider{a.provider}
 	}
+	if s.opts.DeployTokenEnv != "" {
+		// The test's own variable: let the service files name it.
+		cfg.Policy.SpecEnv.Names = []string{s.opts.DeployTokenEnv}
+	}
 	cfg.Default()
 	return cfg
 }
@@ -295,7 +299,7 @@ drain:
 {{- else}}
   evidence: {preset: demo} # in-flight requests and WebSockets at /metrics as drain evidence
 {{- end}}
-verify: {window: {{.T.VerifyWindow}}}
+verify: {window: {{.T.VerifyWindow}}{{with .T.LBHealthTimeout}}, lbHealthTimeout: {{.}}{{end}}}
 {{- with .S.After}}
 after: [{{range $i, $a := .}}{{if $i}}, {{end}}{{$a}}{{end}}]
 {{- end}}

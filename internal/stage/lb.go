@@ -31,6 +31,14 @@ const javaCheckInterval = time.Second
 // Processing; the real one takes seconds.
 const albJobDelay = 300 * time.Millisecond
 
+// DefaultLBHealthCheck is the emulated load balancers' health check of the
+// apps: GET of the apps' health path (the same as the specs' health.http),
+// two passes to become healthy, two failures to become unhealthy, every
+// 2 s of the emulator's clock (defaultLBHealthCheckUnit each).
+var DefaultLBHealthCheck = emulator.HealthCheck{Path: "/healthz", Method: "GET", Interval: 2, HealthyThreshold: 2, UnhealthyThreshold: 2}
+
+const defaultLBHealthCheckUnit = 25 * time.Millisecond
+
 // loadBalancers are the stage's load balancers.
 type loadBalancers struct {
 	haproxy *haproxytest.HAProxy
@@ -42,6 +50,8 @@ type loadBalancers struct {
 type alibabaSide struct {
 	emu      *emulator.Emulator
 	provider spec.AlibabaProvider
+	addrs    map[string]map[spec.Group][]string // ip:port of the apps behind each service's LB, by group
+	calls    *lbCalls                           // the ALB weight changes it received (LBCalls)
 }
 
 // startLoadBalancers starts the LBs the services need, with the active
@@ -116,20 +126,31 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 			return nil, err
 		}
 	}
+	unit := s.opts.LBHealthCheckUnit
+	if unit <= 0 {
+		unit = defaultLBHealthCheckUnit
+	}
+	check := DefaultLBHealthCheck
+	if s.opts.LBHealthCheck != nil {
+		check = *s.opts.LBHealthCheck
+	}
 	emu := emulator.New(emulator.Options{Keys: []emulator.Key{{ID: alibabaKeyID, Secret: alibabaKeySecret}},
-		JobDelay: albJobDelay, Log: s.log})
+		JobDelay: albJobDelay, HealthCheckUnit: unit, Log: s.log})
 	var state emulator.State
 	targets := map[string]emulator.Target{}
+	addrs := map[string]map[spec.Group][]string{}
 	for _, svc := range services {
 		var servers []*emulator.Server
+		addrs[svc.Name] = map[spec.Group][]string{}
 		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 			for _, in := range apps[svc.Name][g] {
 				servers = append(servers, &emulator.Server{ID: in.ID, IP: in.IP, Port: in.Port, Weight: weight(svc, g)})
+				addrs[svc.Name][g] = append(addrs[svc.Name][g], in.Addr())
 			}
 		}
 		if svc.LB == spec.KindALB {
 			group := "sgp-" + svc.Name
-			state.ServerGroups = append(state.ServerGroups, &emulator.ServerGroup{ID: group, Name: svc.Name, Servers: servers})
+			state.ServerGroups = append(state.ServerGroups, &emulator.ServerGroup{ID: group, Name: svc.Name, Servers: servers, HealthCheck: &check})
 			state.Listeners = append(state.Listeners, &emulator.Listener{ID: "lsn-" + svc.Name, Port: 80, ServerGroup: group})
 			targets[svc.Name] = emulator.Target{ServerGroup: group}
 			continue
@@ -137,33 +158,60 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 		lb, group := "lb-"+svc.Name, "rsp-"+svc.Name
 		state.LoadBalancers = append(state.LoadBalancers, &emulator.LoadBalancer{ID: lb, Name: svc.Name,
 			VServerGroups: []*emulator.VServerGroup{{ID: group, Name: svc.Name, Servers: servers}},
-			Listeners:     []*emulator.SLBListener{{Port: 80, Protocol: "http", VServerGroup: group}}})
+			Listeners:     []*emulator.SLBListener{{Port: 80, Protocol: "http", VServerGroup: group, HealthCheck: &check}}})
 		targets[svc.Name] = emulator.Target{LoadBalancer: lb, VServerGroup: group}
 	}
 	if err := emu.Seed(state); err != nil {
 		return nil, err
 	}
-	endpoint, err := s.serve(emu)
+	calls := &lbCalls{}
+	endpoint, err := s.serve(calls.wrap(emu))
 	if err != nil {
 		return nil, fmt.Errorf("serving the alibaba emulator: %w", err)
 	}
+	s.bg.Go(func() { emu.RunHealthChecks(s.ctx) })
 	for name, t := range targets {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
-		// The LB's own connection drain outlasts Tandem's drain.
+		// The LB's own connection drain outlasts Tandem's drain. An ALB
+		// service is entered through its listener, so forwarding rules
+		// added to it apply.
 		f := emu.NewFrontend(t, s.opts.Timing.DrainTimeout)
+		if t.ServerGroup != "" {
+			if f, err = emu.NewListenerFrontend("lsn-"+name, s.opts.Timing.DrainTimeout); err != nil {
+				return nil, err
+			}
+		}
 		s.bg.Go(func() { _ = f.Serve(s.ctx, ln) })
 		s.entries[name] = "http://" + ln.Addr().String()
 	}
 	s.log.Info("stage alibaba emulator running", "endpoint", endpoint)
-	return &alibabaSide{emu: emu, provider: spec.AlibabaProvider{
+	return &alibabaSide{emu: emu, addrs: addrs, calls: calls, provider: spec.AlibabaProvider{
 		Name: providerName, Region: "cn-hangzhou", Endpoint: endpoint, Protocol: "http",
 		AccessKeyIDEnv: alibabaKeyIDEnv, AccessKeySecretEnv: alibabaKeySecretEnv, SignatureVersion: "v3",
 		ConnectTimeout: spec.Duration(2 * time.Second), ReadTimeout: spec.Duration(5 * time.Second),
 		JobTimeout: spec.Duration(30 * time.Second), RetryTimeout: spec.Duration(30 * time.Second),
 	}}, nil
+}
+
+// BlockLB cuts the emulated ALB/SLB off from the apps of group g of the
+// service (blocked true), or lets it reach them again: while cut off, the
+// LB's health checks of them and the requests it forwards to them fail, as
+// when a security group drops the LB's addresses, and Tandem's own probes
+// still reach them (emulator.BlockServers).
+func (s *Stage) BlockLB(service string, g spec.Group, blocked bool) error {
+	if s.lbs.alibaba == nil || s.lbs.alibaba.addrs[service] == nil {
+		return fmt.Errorf("service %s is not behind the Alibaba emulator", service)
+	}
+	addrs := s.lbs.alibaba.addrs[service][g]
+	if blocked {
+		s.lbs.alibaba.emu.BlockServers(addrs...)
+	} else {
+		s.lbs.alibaba.emu.UnblockServers(addrs...)
+	}
+	return nil
 }
 
 // binding is the traffic binding of svc in flow style ("" for none).

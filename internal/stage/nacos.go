@@ -26,6 +26,7 @@ type nacosSide struct {
 	provider *spec.NacosProvider // nil when no service uses Nacos
 	app      nacosapp.Config
 	emu      *emulator.Emulator // nil for a real server
+	metadata map[string]string  // added to every registration (Options.NacosMetadata)
 }
 
 // The Nacos user of Options.NacosPassword, and the environment variables
@@ -79,6 +80,7 @@ func (s *Stage) startNacos(ctx context.Context) (*nacosSide, error) {
 	}
 	n.provider = &p
 	n.app = nacosapp.Config{Servers: p.Servers, GRPCPort: p.GRPCPort, ContextPath: p.ContextPath, Timeout: p.Timeout.D()}
+	n.metadata = s.opts.NacosMetadata
 	if n.emu != nil && !s.opts.NacosPassword.Empty() {
 		n.app.Username, n.app.Password = nacosUser, s.opts.NacosPassword
 	}
@@ -91,7 +93,11 @@ func (s *Stage) startNacos(ctx context.Context) (*nacosSide, error) {
 func (n *nacosSide) register(service string, g spec.Group) func(context.Context, *demoapp.App) (func(), error) {
 	return func(ctx context.Context, a *demoapp.App) (func(), error) {
 		in := a.Instance()
-		return nacosapp.Register(ctx, n.app, service, in.IP, in.Port, map[string]string{"version": a.Version(), "group": string(g)})
+		md := map[string]string{"version": a.Version(), "group": string(g)}
+		for k, v := range n.metadata {
+			md[k] = v
+		}
+		return nacosapp.Register(ctx, n.app, service, in.IP, in.Port, md)
 	}
 }
 

@@ -78,6 +78,8 @@ type Timing struct {
 	VerifyWindow   time.Duration // verify.window
 	HealthDeadline time.Duration // health.deadline
 	DeployTimeout  time.Duration // deploy.timeout
+	// LBHealthTimeout is verify.lbHealthTimeout; 0 leaves the spec's default.
+	LBHealthTimeout time.Duration
 }
 
 // DefaultTiming is short but realistic relative to each other: the drain is
@@ -136,12 +138,22 @@ type Options struct {
 	// JavaDir holds the built Java apps (javaapps.Require), for services
 	// with Java set.
 	JavaDir string
+	// NacosMetadata is added to every app's registration metadata (what an
+	// application may register besides its version and group).
+	NacosMetadata map[string]string
 	// Manual runs no daemon: the caller runs its own on Config() (tandem
 	// demo runs tandem run's wiring) or drives the fleet by hand (the naive
 	// baseline restarts the serving group in place).
-	Manual   bool
-	Recorder reconcile.Recorder // also receives every event; nil: none
-	Log      *slog.Logger
+	Manual bool
+	// LBHealthCheck is the health check the emulated ALB server groups and
+	// SLB listeners run against the apps; nil: DefaultLBHealthCheck. The
+	// emulator checks on this interval with one second lasting
+	// LBHealthCheckUnit (default 25 ms), and routes only to servers it
+	// reports healthy (fail-open when none is), as Alibaba documents.
+	LBHealthCheck     *emulator.HealthCheck
+	LBHealthCheckUnit time.Duration
+	Recorder          reconcile.Recorder // also receives every event; nil: none
+	Log               *slog.Logger
 }
 
 // nameRE is the spec's rule for service names.

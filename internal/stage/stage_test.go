@@ -2,6 +2,7 @@ package stage_test
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"testing"
 	"time"
@@ -87,6 +88,19 @@ func TestAStageOfSLBAndNacosOnlyServicesReleasesAndReverts(t *testing.T) {
 	}
 	require.Equal(t, "A@1.0.0", answer("gateway"))
 	require.Equal(t, "B@1.0.0", answer("users"))
+
+	// Cut off from the serving group, the LB fails what it forwards there.
+	status := func() int {
+		res, err := http.Get(s.URL("gateway") + "/healthz")
+		require.NoError(t, err)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	require.NoError(t, s.BlockLB("gateway", spec.GroupA, true))
+	require.Equal(t, http.StatusGatewayTimeout, status())
+	require.NoError(t, s.BlockLB("gateway", spec.GroupA, false))
+	require.Equal(t, http.StatusOK, status())
+	require.Error(t, s.BlockLB("users", spec.GroupA, true), "users is not behind an LB")
 
 	rev, err := s.Release(ctx, "users", "2.0.0")
 	require.NoError(t, err)

@@ -49,7 +49,10 @@ type Provider struct {
 	log        *slog.Logger
 }
 
-var _ providers.LoadBalancer = (*Provider)(nil)
+var (
+	_ providers.LoadBalancer = (*Provider)(nil)
+	_ providers.SlowStarter  = (*Provider)(nil)
+)
 
 // New builds the provider of one `providers.alb` entry of tandem.yaml.
 func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
@@ -71,7 +74,7 @@ func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
 	return &Provider{
 		name:       cfg.Name,
 		cfg:        c,
-		retry:      alibaba.Retry{Timeout: cfg.RetryTimeout.D(), Log: log, Provider: provider},
+		retry:      alibaba.NewRetry(spec.KindALB, cfg, log),
 		jobTimeout: jobTimeout,
 		pollBase:   100 * time.Millisecond,
 		pollMax:    2 * time.Second,
@@ -125,12 +128,15 @@ func (p *Provider) Backends(ctx context.Context, b spec.Binding) ([]providers.Ba
 	}
 	out := make([]providers.Backend, len(servers))
 	for i, s := range servers {
+		weight := int(tea.Int32Value(s.Weight))
+		h, reason := health.of(key(s.ServerId, s.Port), weight)
 		out[i] = providers.Backend{
 			ID:       tea.StringValue(s.ServerId),
 			IP:       tea.StringValue(s.ServerIp),
 			Port:     int(tea.Int32Value(s.Port)),
-			Weight:   int(tea.Int32Value(s.Weight)),
-			Health:   health.of(key(s.ServerId, s.Port)),
+			Weight:   weight,
+			Health:   h,
+			Reason:   reason,
 			Sessions: -1,
 			Status:   tea.StringValue(s.Status),
 		}
@@ -169,35 +175,103 @@ func (p *Provider) servers(ctx context.Context, group string) ([]*albapi.ListSer
 
 // listenerHealth is what a listener reports about one server group:
 // GetListenerHealthStatus lists only the servers that are not healthy
-// (NonNormalServers). The zero value knows nothing.
+// (NonNormalServers), for the listener's default action and, with
+// IncludeRule, for every forwarding rule that forwards to a server group
+// (RuleHealthStatus). A server counts as healthy only where every
+// listener entry and rule that uses the group reports it healthy: its
+// status here is the worst seen. The zero value knows nothing.
 type listenerHealth struct {
-	checked   bool              // the listener reports the group, with health checks on
-	nonNormal map[string]string // server id:port -> status
+	checked   bool                 // the listener reports the group, with health checks on
+	nonNormal map[string]nonNormal // server id:port -> worst status
 }
 
-// of is the health of one server. With health checks on, a server absent
-// from the list is healthy; Unhealthy is unhealthy; Initial, Unused (weight
-// 0) and Unavailable (checks off) say nothing: unknown (SDK doc,
-// ...NonNormalServers.Status). A group the listener does not report, or
-// whose checks are off, is unknown throughout.
-func (h listenerHealth) of(server string) providers.Health {
+type nonNormal struct {
+	status string // Initial | Unhealthy | Unused | Unavailable (SDK doc, ...NonNormalServers.Status)
+	reason string
+}
+
+// rank orders statuses from best to worst, for "the worst seen".
+func rank(status string) int {
+	switch status {
+	case "Unhealthy":
+		return 3
+	case "Initial":
+		return 2
+	case "Unused":
+		return 1
+	}
+	return 0
+}
+
+// of is the health of one server of the given weight, and the LB's reason.
+// With health checks on, a server absent from the list is healthy;
+// Unhealthy is unhealthy; Initial (checked, not yet past the healthy
+// threshold) is initial. Unused means weight 0, and "backend servers with a
+// weight of 0 do not participate in health checks"
+// (https://www.alibabacloud.com/help/en/slb/application-load-balancer/user-guide/alb-health-check):
+// unknown at weight 0, and initial for a server that has weight but whose
+// checks ALB has not started yet (the answer can lag a weight change;
+// UNVERIFIED for how long). Unavailable (checks off) says nothing: unknown.
+// A group the listener does not report, or whose checks are off, is
+// unknown throughout.
+func (h listenerHealth) of(server string, weight int) (providers.Health, string) {
 	if !h.checked {
-		return providers.HealthUnknown
+		return providers.HealthUnknown, ""
 	}
-	switch status, listed := h.nonNormal[server]; {
+	n, listed := h.nonNormal[server]
+	switch {
 	case !listed:
-		return providers.HealthHealthy
-	case status == "Unhealthy":
-		return providers.HealthUnhealthy
+		return providers.HealthHealthy, ""
+	case n.status == "Unhealthy":
+		return providers.HealthUnhealthy, n.reason
+	case n.status == "Initial", n.status == "Unused" && weight > 0:
+		return providers.HealthInitial, orStatus(n.reason, n.status)
 	}
-	return providers.HealthUnknown
+	return providers.HealthUnknown, ""
 }
 
-// health reads every page of GetListenerHealthStatus for one server group.
+func orStatus(reason, status string) string {
+	if reason != "" {
+		return reason
+	}
+	return status
+}
+
+// describeReason renders ALB's reason for a non-normal server: the
+// ReasonCode (CONNECT_TIMEOUT, CONNECT_FAILED, RECV_RESPONSE_FAILED,
+// RECV_RESPONSE_TIMEOUT, SEND_REQUEST_FAILED, SEND_REQUEST_TIMEOUT,
+// RESPONSE_FORMAT_ERROR, RESPONSE_MISMATCH; SDK doc, ...NonNormalServers.
+// Reason.ReasonCode) with the expected and actual responses of a mismatch.
+func describeReason(code, expected, actual, where string) string {
+	out := code
+	if expected != "" || actual != "" {
+		out += fmt.Sprintf(" (expected %s, got %s)", expected, actual)
+	}
+	if out != "" && where != "" {
+		out += " " + where
+	}
+	return out
+}
+
+// health reads every page of GetListenerHealthStatus (IncludeRule) for one
+// server group.
 func (p *Provider) health(ctx context.Context, listener, group string) (listenerHealth, error) {
-	nonNormal := map[string]string{}
+	h := listenerHealth{nonNormal: map[string]nonNormal{}}
 	reported, enabled := false, true
-	req := &albapi.GetListenerHealthStatusRequest{ListenerId: tea.String(listener), MaxResults: tea.Int64(healthPageSize)}
+	add := func(groupID, checks, server, status, reason string) {
+		if groupID != group {
+			return
+		}
+		reported = true
+		enabled = enabled && strings.EqualFold(checks, "on")
+		if server == "" {
+			return
+		}
+		if old, ok := h.nonNormal[server]; !ok || rank(status) > rank(old.status) {
+			h.nonNormal[server] = nonNormal{status: status, reason: reason}
+		}
+	}
+	req := &albapi.GetListenerHealthStatusRequest{ListenerId: tea.String(listener), MaxResults: tea.Int64(healthPageSize), IncludeRule: tea.Bool(true)}
 	for {
 		var res *albapi.GetListenerHealthStatusResponse
 		err := p.call(ctx, "GetListenerHealthStatus", func(ctx context.Context, c *albapi.Client) (err error) {
@@ -212,13 +286,28 @@ func (p *Provider) health(ctx context.Context, listener, group string) (listener
 		}
 		for _, l := range res.Body.ListenerHealthStatus {
 			for _, g := range l.ServerGroupInfos {
-				if tea.StringValue(g.ServerGroupId) != group {
-					continue
-				}
-				reported = true
-				enabled = enabled && strings.EqualFold(tea.StringValue(g.HealthCheckEnabled), "on")
+				id, checks := tea.StringValue(g.ServerGroupId), tea.StringValue(g.HealthCheckEnabled)
+				add(id, checks, "", "", "")
 				for _, s := range g.NonNormalServers {
-					nonNormal[key(s.ServerId, s.Port)] = tea.StringValue(s.Status)
+					var reason string
+					if r := s.Reason; r != nil {
+						reason = describeReason(tea.StringValue(r.ReasonCode), tea.StringValue(r.ExpectedResponse), tea.StringValue(r.ActualResponse), "")
+					}
+					add(id, checks, key(s.ServerId, s.Port), tea.StringValue(s.Status), reason)
+				}
+			}
+		}
+		for _, rule := range res.Body.RuleHealthStatus {
+			where := "on forwarding rule " + tea.StringValue(rule.RuleId)
+			for _, g := range rule.ServerGroupInfos {
+				id, checks := tea.StringValue(g.ServerGroupId), tea.StringValue(g.HealthCheckEnabled)
+				add(id, checks, "", "", "")
+				for _, s := range g.NonNormalServers {
+					var reason string
+					if r := s.Reason; r != nil {
+						reason = describeReason(tea.StringValue(r.ReasonCode), tea.StringValue(r.ExpectedResponse), tea.StringValue(r.ActualResponse), where)
+					}
+					add(id, checks, key(s.ServerId, s.Port), tea.StringValue(s.Status), reason)
 				}
 			}
 		}
@@ -227,7 +316,42 @@ func (p *Provider) health(ctx context.Context, listener, group string) (listener
 		}
 		req.NextToken = res.Body.NextToken
 	}
-	return listenerHealth{checked: reported && enabled, nonNormal: nonNormal}, nil
+	h.checked = reported && enabled
+	return h, nil
+}
+
+// SlowStart reads the slow-start duration of the binding's server group
+// (ListServerGroups, SlowStartConfig): 0 when slow start is off. With slow
+// start on, ALB "gradually routes traffic to new backend servers" over the
+// duration once they pass their health checks
+// (https://www.alibabacloud.com/help/en/slb/application-load-balancer/use-cases/smooth-business-start-through-alb-slow-start).
+// SlowStartDuration is in seconds (SDK doc example: 30).
+func (p *Provider) SlowStart(ctx context.Context, b spec.Binding) (time.Duration, error) {
+	if err := p.check(b); err != nil {
+		return 0, err
+	}
+	req := &albapi.ListServerGroupsRequest{ServerGroupIds: []*string{tea.String(b.ServerGroup)}}
+	var res *albapi.ListServerGroupsResponse
+	err := p.call(ctx, "ListServerGroups", func(ctx context.Context, c *albapi.Client) (err error) {
+		res, err = c.ListServerGroupsWithContext(ctx, req, &dara.RuntimeOptions{})
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reading the slow start of %s: %w", b.Key(), err)
+	}
+	if res.Body == nil {
+		return 0, errors.New("ListServerGroups: empty answer")
+	}
+	for _, g := range res.Body.ServerGroups {
+		if tea.StringValue(g.ServerGroupId) != b.ServerGroup {
+			continue
+		}
+		if c := g.SlowStartConfig; c != nil && tea.BoolValue(c.SlowStartEnabled) {
+			return time.Duration(tea.Int32Value(c.SlowStartDuration)) * time.Second, nil
+		}
+		return 0, nil
+	}
+	return 0, providers.Permanentf("NotFound", "%s: ListServerGroups does not list server group %s", b.Key(), b.ServerGroup)
 }
 
 // SetWeights changes the weights of the named servers; see

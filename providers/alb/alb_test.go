@@ -5,6 +5,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	neturl "net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -207,7 +211,9 @@ func TestContextDeadlineStopsRetries(t *testing.T) {
 	h := newHarness(t, emulator.Options{})
 	b, _ := seed(t, h, 1)
 	h.e.Inject("ListServerGroupServers", "Throttling.Api", 400, 1000)
-	c, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// Long enough for the first answer to arrive on a loaded machine (the
+	// error must name the last API error seen before the deadline).
+	c, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	_, err := h.p.Backends(c, b)
 	require.ErrorContains(t, err, "Throttling.Api")
@@ -352,4 +358,73 @@ func BenchmarkLargeGroup(b *testing.B) {
 	require.NoError(b, e.Seed(emulator.State{ServerGroups: []*emulator.ServerGroup{g}, Listeners: []*emulator.Listener{{ID: "lsn-bench", Port: 80, ServerGroup: g.ID}}}))
 	binding := spec.Binding{ALB: "prod-hz", ServerGroup: g.ID, Listener: "lsn-bench"}
 	emutest.Benchmark(b, e, p, binding, toB, toA, "UpdateServerGroupServersAttribute")
+}
+
+// TestHealthOfAGroupReachedThroughAForwardingRule: the binding's group is
+// used only by a forwarding rule of the listener, so its health is in
+// RuleHealthStatus (IncludeRule). A raised server is initial until it passes
+// the healthy threshold; one the LB cannot reach becomes unhealthy with
+// ALB's reason, named with the rule.
+func TestHealthOfAGroupReachedThroughAForwardingRule(t *testing.T) {
+	e, cfg := emutest.Start(t, "prod-hz", emulator.Options{})
+	p, err := alb.New(cfg, nil)
+	require.NoError(t, err)
+	h := wrap(e, p)
+	app := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(app.Close)
+	blocked := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(blocked.Close)
+	server := func(id, url string, weight int) *emulator.Server {
+		u, _ := neturl.Parse(url)
+		port, _ := strconv.Atoi(u.Port())
+		return &emulator.Server{ID: id, IP: u.Hostname(), Port: port, Weight: weight, Health: emulator.StatusInitial}
+	}
+	def := &emulator.ServerGroup{ID: "sgp-default", Servers: []*emulator.Server{server("i-d", app.URL, 100)}}
+	g := &emulator.ServerGroup{ID: "sgp-rule", Servers: []*emulator.Server{server("i-1", app.URL, 100), server("i-2", blocked.URL, 100), server("i-3", app.URL, 0)}}
+	l := &emulator.Listener{ID: "lsn-rule", Port: 80, ServerGroup: def.ID}
+	rule := &emulator.Rule{ID: "rule-1", Listener: l.ID, Priority: 1,
+		Conditions:   []emulator.RuleCondition{{Type: "Header", Key: "x-canary", Values: []string{"1"}}},
+		ServerGroups: []emulator.ServerGroupTuple{{ServerGroup: g.ID}}}
+	require.NoError(t, h.e.Seed(emulator.State{ServerGroups: []*emulator.ServerGroup{def, g}, Listeners: []*emulator.Listener{l}, Rules: []*emulator.Rule{rule}}))
+	h.e.BlockServers(g.Servers[1].IP + ":" + strconv.Itoa(g.Servers[1].Port))
+	b := spec.Binding{ALB: "prod-hz", ServerGroup: g.ID, Listener: l.ID, Weight: 100}
+
+	// Each read through a provider of its own: one instance shares a
+	// listener's health answer for a short while (providers/alibaba/share.go).
+	health := func() map[string]providers.Backend {
+		p, err := alb.New(cfg, nil)
+		require.NoError(t, err)
+		got, err := p.Backends(ctx(t), b)
+		require.NoError(t, err)
+		out := map[string]providers.Backend{}
+		for _, be := range got {
+			out[be.ID] = be
+		}
+		return out
+	}
+	before := health()
+	require.Equal(t, providers.HealthInitial, before["i-1"].Health, "weighted, not yet checked")
+	require.Equal(t, providers.HealthUnknown, before["i-3"].Health, "weight 0 is not checked")
+	for range 3 { // the default healthy and unhealthy thresholds
+		h.e.CheckHealth(ctx(t))
+	}
+	after := health()
+	require.Equal(t, providers.HealthHealthy, after["i-1"].Health)
+	require.Equal(t, providers.HealthUnhealthy, after["i-2"].Health)
+	require.Equal(t, "CONNECT_TIMEOUT on forwarding rule rule-1", after["i-2"].Reason)
+	require.Equal(t, providers.HealthUnknown, after["i-3"].Health)
+}
+
+func TestSlowStartIsReadFromTheServerGroup(t *testing.T) {
+	h := newHarness(t, emulator.Options{})
+	g := &emulator.ServerGroup{ID: "sgp-slow", SlowStart: &emulator.SlowStart{Enabled: true, Duration: 30},
+		Servers: []*emulator.Server{{ID: "i-1", IP: "10.0.0.1", Port: 80, Weight: 100}}}
+	off := &emulator.ServerGroup{ID: "sgp-fast", Servers: []*emulator.Server{{ID: "i-1", IP: "10.0.0.1", Port: 80, Weight: 100}}}
+	require.NoError(t, h.e.Seed(emulator.State{ServerGroups: []*emulator.ServerGroup{g, off}}))
+	d, err := h.p.SlowStart(ctx(t), spec.Binding{ALB: "prod-hz", ServerGroup: g.ID})
+	require.NoError(t, err)
+	require.Equal(t, 30*time.Second, d)
+	d, err = h.p.SlowStart(ctx(t), spec.Binding{ALB: "prod-hz", ServerGroup: off.ID})
+	require.NoError(t, err)
+	require.Zero(t, d)
 }

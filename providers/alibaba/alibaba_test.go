@@ -138,53 +138,6 @@ func sdkError(code string, status int, message string) error {
 	})
 }
 
-func TestClassify(t *testing.T) {
-	for _, tc := range []struct {
-		code   string
-		status int
-		reason string // "" for transient
-	}{
-		{"IncorrectStatus.serverGroup", 400, ""},
-		{"IncorrectStatus.ServerGroup", 400, ""}, // Terraform's spelling
-		{"Conflict.Lock", 400, ""},
-		{"SystemBusy", 400, ""},
-		{"IdempotenceProcessing", 400, ""},
-		{"BackendServer.configuring", 400, ""},
-		{"ServiceIsConfiguring", 400, ""},
-		{"OperationBusy", 400, ""},
-		{"Throttling", 400, ""},
-		{"Throttling.User", 400, ""},
-		{"Throttling.Api", 400, ""},
-		{"ServiceUnavailable", 503, ""},
-		{"SomethingNew", 500, ""},
-		{"SomethingNew", 400, ""},
-		{"ResourceNotFound.serverGroup", 404, "NotFound"},
-		{"ResourceNotFound.BackendServer", 404, "NotFound"},
-		{"InvalidLoadBalancerId.NotFound", 404, "NotFound"},
-		{"SomethingNew", 404, "NotFound"},
-		{"IllegalParam.Weight", 400, "InvalidParameter"},
-		{"InvalidParameter", 400, "InvalidParameter"},
-		{"IdempotenceSignatureMismatch", 400, "InvalidParameter"},
-		{"Forbidden.NoPermission", 403, "PermissionDenied"},
-		{"SomethingNew", 403, "PermissionDenied"},
-		{"InvalidAccessKeyId.NotFound", 404, "InvalidCredentials"},
-		{"SignatureDoesNotMatch", 400, "InvalidCredentials"},
-		{"DryRunOperation", 400, "DryRun"},
-	} {
-		t.Run(fmt.Sprintf("%s %d", tc.code, tc.status), func(t *testing.T) {
-			err := classify("Op", sdkError(tc.code, tc.status, "msg"))
-			require.Equal(t, tc.code, Code(err))
-			if tc.reason == "" {
-				require.False(t, providers.IsPermanent(err))
-				return
-			}
-			var perm *providers.PermanentError
-			require.ErrorAs(t, err, &perm)
-			require.Equal(t, tc.reason, perm.Reason)
-		})
-	}
-}
-
 func TestClassifiedErrorsReadOnOneLine(t *testing.T) {
 	err := classify("ListServerGroupServers", sdkError("IncorrectStatus.serverGroup", 400, "The group is busy."))
 	require.EqualError(t, err, "ListServerGroupServers: IncorrectStatus.serverGroup (HTTP 400): The group is busy. [request id REQ-1]")

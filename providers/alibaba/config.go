@@ -4,6 +4,7 @@
 package alibaba
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,12 +13,13 @@ import (
 	openapi "github.com/alibabacloud-go/darabonba-openapi/v2/client"
 	"github.com/alibabacloud-go/tea/tea"
 	"github.com/aliyun/credentials-go/credentials"
+	"golang.org/x/time/rate"
 
 	"github.com/tandemhq/tandem/spec"
 )
 
-// Config builds the SDK configuration of one provider instance; kind (alb or
-// slb) only names the instance in error messages.
+// Config builds the SDK configuration of one provider instance of kind alb
+// or slb (the product of its endpoint).
 //
 // Credentials come from the environment variables the instance names
 // (accessKeyIdEnv, accessKeySecretEnv, securityTokenEnv), or, when it names
@@ -36,6 +38,11 @@ import (
 // loopback addresses (tea would proxy them unless NO_PROXY names the exact
 // host:port). The SDK does not retry (RetryOptions nil); Retry does.
 //
+// That HTTP client is also where the instance's API budget is kept (every
+// request, retries included, waits for a token of rateLimit: a busy fleet
+// makes the daemon slower, not failing), and where health reads are
+// shared (see shareable): every SDK call of the instance goes through it.
+//
 // An SDK client must not be shared between goroutines: every call writes
 // its Headers field (darabonba-openapi GetRpcHeaders). Build one per call
 // from the returned Config, which is only read.
@@ -48,7 +55,7 @@ func Config(kind string, p spec.AlibabaProvider) (*openapi.Config, error) {
 	cfg := &openapi.Config{
 		Credential: cred,
 		RegionId:   tea.String(p.Region),
-		HttpClient: newHTTPClient(orDefault(p.ConnectTimeout.D(), 5*time.Second), orDefault(p.ReadTimeout.D(), 10*time.Second)),
+		HttpClient: newHTTPClient(field, orDefault(p.ConnectTimeout.D(), 5*time.Second), orDefault(p.ReadTimeout.D(), 10*time.Second), p.RateLimit),
 	}
 	if p.Protocol != "" {
 		cfg.Protocol = tea.String(p.Protocol)
@@ -62,8 +69,20 @@ func Config(kind string, p spec.AlibabaProvider) (*openapi.Config, error) {
 	default:
 		return nil, fmt.Errorf("%s.signatureVersion: must be v3 or v2, got %q", field, p.SignatureVersion)
 	}
-	if p.Endpoint != "" {
+	switch {
+	case p.Endpoint != "":
 		cfg.Endpoint = tea.String(p.Endpoint)
+	case p.Network == spec.NetworkVPC:
+		// The SDKs resolve <product>-vpc.<region>.aliyuncs.com for Network
+		// "vpc" (darabonba-openapi utils GetEndpointRules), as the endpoint
+		// pages list them: ALB https://help.aliyun.com/document_detail/2254821.html,
+		// CLB https://www.alibabacloud.com/help/en/slb/classic-load-balancer/developer-reference/api-slb-2014-05-15-endpoint.
+		// But the SLB SDK looks up its region map first (slb-20140515
+		// client.go Init: EndpointMap), which sends about 44 regions to the
+		// public slb.aliyuncs.com whatever the network; so the VPC endpoint
+		// is named here, where the SDK would not find it.
+		cfg.Network = tea.String(spec.NetworkVPC)
+		cfg.Endpoint = tea.String(kind + "-vpc." + p.Region + ".aliyuncs.com")
 	}
 	return cfg, nil
 }
@@ -118,23 +137,59 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // httpClient is the SDK's HTTP client hook (tea/dara HttpClient). The
 // per-request transport the SDK builds is ignored: ours has the timeouts.
-type httpClient struct{ c *http.Client }
-
-func newHTTPClient(connect, read time.Duration) *httpClient {
-	return &httpClient{c: &http.Client{
-		Timeout: connect + read,
-		Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
-			TLSHandshakeTimeout:   connect,
-			ResponseHeaderTimeout: read,
-			MaxIdleConnsPerHost:   16,
-			IdleConnTimeout:       90 * time.Second,
-			ForceAttemptHTTP2:     true,
-		},
-	}}
+type httpClient struct {
+	c      *http.Client
+	field  string        // the provider instance, for errors
+	limit  *rate.Limiter // nil: no budget
+	shared *shared
 }
 
+func newHTTPClient(field string, connect, read time.Duration, limit spec.RateLimit) *httpClient {
+	h := &httpClient{
+		field:  field,
+		shared: newShared(healthShareTTL),
+		c: &http.Client{
+			Timeout: connect + read,
+			Transport: &http.Transport{
+				Proxy:                 http.ProxyFromEnvironment,
+				DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
+				TLSHandshakeTimeout:   connect,
+				ResponseHeaderTimeout: read,
+				MaxIdleConnsPerHost:   16,
+				IdleConnTimeout:       90 * time.Second,
+				ForceAttemptHTTP2:     true,
+			},
+		},
+	}
+	if limit.CallsPerSecond > 0 {
+		h.limit = rate.NewLimiter(rate.Limit(limit.CallsPerSecond), max(limit.Burst, 1))
+	}
+	return h
+}
+
+// Call sends one OpenAPI request: a health read that another goroutine of
+// this instance is making, or made less than healthShareTTL ago and not
+// before one of its writes finished, gets that answer; anything else waits
+// for a token of the budget and goes out.
 func (h *httpClient) Call(req *http.Request, _ *http.Transport) (*http.Response, error) {
+	if key, ok := shareable(req); ok {
+		return h.shared.do(req.Context(), key, func(ctx context.Context) (*http.Response, error) {
+			return h.send(req.WithContext(ctx))
+		})
+	}
+	if isWrite(req) {
+		defer h.shared.wrote()
+	}
+	return h.send(req)
+}
+
+func (h *httpClient) send(req *http.Request) (*http.Response, error) {
+	if h.limit != nil {
+		if err := h.limit.Wait(req.Context()); err != nil {
+			// The context ends before a token would come: the call is not
+			// made; Retry sees a transient error.
+			return nil, fmt.Errorf("%s: waiting for the API rate limit (rateLimit): %w", h.field, err)
+		}
+	}
 	return h.c.Do(req)
 }

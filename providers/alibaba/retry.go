@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/spec"
 )
 
 // Retry runs OpenAPI calls, retrying transient failures (busy, throttled,
@@ -23,12 +24,23 @@ type Retry struct {
 	Log     *slog.Logger  // nil: discard
 	// Provider names the provider instance in logs, e.g. "alb/prod-hz".
 	Provider string
+	// Redact strips credentials from every error before it is logged or
+	// returned (the zero Redactor strips signed parameters and headers).
+	Redact Redactor
+}
+
+// NewRetry is the retry loop of one provider instance of tandem.yaml. (Its
+// API budget, rateLimit, is kept by the HTTP client of its SDK
+// configuration, which every attempt goes through: see Config.)
+func NewRetry(kind string, p spec.AlibabaProvider, log *slog.Logger) Retry {
+	return Retry{Timeout: p.RetryTimeout.D(), Log: log, Provider: kind + "/" + p.Name, Redact: NewRedactor(p)}
 }
 
 // Do calls call until it succeeds, fails permanently or time runs out.
 // action is the OpenAPI action, for errors and logs. The error returned is
 // an *APIError (wrapped with providers.Permanent when retrying cannot fix
-// it), a network error, or the context's error.
+// it), a network error, or the context's error, with credentials stripped
+// (Redactor).
 func (r Retry) Do(ctx context.Context, action string, call func(ctx context.Context) error) error {
 	start := time.Now()
 	base, maxWait := r.Base, r.Max
@@ -43,7 +55,7 @@ func (r Retry) Do(ctx context.Context, action string, call func(ctx context.Cont
 		log = slog.New(slog.DiscardHandler)
 	}
 	for attempt := 1; ; attempt++ {
-		err := classify(action, call(ctx))
+		err := r.Redact.Error(classify(action, call(ctx)))
 		if err == nil || providers.IsPermanent(err) {
 			return err
 		}

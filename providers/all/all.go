@@ -25,12 +25,13 @@ func New(cfg *spec.Config, log *slog.Logger) (*providers.Set, func() error, erro
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	deployPolicy := deploy.PolicyOf(cfg)
 	set := &providers.Set{
 		LoadBalancers: map[string]providers.LoadBalancer{},
 		Registries:    map[string]providers.Registry{},
-		Instances:     probe.New(log),
+		Instances:     probe.New(cfg.ProbeHosts(), log),
 		Deployer: func(svc *spec.Service) (providers.Deployer, error) {
-			return deploy.New(svc.Deploy, log)
+			return deploy.New(svc.Deploy, deployPolicy, log)
 		},
 	}
 	var closers []func() error

@@ -18,21 +18,41 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tandemhq/tandem/internal/egress"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/spec"
 )
 
-// New returns the deployer that d asks for. d must have been validated
-// (exactly one of exec and http is set).
-func New(d spec.Deploy, log *slog.Logger) (providers.Deployer, error) {
+// Policy is what tandem.yaml lets a deploy hook chosen in Git do (the
+// policy section, spec.Policy). The zero Policy refuses every command,
+// gives hooks only spec.BaseHookEnv of the daemon's environment, and lets
+// HTTP deploys reach any host but the refused ranges (spec.Allowlist).
+type Policy struct {
+	CommandAllowed func(argv0 string) bool // policy.hooks.commands; nil: none
+	EnvAllowed     func(name string) bool  // policy.hooks.env; nil: spec.BaseHookEnv
+	Hosts          *spec.Allowlist         // policy.network.deploy; nil: any host but the refused ranges
+	Resolver       egress.Resolver         // nil: the system resolver
+}
+
+// PolicyOf is the deploy policy of a configuration.
+func PolicyOf(cfg *spec.Config) Policy {
+	return Policy{CommandAllowed: cfg.Policy.Hooks.CommandAllowed, EnvAllowed: cfg.HookEnvAllowed, Hosts: cfg.DeployHosts()}
+}
+
+// New returns the deployer that d asks for, if the policy allows it. d
+// must have been validated (exactly one of exec and http is set).
+func New(d spec.Deploy, pol Policy, log *slog.Logger) (providers.Deployer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	switch {
 	case len(d.Exec) > 0 && d.HTTP == nil:
-		return &Exec{Command: d.Exec, Timeout: d.Timeout.D(), log: log}, nil
+		if pol.CommandAllowed == nil || !pol.CommandAllowed(d.Exec[0]) {
+			return nil, providers.Permanentf("PolicyRefused", "deploy.exec[0]: %q is not one of the commands policy.hooks.commands of the daemon config allows", d.Exec[0])
+		}
+		return &Exec{Command: d.Exec, Timeout: d.Timeout.D(), EnvAllowed: pol.EnvAllowed, log: log}, nil
 	case d.HTTP != nil && len(d.Exec) == 0:
-		return newHTTP(*d.HTTP, d.Timeout.D(), log)
+		return newHTTP(*d.HTTP, d.Timeout.D(), pol, log)
 	}
 	return nil, errors.New("deploy: set exactly one of exec and http")
 }

@@ -7,15 +7,19 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/spec"
 )
 
-// Exec runs a command to deploy a group. The command gets the daemon's
-// environment plus:
+// Exec runs a command to deploy a group. The command gets, of the daemon's
+// environment, only PATH, HOME, LANG, TZ and what policy.hooks.env of
+// tandem.yaml adds (never a credential a *Env field names, unless listed by
+// name), plus:
 //
 //	TANDEM_SERVICE    the service name
 //	TANDEM_GROUP      A or B
@@ -34,7 +38,10 @@ type Exec struct {
 	Command []string      // argv; a relative path is resolved against Dir
 	Dir     string        // working directory; "" is the daemon's
 	Timeout time.Duration // 0: no limit but the caller's context
-	log     *slog.Logger
+	// EnvAllowed says which of the daemon's variables the command gets;
+	// nil: spec.BaseHookEnv.
+	EnvAllowed func(name string) bool
+	log        *slog.Logger
 }
 
 var _ providers.Deployer = (*Exec)(nil)
@@ -60,7 +67,7 @@ func (e *Exec) Deploy(ctx context.Context, req providers.DeployRequest) (provide
 	out := newTail()
 	cmd := exec.CommandContext(ctx, e.Command[0], e.Command[1:]...)
 	cmd.Dir = e.Dir
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(e.environ(),
 		"TANDEM_SERVICE="+req.Service,
 		"TANDEM_GROUP="+string(req.Group),
 		"TANDEM_VERSION="+req.Version,
@@ -106,6 +113,22 @@ func (e *Exec) failure(ctx context.Context, req providers.DeployRequest, err err
 	}
 	// The command could not start: not found, not executable, bad directory.
 	return providers.Permanent("DeployFailed", fmt.Errorf("%s: %w", what, err))
+}
+
+// environ is the part of the daemon's environment the command gets.
+func (e *Exec) environ() []string {
+	allowed := e.EnvAllowed
+	if allowed == nil {
+		allowed = func(name string) bool { return slices.Contains(spec.BaseHookEnv, name) }
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if allowed(name) {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 func (e *Exec) logger() *slog.Logger {

@@ -33,9 +33,12 @@ var request = providers.DeployRequest{
 	Revision: "9f3c2e1",
 }
 
+// anyCommand lets every command run: these tests choose their own.
+var anyCommand = deploy.Policy{CommandAllowed: func(string) bool { return true }}
+
 func execDeployer(t *testing.T, timeout time.Duration, argv ...string) providers.Deployer {
 	t.Helper()
-	d, err := deploy.New(spec.Deploy{Exec: argv, Timeout: spec.Duration(timeout)}, nil)
+	d, err := deploy.New(spec.Deploy{Exec: argv, Timeout: spec.Duration(timeout)}, anyCommand, nil)
 	require.NoError(t, err)
 	return d
 }
@@ -163,7 +166,7 @@ func TestExecSucceedsWhenABackgroundProcessKeepsItsOutputOpen(t *testing.T) {
 
 func TestExecLogsWithTheServiceAndRevision(t *testing.T) {
 	var buf bytes.Buffer
-	d, err := deploy.New(spec.Deploy{Exec: []string{"true"}, Timeout: spec.Duration(time.Second)},
+	d, err := deploy.New(spec.Deploy{Exec: []string{"true"}, Timeout: spec.Duration(time.Second)}, anyCommand,
 		slog.New(slog.NewTextHandler(&buf, nil)))
 	require.NoError(t, err)
 	_, err = d.Deploy(t.Context(), request)
@@ -176,7 +179,7 @@ func TestNewRefusesADeployWithoutExactlyOneHook(t *testing.T) {
 		{},
 		{Exec: []string{"true"}, HTTP: &spec.HTTPDeploy{URL: "http://127.0.0.1:1/deploy"}},
 	} {
-		_, err := deploy.New(d, nil)
+		_, err := deploy.New(d, anyCommand, nil)
 		require.EqualError(t, err, "deploy: set exactly one of exec and http")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/egress"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -31,7 +32,10 @@ import (
 //
 // A 4xx answer other than 408 and 429 is permanent; other answers and
 // connection errors of the POST are retried by the reconciler (nothing was
-// started), those of a poll are retried until the timeout. The token is sent
+// started), those of a poll are retried until the timeout; a connection
+// that policy.network.deploy of tandem.yaml refuses (the deploy URL's host,
+// a status URL elsewhere, or a name resolving to a refused address) is
+// permanent. Proxy variables are not used. The token is sent
 // to the status URL only when it is on the same scheme and host as the
 // deploy URL.
 
@@ -66,10 +70,17 @@ type HTTP struct {
 
 var _ providers.Deployer = (*HTTP)(nil)
 
-func newHTTP(h spec.HTTPDeploy, timeout time.Duration, log *slog.Logger) (*HTTP, error) {
+func newHTTP(h spec.HTTPDeploy, timeout time.Duration, pol Policy, log *slog.Logger) (*HTTP, error) {
 	u, err := url.Parse(h.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("deploy.http.url: must be an http or https URL")
+	}
+	hosts := pol.Hosts
+	if hosts == nil {
+		hosts = spec.NewAllowlist("policy.network.deploy")
+	}
+	if err := hosts.CheckHost(u.Hostname()); err != nil {
+		return nil, providers.Permanent("PolicyRefused", fmt.Errorf("deploy.http.url: %w", err))
 	}
 	token, err := spec.SecretFromEnv("deploy.http.tokenEnv", h.TokenEnv)
 	if err != nil {
@@ -81,7 +92,7 @@ func newHTTP(h spec.HTTPDeploy, timeout time.Duration, log *slog.Logger) (*HTTP,
 	}
 	return &HTTP{
 		url: u, headers: h.Headers, token: token, pollInterval: poll, timeout: timeout,
-		client: &http.Client{}, log: log,
+		client: &http.Client{Transport: (&egress.Dialer{Allow: hosts, Resolver: pol.Resolver}).Transport()}, log: log,
 	}, nil
 }
 
@@ -92,6 +103,8 @@ func (h *HTTP) Deploy(ctx context.Context, req providers.DeployRequest) (provide
 		ctx, cancel = context.WithTimeoutCause(ctx, h.timeout, errTimeout)
 		defer cancel()
 	}
+	// The transport is this deployer's own: keep no connection past the deploy.
+	defer h.client.CloseIdleConnections()
 	log := h.log.With("target", req.Service, "revision", req.Revision, "action", "deploy")
 	log.Info("deploy requested", "group", req.Group, "version", req.Version, "url", h.url.Redacted())
 	start := time.Now()
@@ -206,6 +219,10 @@ func (h *HTTP) do(ctx context.Context, method string, u *url.URL, body []byte) (
 		var uerr *url.Error
 		if errors.As(err, &uerr) {
 			err = uerr.Err // the URL is named by the caller, redacted
+		}
+		if egress.IsRefused(err) {
+			// policy.network.deploy: asking again will not change it.
+			err = providers.Permanent("PolicyRefused", err)
 		}
 		return nil, st, err
 	}

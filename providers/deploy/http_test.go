@@ -84,7 +84,7 @@ func httpDeployer(t *testing.T, url string, timeout time.Duration, log *slog.Log
 			PollInterval: spec.Duration(10 * time.Millisecond),
 		},
 		Timeout: spec.Duration(timeout),
-	}, log)
+	}, deploy.Policy{}, log)
 	require.NoError(t, err)
 	return d
 }
@@ -259,6 +259,6 @@ func TestHTTPSendsTheTokenOnlyToTheDeploySystemsOwnHost(t *testing.T) {
 }
 
 func TestHTTPNewNeedsTheTokenVariable(t *testing.T) {
-	_, err := deploy.New(spec.Deploy{HTTP: &spec.HTTPDeploy{URL: "http://127.0.0.1:1/deploy", TokenEnv: "TANDEM_TEST_UNSET_TOKEN"}}, nil)
+	_, err := deploy.New(spec.Deploy{HTTP: &spec.HTTPDeploy{URL: "http://127.0.0.1:1/deploy", TokenEnv: "TANDEM_TEST_UNSET_TOKEN"}}, deploy.Policy{}, nil)
 	require.EqualError(t, err, "deploy.http.tokenEnv: environment variable TANDEM_TEST_UNSET_TOKEN is not set")
 }

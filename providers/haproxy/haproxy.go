@@ -332,23 +332,46 @@ func toBackend(r map[string]string) providers.Backend {
 	}
 	be.Weight, _ = strconv.Atoi(w) // 0 in drain or maint: see servers
 	be.Health = health(be.Status, r["check_status"])
+	be.Reason = reason(be.Health, r)
 	return be
 }
 
 // health derives a server's health. The status column says DOWN once the
 // checks declared it down; in drain or maint the status hides that, so the
-// last check result decides (L4OK/L6OK/L7OK/L7OKC pass; INI is a check
-// that has not run yet). Servers without checks are HealthUnknown.
+// last check result decides (L4OK/L6OK/L7OK/L7OKC pass). A server with
+// checks that has not passed them yet is initial: INI (no check has run
+// yet), or DOWN with a passing last check (rising: "DOWN 1/2", not yet
+// past rise). Servers without checks ("no check") are HealthUnknown
+// (https://docs.haproxy.org/2.8/management.html, "show stat": status,
+// check_status).
 func health(status, check string) providers.Health {
-	switch check = strings.TrimPrefix(check, "* "); {
+	check = strings.TrimPrefix(check, "* ")
+	passed := check == "L4OK" || check == "L6OK" || check == "L7OK" || check == "L7OKC"
+	switch {
+	case status == "no check" || check == "":
+		return providers.HealthUnknown
+	case check == "INI", strings.HasPrefix(status, "DOWN") && passed:
+		return providers.HealthInitial
 	case strings.HasPrefix(status, "DOWN"):
 		return providers.HealthUnhealthy
-	case status == "no check" || check == "" || check == "INI":
-		return providers.HealthUnknown
-	case check == "L4OK" || check == "L6OK" || check == "L7OK" || check == "L7OKC":
+	case passed:
 		return providers.HealthHealthy
 	}
 	return providers.HealthUnhealthy
+}
+
+// reason is HAProxy's account of a server that is not healthy: the last
+// check's status and its description (check_status "L4CON", last_chk
+// "Connection refused").
+func reason(h providers.Health, r map[string]string) string {
+	if h == providers.HealthHealthy || h == providers.HealthUnknown {
+		return ""
+	}
+	out := strings.TrimPrefix(r["check_status"], "* ")
+	if d := r["last_chk"]; d != "" {
+		out += " " + d
+	}
+	return out
 }
 
 // parseStat parses show stat CSV ("# pxname,svname,...") into rows keyed by

@@ -124,7 +124,7 @@ func TestBackendsReportsWeightHealthSessionsAndAddress(t *testing.T) {
 	want := []providers.Backend{
 		{ID: "s1", Weight: 100, Health: providers.HealthHealthy, Sessions: 0, Status: "UP"},
 		{ID: "s2", Weight: 0, Health: providers.HealthHealthy, Sessions: 0, Status: "UP"},
-		{ID: "s3", Weight: 50, Health: providers.HealthUnhealthy, Sessions: 0, Status: "DOWN"},
+		{ID: "s3", Weight: 50, Health: providers.HealthUnhealthy, Sessions: 0, Status: "DOWN", Reason: "L4CON Connection refused"},
 	}
 	for i, addr := range []string{s1, s2, s3} {
 		want[i].IP, want[i].Port = host(addr)
@@ -460,5 +460,27 @@ func TestNewRefusesASocketThatIsNeitherPathNorHostPort(t *testing.T) {
 	} {
 		_, err := haproxy.New(spec.HAProxyProvider{Name: "edge", Socket: socket}, nil)
 		require.EqualError(t, err, msg)
+	}
+}
+
+// TestHealthFromStatusAndLastCheck: a server with checks that has not
+// passed them yet counts as initial, never healthy; servers without checks
+// give no health.
+func TestHealthFromStatusAndLastCheck(t *testing.T) {
+	for _, tc := range []struct {
+		status, check string
+		want          providers.Health
+	}{
+		{"UP", "L7OK", providers.HealthHealthy},
+		{"UP 1/2", "L7STS", providers.HealthUnhealthy}, // going down
+		{"DRAIN", "L4OK", providers.HealthHealthy},
+		{"MAINT", "L4CON", providers.HealthUnhealthy},
+		{"DOWN", "L4CON", providers.HealthUnhealthy},
+		{"DOWN 1/2", "L7OK", providers.HealthInitial}, // rising, not yet past rise
+		{"UP", "INI", providers.HealthInitial},        // no check has run yet
+		{"DOWN", "* INI", providers.HealthInitial},
+		{"no check", "", providers.HealthUnknown},
+	} {
+		require.Equal(t, tc.want, haproxy.Health(tc.status, tc.check), "%s %s", tc.status, tc.check)
 	}
 }

@@ -83,9 +83,9 @@ func newFleet(t testing.TB, perGroup int) *fleet {
 	d, err := deploy.New(spec.Deploy{
 		HTTP:    &spec.HTTPDeploy{URL: deploySystem.URL + "/deploy", PollInterval: spec.Duration(20 * time.Millisecond)},
 		Timeout: spec.Duration(30 * time.Second),
-	}, nil)
+	}, deploy.Policy{}, nil)
 	require.NoError(t, err)
-	f := &fleet{h: h, lb: provider(t, h.Socket), prober: probe.New(nil), apps: apps, deploy: d,
+	f := &fleet{h: h, lb: provider(t, h.Socket), prober: probe.New(nil, nil), apps: apps, deploy: d,
 		svc: svc, binding: svc.Traffic[0], active: spec.GroupA}
 	f.waitLB(t, spec.GroupA, providers.HealthHealthy)
 	return f

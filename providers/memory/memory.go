@@ -57,6 +57,12 @@ type World struct {
 	calls      map[string]int
 	lowWater   map[string]int
 	realTime   bool
+	// LB health model (lbhealth.go): off while lbThreshold is 0.
+	lbThreshold int
+	lbState     map[string]*lbCheck // binding key|backend id
+	lbCut       map[string]bool     // ip:port the LB cannot reach
+	lbQuiet     bool                // initial backends reported without health (ReportUncheckedAsUnknown)
+	slowStart   map[string]time.Duration
 }
 
 // New returns an empty world with a fake clock at a fixed instant.
@@ -150,7 +156,10 @@ func (w *World) UpdateApp(addr string, f func(*App)) {
 func (w *World) SetWeight(binding spec.Binding, id string, weight int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.backends[binding.Key()][id].Weight = weight
+	be := w.backends[binding.Key()][id]
+	old := be.Weight
+	be.Weight = weight
+	w.lbWeightLocked(binding.Key(), be, old)
 }
 
 // ServeOnly puts all traffic on group g by hand: full weight and enabled
@@ -165,7 +174,10 @@ func (w *World) ServeOnly(svc *spec.Service, g spec.Group) {
 				if grp == g {
 					weight = b.Weight
 				}
-				w.backends[b.Key()][in.ID].Weight = weight
+				be := w.backends[b.Key()][in.ID]
+				old := be.Weight
+				be.Weight = weight
+				w.lbWeightLocked(b.Key(), be, old)
 			}
 			if svc.Registry != nil && svc.Registry.Nacos != nil {
 				w.registry[svc.Registry.Nacos.String()][in.Addr()].Enabled = grp == g
@@ -239,6 +251,9 @@ func (w *World) enter(op string) error {
 
 // syncHealthLocked mirrors app health into LB health and registry health.
 func (w *World) syncHealthLocked() {
+	if w.lbThreshold > 0 {
+		return // the LB learns app health through its modelled checks
+	}
 	for _, svc := range w.services {
 		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 			for _, in := range svc.Groups.Get(g) {
@@ -262,7 +277,8 @@ func (w *World) serving() map[string]int {
 	for _, svc := range w.services {
 		for _, b := range svc.Traffic {
 			for _, be := range w.backends[b.Key()] {
-				if in, ok := instanceByID(svc, be.ID); ok && w.apps[in.Addr()].Healthy {
+				lbOK := w.lbThreshold == 0 || be.Health == providers.HealthHealthy
+				if in, ok := instanceByID(svc, be.ID); ok && w.apps[in.Addr()].Healthy && lbOK {
 					out[b.Key()] += be.Weight
 				}
 			}
@@ -306,19 +322,6 @@ func instanceByID(svc *spec.Service, id string) (spec.Instance, bool) {
 		}
 	}
 	return spec.Instance{}, false
-}
-
-func (w *World) serviceOf(addr string) (*spec.Service, spec.Group, bool) {
-	for _, svc := range w.services {
-		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
-			for _, in := range svc.Groups.Get(g) {
-				if in.Addr() == addr {
-					return svc, g, true
-				}
-			}
-		}
-	}
-	return nil, "", false
 }
 
 // carryingLocked reports where group g of svc takes traffic.
@@ -386,6 +389,7 @@ func (l lb) Backends(_ context.Context, b spec.Binding) ([]providers.Backend, er
 	if !ok {
 		return nil, providers.Permanentf("NotFound", "%s: no such server group", b.Key())
 	}
+	w.lbCheckLocked(b.Key(), m)
 	out := make([]providers.Backend, 0, len(m))
 	for _, be := range m {
 		out = append(out, *be)
@@ -440,7 +444,9 @@ func (l lb) SetWeights(_ context.Context, b spec.Binding, changes []providers.We
 				}
 			}
 		}
+		old := be.Weight
 		be.Weight = c.Weight
+		w.lbWeightLocked(b.Key(), be, old)
 	}
 	w.check(before, "set-weights on "+b.Key())
 	if low, ok := w.lowWater[b.Key()]; !ok || total < low {

@@ -85,14 +85,18 @@ func New(cfg spec.NacosProvider, log *slog.Logger) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nacos provider %s: %w", cfg.Name, err)
 	}
+	hc, err := httpClient(cfg, timeout)
+	if err != nil {
+		return nil, err
+	}
 	sdk.SetLog(log)
 	return &Provider{
 		cfg: cfg,
 		log: log,
 		op: &operator{
-			servers: cfg.Servers, contextPath: cfg.ContextPath, api: cfg.API,
+			scheme: cfg.Scheme, servers: cfg.Servers, contextPath: cfg.ContextPath, api: cfg.API,
 			user: user.Reveal(), pass: pass,
-			hc:  &http.Client{Timeout: timeout},
+			hc:  hc,
 			now: time.Now,
 		},
 		password: pass,
@@ -100,6 +104,23 @@ func New(cfg spec.NacosProvider, log *slog.Logger) (*Provider, error) {
 		clients:  map[string]naming_client.INamingClient{},
 		subs:     map[subKey]*subscription{},
 	}, nil
+}
+
+// httpClient is the operator API's client: with scheme https, TLS
+// verified with the provider's CA file, and its client certificate if any.
+func httpClient(cfg spec.NacosProvider, timeout time.Duration) (*http.Client, error) {
+	hc := &http.Client{Timeout: timeout}
+	if cfg.Scheme != "https" {
+		return hc, nil
+	}
+	tc, err := cfg.TLS().ClientConfig(fmt.Sprintf("providers.nacos[%s]", cfg.Name))
+	if err != nil {
+		return nil, fmt.Errorf("nacos provider %s: %w", cfg.Name, err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	hc.Transport = tr
+	return hc, nil
 }
 
 // Close closes the SDK clients and removes their cache.
@@ -331,6 +352,7 @@ func (p *Provider) client(namespace string) (naming_client.INamingClient, error)
 		Servers: p.cfg.Servers, GRPCPort: p.cfg.GRPCPort, ContextPath: p.cfg.ContextPath,
 		Namespace: namespace, Username: p.op.user, Password: p.password, Timeout: p.cfg.Timeout.D(),
 		CacheDir: p.dir + "/" + strings.ReplaceAll(namespace, "/", "_"),
+		Scheme:   p.cfg.Scheme, TLS: p.cfg.TLS(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("nacos provider %s: %w", p.cfg.Name, err)

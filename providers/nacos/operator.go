@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 // (docs/nacos-servers.md); errors never quote the URL, so it never appears
 // in one.
 type operator struct {
+	scheme      string   // http or https ("": http)
 	servers     []string // host:port, tried in order on connection errors
 	contextPath string
 	api         string // "v1" or "v3"
@@ -54,7 +56,9 @@ type instanceJSON struct {
 // list reads every instance of the service in ref's cluster, disabled ones
 // included: v3 GET /v3/admin/ns/instance/list, v1 GET
 // /v1/ns/catalog/instances (ref §1 "What consumers receive"). A service
-// that does not exist has no instances.
+// that does not exist has no instances, but only when the server says so
+// (see unknownAnswer): any other 404, a 5xx or no answer fails the read, so
+// that a registry that cannot be read is never taken for an empty one.
 func (o *operator) list(ctx context.Context, ref spec.NacosRef) ([]providers.RegistryInstance, error) {
 	q := url.Values{
 		"namespaceId": {ref.Namespace},
@@ -70,7 +74,7 @@ func (o *operator) list(ctx context.Context, ref spec.NacosRef) ([]providers.Reg
 		q.Set("pageSize", "10000")
 	}
 	body, status, err := o.do(ctx, http.MethodGet, path, q)
-	if status == http.StatusNotFound {
+	if status == http.StatusNotFound && unknownAnswer(body) {
 		return []providers.RegistryInstance{}, nil
 	}
 	if err != nil {
@@ -113,9 +117,9 @@ func (o *operator) detail(ctx context.Context, ref spec.NacosRef, a providers.Ad
 	}
 	body, status, err := o.do(ctx, http.MethodGet, "/v1/ns/instance", q)
 	switch {
-	case err != nil && status != 0 && status != http.StatusUnauthorized && status != http.StatusForbidden:
-		// The server answered but does not know the instance: Nacos says
-		// 404 or 400, r-nacos 500 (observed).
+	case (status == http.StatusNotFound || status == http.StatusBadRequest) && unknownAnswer(body),
+		status == http.StatusInternalServerError && strings.TrimSpace(string(body)) == rnacosUnknownInstance:
+		// The server answered that it does not know the instance.
 		return in, false, nil
 	case err != nil:
 		return in, false, fmt.Errorf("reading %s:%d of %s: %w", a.IP, a.Port, ref, err)
@@ -129,6 +133,28 @@ func (o *operator) detail(ctx context.Context, ref spec.NacosRef, a providers.Ad
 	}
 	return toInstance(raw), true, nil
 }
+
+// unknownRE matches the answers in which a Nacos server says that a
+// service, cluster or instance does not exist:
+//   - Nacos 3, admin list: 404 {"code":30000,"data":"service G@@S is not
+//     found!"}, or "cluster C is not found!" (docs/nacos-servers.md,
+//     internal/nacostest TestFactUnknownServiceAndInstanceAnswers);
+//   - Nacos 2.x, GET /v1/ns/instance: 404 "no matched ip found!", "no ips
+//     found for cluster C in service S" (InstanceOperatorClientImpl.
+//     getInstance, https://github.com/alibaba/nacos), and "no service S
+//     found!" for a service it does not know (UNVERIFIED on a real 2.x).
+var unknownRE = regexp.MustCompile(`is not found!|no matched ip found!|no ips found for cluster |no service \S+ found!`)
+
+// rnacosUnknownInstance is r-nacos's whole answer (500) to GET
+// /v1/ns/instance for an instance it does not know (get_instance in
+// src/openapi/naming/instance.rs, https://github.com/nacos-group/r-nacos;
+// seen by TestFactUnknownServiceAndInstanceAnswers). Its catalog list
+// answers an unknown service with an empty list.
+const rnacosUnknownInstance = "error"
+
+// unknownAnswer reports whether an error body is the server's own "does
+// not exist" answer, as opposed to a proxy's or a wrong path's 404.
+func unknownAnswer(body []byte) bool { return unknownRE.Match(body) }
 
 func toInstance(in instanceJSON) providers.RegistryInstance {
 	return providers.RegistryInstance{
@@ -195,7 +221,9 @@ func v3Data[T any](body []byte) (T, error) {
 	return r.Data, nil
 }
 
-// do sends one request with its parameters in the query, and returns the body of a 2xx answer. Other answers are errors: 401/403
+// do sends one request with its parameters in the query, and returns the
+// body of a 2xx answer. Other answers are errors (with their body, for the
+// caller to recognise a "does not exist"): 401/403
 // after one fresh login, 410 and other 4xx are permanent; connection
 // problems and 5xx are transient. The status is returned too.
 func (o *operator) do(ctx context.Context, method, path string, q url.Values) ([]byte, int, error) {
@@ -214,14 +242,14 @@ func (o *operator) do(ctx context.Context, method, path string, q url.Values) ([
 		case (status == http.StatusUnauthorized || status == http.StatusForbidden) && attempt == 0 && o.user != "":
 			continue // the token may have expired or been revoked
 		case status == http.StatusUnauthorized || status == http.StatusForbidden:
-			return nil, status, providers.Permanentf("PermissionDenied", "%s %s: %d %s", method, path, status, excerpt(body))
+			return body, status, providers.Permanentf("PermissionDenied", "%s %s: %d %s", method, path, status, excerpt(body))
 		case status == http.StatusGone:
-			return nil, status, providers.Permanentf("APIVersionMismatch",
+			return body, status, providers.Permanentf("APIVersionMismatch",
 				"%s %s: %d %s (the server refuses the %s API; check the provider's api setting)", method, path, status, excerpt(body), o.api)
 		case status >= 400 && status < 500:
-			return nil, status, providers.Permanentf("InvalidRequest", "%s %s: %d %s", method, path, status, excerpt(body))
+			return body, status, providers.Permanentf("InvalidRequest", "%s %s: %d %s", method, path, status, excerpt(body))
 		default:
-			return nil, status, fmt.Errorf("%s %s: %d %s", method, path, status, excerpt(body))
+			return body, status, fmt.Errorf("%s %s: %d %s", method, path, status, excerpt(body))
 		}
 	}
 }
@@ -235,7 +263,7 @@ func (o *operator) send(ctx context.Context, method, path string, q url.Values, 
 			query = maps.Clone(q)
 			query.Set("accessToken", token)
 		}
-		u := "http://" + server + o.contextPath + path + "?" + query.Encode()
+		u := o.base(server) + path + "?" + query.Encode()
 		req, err := http.NewRequestWithContext(ctx, method, u, nil)
 		if err != nil {
 			return nil, 0, fmt.Errorf("%s %s: %w", method, path, err)
@@ -265,6 +293,15 @@ func (o *operator) send(ctx context.Context, method, path string, q url.Values, 
 	return nil, 0, fmt.Errorf("%s %s: %w", method, path, errors.Join(errs...))
 }
 
+// base is the URL of a server's API root.
+func (o *operator) base(server string) string {
+	scheme := o.scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	return scheme + "://" + server + o.contextPath
+}
+
 // login returns a token, logging in when there is none, it is past 90% of
 // its lifetime, or fresh is set. It returns "" when auth is off.
 func (o *operator) login(ctx context.Context, fresh bool) (string, error) {
@@ -283,7 +320,7 @@ func (o *operator) login(ctx context.Context, fresh bool) (string, error) {
 	form := url.Values{"username": {o.user}, "password": {o.pass.Reveal()}}
 	var errs []error
 	for _, server := range o.servers {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+server+o.contextPath+path, strings.NewReader(form.Encode()))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.base(server)+path, strings.NewReader(form.Encode()))
 		if err != nil {
 			return "", fmt.Errorf("logging in to nacos: %w", err)
 		}

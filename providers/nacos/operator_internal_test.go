@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/spec"
 )
 
 // tokenServer is a Nacos login and one authenticated endpoint: it issues
@@ -100,4 +101,77 @@ func TestOperatorRefreshesItsTokenBeforeTheTTLAndAfterARefusal(t *testing.T) {
 	require.Error(t, err)
 	require.True(t, providers.IsPermanent(err), "%v", err)
 	require.NotContains(t, err.Error(), "token-")
+}
+
+// Only the server's own "does not exist" answer is an empty registry: a
+// 404 from a proxy or a wrong context path, or a 5xx, fails the read, so
+// that a registry that cannot be read never looks like one with no
+// instance enabled.
+func TestOperatorTakesOnlyTheServersNotFoundAnswerForNoInstances(t *testing.T) {
+	ref := spec.NacosRef{Provider: "prod", Namespace: "public", Group: "DEFAULT_GROUP", Service: "web", Cluster: "DEFAULT"}
+	for _, tc := range []struct {
+		name, api string
+		status    int
+		body      string
+		empty     bool // the answer means "no instances"
+	}{
+		{"nacos 3: service not found", "v3", 404, `{"code":30000,"message":"resource not found","data":"service DEFAULT_GROUP@@web is not found!"}`, true},
+		{"nacos 3: cluster not found", "v3", 404, `{"code":30000,"message":"resource not found","data":"cluster DEFAULT is not found!"}`, true},
+		{"a 404 that is not the server's", "v3", 404, "404 page not found", false},
+		{"a 404 that is not the server's (v1)", "v1", 404, "<html>Not Found</html>", false},
+		{"server error", "v3", 500, `{"code":30000,"message":"No message available"}`, false},
+		{"server error (v1)", "v1", 503, "unavailable", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := fixedAnswer(t, tc.api, tc.status, tc.body)
+			list, err := o.list(context.Background(), ref)
+			if tc.empty {
+				require.NoError(t, err)
+				require.Empty(t, list)
+				return
+			}
+			require.Error(t, err)
+			require.Nil(t, list)
+		})
+	}
+}
+
+func TestOperatorTakesOnlyTheServersNotFoundAnswerForAnUnknownInstance(t *testing.T) {
+	ref := spec.NacosRef{Provider: "prod", Namespace: "public", Group: "DEFAULT_GROUP", Service: "web", Cluster: "DEFAULT"}
+	for _, tc := range []struct {
+		name    string
+		status  int
+		body    string
+		unknown bool
+	}{
+		{"nacos 2: no matched ip", 404, "caused: no matched ip found!;", true},
+		{"nacos 2: no ips in the cluster", 404, "caused: no ips found for cluster DEFAULT in service DEFAULT_GROUP@@web;", true},
+		{"r-nacos: unknown instance", 500, "error", true},
+		{"a 404 that is not the server's", 404, "404 page not found", false},
+		{"r-nacos failing otherwise", 500, "system error", false},
+		{"bad gateway", 502, "error", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := fixedAnswer(t, "v1", tc.status, tc.body)
+			_, found, err := o.detail(context.Background(), ref, providers.Addr{IP: "10.0.0.1", Port: 8080})
+			require.False(t, found)
+			if tc.unknown {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+		})
+	}
+}
+
+// fixedAnswer is an operator client of a server that answers every
+// request with status and body.
+func fixedAnswer(t *testing.T, api string, status int, body string) *operator {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(status)
+		fmt.Fprint(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	return &operator{servers: []string{strings.TrimPrefix(srv.URL, "http://")}, contextPath: "/nacos", api: api,
+		hc: srv.Client(), now: time.Now}
 }

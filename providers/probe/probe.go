@@ -6,7 +6,9 @@
 // and the instance IP, on health.http.port when set (e.g. a separate
 // actuator port), else on the instance port. Each request is bounded by
 // health.timeout. Connections are not kept alive, so Tandem holds none open
-// to the instances it drains.
+// to the instances it drains. Only addresses that policy.network.probe of
+// tandem.yaml allows are reached; link-local and cloud metadata addresses
+// never, unless it lists them (spec.Allowlist).
 package probe
 
 import (
@@ -27,6 +29,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/tandemhq/tandem/internal/egress"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -42,14 +45,21 @@ type Prober struct {
 
 var _ providers.Instances = (*Prober)(nil)
 
-// New returns a Prober.
-func New(log *slog.Logger) *Prober {
+// New returns a Prober that connects only where hosts allows
+// (policy.network.probe of tandem.yaml; nil: every address but the refused
+// ranges, see spec.Allowlist).
+func New(hosts *spec.Allowlist, log *slog.Logger) *Prober {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if hosts == nil {
+		hosts = spec.NewAllowlist("policy.network.probe")
+	}
+	transport := (&egress.Dialer{Allow: hosts}).Transport()
+	transport.DisableKeepAlives = true
 	return &Prober{
 		client: &http.Client{
-			Transport: &http.Transport{DisableKeepAlives: true},
+			Transport: transport,
 			// A redirect is an answer of its own: never follow it elsewhere.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},

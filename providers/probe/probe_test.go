@@ -82,7 +82,7 @@ func service() *spec.Service {
 
 func TestProbeOfTheDemoAppReadsHealthAndTheJSONVersion(t *testing.T) {
 	in := startApp(t, "1.4.2")
-	res := probe.New(nil).Probe(t.Context(), service(), in)
+	res := probe.New(nil, nil).Probe(t.Context(), service(), in)
 	require.Equal(t, providers.ProbeResult{Healthy: true, Version: "1.4.2"}, res)
 }
 
@@ -179,7 +179,7 @@ func TestProbeOutcomes(t *testing.T) {
 			if tc.svc != nil {
 				tc.svc(svc)
 			}
-			res := probe.New(nil).Probe(t.Context(), svc, in)
+			res := probe.New(nil, nil).Probe(t.Context(), svc, in)
 			if tc.detail == "" {
 				require.Equal(t, tc.want, res)
 				return
@@ -201,7 +201,7 @@ func TestProbeUsesTheHealthPortWhenSet(t *testing.T) {
 	mgmt := stub(t, map[string]func(http.ResponseWriter, *http.Request){"/healthz": text(http.StatusOK, "ok"), "/version": text(http.StatusOK, "9.9.9")})
 	svc := service()
 	svc.Health.HTTP.Port = mgmt.Port
-	res := probe.New(nil).Probe(t.Context(), svc, spec.Instance{IP: mgmt.IP, Port: 1, ID: "x"})
+	res := probe.New(nil, nil).Probe(t.Context(), svc, spec.Instance{IP: mgmt.IP, Port: 1, ID: "x"})
 	require.Equal(t, providers.ProbeResult{Healthy: true, Version: "9.9.9"}, res)
 }
 
@@ -210,7 +210,7 @@ func TestProbeOfAnInstanceThatIsDownNamesTheURL(t *testing.T) {
 	require.NoError(t, err)
 	in := instanceOf(t, ln.Addr().String())
 	require.NoError(t, ln.Close())
-	res := probe.New(nil).Probe(t.Context(), service(), in)
+	res := probe.New(nil, nil).Probe(t.Context(), service(), in)
 	require.False(t, res.Healthy)
 	require.Contains(t, res.Detail, "GET http://"+in.Addr()+"/healthz: ")
 	require.Contains(t, res.Detail, "connection refused")
@@ -218,7 +218,7 @@ func TestProbeOfAnInstanceThatIsDownNamesTheURL(t *testing.T) {
 
 func TestEvidenceOfTheDemoAppCountsInFlightRequestsAndWebSockets(t *testing.T) {
 	in := startApp(t, "1.0.0")
-	p := probe.New(nil)
+	p := probe.New(nil, nil)
 	svc := service()
 	ev, err := p.Evidence(t.Context(), svc, in)
 	require.NoError(t, err)
@@ -281,7 +281,7 @@ func TestEvidenceOfSpringBootSubtractsItsOwnScrape(t *testing.T) {
 	svc := service()
 	svc.Drain = spec.Drain{Evidence: &spec.DrainEvidence{Preset: spec.PresetSpringBoot}}
 	svc.Default()
-	ev, err := probe.New(nil).Evidence(t.Context(), svc, in)
+	ev, err := probe.New(nil, nil).Evidence(t.Context(), svc, in)
 	require.NoError(t, err)
 	require.Equal(t, providers.Evidence{InFlight: 2}, ev)
 
@@ -289,7 +289,7 @@ func TestEvidenceOfSpringBootSubtractsItsOwnScrape(t *testing.T) {
 	// GET in flight there is a real request.
 	svc.Health = spec.Health{HTTP: &spec.HTTPProbe{Path: "/actuator/health", Port: in.Port}}
 	in.Port++ // the app's own port differs from the management port
-	ev, err = probe.New(nil).Evidence(t.Context(), svc, in)
+	ev, err = probe.New(nil, nil).Evidence(t.Context(), svc, in)
 	require.NoError(t, err)
 	require.Equal(t, providers.Evidence{InFlight: 3}, ev)
 }
@@ -316,7 +316,7 @@ func TestEvidenceOfAnOtelhttpAppSaysItHasNoInFlightSeries(t *testing.T) {
 	in := instanceOf(t, srv.Listener.Addr().String())
 	svc := service()
 	svc.Drain = spec.Drain{Metrics: "/metrics", Evidence: &spec.DrainEvidence{InFlight: []string{"http_server_active_requests"}}}
-	p := probe.New(nil)
+	p := probe.New(nil, nil)
 
 	resp, err := http.Post(srv.URL+"/echo", "text/plain", strings.NewReader("x"))
 	require.NoError(t, err)
@@ -381,7 +381,7 @@ func TestEvidenceFailures(t *testing.T) {
 			if tc.svc != nil {
 				tc.svc(svc)
 			}
-			_, err := probe.New(nil).Evidence(t.Context(), svc, in)
+			_, err := probe.New(nil, nil).Evidence(t.Context(), svc, in)
 			require.ErrorContains(t, err, "evidence of "+in.String())
 			require.ErrorContains(t, err, tc.errPart)
 			require.Equal(t, tc.permanent, providers.IsPermanent(err))
@@ -396,7 +396,7 @@ func TestSignalDrain(t *testing.T) {
 		"POST /broken": text(http.StatusNotFound, ""),
 	})
 	var logs bytes.Buffer
-	p := probe.New(slog.New(slog.NewTextHandler(&logs, nil)))
+	p := probe.New(nil, slog.New(slog.NewTextHandler(&logs, nil)))
 
 	require.NoError(t, p.SignalDrain(t.Context(), service(), in))
 	require.EqualValues(t, 1, posts.Load())
@@ -410,4 +410,20 @@ func TestSignalDrain(t *testing.T) {
 	svc.Drain.Signal = &spec.DrainSignal{HTTP: "/broken"}
 	require.EqualError(t, p.SignalDrain(t.Context(), svc, in),
 		"signalling drain to "+in.String()+": POST http://"+in.Addr()+"/broken: 404 Not Found")
+}
+
+func TestProbesOfMetadataAndUnlistedAddressesAreRefused(t *testing.T) {
+	res := probe.New(nil, nil).Probe(t.Context(), service(), spec.Instance{IP: "169.254.169.254", Port: 80})
+	require.False(t, res.Healthy)
+	require.Contains(t, res.Detail, "refused by policy: 169.254.169.254 is a link-local address (cloud metadata services live there): refused unless policy.network.probe lists it explicitly")
+
+	_, err := probe.New(nil, nil).Evidence(t.Context(), service(), spec.Instance{IP: "100.100.100.200", Port: 80})
+	require.ErrorContains(t, err, "100.100.100.200 is the Alibaba Cloud metadata service")
+
+	in := startApp(t, "1.0.0")
+	res = probe.New(spec.NewAllowlist("policy.network.probe", "10.0.0.0/8"), nil).Probe(t.Context(), service(), in)
+	require.False(t, res.Healthy)
+	require.Contains(t, res.Detail, "127.0.0.1 is not allowed by policy.network.probe")
+	res = probe.New(spec.NewAllowlist("policy.network.probe", "127.0.0.0/8"), nil).Probe(t.Context(), service(), in)
+	require.True(t, res.Healthy, res.Detail)
 }

@@ -61,7 +61,7 @@ func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
 		name:   cfg.Name,
 		region: cfg.Region,
 		cfg:    c,
-		retry:  alibaba.Retry{Timeout: cfg.RetryTimeout.D(), Log: log, Provider: provider},
+		retry:  alibaba.NewRetry(spec.KindSLB, cfg, log),
 		log:    log.With("provider", provider),
 	}, nil
 }
@@ -117,13 +117,20 @@ func (p *Provider) Backends(ctx context.Context, b spec.Binding) ([]providers.Ba
 				continue
 			}
 			// ServerHealthStatus: normal | abnormal | unavailable, the last
-			// meaning no health check (ref §2).
-			out[i].Status = tea.StringValue(h.ServerHealthStatus)
-			switch out[i].Status {
-			case "normal":
-				out[i].Health = providers.HealthHealthy
-			case "abnormal":
-				out[i].Health = providers.HealthUnhealthy
+			// meaning no health check (ref §2). A server listed more than
+			// once (one entry per listener protocol on the port) is as
+			// healthy as its worst entry. CLB has no initial status: a
+			// server not yet past its healthy threshold is abnormal too
+			// (https://www.alibabacloud.com/help/en/slb/classic-load-balancer/developer-reference/api-slb-2014-05-15-describehealthstatus).
+			status := tea.StringValue(h.ServerHealthStatus)
+			switch {
+			case status == "abnormal":
+				out[i].Health, out[i].Status = providers.HealthUnhealthy, status
+				out[i].Reason = fmt.Sprintf("abnormal on listener %s:%d", tea.StringValue(h.Protocol), tea.Int32Value(h.ListenerPort))
+			case status == "normal" && out[i].Health == providers.HealthUnknown && out[i].Status == "":
+				out[i].Health, out[i].Status = providers.HealthHealthy, status
+			case out[i].Status == "":
+				out[i].Status = status
 			}
 		}
 	}
@@ -184,6 +191,8 @@ func (p *Provider) members(ctx context.Context, b spec.Binding) ([]alibaba.Membe
 	return out, nil
 }
 
+// health reads DescribeHealthStatus for the binding's listener port. A
+// listener that does not exist gives no health (nil), not an error.
 func (p *Provider) health(ctx context.Context, b spec.Binding) ([]*slbapi.DescribeHealthStatusResponseBodyBackendServersBackendServer, error) {
 	req := &slbapi.DescribeHealthStatusRequest{
 		RegionId:       tea.String(p.region),
@@ -195,6 +204,17 @@ func (p *Provider) health(ctx context.Context, b spec.Binding) ([]*slbapi.Descri
 		res, err = c.DescribeHealthStatusWithContext(ctx, req, &dara.RuntimeOptions{})
 		return err
 	})
+	if code := alibaba.Code(err); code == "ListenerNotFound" || code == "CheckedListenerNotFound" {
+		// The binding's listenerPort names no listener (or none whose
+		// checks can be read). That must not stall the service: the LB
+		// gives no health for this binding, as when no listenerPort is set,
+		// so the shift goes ahead unconfirmed by the LB's checks, as it
+		// does for bindings without a listener; the warning says which
+		// setting to fix.
+		p.log.Warn("the binding's listener gives no health; the shift cannot be confirmed by the LB's health checks",
+			"target", b.Key(), "listenerPort", b.ListenerPort, "code", code)
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}

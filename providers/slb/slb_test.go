@@ -3,6 +3,7 @@ package slb_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -205,13 +206,16 @@ func TestBackendsReadsServersAndHealthAtOnce(t *testing.T) {
 func TestHealthFollowsTheListener(t *testing.T) {
 	h := newHarness(t, true, emulator.Options{})
 	b, _ := seed(t, h, 2)
-	require.NoError(t, h.e.SetHealthy(target(b), "i-b001", false))
+	require.NoError(t, h.e.SetHealthy(target(b), "i-a001", false))
 	got, err := h.p.Backends(ctx(t), b)
 	require.NoError(t, err)
 	for _, be := range got {
 		want := providers.HealthHealthy
-		if be.ID == "i-b001" {
+		switch {
+		case be.ID == "i-a001":
 			want = providers.HealthUnhealthy
+		case be.Weight == 0:
+			want = providers.HealthUnknown // not checked: "unavailable"
 		}
 		require.Equal(t, want, be.Health, be.ID)
 		require.Equal(t, -1, be.Sessions)
@@ -237,4 +241,39 @@ func BenchmarkLargeGroup(b *testing.B) {
 	require.NoError(b, e.Seed(emulator.State{LoadBalancers: []*emulator.LoadBalancer{lb}}))
 	binding := spec.Binding{SLB: "prod-hz", LoadBalancer: lb.ID, VServerGroup: vg.ID, ListenerPort: 80}
 	emutest.Benchmark(b, e, p, binding, toB, toA, "SetVServerGroupAttribute")
+}
+
+// TestListenerNotFoundGivesNoHealthInsteadOfStalling: a listenerPort that
+// names no listener is answered ListenerNotFound (or
+// CheckedListenerNotFound) by DescribeHealthStatus; the binding is then
+// read without health, as one without listenerPort, not failed.
+func TestListenerNotFoundGivesNoHealthInsteadOfStalling(t *testing.T) {
+	for _, code := range []string{"ListenerNotFound", "CheckedListenerNotFound"} {
+		t.Run(code, func(t *testing.T) {
+			h := newHarness(t, true, emulator.Options{})
+			b, _ := seed(t, h, 2)
+			h.e.Inject("DescribeHealthStatus", code, http.StatusNotFound, 1)
+			got, err := h.p.Backends(ctx(t), b)
+			require.NoError(t, err)
+			require.Len(t, got, 4)
+			for _, be := range got {
+				require.Equal(t, providers.HealthUnknown, be.Health, be.ID)
+			}
+			require.Equal(t, 1, h.e.Calls()["DescribeHealthStatus"], "not retried")
+		})
+	}
+}
+
+func TestAbnormalCarriesTheListenerAsReason(t *testing.T) {
+	h := newHarness(t, true, emulator.Options{})
+	b, _ := seed(t, h, 1)
+	require.NoError(t, h.e.SetHealthy(target(b), "i-a000", false))
+	got, err := h.p.Backends(ctx(t), b)
+	require.NoError(t, err)
+	for _, be := range got {
+		if be.ID == "i-a000" {
+			require.Equal(t, providers.HealthUnhealthy, be.Health)
+			require.Contains(t, be.Reason, "abnormal on listener")
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package gitsource
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,8 @@ type remote struct {
 	local string
 	// plaintext is set for http:// with credentials: they travel unencrypted.
 	plaintext bool
+	// secrets are the credential values, removed from every error text.
+	secrets []string
 }
 
 // resolveRemote checks the URL against the credentials configured for it and
@@ -33,10 +36,10 @@ type remote struct {
 func resolveRemote(rawURL string, a spec.GitAuth) (*remote, error) {
 	ep, err := transport.NewEndpoint(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("git.url: %w", err)
+		return nil, redactErr(fmt.Errorf("git.url: %w", err))
 	}
-	if ep.Password != "" {
-		return nil, errors.New("git.url: must not contain a password; name an environment variable in git.auth.passwordEnv or git.auth.tokenEnv")
+	if what := spec.URLCredentials(rawURL); what != "" || ep.Password != "" {
+		return nil, fmt.Errorf("git.url: must not contain %s; name environment variables in git.auth.tokenEnv (or git.auth.usernameEnv and git.auth.passwordEnv)", cmp.Or(what, "a password"))
 	}
 	httpAuth := a.UsernameEnv != "" || a.PasswordEnv != "" || a.TokenEnv != ""
 	sshAuth := a.SSHKeyFile != "" || a.SSHPassphraseEnv != "" || a.KnownHostsFile != ""
@@ -48,6 +51,9 @@ func resolveRemote(rawURL string, a spec.GitAuth) (*remote, error) {
 		}
 		r.auth, err = basicAuth(a)
 		r.plaintext = r.auth != nil && ep.Protocol == "http"
+		if b, ok := r.auth.(*githttp.BasicAuth); ok {
+			r.secrets = []string{b.Password}
+		}
 	case "ssh":
 		if httpAuth {
 			return nil, errors.New("git.auth: usernameEnv, passwordEnv and tokenEnv apply to http(s) URLs, not ssh")

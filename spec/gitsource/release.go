@@ -41,9 +41,10 @@ type RepoOptions struct {
 	// daemon reads them. The zero value uses go-git's defaults: anonymous
 	// http(s), and for ssh the agent with ~/.ssh/known_hosts.
 	Auth spec.GitAuth
-	// SignKey, when not nil, signs the commit (OpenPGP), so that a daemon
-	// with git.verify accepts it; see ReadSigningKey.
-	SignKey *openpgp.Entity
+	// SignKey, when not nil, signs the commit (OpenPGP or SSH), so that a
+	// daemon with git.verify accepts it; see ReadSigningKey. When Config
+	// has git.verify, it is required and must be trusted by it.
+	SignKey *SigningKey
 }
 
 // ReleaseOptions name the release to make.
@@ -221,6 +222,9 @@ type change struct {
 
 func commitChange(ctx context.Context, o RepoOptions, plan func(*checkout) (*change, error)) (string, error) {
 	o.RepoDir, o.Dir = cmp.Or(o.RepoDir, "."), cmp.Or(o.Dir, "services")
+	if err := checkSigning(o); err != nil {
+		return "", err
+	}
 	co, err := openCheckout(o)
 	if err != nil {
 		return "", err
@@ -259,7 +263,9 @@ func commitChange(ctx context.Context, o RepoOptions, plan func(*checkout) (*cha
 			return "", fmt.Errorf("staging %s: %w", name, err)
 		}
 	}
-	h, err := co.wt.Commit(ch.message, &git.CommitOptions{Author: author, SignKey: o.SignKey})
+	commitOpts := &git.CommitOptions{Author: author}
+	o.SignKey.commitOptions(commitOpts)
+	h, err := co.wt.Commit(ch.message, commitOpts)
 	if err != nil {
 		return "", fmt.Errorf("committing: %w", err)
 	}
@@ -269,6 +275,28 @@ func commitChange(ctx context.Context, o RepoOptions, plan func(*checkout) (*cha
 		}
 	}
 	return h.String(), nil
+}
+
+// checkSigning refuses, before anything is changed, a commit the daemon of
+// o.Config would reject for its signature: unsigned, or signed by a key
+// that git.verify does not trust.
+func checkSigning(o RepoOptions) error {
+	if o.Config == nil || o.Config.Git.Verify == nil {
+		return nil
+	}
+	file := o.Config.FileName()
+	if o.SignKey == nil {
+		return fmt.Errorf("%s sets git.verify, so the daemon accepts only signed commits; sign this one with --sign-key FILE: "+
+			"an OpenPGP secret key whose public key is in git.verify.keyring, or an OpenSSH private key listed in git.verify.allowedSigners", file)
+	}
+	v, err := newVerifier(o.Config.Git.Verify)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	if err := o.SignKey.trustedBy(v); err != nil {
+		return fmt.Errorf("the daemon of %s would reject a commit signed by --sign-key (%s): %w", file, o.SignKey, err)
+	}
+	return nil
 }
 
 // openCheckout opens the repository and refuses what must not be changed:
@@ -348,33 +376,30 @@ func push(ctx context.Context, repo *git.Repository, branch plumbing.ReferenceNa
 		RemoteName: remoteName,
 		RefSpecs:   []config.RefSpec{config.RefSpec(branch + ":" + branch)},
 	}
+	var secrets []string
 	if a != (spec.GitAuth{}) {
 		r, err := resolveRemote(rem.Config().URLs[0], a)
 		if err != nil {
 			return err
 		}
-		opts.Auth = r.auth
+		opts.Auth, secrets = r.auth, r.secrets
 	}
 	if err := repo.PushContext(ctx, opts); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return err
+		// The remote's URL comes from the working tree and may carry a token.
+		return redactErr(err, secrets...)
 	}
 	return nil
 }
 
-// ReadSigningKey reads the OpenPGP secret key that signs release commits
-// from file (armored or binary; the first key with its secret part), and
-// decrypts it with passphrase when it is protected.
-func ReadSigningKey(file string, passphrase spec.Secret) (*openpgp.Entity, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("signing key: %w", err)
-	}
+// readPGPSigningKey reads an OpenPGP secret key (armored or binary; the
+// first key with its secret part), decrypting it with passphrase.
+func readPGPSigningKey(file string, data []byte, passphrase spec.Secret) (*openpgp.Entity, error) {
 	keys, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(data))
 	if err != nil {
 		keys, err = openpgp.ReadKeyRing(bytes.NewReader(data))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("signing key %s: not an OpenPGP key (armored or binary): %w", file, err)
+		return nil, fmt.Errorf("signing key %s: not an OpenPGP key (armored or binary) nor an OpenSSH private key: %w", file, err)
 	}
 	for _, k := range keys {
 		if k.PrivateKey == nil {

@@ -6,14 +6,16 @@
 // (fsnotify). Every new head is judged as a whole: it is in force only when
 // its signature passes the configured policy and spec.Load accepts the
 // whole tree at that commit. Otherwise the last good revision stays in
-// force and the rejection is reported. A force push is nothing special: the
-// new head is simply the new desired state.
+// force and the rejection is reported. A new head must also descend from
+// the revision in force (see ReasonNonFastForward) unless
+// git.allowNonFastForward says otherwise.
 //
 // Release and Rollback are the library side of `tandem release` and
 // `tandem rollback`: they edit a working tree with go-git and commit.
 package gitsource
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -30,6 +32,7 @@ import (
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/tandemhq/tandem/spec"
 )
@@ -50,13 +53,19 @@ type Revision struct {
 const (
 	ReasonInvalid   = "InvalidSpec"        // the tree does not load: spec.Problems, file:line: field: message
 	ReasonSignature = "UntrustedSignature" // *SignatureError
+	// ReasonNonFastForward: the head does not descend from the revision in
+	// force (a reset and force push), and git.allowNonFastForward is off. A
+	// signed old commit pushed again would otherwise roll the desired state
+	// back past changes that were meant to stay; revert instead.
+	ReasonNonFastForward = "NonFastForward"
 )
 
 // Rejection says why the fetched head is not in force.
 type Rejection struct {
-	Reason string // ReasonInvalid or ReasonSignature
+	Reason string // ReasonInvalid, ReasonSignature or ReasonNonFastForward
 	// Err is the whole story: spec.Problems (see spec.AsProblems) for an
-	// invalid tree, *SignatureError for a signature.
+	// invalid tree, *SignatureError for a signature, a plain error naming
+	// both commits for a non-fast-forward head.
 	Err error
 }
 
@@ -125,6 +134,7 @@ func New(cfg spec.GitConfig, full *spec.Config, stateDir string, log *slog.Logge
 	if cfg.Branch == "" || cfg.Interval.D() <= 0 {
 		return nil, errors.New("git config is not defaulted: branch and interval are required")
 	}
+	cfg.MaxFetchBytes = cmp.Or(cfg.MaxFetchBytes, defaultMaxFetchBytes)
 	r, err := resolveRemote(cfg.URL, cfg.Auth)
 	if err != nil {
 		return nil, err
@@ -158,7 +168,7 @@ func New(cfg spec.GitConfig, full *spec.Config, stateDir string, log *slog.Logge
 	if err := repairCache(s.cache, s.log); err != nil {
 		return nil, err
 	}
-	if s.repo, err = openCache(s.cache, cfg.URL); err != nil {
+	if s.repo, err = openCache(s.cache, cfg.URL, cfg.MaxFetchBytes); err != nil {
 		return nil, err
 	}
 	if err := s.restore(); err != nil {
@@ -167,8 +177,12 @@ func New(cfg spec.GitConfig, full *spec.Config, stateDir string, log *slog.Logge
 	return s, nil
 }
 
-// openCache opens the bare cache repository, or creates it.
-func openCache(dir, url string) (*git.Repository, error) {
+// defaultMaxFetchBytes applies when the config was not defaulted by spec.
+const defaultMaxFetchBytes = 64 << 20
+
+// openCache opens the bare cache repository, or creates it, with fetches
+// limited to maxFetch bytes.
+func openCache(dir, url string, maxFetch int64) (*git.Repository, error) {
 	repo, err := git.PlainOpen(dir)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
 		if err = os.MkdirAll(dir, 0o700); err != nil {
@@ -186,6 +200,9 @@ func openCache(dir, url string) (*git.Repository, error) {
 		}
 	} else if err != nil {
 		return nil, fmt.Errorf("opening git cache %s (remove it to start afresh): %w", dir, err)
+	}
+	if repo, err = withFetchLimit(repo, maxFetch); err != nil {
+		return nil, fmt.Errorf("opening git cache %s: %w", dir, err)
 	}
 	return repo, nil
 }
@@ -319,14 +336,25 @@ func (s *Source) fetch(ctx context.Context) error {
 		return fmt.Errorf("reading git cache %s: %w", s.cache, err)
 	}
 	refSpec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:%s", s.cfg.Branch, s.trackingRef()))
+	limit, _ := s.repo.Storer.(*limitedStorage)
+	if limit != nil {
+		limit.begin(cancel)
+	}
 	err = rem.FetchContext(ctx, &git.FetchOptions{
 		RefSpecs: []config.RefSpec{refSpec},
 		Auth:     s.remote.auth,
 		Tags:     git.NoTags,
 		Force:    true,
 	})
+	if limit != nil && limit.end() {
+		if rmErr := removeTempPacks(s.cache); rmErr != nil {
+			s.log.Warn("git cache: could not remove the pack of a refused fetch", "error", rmErr)
+		}
+		return fmt.Errorf("fetching branch %s from %s: the pack passed %d bytes (git.maxFetchBytes); nothing was kept: %w",
+			s.cfg.Branch, redactText(s.cfg.URL), s.cfg.MaxFetchBytes, errFetchTooLarge)
+	}
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return fmt.Errorf("fetching branch %s from %s: %w", s.cfg.Branch, s.cfg.URL, err)
+		return redactErr(fmt.Errorf("fetching branch %s from %s: %w", s.cfg.Branch, s.cfg.URL, err), s.remote.secrets...)
 	}
 	return nil
 }
@@ -382,6 +410,9 @@ func (s *Source) evaluate(h plumbing.Hash) (*Revision, *Rejection, error) {
 		}
 		rev.Signer = signer
 	}
+	if rej, err := s.descends(c); rej != nil || err != nil {
+		return rev, rej, err
+	}
 	tree, err := c.Tree()
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading tree of commit %s: %w", h, err)
@@ -392,6 +423,30 @@ func (s *Source) evaluate(h plumbing.Hash) (*Revision, *Rejection, error) {
 	}
 	rev.Set = set
 	return rev, nil, nil
+}
+
+// descends refuses commit c when it does not descend from the revision in
+// force, unless git.allowNonFastForward allows it.
+func (s *Source) descends(c *object.Commit) (*Rejection, error) {
+	good := s.Current().Good
+	if good == nil || s.cfg.AllowNonFastForward || good.Hash == c.Hash.String() {
+		return nil, nil
+	}
+	g, err := s.repo.CommitObject(plumbing.NewHash(good.Hash))
+	if err != nil {
+		return nil, fmt.Errorf("reading commit %s, the revision in force: %w", good.Hash, err)
+	}
+	ok, err := g.IsAncestor(c)
+	if err != nil {
+		return nil, fmt.Errorf("checking that commit %s descends from %s: %w", c.Hash, good.Hash, err)
+	}
+	if ok {
+		return nil, nil
+	}
+	return &Rejection{Reason: ReasonNonFastForward, Err: fmt.Errorf(
+		"commit %s does not descend from %s, the revision in force: a reset and force push is refused, since it could bring back an older desired state (even a signed one); "+
+			"to go back, commit the change on top (git revert, tandem rollback), or set git.allowNonFastForward: true in the daemon config",
+		shortHash(c.Hash.String()), shortHash(good.Hash))}, nil
 }
 
 // update changes the status and notifies subscribers when anything but the

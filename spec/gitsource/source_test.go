@@ -2,6 +2,7 @@ package gitsource
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -182,21 +183,48 @@ func TestRevertOfAReleaseMakesThePreviousStateGoodAgain(t *testing.T) {
 	require.True(t, strings.HasPrefix(st.Good.Subject, `Revert "release user 1.1.0"`), st.Good.Subject)
 }
 
-func TestForcePushMakesTheNewHeadTheDesiredState(t *testing.T) {
-	f := newFixture(t)
-	s, err := New(gitConfig("file://"+f.bare), nil, t.TempDir(), nil)
-	require.NoError(t, err)
-	start(t, s)
-	base := f.head()
-	abandoned := f.commit("release user 2.0.0", map[string]string{"services/user.yaml": service("user", "B", "2.0.0", 1)})
-	waitFor(t, s, "the commit to be rewritten", goodIs(abandoned))
+// A head that does not descend from the revision in force (a reset and
+// force push) is refused, also after a restart, unless
+// git.allowNonFastForward allows it.
+func TestForcePushIsRefusedUnlessAllowed(t *testing.T) {
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("allowNonFastForward=%v", allow), func(t *testing.T) {
+			f := newFixture(t)
+			cfg := gitConfig("file://" + f.bare)
+			cfg.AllowNonFastForward = allow
+			state := t.TempDir()
+			s, err := New(cfg, nil, state, nil)
+			require.NoError(t, err)
+			start(t, s)
+			base := f.head()
+			abandoned := f.commit("release user 2.0.0", map[string]string{"services/user.yaml": service("user", "B", "2.0.0", 1)})
+			waitFor(t, s, "the commit to be rewritten", goodIs(abandoned))
 
-	runGit(t, f.work, "reset", "-q", "--hard", base)
-	require.NoError(t, os.WriteFile(filepath.Join(f.work, "services/user.yaml"), []byte(service("user", "B", "1.5.0", 1)), 0o644))
-	runGit(t, f.work, "commit", "-q", "-am", "release user 1.5.0 instead")
-	f.push("--force")
-	st := waitFor(t, s, "the rewritten head", goodIs(f.head()))
-	require.Equal(t, "1.5.0/B", versionOf(t, st.Good, "user"))
+			runGit(t, f.work, "reset", "-q", "--hard", base)
+			require.NoError(t, os.WriteFile(filepath.Join(f.work, "services/user.yaml"), []byte(service("user", "B", "1.5.0", 1)), 0o644))
+			runGit(t, f.work, "commit", "-q", "-am", "release user 1.5.0 instead")
+			f.push("--force")
+			rewritten := f.head()
+			st := waitFor(t, s, "the rewritten head", func(st Status) bool { return st.Head != nil && st.Head.Hash == rewritten })
+			if allow {
+				require.Nil(t, st.Rejected)
+				require.Equal(t, "1.5.0/B", versionOf(t, st.Good, "user"))
+				return
+			}
+			require.Equal(t, abandoned, st.Good.Hash, "the revision in force stays")
+			require.Equal(t, ReasonNonFastForward, st.Rejected.Reason)
+			require.EqualError(t, st.Rejected, fmt.Sprintf("commit %s does not descend from %s, the revision in force: a reset and force push is refused, "+
+				"since it could bring back an older desired state (even a signed one); to go back, commit the change on top (git revert, tandem rollback), "+
+				"or set git.allowNonFastForward: true in the daemon config", rewritten[:12], abandoned[:12]))
+
+			again, err := New(cfg, nil, state, nil) // a restart judges the cached head the same way
+			require.NoError(t, err)
+			st = again.Current()
+			require.Equal(t, abandoned, st.Good.Hash)
+			require.Equal(t, rewritten, st.Head.Hash)
+			require.Equal(t, ReasonNonFastForward, st.Rejected.Reason)
+		})
+	}
 }
 
 func TestRemoteGoingAwayKeepsTheGoodRevisionAndBacksOff(t *testing.T) {

@@ -73,11 +73,7 @@ func (t treeFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	}
 	entries := make([]fs.DirEntry, 0, len(dir.Entries))
 	for _, e := range dir.Entries {
-		info, err := t.info(path.Join(name, e.Name), e)
-		if err != nil {
-			return nil, &fs.PathError{Op: "readdir", Path: name, Err: err}
-		}
-		entries = append(entries, fs.FileInfoToDirEntry(info))
+		entries = append(entries, treeDirEntry{t: t, path: path.Join(name, e.Name), e: e})
 	}
 	// Git orders a directory "a" as "a/"; fs.FS lists by plain name.
 	slices.SortFunc(entries, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
@@ -157,6 +153,37 @@ func (i treeInfo) Mode() fs.FileMode  { return i.mode }
 func (i treeInfo) ModTime() time.Time { return time.Time{} }
 func (i treeInfo) IsDir() bool        { return i.mode.IsDir() }
 func (i treeInfo) Sys() any           { return nil }
+
+// treeDirEntry reads the size of a file (its blob) only when Info asks:
+// walking a tree (spec.Load's fs.WalkDir) then reads no blob it skips.
+type treeDirEntry struct {
+	t    treeFS
+	path string
+	e    object.TreeEntry
+}
+
+func (d treeDirEntry) Name() string { return d.e.Name }
+func (d treeDirEntry) IsDir() bool  { return d.e.Mode == filemode.Dir }
+func (d treeDirEntry) Type() fs.FileMode {
+	switch d.e.Mode {
+	case filemode.Dir:
+		return fs.ModeDir
+	case filemode.Regular, filemode.Executable, filemode.Deprecated:
+		return 0
+	case filemode.Symlink:
+		return fs.ModeSymlink
+	default:
+		return fs.ModeIrregular
+	}
+}
+func (d treeDirEntry) Info() (fs.FileInfo, error) {
+	info, err := d.t.info(d.path, d.e)
+	if err != nil {
+		return nil, &fs.PathError{Op: "readdir", Path: d.path, Err: err}
+	}
+	return info, nil
+}
+func (d treeDirEntry) String() string { return fs.FormatDirEntry(d) }
 
 type treeFile struct {
 	info treeInfo

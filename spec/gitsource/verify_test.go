@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -283,7 +286,7 @@ func TestSignedReleaseAndRollbackAreAcceptedByAVerifyingSource(t *testing.T) {
 	require.NoError(t, err)
 	_, err = check(unsigned)
 	require.ErrorContains(t, err, "unsigned")
-	opts.SignKey = mallory.entity
+	opts.SignKey = PGPSigningKey(mallory.entity)
 	other, err := Rollback(context.Background(), RollbackOptions{RepoOptions: opts, Service: "user"})
 	require.NoError(t, err)
 	_, err = check(other)
@@ -303,7 +306,15 @@ func TestReadSigningKeyNamesWhatIsWrong(t *testing.T) {
 
 	key, err := ReadSigningKey(protectedFile, "correct horse")
 	require.NoError(t, err)
-	require.False(t, key.PrivateKey.Encrypted, "decrypted, ready to sign")
+	require.False(t, key.pgp.PrivateKey.Encrypted, "decrypted, ready to sign")
+	_, priv, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte("correct horse"))
+	require.NoError(t, err)
+	protectedSSH := writeFile(t, "id_protected", pem.EncodeToMemory(block))
+	sshKey, err := ReadSigningKey(protectedSSH, "correct horse")
+	require.NoError(t, err)
+	require.NotNil(t, sshKey.ssh)
 	for _, tc := range []struct {
 		name, file string
 		pass       spec.Secret
@@ -314,6 +325,9 @@ func TestReadSigningKeyNamesWhatIsWrong(t *testing.T) {
 		{"a public key only", writeFile(t, "pub.asc", alice.armored(t, false)), "", "holds no secret key"},
 		{"a protected key without its passphrase", protectedFile, "", "is protected by a passphrase; give it with --sign-passphrase-env"},
 		{"a protected key with a wrong passphrase", protectedFile, "wrong horse", "the passphrase does not decrypt it"},
+		{"a protected SSH key without its passphrase", protectedSSH, "", "is protected by a passphrase; give it with --sign-passphrase-env"},
+		{"a protected SSH key with a wrong passphrase", protectedSSH, "wrong horse", "the passphrase does not decrypt it"},
+		{"a broken SSH key", writeFile(t, "id_broken", []byte("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n")), "", "not an OpenSSH private key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ReadSigningKey(tc.file, tc.pass)
@@ -321,4 +335,125 @@ func TestReadSigningKeyNamesWhatIsWrong(t *testing.T) {
 			require.NotContains(t, err.Error(), "horse")
 		})
 	}
+}
+
+// A signed but older commit pushed again (a downgrade) is refused: it does
+// not descend from the revision in force. A signed revert, a new commit on
+// top, takes the desired state back instead.
+func TestSignedDowngradeIsRefusedAndARevertIsNot(t *testing.T) {
+	alice := newSSHKey(t)
+	f := newFixture(t)
+	cfg := gitConfig("file://" + f.bare)
+	cfg.Verify = &spec.GitVerify{AllowedSigners: writeFile(t, "allowed_signers", []byte("alice@example.com "+alice.authorized+"\n"))}
+	s, err := New(cfg, nil, t.TempDir(), nil)
+	require.NoError(t, err)
+	start(t, s)
+	release := func(version string) string {
+		return f.commitWith(nil, sshSigning(alice), "release user "+version, map[string]string{"services/user.yaml": service("user", "B", version, 1)})
+	}
+	old := release("1.1.0")
+	waitFor(t, s, "the first signed release", goodIs(old))
+	fixed := release("1.2.0")
+	waitFor(t, s, "the second signed release", goodIs(fixed))
+
+	runGit(t, f.work, "push", "-q", "--force", "origin", old+":refs/heads/main")
+	st := waitFor(t, s, "the downgrade", func(st Status) bool { return st.Head != nil && st.Head.Hash == old })
+	require.Equal(t, fixed, st.Good.Hash, "the revision in force stays")
+	require.Equal(t, ReasonNonFastForward, st.Rejected.Reason)
+	require.Equal(t, "1.2.0/B", versionOf(t, st.Good, "user"))
+
+	runGit(t, f.work, "push", "-q", "--force", "origin", fixed+":refs/heads/main")
+	runGitEnv(t, f.work, nil, append(sshSigning(alice), "revert", "--no-edit", fixed)...)
+	f.push()
+	st = waitFor(t, s, "the signed revert", goodIs(f.head()))
+	require.Equal(t, "1.1.0/B", versionOf(t, st.Good, "user"))
+}
+
+// A release and a rollback signed with an OpenSSH key (SSHSIG, namespace
+// git, SHA-512) are accepted by the source's own verification and by
+// `git verify-commit` with gpg.format=ssh and an allowed signers file.
+func TestSSHSignedReleaseAndRollbackAreAcceptedBySourceAndGit(t *testing.T) {
+	alice := newSSHKey(t)
+	key, err := ReadSigningKey(alice.file, "")
+	require.NoError(t, err)
+	signersFile := writeFile(t, "allowed_signers", []byte("alice@example.com "+alice.authorized+"\n"))
+
+	f := newFixture(t)
+	v, err := newVerifier(&spec.GitVerify{AllowedSigners: signersFile})
+	require.NoError(t, err)
+	repo, err := gogit.PlainOpen(f.work)
+	require.NoError(t, err)
+	opts := repoOptions(f)
+	opts.SignKey = key
+	rel, err := Release(context.Background(), ReleaseOptions{RepoOptions: opts, Service: "user", Version: "1.1.0"})
+	require.NoError(t, err)
+	back, err := Rollback(context.Background(), RollbackOptions{RepoOptions: opts, Service: "user"})
+	require.NoError(t, err)
+	for _, hash := range []string{rel, back} {
+		c, err := repo.CommitObject(plumbing.NewHash(hash))
+		require.NoError(t, err)
+		signer, err := v.check(c)
+		require.NoError(t, err)
+		require.Equal(t, "ssh "+alice.fingerprint+" alice@example.com", signer)
+		out := runGit(t, f.work, "-c", "gpg.format=ssh", "-c", "gpg.ssh.allowedSignersFile="+signersFile, "verify-commit", "-v", hash)
+		require.Contains(t, out, `Good "git" signature for alice@example.com with ED25519 key `+alice.fingerprint)
+	}
+}
+
+// With the daemon's config (git.verify), Release refuses to commit
+// unsigned or with a key the daemon does not trust, and changes nothing.
+func TestReleaseUnderAVerifyingConfigRefusesWhatTheDaemonWouldReject(t *testing.T) {
+	alice, mallory := newSSHKey(t), newSSHKey(t)
+	signers := writeFile(t, "allowed_signers", []byte("alice@example.com "+alice.authorized+"\n"))
+	cfg, err := spec.ParseConfig("tandem.yaml", []byte("git:\n  url: /srv/desired\n  verify: {allowedSigners: "+signers+"}\nproviders: {haproxy: [{name: edge, socket: /run/haproxy.sock}]}\npolicy: {hooks: {commands: [./deploy.sh]}}\n"))
+	require.NoError(t, err)
+	pgp := newPGPKey(t, "Alice Example", "alice@example.com")
+	f := newFixture(t)
+	head := f.head()
+	for _, tc := range []struct {
+		name string
+		key  *SigningKey
+		want string
+	}{
+		{"unsigned", nil, "tandem.yaml sets git.verify, so the daemon accepts only signed commits; sign this one with --sign-key FILE"},
+		{"an SSH key that is not allowed", readKey(t, mallory.file), "the daemon of tandem.yaml would reject a commit signed by --sign-key (ssh " + mallory.fingerprint + "): its public key is not in git.verify.allowedSigners"},
+		{"an OpenPGP key without a keyring", PGPSigningKey(pgp.entity), "git.verify.keyring is not set, so OpenPGP signatures are not trusted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := repoOptions(f)
+			opts.Config, opts.SignKey = cfg, tc.key
+			hash, err := Release(context.Background(), ReleaseOptions{RepoOptions: opts, Service: "user", Version: "1.1.0"})
+			require.Empty(t, hash)
+			require.ErrorContains(t, err, tc.want)
+			require.Equal(t, head, f.head(), "nothing was committed")
+		})
+	}
+	opts := repoOptions(f)
+	opts.Config, opts.SignKey = cfg, readKey(t, alice.file)
+	_, err = Release(context.Background(), ReleaseOptions{RepoOptions: opts, Service: "user", Version: "1.1.0"})
+	require.NoError(t, err)
+}
+
+func readKey(t *testing.T, file string) *SigningKey {
+	t.Helper()
+	k, err := ReadSigningKey(file, "")
+	require.NoError(t, err)
+	return k
+}
+
+// RSA keys sign with rsa-sha2-512, as ssh-keygen does (OpenSSH refuses
+// SHA-1 ssh-rsa signatures), and the signature verifies.
+func TestSSHSignerUsesRSASHA512ForRSAKeys(t *testing.T) {
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	signer, err := ssh.NewSignerFromKey(priv)
+	require.NoError(t, err)
+	armored, err := sshsigSigner{signer}.Sign(strings.NewReader("tree 0000\n\nmessage\n"))
+	require.NoError(t, err)
+	sig, err := parseSSHSignature(string(armored))
+	require.NoError(t, err)
+	require.Equal(t, ssh.KeyAlgoRSASHA512, sig.sig.Format)
+	require.Equal(t, "sha512", sig.hashAlg)
+	require.NoError(t, sig.verify([]byte("tree 0000\n\nmessage\n")))
+	require.Error(t, sig.verify([]byte("tree 0000\n\nanother message\n")))
 }

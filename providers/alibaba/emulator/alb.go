@@ -19,6 +19,9 @@ var albActions = map[string]func(*Emulator, *request) (any, *apiError){
 	"UpdateServerGroupServersAttribute": (*Emulator).updateServerGroupServersAttribute,
 	"ListAsynJobs":                      (*Emulator).listAsynJobs,
 	"GetListenerHealthStatus":           (*Emulator).getListenerHealthStatus,
+	"ListServerGroups":                  (*Emulator).listServerGroups,
+	"UpdateServerGroupAttribute":        (*Emulator).updateServerGroupAttribute,
+	"ListRules":                         (*Emulator).listRules,
 }
 
 const (
@@ -36,6 +39,8 @@ type job struct {
 	created, modified time.Time
 	doneAt            time.Time
 	weights           []pendingWeight
+	healthCheck       *HealthCheck // UpdateServerGroupAttribute
+	slowStart         *SlowStart
 	failCode          string
 }
 
@@ -61,10 +66,19 @@ func (e *Emulator) advanceLocked(now time.Time) {
 		}
 		for _, p := range j.weights {
 			if p.weight != nil {
-				p.server.Weight = *p.weight
+				setWeightLocked(p.server, *p.weight)
 			}
 			if p.desc != nil {
 				p.server.Description = *p.desc
+			}
+		}
+		if g := e.state.group(j.resource); g != nil {
+			if j.healthCheck != nil {
+				g.HealthCheck = j.healthCheck
+				restartChecksLocked(g.Servers)
+			}
+			if j.slowStart != nil {
+				g.SlowStart = j.slowStart
 			}
 		}
 		j.status = "Succeeded"
@@ -314,6 +328,16 @@ func (e *Emulator) updateServerGroupServersAttribute(r *request) (any, *apiError
 	if busy, _ := e.configuringLocked(groupID); busy {
 		return nil, errf(http.StatusBadRequest, "IncorrectStatus.serverGroup", "The status of %s is incorrect: Configuring.", groupID)
 	}
+	j := e.newJobLocked(r, groupID)
+	j.weights = pending
+	if token != "" {
+		e.tokens[token] = tokenUse{digest: digest, jobID: j.id}
+	}
+	return map[string]string{"JobId": j.id}, nil
+}
+
+// newJobLocked starts an asynchronous job on a server group.
+func (e *Emulator) newJobLocked(r *request, groupID string) *job {
 	j := &job{
 		id:       fmt.Sprintf("%x", e.rng.Uint64()),
 		api:      r.action,
@@ -322,7 +346,6 @@ func (e *Emulator) updateServerGroupServersAttribute(r *request) (any, *apiError
 		created:  r.now,
 		modified: r.now,
 		doneAt:   r.now.Add(max(e.opts.JobDelay, e.faults.JobDelay)),
-		weights:  pending,
 	}
 	if len(e.failJobs) > 0 {
 		j.failCode, e.failJobs = e.failJobs[0], e.failJobs[1:]
@@ -331,10 +354,7 @@ func (e *Emulator) updateServerGroupServersAttribute(r *request) (any, *apiError
 	if len(e.jobs) > maxJobs {
 		e.jobs = e.jobs[len(e.jobs)-maxJobs:]
 	}
-	if token != "" {
-		e.tokens[token] = tokenUse{digest: digest, jobID: j.id}
-	}
-	return map[string]string{"JobId": j.id}, nil
+	return j
 }
 
 // requestDigest identifies a request's content, less the signature
@@ -430,11 +450,16 @@ func (e *Emulator) listAsynJobs(r *request) (any, *apiError) {
 	return out, nil
 }
 
-// getListenerHealthStatus lists only the servers that are not healthy
-// (ref §1: NonNormalServers). Status: Unhealthy (fails checks), Unused
-// (weight 0), Unavailable (health checks disabled) (SDK doc,
-// ...NonNormalServers.Status). MaxResults 1..30, default 20 (SDK doc);
-// the pagination runs over the non-normal servers (UNVERIFIED).
+// getListenerHealthStatus reports, for the listener's default server group
+// (ListenerHealthStatus) and, with IncludeRule=true, for the groups its
+// forwarding rules point at (RuleHealthStatus), the servers that are not
+// healthy (ref §1: NonNormalServers; a healthy server is not listed) with
+// their Status and Reason (see health.go). MaxResults 1..30, default 20
+// (SDK doc); the pages run over all non-normal servers of the answer, and
+// every group's entry is on the first page (UNVERIFIED). An Initial server
+// carries the reason of its failed checks too, as the sample answer of the
+// NLB sibling API shows (Status Initial, ReasonCode CONNECT_TIMEOUT:
+// https://help.aliyun.com/zh/slb/api-getlistenerhealthstatus-nlb).
 func (e *Emulator) getListenerHealthStatus(r *request) (any, *apiError) {
 	offset, size, aerr := page(r, 20, 30)
 	if aerr != nil {
@@ -453,56 +478,102 @@ func (e *Emulator) getListenerHealthStatus(r *request) (any, *apiError) {
 		// ResourceNotFound.serverGroup).
 		return nil, errf(http.StatusNotFound, "ResourceNotFound.listener", "The specified resource %s is not found.", id)
 	}
-	g := e.state.group(l.ServerGroup)
-	type reason struct{ ReasonCode, ExpectedResponse, ActualResponse string }
 	type nonNormal struct {
 		ServerID string `json:"ServerId"`
 		ServerIP string `json:"ServerIp"`
 		Port     int
 		Status   string
-		Reason   *reason `json:",omitempty"`
+		Reason   *Reason `json:",omitempty"`
 	}
-	var all []nonNormal
-	for _, s := range g.Servers {
-		n := nonNormal{ServerID: s.ID, ServerIP: s.IP, Port: s.Port}
-		switch {
-		case l.HealthCheckDisabled:
-			n.Status = "Unavailable"
-		case s.Weight == 0:
-			n.Status = "Unused"
-		case s.Unhealthy:
-			// ReasonCode values from the ref (CONNECT_TIMEOUT, RESPONSE_MISMATCH).
-			n.Status, n.Reason = "Unhealthy", &reason{ReasonCode: "CONNECT_TIMEOUT"}
-		default:
-			continue
+	type groupInfo struct {
+		ServerGroupID      string `json:"ServerGroupId"`
+		HealthCheckEnabled string
+		ActionType         string
+		NonNormalServers   []nonNormal
+	}
+	// Every non-normal server of the answer in order, then one page of them.
+	type item struct {
+		info *groupInfo
+		n    nonNormal
+	}
+	var items []item
+	info := func(groupID string) *groupInfo {
+		g := e.state.group(groupID)
+		hc, _ := e.checkOfLocked(Target{ServerGroup: groupID})
+		if l.HealthCheckDisabled {
+			off := false
+			hc.Enabled = &off
 		}
-		all = append(all, n)
+		gi := &groupInfo{ServerGroupID: groupID, HealthCheckEnabled: "on", ActionType: "ForwardGroup", NonNormalServers: []nonNormal{}}
+		if !hc.enabled() {
+			gi.HealthCheckEnabled = "off"
+		}
+		for _, s := range g.Servers {
+			status := statusOf(hc, s)
+			if status == StatusHealthy {
+				continue
+			}
+			n := nonNormal{ServerID: s.ID, ServerIP: s.IP, Port: s.Port, Status: status}
+			if status == StatusUnhealthy || status == StatusInitial {
+				n.Reason = s.reason
+			}
+			items = append(items, item{gi, n})
+		}
+		return gi
 	}
-	enabled := "on"
-	if l.HealthCheckDisabled {
-		enabled = "off"
+	listenerGroup := info(l.ServerGroup)
+	type ruleHealth struct {
+		RuleID           string `json:"RuleId"`
+		ServerGroupInfos []*groupInfo
+	}
+	var rules []*ruleHealth
+	if r.get("IncludeRule") == "true" {
+		for _, rule := range e.state.rules(l.ID) {
+			rh := &ruleHealth{RuleID: rule.ID}
+			for _, t := range rule.ServerGroups {
+				rh.ServerGroupInfos = append(rh.ServerGroupInfos, info(t.ServerGroup))
+			}
+			rules = append(rules, rh)
+		}
+	}
+	for _, it := range items[min(offset, len(items)):min(offset+size, len(items))] {
+		it.info.NonNormalServers = append(it.info.NonNormalServers, it.n)
 	}
 	protocol := l.Protocol
 	if protocol == "" {
 		protocol = "HTTP"
+	}
+	listenerInfos := []*groupInfo{listenerGroup}
+	if offset > 0 && len(listenerGroup.NonNormalServers) == 0 {
+		listenerInfos = []*groupInfo{}
 	}
 	out := map[string]any{
 		"ListenerHealthStatus": []map[string]any{{
 			"ListenerId":       l.ID,
 			"ListenerPort":     l.Port,
 			"ListenerProtocol": protocol,
-			"ServerGroupInfos": []map[string]any{{
-				"ServerGroupId":      g.ID,
-				"HealthCheckEnabled": enabled,
-				"ActionType":         "ForwardGroup",
-				"NonNormalServers":   all[min(offset, len(all)):min(offset+size, len(all))],
-			}},
+			"ServerGroupInfos": listenerInfos,
 		}},
 	}
 	if r.get("IncludeRule") == "true" {
-		out["RuleHealthStatus"] = []any{} // the emulator has no forwarding rules
+		var pageRules []*ruleHealth
+		for _, rh := range rules {
+			var infos []*groupInfo
+			for _, gi := range rh.ServerGroupInfos {
+				if offset == 0 || len(gi.NonNormalServers) > 0 {
+					infos = append(infos, gi)
+				}
+			}
+			if len(infos) > 0 {
+				pageRules = append(pageRules, &ruleHealth{RuleID: rh.RuleID, ServerGroupInfos: infos})
+			}
+		}
+		out["RuleHealthStatus"] = pageRules
+		if pageRules == nil {
+			out["RuleHealthStatus"] = []any{}
+		}
 	}
-	if t := nextToken(r.action, offset, size, len(all)); t != "" {
+	if t := nextToken(r.action, offset, size, len(items)); t != "" {
 		out["NextToken"] = t
 	}
 	return out, nil

@@ -147,11 +147,16 @@ func (e *Emulator) verifyRPC(r *http.Request, req *request) *apiError {
 		}
 	}
 	canon := strings.NewReplacer("+", "%20", "*", "%2A", "%7E", "~").Replace(vals.Encode())
+	stringToSign := r.Method + "&%2F&" + url.QueryEscape(canon)
 	mac := hmac.New(sha1.New, []byte(key.Secret+"&"))
-	mac.Write([]byte(r.Method + "&%2F&" + url.QueryEscape(canon)))
+	mac.Write([]byte(stringToSign))
 	want := base64.StdEncoding.EncodeToString(mac.Sum(nil))
 	if !hmac.Equal([]byte(want), []byte(p["Signature"])) {
-		return errf(http.StatusBadRequest, "SignatureDoesNotMatch", "Specified signature is not matched with our calculation.")
+		// The service echoes its string-to-sign, which names the AccessKey
+		// ID, the security token and the nonce (the wording is the one
+		// commonly reported for the RPC gateway; UNVERIFIED against a live
+		// account).
+		return errf(http.StatusBadRequest, "SignatureDoesNotMatch", "Specified signature is not matched with our calculation. server string to sign is:%s", stringToSign)
 	}
 	ts, err := time.Parse("2006-01-02T15:04:05Z", p["Timestamp"])
 	if err != nil {

@@ -3,10 +3,12 @@ package emulator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -14,46 +16,138 @@ import (
 
 // Frontend is the data plane of an emulated listener: it forwards HTTP
 // requests and WebSocket connections (any Upgrade) to the servers of one
-// target, choosing among the servers with weight > 0 by smooth weighted
-// round robin, so a server at weight 0 never gets a new request.
+// target — or, for an ALB listener (NewListenerFrontend), of the server
+// group its first matching forwarding rule names, else its default group —
+// choosing by smooth weighted round robin among the servers that get new
+// requests (Emulator.Routable): the healthy servers with weight > 0, or all
+// servers with weight > 0 when none is healthy or checks are off (see
+// health.go). A server at weight 0 never gets a new request. A request
+// forwarded to a server cut off by BlockServers fails with 504.
 //
-// Connections already established with a server whose weight drops to 0
-// (or that leaves the group) continue until the drain timeout has passed,
-// then they are closed: the connection-drain behaviour ALB documents for
-// ConnectionDrainConfig.ConnectionDrainTimeout (0–900 s) and CLB for its
-// TCP listeners' ConnectionDrainTimeout (ref §1, §2). Whether the real ALB
-// drains on weight 0, rather than only on removal or failed health checks,
-// is UNVERIFIED (ref §1); the emulator drains in both cases.
+// Connections already established with a server that stops getting new
+// requests (weight 0, failed health checks, left the group) continue until
+// the drain timeout has passed, then they are closed: the connection-drain
+// behaviour ALB documents for ConnectionDrainConfig.ConnectionDrainTimeout
+// (0–900 s; on removal or failed health checks) and CLB for its TCP
+// listeners' ConnectionDrainTimeout (ref §1, §2). Whether the real ALB
+// drains on weight 0 is UNVERIFIED (ref §1); the emulator drains then too.
 //
 // A server's Port is where traffic goes; give servers of an SLB default
 // server group the listener's backend port.
 type Frontend struct {
 	e         *Emulator
-	target    Target
+	route     func(*http.Request) (Target, error)
 	drain     time.Duration
 	proxy     *httputil.ReverseProxy
 	transport *http.Transport
 	handlers  sync.WaitGroup
 
-	mu        sync.Mutex
-	current   map[string]int // smooth weighted round robin state, by server key
-	sessions  map[string]map[uint64]context.CancelFunc
-	zeroSince map[string]time.Time
-	nextID    uint64
+	mu       sync.Mutex
+	current  map[session]int // smooth weighted round robin state
+	sessions map[session]map[uint64]context.CancelFunc
+	offSince map[session]time.Time
+	nextID   uint64
+	rr       map[string]int // round robin over the groups of a rule
+}
+
+// session names a server of a target.
+type session struct {
+	target Target
+	server string // id:port
 }
 
 type backendKey struct{}
 
 // NewFrontend returns the data plane of target with the given drain timeout.
 func (e *Emulator) NewFrontend(target Target, drain time.Duration) *Frontend {
+	return e.newFrontend(func(*http.Request) (Target, error) { return target, nil }, drain)
+}
+
+// NewListenerFrontend returns the data plane of an ALB listener: a request
+// goes to the server groups of the listener's first forwarding rule (by
+// priority) whose Header and Cookie conditions it meets, else to the
+// listener's default server group. Rules are read per request, so rules
+// added later apply.
+func (e *Emulator) NewListenerFrontend(listenerID string, drain time.Duration) (*Frontend, error) {
+	e.mu.Lock()
+	l := e.state.listener(listenerID)
+	e.mu.Unlock()
+	if l == nil {
+		return nil, fmt.Errorf("alb listener %s does not exist", listenerID)
+	}
+	var f *Frontend
+	f = e.newFrontend(func(r *http.Request) (Target, error) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		l := e.state.listener(listenerID)
+		if l == nil {
+			return Target{}, fmt.Errorf("alb listener %s does not exist", listenerID)
+		}
+		for _, rule := range e.state.rules(listenerID) {
+			if matches(rule, r) {
+				return Target{ServerGroup: f.tuple(rule)}, nil
+			}
+		}
+		return Target{ServerGroup: l.ServerGroup}, nil
+	}, drain)
+	return f, nil
+}
+
+// matches reports whether r meets every condition of rule: a Header
+// condition when the header has one of the values, a Cookie condition when
+// the cookie has one of them. Values compare exactly (UNVERIFIED: ALB's
+// case rules for header values).
+func matches(rule *Rule, r *http.Request) bool {
+	for _, c := range rule.Conditions {
+		var got []string
+		switch c.Type {
+		case "Header":
+			got = r.Header.Values(c.Key)
+		case "Cookie":
+			for _, ck := range r.CookiesNamed(c.Key) {
+				got = append(got, ck.Value)
+			}
+		}
+		if !slices.ContainsFunc(got, func(v string) bool { return slices.Contains(c.Values, v) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// tuple picks a server group of rule by the tuples' weights (weighted round
+// robin; weight 0 in the state means 100). Called with e.mu held.
+func (f *Frontend) tuple(rule *Rule) string {
+	if len(rule.ServerGroups) == 1 {
+		return rule.ServerGroups[0].ServerGroup
+	}
+	total := 0
+	for _, t := range rule.ServerGroups {
+		total += t.weight()
+	}
+	f.mu.Lock()
+	n := f.rr[rule.ID] % total
+	f.rr[rule.ID]++
+	f.mu.Unlock()
+	for _, t := range rule.ServerGroups {
+		if n < t.weight() {
+			return t.ServerGroup
+		}
+		n -= t.weight()
+	}
+	return rule.ServerGroups[0].ServerGroup
+}
+
+func (e *Emulator) newFrontend(route func(*http.Request) (Target, error), drain time.Duration) *Frontend {
 	f := &Frontend{
 		e:         e,
-		target:    target,
+		route:     route,
 		drain:     drain,
 		transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second},
-		current:   map[string]int{},
-		sessions:  map[string]map[uint64]context.CancelFunc{},
-		zeroSince: map[string]time.Time{},
+		current:   map[session]int{},
+		sessions:  map[session]map[uint64]context.CancelFunc{},
+		offSince:  map[session]time.Time{},
+		rr:        map[string]int{},
 	}
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -109,9 +203,20 @@ func (f *Frontend) Serve(ctx context.Context, ln net.Listener) error {
 func (f *Frontend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.handlers.Add(1)
 	defer f.handlers.Done()
-	key, addr, ok := f.pick()
+	target, err := f.route(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	key, addr, ok := f.pick(target)
 	if !ok {
-		http.Error(w, "no backend server with weight > 0 in "+f.target.String(), http.StatusServiceUnavailable)
+		http.Error(w, "no backend server with weight > 0 in "+target.String(), http.StatusServiceUnavailable)
+		return
+	}
+	if f.e.isBlocked(addr) {
+		// The LB cannot reach the server (BlockServers): ALB answers 504
+		// when it cannot connect in time; the emulator does not wait.
+		http.Error(w, "gateway timeout: "+addr+" does not answer the load balancer", http.StatusGatewayTimeout)
 		return
 	}
 	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), backendKey{}, addr))
@@ -123,36 +228,34 @@ func (f *Frontend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func serverKey(s Server) string { return s.ID + ":" + strconv.Itoa(s.Port) }
 
-// pick chooses a server with weight > 0 by smooth weighted round robin
+// pick chooses a routable server of target by smooth weighted round robin
 // (each server gains its weight, the richest is chosen and pays the total).
-func (f *Frontend) pick() (key, addr string, ok bool) {
-	servers, err := f.e.Servers(f.target)
+func (f *Frontend) pick(target Target) (key session, addr string, ok bool) {
+	servers, err := f.e.Routable(target)
 	if err != nil {
-		return "", "", false
+		return session{}, "", false
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	total, best := 0, -1
 	for i, s := range servers {
-		if s.Weight <= 0 {
-			continue
-		}
-		k := serverKey(s)
+		k := session{target, serverKey(s)}
 		f.current[k] += s.Weight
 		total += s.Weight
-		if best < 0 || f.current[k] > f.current[serverKey(servers[best])] {
+		if best < 0 || f.current[k] > f.current[session{target, serverKey(servers[best])}] {
 			best = i
 		}
 	}
 	if best < 0 {
-		return "", "", false
+		return session{}, "", false
 	}
 	s := servers[best]
-	f.current[serverKey(s)] -= total
-	return serverKey(s), net.JoinHostPort(s.IP, strconv.Itoa(s.Port)), true
+	key = session{target, serverKey(s)}
+	f.current[key] -= total
+	return key, net.JoinHostPort(s.IP, strconv.Itoa(s.Port)), true
 }
 
-func (f *Frontend) track(key string, cancel context.CancelFunc) uint64 {
+func (f *Frontend) track(key session, cancel context.CancelFunc) uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.nextID++
@@ -163,14 +266,15 @@ func (f *Frontend) track(key string, cancel context.CancelFunc) uint64 {
 	return f.nextID
 }
 
-func (f *Frontend) untrack(key string, id uint64) {
+func (f *Frontend) untrack(key session, id uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.sessions[key], id)
 }
 
-// watch closes the connections of servers that have been at weight 0 (or
-// out of the group) for longer than the drain timeout.
+// watch closes the connections of servers that have not been routable
+// (weight 0, failed checks, out of the group) for longer than the drain
+// timeout.
 func (f *Frontend) watch(ctx context.Context) {
 	tick := min(max(f.drain/10, 10*time.Millisecond), 250*time.Millisecond)
 	t := time.NewTicker(tick)
@@ -181,24 +285,29 @@ func (f *Frontend) watch(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		servers, err := f.e.Servers(f.target)
-		if err != nil {
-			continue
+		f.mu.Lock()
+		targets := map[Target]bool{}
+		for key := range f.sessions {
+			targets[key.target] = true
 		}
-		weight := map[string]int{}
-		for _, s := range servers {
-			weight[serverKey(s)] = s.Weight
+		f.mu.Unlock()
+		routable := map[session]bool{}
+		for t := range targets {
+			servers, _ := f.e.Routable(t)
+			for _, s := range servers {
+				routable[session{t, serverKey(s)}] = true
+			}
 		}
 		now := time.Now()
 		f.mu.Lock()
 		for key, sessions := range f.sessions {
-			if weight[key] > 0 {
-				delete(f.zeroSince, key)
+			if routable[key] {
+				delete(f.offSince, key)
 				continue
 			}
-			since, ok := f.zeroSince[key]
+			since, ok := f.offSince[key]
 			if !ok {
-				f.zeroSince[key] = now
+				f.offSince[key] = now
 				since = now
 			}
 			if now.Sub(since) >= f.drain {
@@ -207,9 +316,9 @@ func (f *Frontend) watch(ctx context.Context) {
 				}
 			}
 		}
-		for key := range f.zeroSince {
+		for key := range f.offSince {
 			if len(f.sessions[key]) == 0 {
-				delete(f.zeroSince, key)
+				delete(f.offSince, key)
 			}
 		}
 		f.mu.Unlock()

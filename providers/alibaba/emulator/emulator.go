@@ -6,7 +6,10 @@
 // error format and codes, ALB's asynchronous jobs and SLB's configuration
 // lock. Fault knobs (throttling, 5xx, latency, injected codes, failed jobs)
 // make the error paths testable, and Frontend is a data plane that forwards
-// real HTTP and WebSocket traffic by the emulated weights.
+// real HTTP and WebSocket traffic by the emulated weights, forwarding rules
+// and health checks: the LB checks every weighted server's real endpoint as
+// Alibaba documents (health.go), and BlockServers cuts the LB off from
+// chosen servers. docs/alibaba-emulator.md lists what is modelled.
 //
 // Every behaviour carries a comment naming its source. "SDK doc" means the
 // doc comment of the request or response model in
@@ -64,7 +67,11 @@ type Options struct {
 	Seed uint64
 	// StateFile, when set, receives the state (JSON) after every change.
 	StateFile string
-	Log       *slog.Logger
+	// HealthCheckUnit is how long one second of the health-check settings
+	// (HealthCheckInterval, HealthCheckTimeout) lasts for RunHealthChecks:
+	// tests scale the documented seconds down to milliseconds. 0 is 1 s.
+	HealthCheckUnit time.Duration
+	Log             *slog.Logger
 }
 
 // Emulator is the emulated OpenAPI. It is an http.Handler; serve it on a
@@ -87,7 +94,9 @@ type Emulator struct {
 	nonceQueue []string
 	slbBusy    map[string]time.Time // SLB load balancer → locked until
 	calls      map[string]int
-	low        map[Target]int // lowest total weight each group has had
+	callLog    []Call          // the latest maxCallLog calls, oldest first
+	low        map[Target]int  // lowest total weight each group has had
+	blocked    map[string]bool // "ip:port" the LB cannot reach (BlockServers)
 	seq        int
 }
 
@@ -125,6 +134,7 @@ func New(opts Options) *Emulator {
 		slbBusy: map[string]time.Time{},
 		calls:   map[string]int{},
 		low:     map[Target]int{},
+		blocked: map[string]bool{},
 	}
 	for _, k := range opts.Keys {
 		e.keys[k.ID] = k
@@ -137,6 +147,7 @@ func New(opts Options) *Emulator {
 type State struct {
 	ServerGroups  []*ServerGroup  `json:"albServerGroups,omitempty"`
 	Listeners     []*Listener     `json:"albListeners,omitempty"`
+	Rules         []*Rule         `json:"albRules,omitempty"`
 	LoadBalancers []*LoadBalancer `json:"slbLoadBalancers,omitempty"`
 }
 
@@ -148,7 +159,20 @@ type Server struct {
 	Type        string `json:"type,omitempty"` // ALB: Ecs (default), Eni, Eci, Ip; SLB: ecs (default), eni, eci
 	Weight      int    `json:"weight"`
 	Description string `json:"description,omitempty"`
-	Unhealthy   bool   `json:"unhealthy,omitempty"` // fails health checks
+	// Unhealthy makes every health check of the server fail, as an app
+	// whose health endpoint answers 503 (SetHealthy).
+	Unhealthy bool `json:"unhealthy,omitempty"`
+	// Health is the health-check state of a weighted server: Initial,
+	// Healthy or Unhealthy (see health.go). Seeded empty, a server with
+	// weight starts Healthy (it has been in service), one without Initial.
+	Health string `json:"health,omitempty"`
+
+	passes, fails int     // consecutive check results
+	reason        *Reason // the last failed check
+	checking      bool    // a check is under way
+	gen           int     // bumped when the checks start over
+
+	slowFrom, slowUntil time.Time // slow start (SlowStart of the group)
 }
 
 // ServerGroup is an ALB server group.
@@ -156,15 +180,59 @@ type ServerGroup struct {
 	ID      string    `json:"id"`
 	Name    string    `json:"name,omitempty"`
 	Servers []*Server `json:"servers"`
+	// HealthCheck is the group's HealthCheckConfig; nil: the defaults, on
+	// (ALB health check doc: on by default for every server group).
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+	SlowStart   *SlowStart   `json:"slowStart,omitempty"`
 }
 
-// Listener is an ALB listener forwarding to one server group.
+// Listener is an ALB listener forwarding to one server group by default.
 type Listener struct {
-	ID                  string `json:"id"`
-	Port                int    `json:"port"`
-	Protocol            string `json:"protocol,omitempty"` // HTTP (default), HTTPS, QUIC
-	ServerGroup         string `json:"serverGroup"`
-	HealthCheckDisabled bool   `json:"healthCheckDisabled,omitempty"`
+	ID          string `json:"id"`
+	Port        int    `json:"port"`
+	Protocol    string `json:"protocol,omitempty"` // HTTP (default), HTTPS, QUIC
+	ServerGroup string `json:"serverGroup"`
+	// HealthCheckDisabled makes GetListenerHealthStatus on this listener
+	// report checks off (Unavailable), whatever the group's settings: an
+	// emulator shortcut kept for older state files; ALB sets health checks
+	// per server group (HealthCheck).
+	HealthCheckDisabled bool `json:"healthCheckDisabled,omitempty"`
+}
+
+// Rule is an ALB forwarding rule of a listener: a request that meets every
+// condition goes to the server groups of its ForwardGroup action (SDK
+// CreateRule/ListRules: RuleConditions, RuleActions[].ForwardGroupConfig.
+// ServerGroupTuples). The emulator knows Header and Cookie conditions.
+type Rule struct {
+	ID       string `json:"id"`
+	Listener string `json:"listener"`
+	// Priority orders the rules of a listener, lowest first; 1..10000 (SDK doc, CreateRule.Priority).
+	Priority     int                `json:"priority"`
+	Conditions   []RuleCondition    `json:"conditions"`
+	ServerGroups []ServerGroupTuple `json:"serverGroups"`
+}
+
+// RuleCondition is a Header condition (the header Key has one of Values;
+// SDK HeaderConfig{Key, Values}) or a Cookie condition (the cookie Key has
+// one of Values; SDK CookieConfig.Values[]{Key, Value}).
+type RuleCondition struct {
+	Type   string   `json:"type"` // Header | Cookie
+	Key    string   `json:"key"`
+	Values []string `json:"values"`
+}
+
+// ServerGroupTuple is one server group of a ForwardGroup action with its
+// weight (0..100; 0 in the state means 100).
+type ServerGroupTuple struct {
+	ServerGroup string `json:"serverGroup"`
+	Weight      int    `json:"weight,omitempty"`
+}
+
+func (t ServerGroupTuple) weight() int {
+	if t.Weight == 0 {
+		return 100
+	}
+	return t.Weight
 }
 
 // LoadBalancer is an SLB (CLB) instance with its default server group,
@@ -190,7 +258,10 @@ type SLBListener struct {
 	Port                int    `json:"port"`
 	Protocol            string `json:"protocol,omitempty"` // tcp (default), udp, http, https
 	VServerGroup        string `json:"vServerGroup,omitempty"`
-	HealthCheckDisabled bool   `json:"healthCheckDisabled,omitempty"`
+	HealthCheckDisabled bool   `json:"healthCheckDisabled,omitempty"` // same as HealthCheck.Enabled false
+	// HealthCheck is the listener's health check (CLB sets checks per
+	// listener); nil: the defaults, on.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 }
 
 // Target names one group of servers: an ALB server group, or an SLB load
@@ -220,13 +291,16 @@ func (e *Emulator) Seed(s State) error {
 	add := cloneState(s)
 	next.ServerGroups = append(next.ServerGroups, add.ServerGroups...)
 	next.Listeners = append(next.Listeners, add.Listeners...)
+	next.Rules = append(next.Rules, add.Rules...)
 	next.LoadBalancers = append(next.LoadBalancers, add.LoadBalancers...)
 	if err := next.validate(); err != nil {
 		return fmt.Errorf("seeding the emulator: %w", err)
 	}
+	initHealth(add)
 	// Append rather than replace: pending jobs point into the live state.
 	e.state.ServerGroups = append(e.state.ServerGroups, add.ServerGroups...)
 	e.state.Listeners = append(e.state.Listeners, add.Listeners...)
+	e.state.Rules = append(e.state.Rules, add.Rules...)
 	e.state.LoadBalancers = append(e.state.LoadBalancers, add.LoadBalancers...)
 	for _, g := range add.ServerGroups {
 		e.noteLocked(Target{ServerGroup: g.ID})
@@ -239,6 +313,34 @@ func (e *Emulator) Seed(s State) error {
 	}
 	e.saveLocked()
 	return nil
+}
+
+// initHealth gives seeded servers their first health-check state: Healthy
+// with weight (in service before the emulator started), Initial without,
+// Unhealthy when they fail their checks.
+func initHealth(s State) {
+	each := func(list []*Server) {
+		for _, sv := range list {
+			switch {
+			case sv.Health != "":
+			case sv.Unhealthy:
+				sv.Health = StatusUnhealthy
+			case sv.Weight > 0:
+				sv.Health = StatusHealthy
+			default:
+				sv.Health = StatusInitial
+			}
+		}
+	}
+	for _, g := range s.ServerGroups {
+		each(g.Servers)
+	}
+	for _, lb := range s.LoadBalancers {
+		each(lb.Servers)
+		for _, vg := range lb.VServerGroups {
+			each(vg.Servers)
+		}
+	}
 }
 
 func (s *State) validate() error {
@@ -265,6 +367,8 @@ func (s *State) validate() error {
 				errs = append(errs, fmt.Errorf("%s: server %s: weight %d is not in 0..100", where, sv.ID, sv.Weight))
 			case needPort && (sv.Port < 1 || sv.Port > 65535):
 				errs = append(errs, fmt.Errorf("%s: server %s: port must be 1..65535", where, sv.ID))
+			case !slices.Contains([]string{"", StatusInitial, StatusHealthy, StatusUnhealthy}, sv.Health):
+				errs = append(errs, fmt.Errorf("%s: server %s: health %q must be Initial, Healthy or Unhealthy", where, sv.ID, sv.Health))
 			}
 			seen[k] = true
 		}
@@ -272,11 +376,41 @@ func (s *State) validate() error {
 	for _, g := range s.ServerGroups {
 		unique("alb server group", g.ID)
 		servers("alb server group "+g.ID, g.Servers, true)
+		if g.HealthCheck != nil {
+			if err := g.HealthCheck.validate(); err != nil {
+				errs = append(errs, fmt.Errorf("alb server group %s: healthCheck: %w", g.ID, err))
+			}
+		}
 	}
 	for _, l := range s.Listeners {
 		unique("alb listener", l.ID)
 		if s.group(l.ServerGroup) == nil {
 			errs = append(errs, fmt.Errorf("alb listener %s: server group %q does not exist", l.ID, l.ServerGroup))
+		}
+	}
+	for _, r := range s.Rules {
+		unique("alb rule", r.ID)
+		if s.listener(r.Listener) == nil {
+			errs = append(errs, fmt.Errorf("alb rule %s: listener %q does not exist", r.ID, r.Listener))
+		}
+		if r.Priority < 1 || r.Priority > 10000 {
+			errs = append(errs, fmt.Errorf("alb rule %s: priority %d is not in 1..10000", r.ID, r.Priority))
+		}
+		if len(r.ServerGroups) == 0 {
+			errs = append(errs, fmt.Errorf("alb rule %s: no server group to forward to", r.ID))
+		}
+		for _, t := range r.ServerGroups {
+			if s.group(t.ServerGroup) == nil {
+				errs = append(errs, fmt.Errorf("alb rule %s: server group %q does not exist", r.ID, t.ServerGroup))
+			}
+			if t.Weight < 0 || t.Weight > 100 {
+				errs = append(errs, fmt.Errorf("alb rule %s: weight %d of %s is not in 0..100", r.ID, t.Weight, t.ServerGroup))
+			}
+		}
+		for _, c := range r.Conditions {
+			if (c.Type != "Header" && c.Type != "Cookie") || c.Key == "" || len(c.Values) == 0 {
+				errs = append(errs, fmt.Errorf("alb rule %s: condition %+v: type must be Header or Cookie, with a key and values", r.ID, c))
+			}
 		}
 	}
 	for _, lb := range s.LoadBalancers {
@@ -292,6 +426,11 @@ func (s *State) validate() error {
 				errs = append(errs, fmt.Errorf("slb %s: listener port %d is used twice", lb.ID, l.Port))
 			}
 			ports[l.Port] = true
+			if l.HealthCheck != nil {
+				if err := l.HealthCheck.validate(); err != nil {
+					errs = append(errs, fmt.Errorf("slb %s listener %d: healthCheck: %w", lb.ID, l.Port, err))
+				}
+			}
 			if l.VServerGroup != "" && lb.vgroup(l.VServerGroup) == nil {
 				errs = append(errs, fmt.Errorf("slb %s listener %d: vserver group %q does not exist", lb.ID, l.Port, l.VServerGroup))
 			}
@@ -316,6 +455,18 @@ func (s *State) listener(id string) *Listener {
 		}
 	}
 	return nil
+}
+
+// rules returns the rules of a listener by priority.
+func (s *State) rules(listener string) []*Rule {
+	var out []*Rule
+	for _, r := range s.Rules {
+		if r.Listener == listener {
+			out = append(out, r)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *Rule) int { return a.Priority - b.Priority })
+	return out
 }
 
 func (s *State) lb(id string) *LoadBalancer {
@@ -388,12 +539,23 @@ func (e *Emulator) SetWeight(t Target, serverID string, weight int) error {
 	if weight < 0 || weight > 100 {
 		return fmt.Errorf("setting weight of %s in %s: %d is not in 0..100", serverID, t, weight)
 	}
-	return e.update(t, serverID, func(s *Server) { s.Weight = weight })
+	return e.update(t, serverID, func(s *Server) { setWeightLocked(s, weight) })
 }
 
-// SetHealthy marks a server as passing or failing health checks.
+// SetHealthy makes a server's health checks fail (as an app whose health
+// endpoint answers 503) or probe its endpoint again, and sets its status
+// at once to Unhealthy or Healthy, as if the threshold had been reached: a
+// shortcut for tests that do not run the checks (CheckHealth,
+// RunHealthChecks), which then go on from that status.
 func (e *Emulator) SetHealthy(t Target, serverID string, healthy bool) error {
-	return e.update(t, serverID, func(s *Server) { s.Unhealthy = !healthy })
+	return e.update(t, serverID, func(s *Server) {
+		s.Unhealthy = !healthy
+		s.restart(StatusHealthy)
+		if !healthy {
+			s.Health = StatusUnhealthy
+			s.reason = &Reason{ReasonCode: "RESPONSE_MISMATCH", ExpectedResponse: "HTTP_2xx,HTTP_3xx", ActualResponse: "503"}
+		}
+	})
 }
 
 func (e *Emulator) update(t Target, serverID string, f func(*Server)) error {
@@ -482,11 +644,30 @@ func (e *Emulator) Calls() map[string]int {
 	return out
 }
 
-// ResetCalls sets every call counter back to zero.
+// ResetCalls sets every call counter back to zero and empties the call log.
 func (e *Emulator) ResetCalls() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	clear(e.calls)
+	e.callLog = nil
+}
+
+// Call is one answered API call, as the call log keeps it.
+type Call struct {
+	Action string
+	DryRun bool   // the request asked for DryRun=true
+	Code   string // the error code answered; "" on success
+}
+
+// maxCallLog bounds the call log.
+const maxCallLog = 10000
+
+// CallLog returns the latest answered calls (at most 10,000), oldest first:
+// what a test needs to show that a client only read.
+func (e *Emulator) CallLog() []Call {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.callLog)
 }
 
 // LoadState reads a state file written by the emulator (or by hand).
@@ -589,6 +770,14 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	e.mu.Lock()
 	e.calls[action]++
+	c := Call{Action: action, DryRun: req != nil && req.get("DryRun") == "true"}
+	if aerr != nil {
+		c.Code = aerr.code
+	}
+	if len(e.callLog) == maxCallLog {
+		e.callLog = e.callLog[1:]
+	}
+	e.callLog = append(e.callLog, c)
 	rid := e.requestIDLocked()
 	e.mu.Unlock()
 

@@ -482,13 +482,16 @@ func TestMainServesUntilTheContextEnds(t *testing.T) {
 
 func testMainServes(t *testing.T, keyFlag, keyValue string) {
 	path := t.TempDir() + "/state.json"
-	require.NoError(t, os.WriteFile(path, []byte(`{"albServerGroups":[{"id":"sgp-1","servers":[{"id":"i-1","ip":"127.0.0.1","port":80,"weight":100}]}]}`), 0o600))
+	require.NoError(t, os.WriteFile(path, []byte(`{"albServerGroups":[{"id":"sgp-1","servers":[{"id":"i-1","ip":"127.0.0.1","port":80,"weight":100}]}],`+
+		`"albListeners":[{"id":"lsn-1","port":80,"serverGroup":"sgp-1"}]}`), 0o600))
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &lineWriter{lines: make(chan string, 10)}
 	var stderr bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- emulator.Main(ctx, []string{"--listen", "127.0.0.1:0", "--state", path, keyFlag, keyValue, "--job-delay", "0s", "--frontend", "127.0.0.1:0=alb:sgp-1"}, out, &stderr)
+		done <- emulator.Main(ctx, []string{"--listen", "127.0.0.1:0", "--state", path, keyFlag, keyValue, "--job-delay", "0s",
+			"--frontend", "127.0.0.1:0=alb:sgp-1", "--frontend", "127.0.0.1:0=alb-listener:lsn-1", "--health-check-unit", "10ms",
+			"--control", "127.0.0.1:0"}, out, &stderr)
 	}()
 	var line string
 	select {
@@ -498,7 +501,9 @@ func testMainServes(t *testing.T, keyFlag, keyValue string) {
 	}
 	addr, ok := strings.CutPrefix(line, "openapi listening on http://")
 	require.True(t, ok, line)
+	require.Contains(t, <-out.lines, "control listening on http://127.0.0.1:")
 	require.Contains(t, <-out.lines, "frontend alb server group sgp-1 listening on http://127.0.0.1:")
+	require.Contains(t, <-out.lines, "frontend alb listener lsn-1 listening on http://127.0.0.1:")
 	v := &env{url: "http://" + addr}
 	c := v.alb(t, "")
 	_, err := c.UpdateServerGroupServersAttribute(&alb.UpdateServerGroupServersAttributeRequest{ServerGroupId: tea.String("sgp-1"),
@@ -524,6 +529,7 @@ func TestMainRefusesBadFlags(t *testing.T) {
 		{"with key variables that are not set", []string{"--key-env", "TANDEM_TEST_UNSET_ID:TANDEM_TEST_UNSET_SECRET"}, "TANDEM_TEST_UNSET_ID and TANDEM_TEST_UNSET_SECRET must both be set"},
 		{"with rates above 1", []string{"--key", "a:b", "--throttle-rate", "0.7", "--error-rate", "0.7"}, "add up to at most 1"},
 		{"with a bad frontend", []string{"--key", "a:b", "--frontend", "127.0.0.1:0=nlb:x"}, "must be alb:SERVERGROUP"},
+		{"with a zero health-check unit", []string{"--key", "a:b", "--health-check-unit", "0s"}, "--health-check-unit must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer
@@ -531,4 +537,15 @@ func TestMainRefusesBadFlags(t *testing.T) {
 			require.Contains(t, stderr.String(), tc.want)
 		})
 	}
+}
+
+// A state file that cannot be loaded is a failure of the command (exit 1,
+// the file named), not a usage error, and nothing is served.
+func TestMainFailsOnAnUnreadableStateFile(t *testing.T) {
+	path := t.TempDir() + "/state.json"
+	require.NoError(t, os.WriteFile(path, []byte(`{"albServerGroups": [{"nope": 1}]}`), 0o600))
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 1, emulator.Main(context.Background(), []string{"--listen", "127.0.0.1:0", "--key", "a:b", "--state", path}, &stdout, &stderr))
+	require.Empty(t, stdout.String())
+	require.Equal(t, "tandem emulate alibaba: reading emulator state "+path+`: json: unknown field "nope"`+"\n", stderr.String())
 }

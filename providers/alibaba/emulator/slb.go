@@ -17,6 +17,12 @@ var slbActions = map[string]func(*Emulator, *request) (any, *apiError){
 	"DescribeLoadBalancerAttribute": (*Emulator).describeLoadBalancerAttribute,
 	"SetBackendServers":             (*Emulator).setBackendServers,
 	"DescribeHealthStatus":          (*Emulator).describeHealthStatus,
+	"DescribeLoadBalancerHTTPListenerAttribute": func(e *Emulator, r *request) (any, *apiError) {
+		return e.describeListenerAttribute(r, "http")
+	},
+	"DescribeLoadBalancerTCPListenerAttribute": func(e *Emulator, r *request) (any, *apiError) {
+		return e.describeListenerAttribute(r, "tcp")
+	},
 }
 
 // slbMaxServersPerCall: "You can specify at most 20 backend servers in each
@@ -283,7 +289,7 @@ func (e *Emulator) setWeightsLocked(r *request, lb *LoadBalancer, vg *VServerGro
 	}
 	for _, c := range changes {
 		if c.weight != nil {
-			c.server.Weight = *c.weight
+			setWeightLocked(c.server, *c.weight)
 		}
 		if c.desc != nil {
 			c.server.Description = *c.desc
@@ -320,6 +326,8 @@ func slbProtocol(p string) string {
 // describeHealthStatus: one entry per listener and backend server, with
 // ServerHealthStatus normal | abnormal | unavailable (unavailable: no
 // health check) (ref §2). ListenerPort and ListenerProtocol filter.
+// Initial is reported abnormal and Unused (weight 0) unavailable
+// (UNVERIFIED, see health.go).
 func (e *Emulator) describeHealthStatus(r *request) (any, *apiError) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -335,6 +343,12 @@ func (e *Emulator) describeHealthStatus(r *request) (any, *apiError) {
 		Protocol           string
 		ServerHealthStatus string
 	}
+	if p := r.get("ListenerPort"); p != "" && !slices.ContainsFunc(lb.Listeners, func(l *SLBListener) bool { return strconv.Itoa(l.Port) == p }) {
+		// ListenerNotFound, HTTP 404: CLB's error-code list names it for
+		// DescribeHealthStatus (ref §5); that a missing listener port is
+		// what triggers it is UNVERIFIED.
+		return nil, errf(http.StatusNotFound, "ListenerNotFound", "The specified listener %s does not exist.", p)
+	}
 	out := []entry{}
 	for _, l := range lb.Listeners {
 		if p := r.get("ListenerPort"); p != "" && p != strconv.Itoa(l.Port) {
@@ -347,16 +361,26 @@ func (e *Emulator) describeHealthStatus(r *request) (any, *apiError) {
 		if l.VServerGroup != "" {
 			servers = lb.vgroup(l.VServerGroup).Servers
 		}
+		// The group's status (checked once per group, see health.go),
+		// unless this listener's own checks are off.
+		hc, _ := e.checkOfLocked(Target{LoadBalancer: lb.ID, VServerGroup: l.VServerGroup})
+		if !l.check().enabled() {
+			hc = l.check()
+		}
 		for _, s := range servers {
-			status := "normal"
-			switch {
-			case l.HealthCheckDisabled:
-				status = "unavailable"
-			case s.Unhealthy:
-				status = "abnormal"
-			}
-			out = append(out, entry{s.ID, s.IP, s.Port, l.Port, slbProtocol(l.Protocol), status})
+			out = append(out, entry{s.ID, s.IP, s.Port, l.Port, slbProtocol(l.Protocol), slbStatus(statusOf(hc, s))})
 		}
 	}
 	return map[string]any{"BackendServers": map[string]any{"BackendServer": out}}, nil
+}
+
+// slbStatus maps a health status to CLB's ServerHealthStatus.
+func slbStatus(status string) string {
+	switch status {
+	case StatusHealthy:
+		return "normal"
+	case StatusInitial, StatusUnhealthy:
+		return "abnormal"
+	}
+	return "unavailable"
 }

@@ -310,7 +310,15 @@ function tick() {
 function connect() {
   const src = new EventSource("api/v1/stream");
   src.addEventListener("open", () => { connected = true; tick(); });
-  src.addEventListener("error", () => { connected = false; tick(); });
+  src.addEventListener("error", () => {
+    connected = false;
+    tick();
+    // With a read token, a session that expired makes the stream fail
+    // for good: the page itself then shows the login form again.
+    fetch("api/v1/events?limit=1", { cache: "no-store" }).then((r) => {
+      if (r.status === 401) location.reload();
+    }, () => {});
+  });
   // "services" is the whole list; "changes" what changed since, or nothing
   // (a heartbeat). Both carry the server's time, the source and notReady.
   const received = (msg, changed) => {

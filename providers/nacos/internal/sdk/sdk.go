@@ -34,6 +34,14 @@ type Config struct {
 	// CacheDir is where the SDK writes its service cache and would write
 	// its log file; it must be private to the client.
 	CacheDir string
+	// Scheme is http ("" too) or https. With https the SDK's HTTP login
+	// and its gRPC connection use TLS (constant.ClientConfig.TLSCfg, read
+	// by common/http_agent and common/remote/rpc in v2.3.5), verified with
+	// TLS.CAFile, which must be set: without it the SDK's HTTP client
+	// skips verification (common/tls/tls.go NewTLS). The gRPC side verifies
+	// against the system roots plus TLS.CAFile and ignores ServerName.
+	Scheme string
+	TLS    spec.TLSFiles
 }
 
 // lifecycle serialises creating and closing SDK clients in the process:
@@ -61,6 +69,15 @@ func NewNamingClient(c Config) (naming_client.INamingClient, error) {
 	if len(c.Servers) == 0 {
 		return nil, fmt.Errorf("creating nacos client: no server")
 	}
+	scheme, tlsCfg := "http", constant.TLSConfig{Appointed: true} // Appointed: not from the environment
+	if c.Scheme == "https" {
+		if c.TLS.CAFile == "" {
+			return nil, fmt.Errorf("creating nacos client: https needs a CA file (the SDK would not verify the server without one)")
+		}
+		scheme = "https"
+		tlsCfg = constant.TLSConfig{Appointed: true, Enable: true, CaFile: c.TLS.CAFile, CertFile: c.TLS.CertFile,
+			KeyFile: c.TLS.KeyFile, ServerNameOverride: c.TLS.ServerName}
+	}
 	servers := make([]constant.ServerConfig, 0, len(c.Servers))
 	for _, s := range c.Servers {
 		host, port, err := net.SplitHostPort(s)
@@ -72,7 +89,7 @@ func NewNamingClient(c Config) (naming_client.INamingClient, error) {
 			return nil, fmt.Errorf("creating nacos client: server %q: port: %w", s, err)
 		}
 		servers = append(servers, constant.ServerConfig{
-			Scheme: "http", IpAddr: host, Port: p, GrpcPort: uint64(c.GRPCPort), ContextPath: c.ContextPath,
+			Scheme: scheme, IpAddr: host, Port: p, GrpcPort: uint64(c.GRPCPort), ContextPath: c.ContextPath,
 		})
 	}
 	timeout := c.Timeout
@@ -91,8 +108,7 @@ func NewNamingClient(c Config) (naming_client.INamingClient, error) {
 		// loads a stale one from disk at start (ref §2 "Gotchas").
 		UpdateCacheWhenEmpty: true,
 		NotLoadCacheAtStart:  true,
-		// Do not read TLS settings from the environment.
-		TLSCfg: constant.TLSConfig{Appointed: true},
+		TLSCfg:               tlsCfg,
 	}
 	nc, err := clients.NewNamingClient(vo.NacosClientParam{ClientConfig: &cc, ServerConfigs: servers})
 	if err != nil {

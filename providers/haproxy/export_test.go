@@ -1,0 +1,4 @@
+package haproxy
+
+// Health exposes health for a table test.
+var Health = health

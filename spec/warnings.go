@@ -1,0 +1,30 @@
+package spec
+
+import "fmt"
+
+// Warnings lists what is valid but weakens a guarantee, located like
+// problems: bindings whose load balancer gives the shift no health to
+// confirm the target group with. They are printed by tandem validate and
+// tandem plan and never refuse a commit.
+func (s *Service) Warnings() Problems {
+	var ws Problems
+	for i, b := range s.Traffic {
+		path := fmt.Sprintf("traffic[%d]", i)
+		switch {
+		case b.Kind() == KindALB && b.Listener == "":
+			ws = append(ws, s.Problem(path, "warning: binding %s names no listener: the shift cannot be confirmed by the LB's health checks (set listener to the listener that forwards to %s)", b.Key(), b.ServerGroup))
+		case b.Kind() == KindSLB && b.ListenerPort == 0:
+			ws = append(ws, s.Problem(path, "warning: binding %s names no listener: the shift cannot be confirmed by the LB's health checks (set listenerPort)", b.Key()))
+		}
+	}
+	return ws
+}
+
+// Warnings lists the warnings of every service of the set.
+func (set *Set) Warnings() Problems {
+	var ws Problems
+	for _, s := range set.Services {
+		ws = append(ws, s.Warnings()...)
+	}
+	return ws
+}
