@@ -118,9 +118,9 @@ type Transition struct {
 	// ShiftWait is set between the raise and the lower of a binding (see
 	// shift.go); absent in journals written before make-before-break.
 	ShiftWait *ShiftWait `json:"shiftWait,omitempty"`
-	// Failure is set when a step before the shift failed for good (a deploy
-	// that reported failure, a refused or repeatedly failing step); the
-	// next pass undoes the transition.
+	// Failure is set when a step up to the shift failed for good (see
+	// onStepFailure), or a revert superseded the release; the next pass
+	// undoes the transition.
 	Failure string `json:"failure,omitempty"`
 }
 
