@@ -22,20 +22,22 @@ func (p *planner) drain(t *Transition) outcome {
 	if !drainNeeded(t) {
 		return outcome{done: true}
 	}
+	// drain.propagation counts from the start of the drain: once Tandem's
+	// own subscription no longer lists the group (the registry's push has
+	// come, and consumers' caches start to age), or after the shift without
+	// a registry. Counting from the moment the disable was sent instead
+	// (500 ms sooner with Nacos' push delay) left too little margin when
+	// the push came late on a loaded machine: a consumer's cache still held
+	// the group at the signal, a WebSocket reconnected to it, and the drain
+	// ran to its ceiling (make bench-e2e).
 	elapsed := p.in.Now.Sub(t.PhaseSince)
-	// Consumers of the registry stop routing to the group drain.propagation
-	// after it left the registry; without a registry, after the shift.
-	propagated := elapsed
-	if !t.Drain.DisableSent.IsZero() && t.Drain.DisableSent.Before(t.PhaseSince) {
-		propagated = p.in.Now.Sub(t.Drain.DisableSent)
-	}
 	if d.Signal != nil && !t.Drain.Signaled {
 		// Clients reconnect at once when their sessions close. Until
 		// drain.propagation has passed, registry consumers may still hold
 		// the old group in their caches and send a reconnect right back to
 		// it, where no second signal would ever close it; so the signal
 		// waits for propagation (which validation keeps below the timeout).
-		if left := d.Propagation.D() - propagated; left > 0 {
+		if left := d.Propagation.D() - elapsed; left > 0 {
 			p.wait("WaitingForPropagation", left, fmt.Sprintf("drain.propagation %s", d.Propagation),
 				"draining group %s: the drain signal waits until consumers stopped routing to it (%s of drain.propagation %s left)",
 				t.From, left.Round(time.Millisecond), d.Propagation)
@@ -76,11 +78,11 @@ func (p *planner) drain(t *Transition) outcome {
 		t.Drain.ZeroSince = p.in.Now
 	}
 	quietLeft := d.Quiet.D() - p.in.Now.Sub(t.Drain.ZeroSince)
-	propLeft := d.Propagation.D() - propagated
+	propLeft := d.Propagation.D() - elapsed
 	if left := max(quietLeft, propLeft); left > 0 {
 		p.wait("Draining", left, fmt.Sprintf("drain.propagation %s, drain.quiet %s", d.Propagation, d.Quiet),
-			"draining group %s: evidence at 0 for %s (quiet %s), %s since it stopped being routed to (propagation %s)",
-			t.From, p.in.Now.Sub(t.Drain.ZeroSince).Round(time.Millisecond), d.Quiet, propagated.Round(time.Millisecond), d.Propagation)
+			"draining group %s: evidence at 0 for %s (quiet %s), %s since the shift (propagation %s)",
+			t.From, p.in.Now.Sub(t.Drain.ZeroSince).Round(time.Millisecond), d.Quiet, elapsed.Round(time.Millisecond), d.Propagation)
 		return outcome{}
 	}
 	return outcome{done: true}

@@ -3,7 +3,6 @@ package reconcile_test
 import (
 	"context"
 	"errors"
-	"slices"
 	"testing"
 	"time"
 
@@ -33,43 +32,10 @@ func TestWaitsWakeExactlyWhenTheirTimeIsUp(t *testing.T) {
 	e := newEnv(t, service(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
 	require.NoError(t, e.converge(service(t, spec.GroupB, "1.1.0"), 500))
 	times := phaseTimes(e.events)
-	// The signal after drain.propagation 30s from the disable, then the
-	// evidence at 0 for drain.quiet 5s; verify.window 60s.
-	require.Equal(t, 35*time.Second, times[reconcile.PhaseDisable]+times[reconcile.PhaseDrain])
+	// The signal after drain.propagation 30s, then the evidence at 0 for
+	// drain.quiet 5s; verify.window 60s.
+	require.Equal(t, 35*time.Second, times[reconcile.PhaseDrain])
 	require.Equal(t, 60*time.Second, times[reconcile.PhaseWatch])
-}
-
-// drain.propagation counts from the moment the source group's disable was
-// sent: the time Tandem's own subscription takes to see it is part of it.
-func TestPropagationCountsFromTheDisable(t *testing.T) {
-	e := newEnv(t, service(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
-	e.rec.Providers.Registries["prod"] = &lagging{Registry: e.rec.Providers.Registries["prod"], hide: map[string]bool{}}
-	lag := e.rec.Providers.Registries["prod"].(*lagging)
-	want := service(t, spec.GroupB, "1.1.0")
-	var disabled, signalled time.Time
-	// The subscription lists group A for 10s after its disable.
-	lag.show = []string{"10.0.1.11:8080", "10.0.1.12:8080"}
-	for range 500 {
-		err := e.pass(want)
-		for _, ev := range e.events {
-			if ev.Reason == reconcile.ReasonStepApplied && ev.Phase == reconcile.PhaseDisable && disabled.IsZero() {
-				disabled = ev.Time
-				lag.until = disabled.Add(10 * time.Second)
-			}
-			if ev.Reason == reconcile.ReasonStepApplied && ev.Phase == reconcile.PhaseDrain && signalled.IsZero() {
-				signalled = ev.Time
-			}
-		}
-		if !lag.until.IsZero() && !e.world.Clock().Now().Before(lag.until) {
-			lag.show = nil
-		}
-		if st, _ := e.rec.Status(want.Name); err == nil && st.InSync {
-			break
-		}
-	}
-	require.False(t, disabled.IsZero())
-	require.False(t, signalled.IsZero())
-	require.Equal(t, 30*time.Second, signalled.Sub(disabled), "the signal waits drain.propagation from the disable, not from the drain phase")
 }
 
 // A wait for the registry to show a change is ended by the registry's push
@@ -104,12 +70,10 @@ func TestARegistryWaitIsEndedByThePushOrSampled(t *testing.T) {
 }
 
 // lagging is a registry whose subscription does not (yet) list some
-// instances (hide), or still lists some (show).
+// instances.
 type lagging struct {
 	providers.Registry
-	hide  map[string]bool
-	show  []string
-	until time.Time
+	hide map[string]bool
 }
 
 func (l *lagging) Instances(ctx context.Context, ref spec.NacosRef) (providers.RegistryView, error) {
@@ -121,14 +85,6 @@ func (l *lagging) Instances(ctx context.Context, ref spec.NacosRef) (providers.R
 	for _, a := range v.Visible {
 		if !l.hide[spec.Instance{IP: a.IP, Port: a.Port}.Addr()] {
 			vis = append(vis, a)
-		}
-	}
-	for _, s := range l.show {
-		for _, in := range v.Instances {
-			a := providers.Addr{IP: in.IP, Port: in.Port}
-			if (spec.Instance{IP: a.IP, Port: a.Port}).Addr() == s && !slices.Contains(vis, a) {
-				vis = append(vis, a)
-			}
 		}
 	}
 	v.Visible = vis
