@@ -181,7 +181,7 @@ func (s *Stage) WaitInSync(ctx context.Context, service, revision string) (recon
 	var st reconcile.Status
 	err := poll(ctx, func() (bool, error) {
 		var ok bool
-		st, ok = s.daemon.Reconciler().Status(service)
+		st, ok = s.Daemon().Reconciler().Status(service)
 		if !ok || st.Revision.Hash != revision {
 			return false, nil
 		}
