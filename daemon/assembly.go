@@ -78,7 +78,7 @@ type Assembly struct {
 
 // Assemble builds the daemon for cfg; nothing runs until Run (or Once).
 // On error everything built is released again.
-func Assemble(ctx context.Context, cfg *spec.Config, opts AssembleOptions) (a *Assembly, err error) {
+func Assemble(ctx context.Context, cfg *spec.Config, opts AssembleOptions) (_ *Assembly, err error) {
 	if opts.Once && cfg.HA != nil {
 		return nil, errors.New("--once acts alone; it cannot be used with ha (run it on a replica without ha, or use --dry-run)")
 	}
@@ -89,11 +89,10 @@ func Assemble(ctx context.Context, cfg *spec.Config, opts AssembleOptions) (a *A
 	// Every secret the daemon can know, removed from its logs, events,
 	// notifications and answers (docs/security-api.md).
 	red := redact.ForConfig(cfg)
-	a = &Assembly{cfg: cfg, opts: opts, red: red, log: slog.New(redact.Handler(red, log.Handler())), cur: &current{}}
+	a := &Assembly{cfg: cfg, opts: opts, red: red, log: slog.New(redact.Handler(red, log.Handler())), cur: &current{}}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, a.Close())
-			a = nil
 		}
 	}()
 	log = a.log
