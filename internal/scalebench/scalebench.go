@@ -335,7 +335,7 @@ func (r *runner) waitLists(ctx context.Context) {
 	last, since := -1, time.Now()
 	for {
 		got := r.ali.calls.count("ListServerGroupServers") + r.ali.calls.count("DescribeVServerGroupAttribute") +
-			r.nacos.emu.Calls()["GET "+nacosListPath]
+			r.nacos.Emu.Calls()["GET "+nacosListPath]
 		if got != last {
 			last, since = got, time.Now()
 		}
@@ -404,10 +404,10 @@ func (r *runner) takeCalls() Calls {
 			c.MostOnOne[a] = max(c.MostOnOne[a], n)
 		}
 	}
-	for k, n := range r.nacos.emu.Calls() {
+	for k, n := range r.nacos.Emu.Calls() {
 		c.ByAction["Nacos "+k] += n
 	}
-	r.nacos.emu.ResetCalls()
+	r.nacos.Emu.ResetCalls()
 	for k, n := range r.fleet.take() {
 		c.ByAction["Instances "+k] += n
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/tandemhq/tandem/daemon"
 	"github.com/tandemhq/tandem/internal/demoapp"
 	"github.com/tandemhq/tandem/internal/loadgen"
+	"github.com/tandemhq/tandem/internal/nacosside"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/alibaba/emulator"
 	"github.com/tandemhq/tandem/providers/all"
@@ -97,12 +98,7 @@ const (
 
 // NacosServer is a running Nacos server for the stage to use instead of
 // its in-process emulator (e.g. one started by internal/nacostest).
-type NacosServer struct {
-	Name     string // for the log, e.g. "r-nacos 0.8.5"
-	Addr     string // host:port of the HTTP API
-	GRPCPort int    // 0: the HTTP port + 1000
-	API      string // operator API: v1 (Nacos 2.x, r-nacos) or v3 (Nacos 3.x)
-}
+type NacosServer = nacosside.Server
 
 // Options configure a stage.
 type Options struct {
@@ -276,7 +272,7 @@ func (t Timing) propagation(svc Service) time.Duration {
 // still running), then the load balancers and Nacos.
 func (s *Stage) start(ctx context.Context) error {
 	var err error
-	if s.nacos, err = s.startNacos(ctx); err != nil {
+	if s.nacos, err = s.startNacos(); err != nil {
 		return err
 	}
 	s.fleet = demoapp.NewFleet(s.ctx, s.log)
