@@ -7,10 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 
 	"github.com/tandemhq/tandem/daemon"
-	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/server"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -50,7 +48,7 @@ SIGTERM/SIGINT stop at a safe point: a step in progress finishes and is journale
 			if err != nil {
 				return report(env, err)
 			}
-			return runDaemon(ctx, env, cfg, f, log, embedding{})
+			return runDaemon(ctx, env, cfg, f, log)
 		},
 	})
 }
@@ -70,21 +68,13 @@ func newLogger(env *cli, format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format must be text or json, got %q", format)
 }
 
-// embedding is what tandem demo adds to the daemon it runs in its own
-// process; tandem run uses the zero value.
-type embedding struct {
-	listener net.Listener       // serve the HTTP API here instead of on cfg.Listen
-	recorder reconcile.Recorder // also receives every event
-}
-
 // runDaemon runs the daemon daemon.Assemble wires until ctx ends; with
 // --once it makes its passes and prints the statuses.
-func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log *slog.Logger, emb embedding) error {
+func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log *slog.Logger) error {
 	if f.once && cfg.HA != nil {
 		return usagef("--once acts alone; it cannot be used with ha (run it on a replica without ha, or use --dry-run)")
 	}
-	a, err := daemon.Assemble(ctx, cfg, daemon.AssembleOptions{Log: log, DryRun: f.dryRun, Once: f.once,
-		Listener: emb.listener, Recorder: emb.recorder, ConfigName: f.config})
+	a, err := daemon.Assemble(ctx, cfg, daemon.AssembleOptions{Log: log, DryRun: f.dryRun, Once: f.once, ConfigName: f.config})
 	if err != nil {
 		return err
 	}
