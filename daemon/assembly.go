@@ -78,7 +78,7 @@ type Assembly struct {
 
 // Assemble builds the daemon for cfg; nothing runs until Run (or Once).
 // On error everything built is released again.
-func Assemble(ctx context.Context, cfg *spec.Config, opts AssembleOptions) (_ *Assembly, err error) {
+func Assemble(cfg *spec.Config, opts AssembleOptions) (_ *Assembly, err error) {
 	if opts.Once && cfg.HA != nil {
 		return nil, errors.New("--once acts alone; it cannot be used with ha (run it on a replica without ha, or use --dry-run)")
 	}

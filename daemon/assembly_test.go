@@ -27,13 +27,13 @@ func TestAssemblyServesOnTheBoundAddressAndWritesIt(t *testing.T) {
 	cfg.Default()
 	require.NoError(t, cfg.Validate().Err())
 
-	a, err := daemon.Assemble(context.Background(), cfg, daemon.AssembleOptions{})
+	a, err := daemon.Assemble(cfg, daemon.AssembleOptions{})
 	require.NoError(t, err)
 	defer a.Close()
 	addr := a.Addr().String()
 	require.NotEqual(t, "127.0.0.1:0", addr)
 
-	_, err = daemon.Assemble(context.Background(), cfg, daemon.AssembleOptions{})
+	_, err = daemon.Assemble(cfg, daemon.AssembleOptions{})
 	require.Error(t, err, "a second daemon on the same state directory")
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -74,7 +74,7 @@ func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log 
 	if f.once && cfg.HA != nil {
 		return usagef("--once acts alone; it cannot be used with ha (run it on a replica without ha, or use --dry-run)")
 	}
-	a, err := daemon.Assemble(ctx, cfg, daemon.AssembleOptions{Log: log, DryRun: f.dryRun, Once: f.once, ConfigName: f.config})
+	a, err := daemon.Assemble(cfg, daemon.AssembleOptions{Log: log, DryRun: f.dryRun, Once: f.once, ConfigName: f.config})
 	if err != nil {
 		return err
 	}
