@@ -87,7 +87,7 @@ func Assemble(cfg *spec.Config, opts AssembleOptions) (_ *Assembly, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	// Every secret the daemon can know, removed from its logs, events,
-	// notifications and answers (docs/security-api.md).
+	// notifications and answers (docs/security.md).
 	red := redact.ForConfig(cfg)
 	a := &Assembly{cfg: cfg, opts: opts, red: red, log: slog.New(redact.Handler(red, log.Handler())), cur: &current{}}
 	defer func() {

@@ -46,19 +46,27 @@ type DeployHTTP struct {
 	TokenEnv     string
 }
 
-// Health is the health block; the instances answer GET /healthz.
+// Health is the health block: a preset, or GET /healthz.
 type Health struct {
-	VersionFromNacos bool          // the version is the Nacos metadata "version", else GET /version
+	// Preset is health.preset ("" none: the instances answer GET /healthz
+	// and GET /version), PresetComment what it checks.
+	Preset, PresetComment string
+	// VersionFromNacos: the version is the Nacos metadata "version", else
+	// GET /version (or the preset's).
+	VersionFromNacos bool
 	Timeout          time.Duration // 0: the spec's default
 	Deadline         time.Duration // 0: the spec's default
 }
 
 // Drain is the drain block; the instances take the drain signal on
-// /drain and report in-flight work on /metrics.
+// /drain.
 type Drain struct {
 	Propagation        time.Duration
 	PropagationComment string
 	Quiet, Timeout     time.Duration
+	// Evidence is drain.evidence's preset ("" none), EvidenceComment what
+	// it reads.
+	Evidence, EvidenceComment string
 }
 
 // Verify is the verify block.
@@ -112,8 +120,15 @@ deploy:{{with .Deploy.Comment}}                  # {{.}}{{end}}
   timeout: {{.}}
 {{- end}}
 health:
+{{- if .Health.Preset}}
+  preset: {{.Health.Preset}}{{with .Health.PresetComment}}      # {{.}}{{end}}
+{{- if .Health.VersionFromNacos}}
+  version: {nacosMetadata: version}
+{{- end}}
+{{- else}}
   http: {path: /healthz}
   version: {{if .Health.VersionFromNacos}}{nacosMetadata: version}{{else}}{http: /version}{{end}}
+{{- end}}
 {{- with .Health.Timeout}}
   timeout: {{.}}
 {{- end}}
@@ -126,7 +141,9 @@ drain:
   quiet: {{.Quiet}}
   timeout: {{.Timeout}}
   signal: {http: /drain}   # old instances close their WebSockets with 1001
-  metrics: /metrics        # in-flight requests and WebSockets as drain evidence
+{{- with .Evidence}}
+  evidence: {preset: {{.}}}{{with $.Drain.EvidenceComment}} # {{.}}{{end}}
+{{- end}}
 {{- end}}
 {{- with .Verify}}
 verify: {window: {{.Window}}{{with .LBHealthTimeout}}, lbHealthTimeout: {{.}}{{end}}}

@@ -21,10 +21,15 @@ func TestRenderedFilesParseToWhatWasAsked(t *testing.T) {
 		Deploy: specfile.Deploy{Comment: "restarts the group", Timeout: 30 * time.Second,
 			HTTP: &specfile.DeployHTTP{URL: "http://127.0.0.1:9/deploy", PollInterval: 50 * time.Millisecond}},
 		Health: specfile.Health{VersionFromNacos: true, Timeout: time.Second, Deadline: 20 * time.Second},
-		Drain:  &specfile.Drain{Propagation: 2 * time.Second, PropagationComment: "consumers' caches", Quiet: 200 * time.Millisecond, Timeout: 9 * time.Second},
+		Drain: &specfile.Drain{Propagation: 2 * time.Second, PropagationComment: "consumers' caches", Quiet: 200 * time.Millisecond, Timeout: 9 * time.Second,
+			Evidence: "demo", EvidenceComment: "in flight at /metrics"},
 		Verify: &specfile.Verify{Window: time.Second, LBHealthTimeout: 3 * time.Second},
 		After:  []string{"gateway"},
 	}
+	java := full
+	java.Name = "java"
+	java.Health.Preset, java.Health.PresetComment = "spring-boot", "the actuator"
+	java.Drain = &specfile.Drain{Propagation: time.Second, Quiet: time.Second, Timeout: 9 * time.Second, Evidence: "spring-boot"}
 	minimal := specfile.Service{Writer: "a test", Name: "push", Active: spec.GroupA, Version: "2.0.0", A: a, B: b,
 		Traffic: "{haproxy: edge, backend: push}", Deploy: specfile.Deploy{Exec: []string{"false"}}}
 
@@ -41,6 +46,12 @@ func TestRenderedFilesParseToWhatWasAsked(t *testing.T) {
 	require.Equal(t, 2*time.Second, u.Drain.Propagation.D())
 	require.Equal(t, 9*time.Second, u.Drain.Timeout.D())
 	require.Equal(t, []string{"gateway"}, u.After)
+	require.Equal(t, "demo", u.Drain.Evidence.Preset)
+
+	svcs, ps = spec.ParseServices("java.yaml", specfile.Render(java))
+	require.NoError(t, ps.Err())
+	require.Equal(t, "spring-boot", svcs[0].Health.Preset)
+	require.Equal(t, "spring-boot", svcs[0].Drain.Evidence.Preset)
 
 	svcs, ps = spec.ParseServices("push.yaml", specfile.Render(minimal))
 	require.NoError(t, ps.Err())

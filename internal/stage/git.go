@@ -253,6 +253,12 @@ func (s *Stage) specFiles(apps instances) map[string][]byte {
 			f.Nacos = providerName
 			f.Drain.PropagationComment = "Nacos consumers' caches"
 		}
+		f.Drain.Evidence, f.Drain.EvidenceComment = "demo", "in-flight requests and WebSockets at /metrics as drain evidence"
+		if svc.Java {
+			f.Writer = "internal/stage: e2e/java's Spring Boot provider on loopback"
+			f.Health.Preset, f.Health.PresetComment = "spring-boot", `/actuator/health {"status":"UP"}; version: build.version of /actuator/info`
+			f.Drain.Evidence, f.Drain.EvidenceComment = "spring-boot", "Micrometer's requests in flight at /actuator/prometheus"
+		}
 		files[svc.Name+".yaml"] = specfile.Render(f)
 	}
 	return files
