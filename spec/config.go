@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -116,6 +117,9 @@ type Providers struct {
 	SLB     []AlibabaProvider `yaml:"slb" json:"slb,omitempty"`
 	Nacos   []NacosProvider   `yaml:"nacos" json:"nacos,omitempty"`
 	HAProxy []HAProxyProvider `yaml:"haproxy" json:"haproxy,omitempty"`
+	// Ext holds the provider instances of registered load-balancer kinds
+	// (RegisterLBKind), by kind, written in YAML like the built-in ones.
+	Ext map[string][]ProviderConfig `yaml:"-" json:"ext,omitempty"`
 }
 
 // AlibabaProvider is one ALB or SLB account and region.
@@ -286,6 +290,13 @@ func (c *Config) Default() {
 	}
 	for i := range c.Providers.HAProxy {
 		setDefault(&c.Providers.HAProxy[i].Timeout, Duration(5*time.Second))
+	}
+	for _, list := range c.Providers.Ext {
+		for _, p := range list {
+			if d, ok := p.(Defaulter); ok {
+				d.Default()
+			}
+		}
 	}
 	c.Policy.Default()
 	if c.HA != nil {
@@ -469,6 +480,14 @@ func (c *Config) Validate() Problems {
 			bad(fmt.Sprintf("providers.haproxy[%d].socket", i), "is required (a unix socket path or host:port)")
 		}
 	}
+	for _, k := range LBKinds() {
+		for i, p := range c.Providers.Ext[k.Name] {
+			unique(k.Name, i, p.ProviderName())
+			if v, ok := p.(Validator); ok {
+				v.Validate(fmt.Sprintf("providers.%s[%d]", k.Name, i), bad)
+			}
+		}
+	}
 	for i, n := range c.Notify {
 		base := fmt.Sprintf("notify[%d]", i)
 		if !contains(NotifierTypes, n.Type) {
@@ -525,31 +544,15 @@ func (c *Config) nacosProvider(name string) (NacosProvider, bool) {
 
 // HasProvider reports whether a provider instance of this kind and name exists.
 func (c *Config) HasProvider(kind, name string) bool {
-	switch kind {
-	case KindALB:
-		return hasName(c.Providers.ALB, name)
-	case KindSLB:
-		return hasName(c.Providers.SLB, name)
-	case KindNacos:
+	if kind == KindNacos {
 		_, ok := c.nacosProvider(name)
 		return ok
-	case KindHAProxy:
-		for _, p := range c.Providers.HAProxy {
-			if p.Name == name {
-				return true
-			}
-		}
 	}
-	return false
-}
-
-func hasName(ps []AlibabaProvider, name string) bool {
-	for _, p := range ps {
-		if p.Name == name {
-			return true
-		}
+	k, ok := LookupLBKind(kind)
+	if !ok {
+		return false
 	}
-	return false
+	return slices.ContainsFunc(k.Configured(c), func(p ProviderConfig) bool { return p.ProviderName() == name })
 }
 
 func contains(list []string, s string) bool {
