@@ -26,6 +26,8 @@ type LBKind struct {
 	// Name is the binding field that names the provider instance, the key
 	// of the kind's list under providers, and the prefix of binding keys.
 	Name string
+	// Article goes before Name in messages ("an" alb binding); default "a".
+	Article string
 	// Fields are the kind's binding fields besides Name and weight; the
 	// fields of other kinds are refused on its bindings.
 	Fields []string
@@ -92,7 +94,7 @@ var (
 func init() {
 	lbKinds = []LBKind{
 		{
-			Name: KindALB, Fields: []string{"serverGroup", "listener"}, Required: []string{"serverGroup"}, MaxWeight: 100,
+			Name: KindALB, Article: "an", Fields: []string{"serverGroup", "listener"}, Required: []string{"serverGroup"}, MaxWeight: 100,
 			Unconfirmed: func(b Binding) string {
 				if b.Listener != "" {
 					return ""
@@ -102,7 +104,7 @@ func init() {
 			Instances: func(c *Config) []ProviderConfig { return configs(c.Providers.ALB) },
 		},
 		{
-			Name: KindSLB, Fields: []string{"loadBalancer", "vServerGroup", "listenerPort"}, Required: []string{"loadBalancer"}, MaxWeight: 100,
+			Name: KindSLB, Article: "an", Fields: []string{"loadBalancer", "vServerGroup", "listenerPort"}, Required: []string{"loadBalancer"}, MaxWeight: 100,
 			Key: func(b Binding) string {
 				return "slb:" + b.SLB + "/" + b.LoadBalancer + "/" + cmp(b.VServerGroup, "default")
 			},
@@ -120,7 +122,7 @@ func init() {
 			Instances: func(c *Config) []ProviderConfig { return configs(c.Providers.SLB) },
 		},
 		{
-			Name: KindHAProxy, Fields: []string{"backend"}, Required: []string{"backend"}, MaxWeight: 256, Sessions: true,
+			Name: KindHAProxy, Article: "an", Fields: []string{"backend"}, Required: []string{"backend"}, MaxWeight: 256, Sessions: true,
 			Instances: func(c *Config) []ProviderConfig { return configs(c.Providers.HAProxy) },
 		},
 	}
@@ -221,15 +223,6 @@ func (k LBKind) key(b Binding) string {
 	return k.Name + ":" + strings.Join(parts, "/")
 }
 
-// article is "a" or "an" before a kind's name read letter by letter or as
-// a word: an alb, an slb, an haproxy.
-func article(name string) string {
-	if name != "" && strings.ContainsRune("aefhilmnorsx", rune(name[0])) {
-		return "an"
-	}
-	return "a"
-}
-
 // kindNames is "alb, slb or haproxy".
 func kindNames(ks []LBKind) string {
 	names := make([]string, len(ks))
@@ -268,7 +261,7 @@ func validateKind(b Binding, p string, bad func(path, format string, args ...any
 	}
 	for _, f := range k.Required {
 		if b.Field(f) == "" {
-			bad(p+"."+f, "is required for %s %s binding", article(k.Name), k.Name)
+			bad(p+"."+f, "is required for %s %s binding", cmp(k.Article, "a"), k.Name)
 		}
 	}
 	if k.Check != nil {

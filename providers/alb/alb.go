@@ -54,6 +54,12 @@ var (
 	_ providers.SlowStarter  = (*Provider)(nil)
 )
 
+func init() {
+	providers.RegisterLoadBalancer(spec.LBKind{Name: spec.KindALB}, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
+		return New(cfg.(spec.AlibabaProvider), log)
+	})
+}
+
 // New builds the provider of one `providers.alb` entry of tandem.yaml.
 func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
 	if log == nil {

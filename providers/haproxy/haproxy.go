@@ -64,6 +64,12 @@ var (
 	_ providers.SessionCloser = (*Provider)(nil)
 )
 
+func init() {
+	providers.RegisterLoadBalancer(spec.LBKind{Name: spec.KindHAProxy}, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
+		return New(cfg.(spec.HAProxyProvider), log)
+	})
+}
+
 // New returns the provider for one configured HAProxy. cfg.Socket is a unix
 // socket path (it contains a '/') or host:port of a TCP stats socket; the
 // socket must be declared with `level admin`. A zero timeout means 5s.
