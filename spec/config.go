@@ -253,6 +253,82 @@ func (h HAConfig) TLS() TLSFiles {
 	return TLSFiles{CAFile: h.CAFile, CertFile: h.CertFile, KeyFile: h.KeyFile, ServerName: h.ServerName}
 }
 
+// Defaults of provider instances that their packages use too, for
+// configurations built in code.
+const (
+	DefaultProviderTimeout = 5 * time.Second  // haproxy and nacos timeout, alb and slb connectTimeout
+	DefaultReadTimeout     = 10 * time.Second // alb and slb readTimeout
+	DefaultJobTimeout      = 2 * time.Minute  // alb jobTimeout
+)
+
+// Default fills the optional fields of an ALB or SLB instance.
+func (p *AlibabaProvider) Default() {
+	setDefault(&p.Protocol, "https")
+	setDefault(&p.Network, NetworkPublic)
+	setDefault(&p.RateLimit.CallsPerSecond, DefaultCallsPerSecond)
+	setDefault(&p.RateLimit.Burst, DefaultBurst)
+	setDefault(&p.SignatureVersion, "v3")
+	setDefault(&p.ConnectTimeout, Duration(DefaultProviderTimeout))
+	setDefault(&p.ReadTimeout, Duration(DefaultReadTimeout))
+	setDefault(&p.JobTimeout, Duration(DefaultJobTimeout))
+	setDefault(&p.RetryTimeout, Duration(time.Minute))
+}
+
+// Validate checks an ALB or SLB instance whose path is base.
+func (p AlibabaProvider) Validate(base string, bad func(path, format string, args ...any)) {
+	if p.Region == "" {
+		bad(base+".region", "is required, e.g. cn-hangzhou")
+	}
+	if p.Protocol != "http" && p.Protocol != "https" {
+		bad(base+".protocol", "must be http or https, got %q", p.Protocol)
+	}
+	if p.Network != NetworkPublic && p.Network != NetworkVPC {
+		bad(base+".network", "must be public or vpc, got %q", p.Network)
+	}
+	if p.RateLimit.CallsPerSecond < 0 {
+		bad(base+".rateLimit.callsPerSecond", "must be positive, got %v", p.RateLimit.CallsPerSecond)
+	}
+	if p.RateLimit.Burst < 0 {
+		bad(base+".rateLimit.burst", "must be positive, got %d", p.RateLimit.Burst)
+	}
+	if p.SignatureVersion != "v3" && p.SignatureVersion != "v2" {
+		bad(base+".signatureVersion", "must be v3 or v2, got %q", p.SignatureVersion)
+	}
+	if (p.AccessKeyIDEnv == "") != (p.AccessKeySecretEnv == "") {
+		bad(base, "set both accessKeyIdEnv and accessKeySecretEnv, or neither to use the default credential chain")
+	}
+	checkEnv(bad, base+".accessKeyIdEnv", p.AccessKeyIDEnv)
+	checkEnv(bad, base+".accessKeySecretEnv", p.AccessKeySecretEnv)
+	checkEnv(bad, base+".securityTokenEnv", p.SecurityTokenEnv)
+	checkNoURLCredentials(bad, base+".endpoint", p.Endpoint)
+}
+
+// Default fills the optional fields of an HAProxy instance.
+func (p *HAProxyProvider) Default() { setDefault(&p.Timeout, Duration(DefaultProviderTimeout)) }
+
+// Validate checks an HAProxy instance whose path is base.
+func (p HAProxyProvider) Validate(base string, bad func(path, format string, args ...any)) {
+	if p.Socket == "" {
+		bad(base+".socket", "is required (a unix socket path or host:port)")
+	}
+}
+
+// Default fills the optional fields of a Nacos instance.
+func (p *NacosProvider) Default() {
+	setDefault(&p.ContextPath, "/nacos")
+	setDefault(&p.API, "v1")
+	setDefault(&p.Scheme, "http")
+	setDefault(&p.Server, NacosServerNacos)
+	setDefault(&p.Timeout, Duration(DefaultProviderTimeout))
+}
+
+// checkEnv reports an *Env field that does not name an environment variable.
+func checkEnv(bad func(path, format string, args ...any), path, name string) {
+	if name != "" && !envNameOK(name) {
+		bad(path, "must name an environment variable (letters, digits, _), got %q", name)
+	}
+}
+
 // Default fills the optional fields.
 func (c *Config) Default() {
 	setDefault(&c.Git.Branch, "main")
@@ -266,37 +342,15 @@ func (c *Config) Default() {
 	setDefault(&c.Reconcile.Concurrency, 4)
 	setDefault(&c.Drift.Mode, DriftAlert)
 	setDefault(&c.Drift.Repeat, Duration(time.Hour))
-	for _, ps := range [][]AlibabaProvider{c.Providers.ALB, c.Providers.SLB} {
-		for i := range ps {
-			p := &ps[i]
-			setDefault(&p.Protocol, "https")
-			setDefault(&p.Network, NetworkPublic)
-			setDefault(&p.RateLimit.CallsPerSecond, DefaultCallsPerSecond)
-			setDefault(&p.RateLimit.Burst, DefaultBurst)
-			setDefault(&p.SignatureVersion, "v3")
-			setDefault(&p.ConnectTimeout, Duration(5*time.Second))
-			setDefault(&p.ReadTimeout, Duration(10*time.Second))
-			setDefault(&p.JobTimeout, Duration(2*time.Minute))
-			setDefault(&p.RetryTimeout, Duration(time.Minute))
-		}
-	}
-	for i := range c.Providers.Nacos {
-		p := &c.Providers.Nacos[i]
-		setDefault(&p.ContextPath, "/nacos")
-		setDefault(&p.API, "v1")
-		setDefault(&p.Scheme, "http")
-		setDefault(&p.Server, NacosServerNacos)
-		setDefault(&p.Timeout, Duration(5*time.Second))
-	}
-	for i := range c.Providers.HAProxy {
-		setDefault(&c.Providers.HAProxy[i].Timeout, Duration(5*time.Second))
-	}
-	for _, list := range c.Providers.Ext {
-		for _, p := range list {
+	for _, k := range LBKinds() {
+		for _, p := range k.Configured(c) {
 			if d, ok := p.(Defaulter); ok {
 				d.Default()
 			}
 		}
+	}
+	for i := range c.Providers.Nacos {
+		c.Providers.Nacos[i].Default()
 	}
 	c.Policy.Default()
 	if c.HA != nil {
@@ -316,11 +370,7 @@ func (c *Config) Validate() Problems {
 			bad(base+"."+field, "%v", err)
 		}
 	}
-	env := func(path, name string) {
-		if name != "" && !envNameOK(name) {
-			bad(path, "must name an environment variable (letters, digits, _), got %q", name)
-		}
-	}
+	env := func(path, name string) { checkEnv(bad, path, name) }
 	if c.Git.URL == "" {
 		bad("git.url", "is required (a repository URL or a local path)")
 	} else if what := URLCredentials(c.Git.URL); what != "" {
@@ -396,35 +446,12 @@ func (c *Config) Validate() Problems {
 			names[kind+"/"+name] = p
 		}
 	}
-	for kind, list := range map[string][]AlibabaProvider{KindALB: c.Providers.ALB, KindSLB: c.Providers.SLB} {
-		for i, p := range list {
-			unique(kind, i, p.Name)
-			base := fmt.Sprintf("providers.%s[%d]", kind, i)
-			if p.Region == "" {
-				bad(base+".region", "is required, e.g. cn-hangzhou")
+	for _, k := range LBKinds() {
+		for i, p := range k.Configured(c) {
+			unique(k.Name, i, p.ProviderName())
+			if v, ok := p.(Validator); ok {
+				v.Validate(fmt.Sprintf("providers.%s[%d]", k.Name, i), bad)
 			}
-			if p.Protocol != "http" && p.Protocol != "https" {
-				bad(base+".protocol", "must be http or https, got %q", p.Protocol)
-			}
-			if p.Network != NetworkPublic && p.Network != NetworkVPC {
-				bad(base+".network", "must be public or vpc, got %q", p.Network)
-			}
-			if p.RateLimit.CallsPerSecond < 0 {
-				bad(base+".rateLimit.callsPerSecond", "must be positive, got %v", p.RateLimit.CallsPerSecond)
-			}
-			if p.RateLimit.Burst < 0 {
-				bad(base+".rateLimit.burst", "must be positive, got %d", p.RateLimit.Burst)
-			}
-			if p.SignatureVersion != "v3" && p.SignatureVersion != "v2" {
-				bad(base+".signatureVersion", "must be v3 or v2, got %q", p.SignatureVersion)
-			}
-			if (p.AccessKeyIDEnv == "") != (p.AccessKeySecretEnv == "") {
-				bad(base, "set both accessKeyIdEnv and accessKeySecretEnv, or neither to use the default credential chain")
-			}
-			env(base+".accessKeyIdEnv", p.AccessKeyIDEnv)
-			env(base+".accessKeySecretEnv", p.AccessKeySecretEnv)
-			env(base+".securityTokenEnv", p.SecurityTokenEnv)
-			checkNoURLCredentials(bad, base+".endpoint", p.Endpoint)
 		}
 	}
 	for i, p := range c.Providers.Nacos {
@@ -472,20 +499,6 @@ func (c *Config) Validate() Problems {
 			bad(base+".caFile", "is required with scheme https (the Nacos SDK would not verify the server without it); for a public CA name the system bundle, e.g. /etc/ssl/certs/ca-certificates.crt")
 		case p.Scheme == "https":
 			tlsFiles(base, p.TLS())
-		}
-	}
-	for i, p := range c.Providers.HAProxy {
-		unique(KindHAProxy, i, p.Name)
-		if p.Socket == "" {
-			bad(fmt.Sprintf("providers.haproxy[%d].socket", i), "is required (a unix socket path or host:port)")
-		}
-	}
-	for _, k := range LBKinds() {
-		for i, p := range c.Providers.Ext[k.Name] {
-			unique(k.Name, i, p.ProviderName())
-			if v, ok := p.(Validator); ok {
-				v.Validate(fmt.Sprintf("providers.%s[%d]", k.Name, i), bad)
-			}
 		}
 	}
 	for i, n := range c.Notify {

@@ -63,14 +63,14 @@ type ProviderConfig interface {
 	ProviderName() string
 }
 
-// Defaulter is implemented by provider configurations of registered kinds
-// that fill their optional fields.
+// Defaulter is implemented by provider configurations that fill their
+// optional fields.
 type Defaulter interface {
 	Default()
 }
 
-// Validator is implemented by provider configurations of registered kinds
-// that check themselves; base is their path, e.g. providers.fake[0].
+// Validator is implemented by provider configurations that check
+// themselves; base is their path, e.g. providers.alb[0].
 type Validator interface {
 	Validate(base string, bad func(path, format string, args ...any))
 }
@@ -143,10 +143,14 @@ var builtinFields = map[string]func(b Binding) string{
 	KindHAProxy: func(b Binding) string { return b.HAProxy }, "backend": func(b Binding) string { return b.Backend },
 }
 
-func configs[T ProviderConfig](list []T) []ProviderConfig {
+// configs points at the instances of list, so that Default fills them.
+func configs[T any, P interface {
+	*T
+	ProviderConfig
+}](list []T) []ProviderConfig {
 	out := make([]ProviderConfig, len(list))
-	for i, p := range list {
-		out[i] = p
+	for i := range list {
+		out[i] = P(&list[i])
 	}
 	return out
 }

@@ -56,7 +56,7 @@ var (
 
 func init() {
 	providers.RegisterLoadBalancer(spec.LBKind{Name: spec.KindALB}, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
-		return New(cfg.(spec.AlibabaProvider), log)
+		return New(*cfg.(*spec.AlibabaProvider), log)
 	})
 }
 
@@ -74,7 +74,7 @@ func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
 	}
 	jobTimeout := cfg.JobTimeout.D()
 	if jobTimeout <= 0 {
-		jobTimeout = 2 * time.Minute
+		jobTimeout = spec.DefaultJobTimeout
 	}
 	provider := spec.KindALB + "/" + cfg.Name
 	return &Provider{

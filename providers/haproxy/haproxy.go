@@ -66,7 +66,7 @@ var (
 
 func init() {
 	providers.RegisterLoadBalancer(spec.LBKind{Name: spec.KindHAProxy}, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
-		return New(cfg.(spec.HAProxyProvider), log)
+		return New(*cfg.(*spec.HAProxyProvider), log)
 	})
 }
 
@@ -79,7 +79,7 @@ func New(cfg spec.HAProxyProvider, log *slog.Logger) (*Provider, error) {
 	}
 	p := &Provider{name: cfg.Name, timeout: cfg.Timeout.D(), log: log.With("provider", spec.KindHAProxy+"/"+cfg.Name)}
 	if p.timeout <= 0 {
-		p.timeout = 5 * time.Second
+		p.timeout = spec.DefaultProviderTimeout
 	}
 	switch {
 	case strings.Contains(cfg.Socket, "/"):

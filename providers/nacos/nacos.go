@@ -79,7 +79,7 @@ func New(cfg spec.NacosProvider, log *slog.Logger) (*Provider, error) {
 	}
 	timeout := cfg.Timeout.D()
 	if timeout <= 0 {
-		timeout = 5 * time.Second
+		timeout = spec.DefaultProviderTimeout
 	}
 	dir, err := os.MkdirTemp("", "tandem-nacos-"+cfg.Name+"-")
 	if err != nil {

@@ -46,7 +46,7 @@ var _ providers.LoadBalancer = (*Provider)(nil)
 
 func init() {
 	providers.RegisterLoadBalancer(spec.LBKind{Name: spec.KindSLB}, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
-		return New(cfg.(spec.AlibabaProvider), log)
+		return New(*cfg.(*spec.AlibabaProvider), log)
 	})
 }
 
