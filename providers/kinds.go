@@ -17,24 +17,21 @@ var (
 	builders   = map[string]NewLoadBalancer{}
 )
 
-// RegisterLoadBalancer makes a load-balancer kind buildable: the provider
-// package of the kind calls it from an init function, and providers/all
-// imports the package. A kind that is not built into spec passes its
-// descriptor too (kind.Config set), which registers it with
-// spec.RegisterLBKind; a built-in kind passes spec.LBKind{Name: name}.
-// It panics on a second registration of a kind.
-func RegisterLoadBalancer(kind spec.LBKind, build NewLoadBalancer) {
-	if kind.Config != nil {
-		spec.RegisterLBKind(kind)
-	} else if _, ok := spec.LookupLBKind(kind.Name); !ok {
-		panic(fmt.Sprintf("providers: %q is not a load-balancer kind of spec and the registration gives no descriptor", kind.Name))
+// RegisterLoadBalancer makes a load-balancer kind of spec buildable: the
+// provider package of the kind calls it from an init function (after
+// spec.RegisterLBKind for a kind that is not built into spec), and
+// providers/all imports the package. It panics when spec does not know the
+// kind or the kind is registered twice.
+func RegisterLoadBalancer(kind string, build NewLoadBalancer) {
+	if _, ok := spec.LookupLBKind(kind); !ok {
+		panic(fmt.Sprintf("providers: %q is not a load-balancer kind of spec (register it with spec.RegisterLBKind first)", kind))
 	}
 	buildersMu.Lock()
 	defer buildersMu.Unlock()
-	if _, dup := builders[kind.Name]; dup {
-		panic(fmt.Sprintf("providers: load-balancer kind %q is registered twice", kind.Name))
+	if _, dup := builders[kind]; dup {
+		panic(fmt.Sprintf("providers: load-balancer kind %q is registered twice", kind))
 	}
-	builders[kind.Name] = build
+	builders[kind] = build
 }
 
 // LoadBalancerBuilder returns how to build load balancers of a kind.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // LBKind describes one kind of load balancer that traffic bindings name.
@@ -84,15 +85,17 @@ func (p HAProxyProvider) ProviderName() string { return p.Name }
 // ProviderName implements ProviderConfig.
 func (p NacosProvider) ProviderName() string { return p.Name }
 
+// lbKinds holds the kinds; registration copies it, so that readers (every
+// Binding.Key) take no lock.
 var (
-	kindsMu sync.RWMutex
-	lbKinds []LBKind
+	kindsMu sync.Mutex // serialises registrations
+	lbKinds atomic.Pointer[[]LBKind]
 )
 
 // The built-in kinds. (Set in init: their warnings call Binding.Key, which
 // reads lbKinds.)
 func init() {
-	lbKinds = []LBKind{
+	lbKinds.Store(&[]LBKind{
 		{
 			Name: KindALB, Article: "an", Fields: []string{"serverGroup", "listener"}, Required: []string{"serverGroup"}, MaxWeight: 100,
 			Unconfirmed: func(b Binding) string {
@@ -125,7 +128,7 @@ func init() {
 			Name: KindHAProxy, Article: "an", Fields: []string{"backend"}, Required: []string{"backend"}, MaxWeight: 256, Sessions: true,
 			Instances: func(c *Config) []ProviderConfig { return configs(c.Providers.HAProxy) },
 		},
-	}
+	})
 }
 
 // builtinFields reads the binding fields that are fields of Binding.
@@ -165,7 +168,8 @@ func cmp(s, def string) string {
 // RegisterLBKind adds a load-balancer kind. It panics when the kind is
 // incomplete or its name or a field clashes with a kind already there, as
 // a programming error found by the first test. Call it from an init
-// function (providers.RegisterLoadBalancer does).
+// function of the kind's provider package, before
+// providers.RegisterLoadBalancer.
 func RegisterLBKind(k LBKind) {
 	kindsMu.Lock()
 	defer kindsMu.Unlock()
@@ -178,7 +182,7 @@ func RegisterLBKind(k LBKind) {
 			panic(fmt.Sprintf("spec: load-balancer kind %q: %q is a field of a built-in kind", k.Name, f))
 		}
 	}
-	for _, o := range lbKinds {
+	for _, o := range LBKinds() {
 		if o.Name == k.Name {
 			panic(fmt.Sprintf("spec: load-balancer kind %q is registered twice", k.Name))
 		}
@@ -186,21 +190,16 @@ func RegisterLBKind(k LBKind) {
 	if _, clash := fieldsOf(reflect.TypeOf(Providers{})).index[k.Name]; clash {
 		panic(fmt.Sprintf("spec: load-balancer kind %q clashes with a provider kind", k.Name))
 	}
-	lbKinds = append(lbKinds, k)
+	lbKinds.Store(new(append(slices.Clone(LBKinds()), k)))
 }
 
-// LBKinds returns every load-balancer kind, the built-in ones first.
-func LBKinds() []LBKind {
-	kindsMu.RLock()
-	defer kindsMu.RUnlock()
-	return slices.Clone(lbKinds)
-}
+// LBKinds returns every load-balancer kind, the built-in ones first. The
+// slice is shared: do not modify it.
+func LBKinds() []LBKind { return *lbKinds.Load() }
 
 // LookupLBKind returns the load-balancer kind of that name.
 func LookupLBKind(name string) (LBKind, bool) {
-	kindsMu.RLock()
-	defer kindsMu.RUnlock()
-	for _, k := range lbKinds {
+	for _, k := range LBKinds() {
 		if k.Name == name {
 			return k, true
 		}

@@ -194,9 +194,10 @@ func (b Binding) Kind() string {
 
 // LBKind returns the binding's kind.
 func (b Binding) LBKind() (LBKind, bool) {
-	for _, k := range LBKinds() {
-		if b.Field(k.Name) != "" {
-			return k, true
+	ks := LBKinds()
+	for i := range ks {
+		if b.Field(ks[i].Name) != "" {
+			return ks[i], true
 		}
 	}
 	return LBKind{}, false

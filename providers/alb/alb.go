@@ -55,7 +55,7 @@ var (
 )
 
 func init() {
-	providers.RegisterLoadBalancer(spec.LBKind{Name: spec.KindALB}, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
+	providers.RegisterLoadBalancer(spec.KindALB, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
 		return New(*cfg.(*spec.AlibabaProvider), log)
 	})
 }

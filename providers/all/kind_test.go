@@ -53,10 +53,11 @@ type fakeLB struct {
 var world = memory.New()
 
 func init() {
-	providers.RegisterLoadBalancer(spec.LBKind{
+	spec.RegisterLBKind(spec.LBKind{
 		Name: "fakelb", Fields: []string{"pool"}, Required: []string{"pool"}, MaxWeight: 10, Sessions: true,
 		Config: &fakeConfig{},
-	}, func(cfg spec.ProviderConfig, _ *slog.Logger) (providers.LoadBalancer, error) {
+	})
+	providers.RegisterLoadBalancer("fakelb", func(cfg spec.ProviderConfig, _ *slog.Logger) (providers.LoadBalancer, error) {
 		return fakeLB{LoadBalancer: world.LoadBalancer(), cfg: cfg.(*fakeConfig)}, nil
 	})
 }

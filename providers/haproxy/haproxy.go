@@ -65,7 +65,7 @@ var (
 )
 
 func init() {
-	providers.RegisterLoadBalancer(spec.LBKind{Name: spec.KindHAProxy}, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
+	providers.RegisterLoadBalancer(spec.KindHAProxy, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
 		return New(*cfg.(*spec.HAProxyProvider), log)
 	})
 }

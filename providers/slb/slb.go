@@ -45,7 +45,7 @@ type Provider struct {
 var _ providers.LoadBalancer = (*Provider)(nil)
 
 func init() {
-	providers.RegisterLoadBalancer(spec.LBKind{Name: spec.KindSLB}, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
+	providers.RegisterLoadBalancer(spec.KindSLB, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
 		return New(*cfg.(*spec.AlibabaProvider), log)
 	})
 }
