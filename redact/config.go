@@ -25,6 +25,10 @@ func ConfigEnvNames(cfg *spec.Config) []string {
 			for i := range v.Len() {
 				walk(v.Index(i))
 			}
+		case reflect.Map: // Providers.Ext: instances of registered kinds
+			for _, k := range v.MapKeys() {
+				walk(v.MapIndex(k))
+			}
 		case reflect.Struct:
 			t := v.Type()
 			for i := range t.NumField() {

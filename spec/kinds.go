@@ -109,7 +109,7 @@ func init() {
 		{
 			Name: KindSLB, Article: "an", Fields: []string{"loadBalancer", "vServerGroup", "listenerPort"}, Required: []string{"loadBalancer"}, MaxWeight: 100,
 			Key: func(b Binding) string {
-				return "slb:" + b.SLB + "/" + b.LoadBalancer + "/" + cmp(b.VServerGroup, "default")
+				return "slb:" + b.SLB + "/" + b.LoadBalancer + "/" + valueOr(b.VServerGroup, "default")
 			},
 			Check: func(b Binding, bad func(field, format string, args ...any)) {
 				if b.ListenerPort < 0 || b.ListenerPort > 65535 {
@@ -133,9 +133,11 @@ func init() {
 
 // builtinFields reads the binding fields that are fields of Binding.
 var builtinFields = map[string]func(b Binding) string{
-	KindALB: func(b Binding) string { return b.ALB }, "serverGroup": func(b Binding) string { return b.ServerGroup },
-	"listener": func(b Binding) string { return b.Listener },
-	KindSLB:    func(b Binding) string { return b.SLB }, "loadBalancer": func(b Binding) string { return b.LoadBalancer },
+	KindALB:        func(b Binding) string { return b.ALB },
+	"serverGroup":  func(b Binding) string { return b.ServerGroup },
+	"listener":     func(b Binding) string { return b.Listener },
+	KindSLB:        func(b Binding) string { return b.SLB },
+	"loadBalancer": func(b Binding) string { return b.LoadBalancer },
 	"vServerGroup": func(b Binding) string { return b.VServerGroup },
 	"listenerPort": func(b Binding) string {
 		if b.ListenerPort == 0 {
@@ -143,7 +145,8 @@ var builtinFields = map[string]func(b Binding) string{
 		}
 		return strconv.Itoa(b.ListenerPort)
 	},
-	KindHAProxy: func(b Binding) string { return b.HAProxy }, "backend": func(b Binding) string { return b.Backend },
+	KindHAProxy: func(b Binding) string { return b.HAProxy },
+	"backend":   func(b Binding) string { return b.Backend },
 }
 
 // configs points at the instances of list, so that Default fills them.
@@ -158,7 +161,7 @@ func configs[T any, P interface {
 	return out
 }
 
-func cmp(s, def string) string {
+func valueOr(s, def string) string {
 	if s == "" {
 		return def
 	}
@@ -264,7 +267,7 @@ func validateKind(b Binding, p string, bad func(path, format string, args ...any
 	}
 	for _, f := range k.Required {
 		if b.Field(f) == "" {
-			bad(p+"."+f, "is required for %s %s binding", cmp(k.Article, "a"), k.Name)
+			bad(p+"."+f, "is required for %s %s binding", valueOr(k.Article, "a"), k.Name)
 		}
 	}
 	if k.Check != nil {

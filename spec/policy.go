@@ -139,13 +139,17 @@ func (c *Config) SecretEnvNames() []string {
 	var walk func(v reflect.Value)
 	walk = func(v reflect.Value) {
 		switch v.Kind() {
-		case reflect.Pointer:
+		case reflect.Pointer, reflect.Interface:
 			if !v.IsNil() {
 				walk(v.Elem())
 			}
 		case reflect.Slice:
 			for i := range v.Len() {
 				walk(v.Index(i))
+			}
+		case reflect.Map: // Providers.Ext: instances of registered kinds
+			for _, k := range v.MapKeys() {
+				walk(v.MapIndex(k))
 			}
 		case reflect.Struct:
 			t := v.Type()

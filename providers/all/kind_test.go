@@ -15,6 +15,7 @@ import (
 	"github.com/tandemhq/tandem/providers/all"
 	"github.com/tandemhq/tandem/providers/memory"
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/redact"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -24,8 +25,9 @@ import (
 // repository knows it.
 
 type fakeConfig struct {
-	Name string `yaml:"name"`
-	Zone string `yaml:"zone"`
+	Name     string `yaml:"name"`
+	Zone     string `yaml:"zone"`
+	TokenEnv string `yaml:"tokenEnv"`
 }
 
 func (c *fakeConfig) ProviderName() string { return c.Name }
@@ -68,6 +70,7 @@ policy: {hooks: {commands: [./deploy.sh]}}
 providers:
   fakelb:
     - name: one
+      tokenEnv: FAKELB_TOKEN
 `
 
 const fakeServiceYAML = `
@@ -90,6 +93,8 @@ func TestARegisteredKindIsDecodedValidatedBuiltAndShifted(t *testing.T) {
 	require.Len(t, cfg.Providers.Ext["fakelb"], 1)
 	require.Equal(t, "zone-1", cfg.Providers.Ext["fakelb"][0].(*fakeConfig).Zone, "the kind's defaults apply")
 	require.True(t, cfg.HasProvider("fakelb", "one"))
+	require.Contains(t, cfg.SecretEnvNames(), "FAKELB_TOKEN", "the kind's credentials are kept from hooks")
+	require.Contains(t, redact.ConfigEnvNames(cfg), "FAKELB_TOKEN", "and from logs")
 
 	load := func(version string, active spec.Group) *spec.Service {
 		doc := strings.Replace(strings.Replace(fakeServiceYAML, `"1.0.0"`, `"`+version+`"`, 1), "active: A", "active: "+string(active), 1)
@@ -151,10 +156,10 @@ func TestARegisteredKindIsDecodedValidatedBuiltAndShifted(t *testing.T) {
 func TestARegisteredKindsBadInputsAreLocated(t *testing.T) {
 	_, err := spec.ParseConfig("tandem.yaml", []byte(fakeConfigYAML+"      zone: east\n    - name: one\n"))
 	requireProblems(t, err,
-		"tandem.yaml:7: providers.fakelb[0].zone: must start with zone-, got \"east\"",
-		"tandem.yaml:8: providers.fakelb[1].name: fakelb provider \"one\" is already defined at providers.fakelb[0].name")
+		"tandem.yaml:8: providers.fakelb[0].zone: must start with zone-, got \"east\"",
+		"tandem.yaml:9: providers.fakelb[1].name: fakelb provider \"one\" is already defined at providers.fakelb[0].name")
 	_, err = spec.ParseConfig("tandem.yaml", []byte(fakeConfigYAML+"      port: 1\n"))
-	requireProblems(t, err, "tandem.yaml:7: providers.fakelb[0].port: unknown field; expected one of: name, zone")
+	requireProblems(t, err, "tandem.yaml:8: providers.fakelb[0].port: unknown field; expected one of: name, tokenEnv, zone")
 
 	cfg, err := spec.ParseConfig("tandem.yaml", []byte(fakeConfigYAML))
 	require.NoError(t, err)
