@@ -41,7 +41,7 @@ type LBKind struct {
 	Sessions bool
 	// Key identifies a binding in plans, status and logs; nil: the name,
 	// the provider instance and the Required fields joined, e.g.
-	// haproxy:edge/user_be.
+	// fake:one/pool-1.
 	Key func(b Binding) string
 	// Check reports problems of a binding beyond required and foreign
 	// fields and the weight; nil: none.
@@ -57,6 +57,8 @@ type LBKind struct {
 	// registered kind (it may implement Defaulter and Validator); nil for
 	// the built-in kinds.
 	Config ProviderConfig
+
+	provider func(b Binding) string // reads the Name field (Binding.Kind is on every hot path)
 }
 
 // ProviderConfig is the configuration of one provider instance.
@@ -98,6 +100,8 @@ func init() {
 	lbKinds.Store(&[]LBKind{
 		{
 			Name: KindALB, Article: "an", Fields: []string{"serverGroup", "listener"}, Required: []string{"serverGroup"}, MaxWeight: 100,
+			provider: func(b Binding) string { return b.ALB },
+			Key:      func(b Binding) string { return "alb:" + b.ALB + "/" + b.ServerGroup },
 			Unconfirmed: func(b Binding) string {
 				if b.Listener != "" {
 					return ""
@@ -108,6 +112,7 @@ func init() {
 		},
 		{
 			Name: KindSLB, Article: "an", Fields: []string{"loadBalancer", "vServerGroup", "listenerPort"}, Required: []string{"loadBalancer"}, MaxWeight: 100,
+			provider: func(b Binding) string { return b.SLB },
 			Key: func(b Binding) string {
 				return "slb:" + b.SLB + "/" + b.LoadBalancer + "/" + valueOr(b.VServerGroup, "default")
 			},
@@ -126,6 +131,8 @@ func init() {
 		},
 		{
 			Name: KindHAProxy, Article: "an", Fields: []string{"backend"}, Required: []string{"backend"}, MaxWeight: 256, Sessions: true,
+			provider:  func(b Binding) string { return b.HAProxy },
+			Key:       func(b Binding) string { return "haproxy:" + b.HAProxy + "/" + b.Backend },
 			Instances: func(c *Config) []ProviderConfig { return configs(c.Providers.HAProxy) },
 		},
 	})
@@ -193,6 +200,8 @@ func RegisterLBKind(k LBKind) {
 	if _, clash := fieldsOf(reflect.TypeOf(Providers{})).index[k.Name]; clash {
 		panic(fmt.Sprintf("spec: load-balancer kind %q clashes with a provider kind", k.Name))
 	}
+	name := k.Name
+	k.provider = func(b Binding) string { return b.Ext[name] }
 	lbKinds.Store(new(append(slices.Clone(LBKinds()), k)))
 }
 
@@ -250,6 +259,18 @@ func (b Binding) Field(name string) string {
 	return b.Ext[name]
 }
 
+// kind returns the binding's kind, nil when none is set: the first of
+// several, which validation refuses.
+func (b Binding) kind() *LBKind {
+	ks := LBKinds()
+	for i := range ks {
+		if ks[i].provider(b) != "" {
+			return &ks[i]
+		}
+	}
+	return nil
+}
+
 // validateKind checks the kind-specific part of binding b at path p: one
 // kind, its required fields, no field of another kind, the weight.
 func validateKind(b Binding, p string, bad func(path, format string, args ...any)) bool {
@@ -257,7 +278,7 @@ func validateKind(b Binding, p string, bad func(path, format string, args ...any
 	var k LBKind
 	n := 0
 	for _, c := range ks {
-		if b.Field(c.Name) != "" {
+		if c.provider(b) != "" {
 			k, n = c, n+1
 		}
 	}

@@ -186,7 +186,7 @@ const (
 // Kind is the name of the binding's kind ("" when none is set; the first
 // of several, which validation refuses).
 func (b Binding) Kind() string {
-	if k, ok := b.LBKind(); ok {
+	if k := b.kind(); k != nil {
 		return k.Name
 	}
 	return ""
@@ -194,22 +194,24 @@ func (b Binding) Kind() string {
 
 // LBKind returns the binding's kind.
 func (b Binding) LBKind() (LBKind, bool) {
-	ks := LBKinds()
-	for i := range ks {
-		if b.Field(ks[i].Name) != "" {
-			return ks[i], true
-		}
+	if k := b.kind(); k != nil {
+		return *k, true
 	}
 	return LBKind{}, false
 }
 
 // Provider is the name of the provider instance the binding uses.
-func (b Binding) Provider() string { return b.Field(b.Kind()) }
+func (b Binding) Provider() string {
+	if k := b.kind(); k != nil {
+		return k.provider(b)
+	}
+	return ""
+}
 
 // Key identifies the binding in plans, status and logs, e.g.
 // alb:prod-hz/sgp-0123, slb:prod-hz/lb-0456/rsp-0789, haproxy:edge/user_be.
 func (b Binding) Key() string {
-	if k, ok := b.LBKind(); ok {
+	if k := b.kind(); k != nil {
 		return k.key(b)
 	}
 	return "invalid-binding"
