@@ -77,10 +77,8 @@ func New(cfg spec.HAProxyProvider, log *slog.Logger) (*Provider, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cfg.Default() // a configuration built in code gets the defaults of tandem.yaml
 	p := &Provider{name: cfg.Name, timeout: cfg.Timeout.D(), log: log.With("provider", spec.KindHAProxy+"/"+cfg.Name)}
-	if p.timeout <= 0 {
-		p.timeout = spec.DefaultProviderTimeout
-	}
 	switch {
 	case strings.Contains(cfg.Socket, "/"):
 		p.network, p.address = "unix", cfg.Socket
