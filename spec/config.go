@@ -322,6 +322,55 @@ func (p *NacosProvider) Default() {
 	setDefault(&p.Timeout, Duration(DefaultProviderTimeout))
 }
 
+// Validate checks a Nacos instance whose path is base.
+func (p NacosProvider) Validate(base string, bad func(path, format string, args ...any)) {
+	if len(p.Servers) == 0 {
+		bad(base+".servers", "needs at least one host:port")
+	}
+	for j, s := range p.Servers {
+		field := fmt.Sprintf("%s.servers[%d]", base, j)
+		if strings.Contains(s, "@") {
+			checkNoURLCredentials(bad, field, s)
+		} else if _, _, err := net.SplitHostPort(s); err != nil {
+			bad(field, "must be host:port, got %q", s)
+		}
+	}
+	if p.API != "v1" && p.API != "v3" {
+		bad(base+".api", "must be v1 (Nacos 2.x) or v3 (Nacos 3.x), got %q", p.API)
+	}
+	switch p.Server {
+	case NacosServerNacos:
+	case NacosServerRNacos:
+		if p.API != "v1" {
+			bad(base+".api", "must be v1 with server r-nacos (r-nacos has no v3 admin API), got %q", p.API)
+		}
+	default:
+		bad(base+".server", "must be nacos (Nacos 2.x or 3.x) or r-nacos, got %q", p.Server)
+	}
+	if !strings.HasPrefix(p.ContextPath, "/") {
+		bad(base+".contextPath", "must start with /, got %q", p.ContextPath)
+	}
+	if (p.UsernameEnv == "") != (p.PasswordEnv == "") {
+		bad(base, "set both usernameEnv and passwordEnv, or neither when auth is off")
+	}
+	checkEnv(bad, base+".usernameEnv", p.UsernameEnv)
+	checkEnv(bad, base+".passwordEnv", p.PasswordEnv)
+	switch {
+	case p.Scheme != "http" && p.Scheme != "https":
+		bad(base+".scheme", "must be http or https, got %q", p.Scheme)
+	case p.Scheme == "http" && p.TLS().Set():
+		bad(base+".scheme", "must be https when caFile, certFile, keyFile or serverName is set")
+	case p.Scheme == "https" && p.CAFile == "":
+		// nacos-sdk-go v2.3.5 skips verification of its HTTP login
+		// without a CA file (common/tls/tls.go NewTLS).
+		bad(base+".caFile", "is required with scheme https (the Nacos SDK would not verify the server without it); for a public CA name the system bundle, e.g. /etc/ssl/certs/ca-certificates.crt")
+	case p.Scheme == "https":
+		if _, field, err := p.TLS().load(); err != nil {
+			bad(base+"."+field, "%v", err)
+		}
+	}
+}
+
 // checkEnv reports an *Env field that does not name an environment variable.
 func checkEnv(bad func(path, format string, args ...any), path, name string) {
 	if name != "" && !envNameOK(name) {
@@ -456,50 +505,7 @@ func (c *Config) Validate() Problems {
 	}
 	for i, p := range c.Providers.Nacos {
 		unique(KindNacos, i, p.Name)
-		base := fmt.Sprintf("providers.nacos[%d]", i)
-		if len(p.Servers) == 0 {
-			bad(base+".servers", "needs at least one host:port")
-		}
-		for j, s := range p.Servers {
-			field := fmt.Sprintf("%s.servers[%d]", base, j)
-			if strings.Contains(s, "@") {
-				checkNoURLCredentials(bad, field, s)
-			} else if _, _, err := net.SplitHostPort(s); err != nil {
-				bad(field, "must be host:port, got %q", s)
-			}
-		}
-		if p.API != "v1" && p.API != "v3" {
-			bad(base+".api", "must be v1 (Nacos 2.x) or v3 (Nacos 3.x), got %q", p.API)
-		}
-		switch p.Server {
-		case NacosServerNacos:
-		case NacosServerRNacos:
-			if p.API != "v1" {
-				bad(base+".api", "must be v1 with server r-nacos (r-nacos has no v3 admin API), got %q", p.API)
-			}
-		default:
-			bad(base+".server", "must be nacos (Nacos 2.x or 3.x) or r-nacos, got %q", p.Server)
-		}
-		if !strings.HasPrefix(p.ContextPath, "/") {
-			bad(base+".contextPath", "must start with /, got %q", p.ContextPath)
-		}
-		if (p.UsernameEnv == "") != (p.PasswordEnv == "") {
-			bad(base, "set both usernameEnv and passwordEnv, or neither when auth is off")
-		}
-		env(base+".usernameEnv", p.UsernameEnv)
-		env(base+".passwordEnv", p.PasswordEnv)
-		switch {
-		case p.Scheme != "http" && p.Scheme != "https":
-			bad(base+".scheme", "must be http or https, got %q", p.Scheme)
-		case p.Scheme == "http" && p.TLS().Set():
-			bad(base+".scheme", "must be https when caFile, certFile, keyFile or serverName is set")
-		case p.Scheme == "https" && p.CAFile == "":
-			// nacos-sdk-go v2.3.5 skips verification of its HTTP login
-			// without a CA file (common/tls/tls.go NewTLS).
-			bad(base+".caFile", "is required with scheme https (the Nacos SDK would not verify the server without it); for a public CA name the system bundle, e.g. /etc/ssl/certs/ca-certificates.crt")
-		case p.Scheme == "https":
-			tlsFiles(base, p.TLS())
-		}
+		p.Validate(fmt.Sprintf("providers.nacos[%d]", i), bad)
 	}
 	for i, n := range c.Notify {
 		base := fmt.Sprintf("notify[%d]", i)
