@@ -3,7 +3,7 @@ GO            ?= go
 TANDEM_CACHE  ?= $(HOME)/.cache/tandem
 export TANDEM_CACHE
 
-.PHONY: all build demo test deps-test fmt-check vet unit fuzz-short bench-e2e bench-scale clean
+.PHONY: all build demo test deps-test fmt-check vet lint unit fuzz-short bench-e2e bench-scale clean
 
 all: build
 
@@ -15,15 +15,18 @@ build:
 demo: build
 	./bin/tandem demo $(if $(filter 1,$(DEMO_ONCE)),--once)
 
-## test: install what the tests need (if missing), then gofmt, go vet and every test.
-test: deps-test fmt-check vet unit fuzz-short
+## test: install what the tests need (if missing), then gofmt, go vet,
+## staticcheck and every test.
+test: deps-test fmt-check vet lint unit fuzz-short
 
-# Real servers the integration tests use, installed once and cached under
-# $(TANDEM_CACHE) (outside the repository).
+# Real servers the integration tests use, and staticcheck, installed once and
+# cached under $(TANDEM_CACHE) (outside the repository).
 deps-test:
+	GO=$(GO) scripts/install-staticcheck.sh
 	scripts/install-haproxy.sh
 	scripts/nacos/install-rnacos.sh
 	scripts/nacos/install-nacos3.sh
+	scripts/build-java-apps.sh
 	scripts/install-chromium.sh
 
 fmt-check:
@@ -33,9 +36,15 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
+# staticcheck with its default checks (none is disabled); installed by
+# scripts/install-staticcheck.sh (run here too, so make lint works alone).
+lint:
+	@GO=$(GO) scripts/install-staticcheck.sh >/dev/null
+	$(TANDEM_CACHE)/bin/staticcheck ./...
+
 # Under make test a missing real server fails its tests instead of skipping them.
 unit:
-	TANDEM_REQUIRE_HAPROXY=1 TANDEM_REQUIRE_REAL_NACOS=1 TANDEM_REQUIRE_CHROMIUM=1 $(GO) test -timeout 25m ./...
+	TANDEM_REQUIRE_HAPROXY=1 TANDEM_REQUIRE_REAL_NACOS=1 TANDEM_REQUIRE_CHROMIUM=1 TANDEM_REQUIRE_JAVA_APPS=1 $(GO) test -timeout 25m ./...
 
 # A short fuzz run of every decoder of untrusted input; the seeds are hostile
 # files (huge, deep, alias bombs, invalid UTF-8, duplicate keys). Longer:

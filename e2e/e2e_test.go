@@ -118,7 +118,7 @@ func run(t *testing.T, svc stage.Service, nacos *stage.NacosServer) {
 		want[i] = fmt.Sprintf("1.%d.0", i+1)
 	}
 	require.Equal(t, want, deployed, "one deploy per release, none for a revert")
-	requireEveryTransitionSucceeded(t, ctx, s, revisions)
+	requireTransitionsSucceeded(t, ctx, s, service, revisions)
 	if svc.LB == spec.KindALB {
 		// The emulated ALB checks its servers (healthy threshold 2): every
 		// release and revert lowered the serving group only once the LB
@@ -166,10 +166,10 @@ func requireEachVersionOnItsGroup(t *testing.T, name string, r loadgen.Report) {
 	}
 }
 
-// requireEveryTransitionSucceeded reads the events and the journal: a
+// requireTransitionsSucceeded reads the events and the journal: a
 // successful transition for every revision, and nothing aborted, swapped
 // back, failed or cut short by a drain ceiling.
-func requireEveryTransitionSucceeded(t *testing.T, ctx context.Context, s *stage.Stage, revisions []string) {
+func requireTransitionsSucceeded(t *testing.T, ctx context.Context, s *stage.Stage, service string, revisions []string) {
 	t.Helper()
 	succeeded := map[string]int{}
 	for _, e := range s.Events() {

@@ -43,7 +43,7 @@ drain:
   quiet: 5s
   timeout: 2m
   signal: {http: /drain}
-  metrics: /metrics
+  evidence: {preset: demo}
 verify: {window: 60s, failureThreshold: 2}
 `
 

@@ -18,6 +18,9 @@ type Live struct {
 	Registry *providers.RegistryView          `json:"registry,omitempty"` // nil when the service has no registry
 	Probes   map[string]providers.ProbeResult `json:"probes,omitempty"`   // by ip:port; only for probed instances
 	Evidence map[string]*providers.Evidence   `json:"evidence,omitempty"` // by ip:port; nil value: could not be read
+	// EvidenceErrors says why the evidence of an instance could not be read
+	// (by ip:port), e.g. that its metrics have none of the configured series.
+	EvidenceErrors map[string]string `json:"evidenceErrors,omitempty"`
 }
 
 // BindingLive is one binding as its load balancer reports it.
@@ -318,7 +321,11 @@ func (v view) evidence(g spec.Group) (total int, known bool, detail string) {
 			e, ok := v.live.Evidence[in.Addr()]
 			if !ok || e == nil {
 				known = false
-				parts = append(parts, fmt.Sprintf("%s evidence unreadable", in))
+				msg := v.live.EvidenceErrors[in.Addr()] // "evidence of ip:port: why"
+				if msg == "" {
+					msg = fmt.Sprintf("%s evidence unreadable", in)
+				}
+				parts = append(parts, msg)
 				continue
 			}
 			inflight += e.InFlight

@@ -102,6 +102,10 @@ func Observe(ctx context.Context, ps *providers.Set, svc *spec.Service, needs Ne
 						live.Evidence[in.Addr()] = &e
 					} else {
 						live.Evidence[in.Addr()] = nil
+						if live.EvidenceErrors == nil {
+							live.EvidenceErrors = map[string]string{}
+						}
+						live.EvidenceErrors[in.Addr()] = err.Error()
 					}
 					mu.Unlock()
 				})

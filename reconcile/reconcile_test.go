@@ -477,3 +477,28 @@ func backends(t *testing.T, e *env, b spec.Binding) []providers.Backend {
 	require.NoError(t, err)
 	return got
 }
+
+// The idle group's version and health stay in the status after a release
+// (the old group, now warm), and a restarted daemon reads them again on its
+// first pass, though quiet passes probe nothing.
+func TestStatusShowsTheIdleGroupsVersionAndHealth(t *testing.T) {
+	e := newEnv(t, service(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
+	want := service(t, spec.GroupB, "1.1.0")
+	require.NoError(t, e.converge(want, 500))
+	for range 3 {
+		require.NoError(t, e.pass(want)) // quiet passes
+	}
+	check := func() {
+		t.Helper()
+		st, _ := e.rec.Status(want.Name)
+		require.True(t, st.InSync)
+		require.Equal(t, map[spec.Group]string{spec.GroupA: "1.0.0", spec.GroupB: "1.1.0"}, st.Versions)
+		require.True(t, st.Probed[spec.GroupA].Healthy, "%+v", st.Probed)
+		require.Equal(t, "1.0.0", st.Probed[spec.GroupA].Version)
+		require.Equal(t, "rev-1.1.0", st.Probed[spec.GroupA].Applied, "read after the release completed")
+	}
+	check()
+	e.rec = e.reconciler() // a restarted daemon
+	require.NoError(t, e.pass(want))
+	check()
+}

@@ -44,8 +44,9 @@ type Reconciler struct {
 	statusMu sync.RWMutex
 	status   map[string]*Status
 	drift    map[string]driftMemo
-	requests map[string]Request // from the API, for the next pass of each service
-	stalls   map[string]string  // service -> reason of the stall last announced
+	probed   map[string]map[spec.Group]GroupProbe // last probe of each group, by service
+	requests map[string]Request                   // from the API, for the next pass of each service
+	stalls   map[string]string                    // service -> reason of the stall last announced
 }
 
 type driftMemo struct {
@@ -101,11 +102,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, tgt Target) (res Result, err
 	suspended := svc.Suspend || st.Suspended != nil
 	status.Suspended = suspended
 
-	live, err := Observe(ctx, r.Providers, svc, NeedsFor(svc, st))
+	live, err := Observe(ctx, r.Providers, svc, r.needs(svc, st))
 	if err != nil {
 		return Result{}, err
 	}
 	status.observed(svc, live, r.MetadataKeys)
+	status.Probed = r.rememberProbes(svc, st, live, status.LastPass)
 
 	plan := Compute(Input{Service: svc, Revision: tgt.Revision, Live: live, State: st, Now: r.now(), Heal: r.Heal})
 	status.planned(plan)

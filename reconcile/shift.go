@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -168,13 +169,23 @@ func (p *planner) confirmation(bl BindingLive, g spec.Group) string {
 	return fmt.Sprintf("the LB gives no health for group %s on this binding, so the lower is not confirmed by its checks", g)
 }
 
-// lbNotHealthy lists the instances of g on bl that the LB checks but does
-// not report healthy, with the LB's state and reason.
+// lbNotHealthy lists the instances of g on bl that the LB does not report
+// healthy, with the LB's state and reason. Where the LB gives no health for
+// any server of the binding, nothing can confirm the shift and nothing is
+// listed; where it reports health for some, an instance of g it gives no
+// health for is listed too: the LB has not checked it yet (a health read
+// from before the raise, or a load balancer that reports a newly weighted
+// server as unchecked for a while), and that is not healthy.
 func lbNotHealthy(v view, bl BindingLive, g spec.Group) []string {
+	reports := slices.ContainsFunc(bl.Backends, func(b providers.Backend) bool { return b.Health.Reported() })
 	var out []string
 	for _, in := range v.svc.Groups.Get(g) {
 		b, ok := v.backend(bl, in)
-		if !ok || b.Health == providers.HealthHealthy || !b.Health.Reported() {
+		if !ok || b.Health == providers.HealthHealthy || !reports {
+			continue
+		}
+		if !b.Health.Reported() {
+			out = append(out, fmt.Sprintf("%s not checked by the LB yet%s", in, because(b.Reason)))
 			continue
 		}
 		out = append(out, fmt.Sprintf("%s %s%s", in, b.Health, because(b.Reason)))

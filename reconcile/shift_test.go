@@ -78,6 +78,42 @@ func TestShiftLowersTheServingGroupOnlyAfterTheLBReportsTheTargetHealthy(t *test
 	require.True(t, raise >= 0 && lower > raise, "steps: %q", e.steps())
 }
 
+// TestATargetTheLBReportsWithoutHealthIsNotTakenAsUnchecked: where the LB
+// reports health for the serving group, a raised target it gives no health
+// for yet (a read from before the raise, or CLB's "unavailable" for a
+// server just given weight) has not been checked: the serving group keeps
+// its weight until the LB reports the target healthy.
+func TestATargetTheLBReportsWithoutHealthIsNotTakenAsUnchecked(t *testing.T) {
+	old := service(t, spec.GroupA, "1.0.0")
+	e := newEnv(t, old, spec.GroupA, "1.0.0", "1.0.0")
+	e.world.ModelLBHealth(3)
+	e.world.ReportUncheckedAsUnknown(true)
+	want := service(t, spec.GroupB, "1.1.0")
+	alb := want.Traffic[0]
+
+	var raisedAt, loweredAt int
+	for i := 1; i <= 500 && loweredAt == 0; i++ {
+		_ = e.pass(want)
+		if raisedAt == 0 && e.world.Weight(alb, "i-b1") == 100 {
+			raisedAt = i
+		}
+		if e.world.Weight(alb, "i-a1") == 0 {
+			loweredAt = i
+		}
+	}
+	require.NotZero(t, raisedAt)
+	require.NotZero(t, loweredAt)
+	require.GreaterOrEqual(t, loweredAt-raisedAt, 3, "three checks (one per read) must pass before the lower")
+	require.NoError(t, e.converge(want, 500))
+	requireLive(t, e, want)
+	require.Empty(t, e.world.Violations())
+	for _, s := range e.steps() {
+		if strings.HasPrefix(s, "lower group A on alb:prod/sgp-1") {
+			require.Contains(t, s, "the LB reports group B healthy")
+		}
+	}
+}
+
 func TestTargetTheLBNeverReportsHealthyIsUndoneAndTheReleaseFails(t *testing.T) {
 	old := service(t, spec.GroupA, "1.0.0")
 	e := newEnv(t, old, spec.GroupA, "1.0.0", "1.0.0")

@@ -46,11 +46,15 @@ type Status struct {
 	Step            string                  `json:"step,omitempty"`
 	Message         string                  `json:"message,omitempty"`
 	Evidence        string                  `json:"evidence,omitempty"` // drain evidence of the source group
-	Drift           []string                `json:"drift,omitempty"`
-	Suspended       bool                    `json:"suspended,omitempty"`
-	Conditions      []Condition             `json:"conditions"`
-	LastPass        time.Time               `json:"lastPass"`
-	InSync          bool                    `json:"inSync"`
+	// Probed is the last probe of each group, also of the idle one, which
+	// a quiet pass does not probe: it is read at start and after each
+	// transition.
+	Probed     map[spec.Group]GroupProbe `json:"probed,omitempty"`
+	Drift      []string                  `json:"drift,omitempty"`
+	Suspended  bool                      `json:"suspended,omitempty"`
+	Conditions []Condition               `json:"conditions"`
+	LastPass   time.Time                 `json:"lastPass"`
+	InSync     bool                      `json:"inSync"`
 
 	mismatches []string // servers whose id and ip:port disagree with the spec
 }
@@ -78,6 +82,84 @@ func (s *Status) observed(svc *spec.Service, live *Live, metadataKeys []string) 
 			s.Versions[g] = v.groupVersion(g)
 		}
 	}
+}
+
+// GroupProbe is what the last probe of every instance of a group said.
+type GroupProbe struct {
+	Version string    `json:"version"` // "" when unknown or mixed
+	Healthy bool      `json:"healthy"` // every instance healthy
+	Detail  string    `json:"detail,omitempty"`
+	At      time.Time `json:"at"`
+	// Applied is the revision of the last completed transition when the
+	// group was probed; a newer one makes the next quiet pass probe it again.
+	Applied string `json:"applied,omitempty"`
+}
+
+// needs is NeedsFor, plus a probe of each group that was not probed since
+// the daemon started or since the last transition completed, so that the
+// status shows the idle group's version and health too.
+func (r *Reconciler) needs(svc *spec.Service, st State) Needs {
+	n := NeedsFor(svc, st)
+	if st.Transition != nil {
+		return n
+	}
+	r.statusMu.RLock()
+	defer r.statusMu.RUnlock()
+	for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
+		if p, ok := r.probed[svc.Name][g]; !ok || p.Applied != appliedRevision(st) {
+			n.Probe[g] = true
+		}
+	}
+	return n
+}
+
+func appliedRevision(st State) string {
+	if st.Applied == nil {
+		return ""
+	}
+	return st.Applied.Revision
+}
+
+// rememberProbes keeps the probe of every group this pass probed whole and
+// returns the last one of each group.
+func (r *Reconciler) rememberProbes(svc *spec.Service, st State, live *Live, now time.Time) map[spec.Group]GroupProbe {
+	v := view{svc: svc, live: live}
+	r.statusMu.Lock()
+	defer r.statusMu.Unlock()
+	if r.probed == nil {
+		r.probed = map[string]map[spec.Group]GroupProbe{}
+	}
+	seen := r.probed[svc.Name]
+	if seen == nil {
+		seen = map[spec.Group]GroupProbe{}
+		r.probed[svc.Name] = seen
+	}
+	for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
+		gp := GroupProbe{Healthy: true, At: now, Applied: appliedRevision(st)}
+		whole := len(svc.Groups.Get(g)) > 0
+		for _, in := range svc.Groups.Get(g) {
+			p, ok := live.Probes[in.Addr()]
+			if !ok {
+				whole = false
+				break
+			}
+			if !p.Healthy && gp.Healthy {
+				gp.Healthy, gp.Detail = false, fmt.Sprintf("%s: %s", in, p.Detail)
+			}
+		}
+		if !whole {
+			continue
+		}
+		if v.versionKnown(g) {
+			gp.Version = v.groupVersion(g)
+		}
+		seen[g] = gp
+	}
+	out := make(map[spec.Group]GroupProbe, len(seen))
+	for g, p := range seen {
+		out[g] = p
+	}
+	return out
 }
 
 func (s *Status) planned(p Plan) {
@@ -114,6 +196,13 @@ func (r *Reconciler) setStatus(s *Status, st State, err error) {
 		// the version it verified, unless a probe said otherwise.
 		if _, seen := s.Versions[a.Active]; !seen && s.LiveActive == Active(a.Active) && s.Versions != nil {
 			s.Versions[a.Active] = a.Version
+		}
+	}
+	// The idle group runs what it ran when last probed: nothing but a
+	// deploy, which Tandem makes itself, changes it.
+	for g, p := range s.Probed {
+		if _, seen := s.Versions[g]; !seen && s.Versions != nil && p.Version != "" {
+			s.Versions[g] = p.Version
 		}
 	}
 	switch {

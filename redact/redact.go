@@ -1,20 +1,23 @@
 // Package redact removes secrets from text the daemon writes or serves:
 // events (the events log, the API, the stream), status answers, logs and
-// notifications.
+// notifications. Its Redactor is also what the ALB/SLB providers and the
+// Git source use on the errors they return, so every secret is replaced
+// by the same text (spec.Redacted) under the same rules.
 //
 // A Redactor replaces two kinds of things with "<redacted>":
 //
-//   - every secret value the daemon knows: the value of each variable a
-//     *Env field of tandem.yaml names, of each variable a service's
+//   - every secret value it knows: in the daemon, the value of each variable
+//     a *Env field of tandem.yaml names, of each variable a service's
 //     deploy.http.tokenEnv names, and of every variable of the daemon's
 //     environment whose name says it holds a credential (TOKEN, SECRET,
-//     PASSWORD, ...; see SecretName), in the raw form and the forms an
-//     encoder gives it (URL escapes, Base64, JSON escapes);
+//     PASSWORD, ...; see SecretName); in the raw form and the forms an
+//     encoder gives it (URL escapes, once and twice, Base64, JSON escapes);
 //   - text that looks like a credential wherever it comes from (a deploy
 //     hook's output, for example): Alibaba AccessKey ids (LTAI...), AWS
 //     access key ids (AKIA...), the credentials of an Authorization header,
-//     the value after password=, token: and similar, the password of a
-//     URL's user part, and PEM private key blocks.
+//     the value after password=, token: and similar, the user part of an
+//     http(s) URL (it may be a token), the password of any other URL's
+//     user part, and PEM private key blocks.
 //
 // Values shorter than MinLength are not redacted as values (they would
 // blank out ordinary words); the patterns still apply. The patterns are a
@@ -33,10 +36,11 @@ import (
 	"sync"
 
 	"github.com/tandemhq/tandem/reconcile"
+	"github.com/tandemhq/tandem/spec"
 )
 
 // Mask is what replaces a secret.
-const Mask = "<redacted>"
+const Mask = spec.Redacted
 
 // MinLength is the shortest value redacted as a known secret.
 const MinLength = 6
@@ -96,9 +100,10 @@ func (r *Redactor) Add(values ...string) {
 	r.replacer = strings.NewReplacer(pairs...)
 }
 
-// forms are the ways an encoder may write v.
+// forms are the ways an encoder may write v. A query value escaped twice is
+// how it appears in a string-to-sign that a signed API echoes back.
 func forms(v string) []string {
-	out := []string{v, url.QueryEscape(v), url.PathEscape(v),
+	out := []string{v, url.QueryEscape(v), url.QueryEscape(url.QueryEscape(v)), url.PathEscape(v),
 		base64.StdEncoding.EncodeToString([]byte(v)), base64.URLEncoding.EncodeToString([]byte(v)),
 		base64.RawStdEncoding.EncodeToString([]byte(v)), base64.RawURLEncoding.EncodeToString([]byte(v))}
 	if b, err := json.Marshal(v); err == nil { // HTML-escaped, as json.Marshal writes
@@ -145,8 +150,12 @@ var patterns = []pattern{
 		keep1, []string{"passw", "pwd", "secret", "token", "apikey", "api_key", "api-key", "privatekey", "private_key", "private-key"}},
 	// A signed URL's signature (Alibaba's legacy v2 signs in the query).
 	{regexp.MustCompile(`(?i)([?&]signature=)[^\s"'\\&<>]+`), keep1, []string{"signature="}},
-	// The password of a URL's user part.
-	{regexp.MustCompile(`(://[^/\s:@"'<>]+:)[^/\s@"'<>]+(@)`), keep12, []string{"@"}},
+	// URL credentials: the whole user part of an http(s) URL
+	// (https://TOKEN@host/ is how hosts document tokens, and
+	// https://TOKEN:x-oauth-basic@ puts one in the user name), the password
+	// of any other URL's user part (ssh://git@host/ is a login, kept).
+	{regexp.MustCompile(`(?i)(\bhttps?://)[^/?#@\s"'\\<>]+(@)`), keep12, []string{"://"}},
+	{regexp.MustCompile(`(://[^/?#:@\s"'\\<>]*:)[^/?#@\s"'\\<>]+(@)`), keep12, []string{"://"}},
 	// Alibaba Cloud AccessKey ids: LTAI and 12 to 28 letters and digits;
 	// STS AccessKey ids; AWS access key ids.
 	{regexp.MustCompile(`\bLTAI[0-9A-Za-z]{12,28}\b`), Mask, []string{"ltai"}},
@@ -195,7 +204,13 @@ func (r *Redactor) Bytes(b []byte) []byte {
 var secretName = regexp.MustCompile(`(?i)(TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PRIVATE_?KEY|API_?KEY|ACCESS_?KEY)`)
 
 // SecretName reports whether an environment variable's name says it holds
-// a credential.
+// a credential. Such values are redacted as a safety net, not because
+// deploy hooks see them: hooks receive only PATH, HOME, LANG, TZ and what
+// policy.hooks.env passes (spec.Config.HookEnvAllowed). They can still
+// show up where the daemon did not put them: a variable the operator
+// passes to hooks on purpose, a deploy system or library that echoes one
+// in an error, a credential the daemon holds for a tool tandem.yaml does
+// not know about.
 func SecretName(name string) bool { return secretName.MatchString(name) }
 
 // FromEnviron returns the values of the variables of environ (KEY=VALUE)

@@ -21,7 +21,7 @@ func TestKnownValuesInEveryForm(t *testing.T) {
 	const secret = `s3cret+Val/ue="<&>`
 	r := redact.New(secret, "short") // too short to be redacted as a value
 	jsonForm, _ := json.Marshal(secret)
-	for _, form := range []string{secret, url.QueryEscape(secret), url.PathEscape(secret),
+	for _, form := range []string{secret, url.QueryEscape(secret), url.QueryEscape(url.QueryEscape(secret)), url.PathEscape(secret),
 		base64.StdEncoding.EncodeToString([]byte(secret)), base64.RawURLEncoding.EncodeToString([]byte(secret)),
 		strings.Trim(string(jsonForm), `"`)} {
 		got := r.String("before " + form + " after")
@@ -46,7 +46,11 @@ func TestPatterns(t *testing.T) {
 		"key LTAI5tQ8abcdefGHIJKLmn used":                                          "key <redacted> used",
 		"aws AKIAIOSFODNN7EXAMPLE":                                                 "aws <redacted>",
 		"GET https://slb.aliyuncs.com/?Action=X&Signature=abc%2Bdef=":              "GET https://slb.aliyuncs.com/?Action=X&Signature=<redacted>",
-		"clone https://deployer:pa55word@git.example.com/r.git":                    "clone https://deployer:<redacted>@git.example.com/r.git",
+		"clone https://deployer:pa55word@git.example.com/r.git":                    "clone https://<redacted>@git.example.com/r.git",
+		`Get "https://ghp_abc123@github.com/x.git/info/refs": EOF`:                 `Get "https://<redacted>@github.com/x.git/info/refs": EOF`,
+		"ssh://git:pw@h/r and redis://:pw@h":                                       "ssh://git:<redacted>@h/r and redis://:<redacted>@h",
+		"ssh://git@h/r and git@h:r are logins":                                     "ssh://git@h/r and git@h:r are logins",
+		"https://h/path@v1 has no user part (the @ is after the first /)":          "https://h/path@v1 has no user part (the @ is after the first /)",
 		"-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\nok": "<redacted>\nok",
 		"SecurityToken=CAIS1234&Version=2014":                                      "SecurityToken=<redacted>&Version=2014",
 		// Ordinary text is left alone.
@@ -119,7 +123,7 @@ ha: {etcd: ["10.0.0.2:2379"], usernameEnv: ETCD_USER, passwordEnv: ETCD_PASSWORD
 `))
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"GIT_TOKEN", "WEBHOOK_SECRET", "API_TOKEN", "READ_TOKEN", "AK_ID", "AK_SECRET", "STS_TOKEN",
-		"NACOS_PASSWORD", "NOTIFY_URL", "NOTIFY_SECRET", "ETCD_PASSWORD"}, redact.ConfigEnvNames(cfg))
+		"NACOS_PASSWORD", "NOTIFY_URL", "NOTIFY_SECRET", "ETCD_PASSWORD"}, cfg.EnvNames(false))
 
 	t.Setenv("AK_ID", "LTAIplain-id-value")
 	t.Setenv("UNRELATED_VAR", "plain-value-123")

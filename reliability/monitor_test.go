@@ -1,7 +1,6 @@
 package reliability_test
 
 import (
-	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -175,12 +174,6 @@ func (m *monitor) live(service string) map[string]instanceLive {
 		}
 	}
 	return out
-}
-
-// waitLive polls the monitor's samples (bounded) until cond holds.
-func (m *monitor) waitLive(ctx context.Context, service, what string, cond func(map[string]instanceLive) bool) {
-	m.t.Helper()
-	require.NoError(m.t, poll(ctx, sampleInterval, func() bool { return cond(m.live(service)) }), "waiting for %s: %s", service, what)
 }
 
 // sample reads the live state once and checks the invariants.

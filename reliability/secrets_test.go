@@ -392,12 +392,6 @@ func (r *receiver) failNext(prefix string) {
 	r.fail[prefix] = true
 }
 
-func (r *receiver) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.got)
-}
-
 func (r *receiver) all() []notification {
 	r.mu.Lock()
 	defer r.mu.Unlock()

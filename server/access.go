@@ -19,7 +19,7 @@ import (
 
 // Who may read, from where, and how much: the read token with the
 // dashboard's login, the Host allowlist and the stream limit. The policy is
-// written out in docs/security-api.md.
+// written out in docs/security.md.
 
 // DefaultMaxStreams bounds the event streams open at once when
 // Options.MaxStreams is 0.

@@ -125,13 +125,16 @@ func active(s reconcile.Status) string {
 	return fmt.Sprintf("%s (live %s)", s.DesiredActive, s.LiveActive)
 }
 
-// version is the live version of group g ("?" when unknown or mixed); for
-// the desired active group, an arrow shows the desired version when it
-// differs.
+// version is the live version of group g ("?" when unknown or mixed),
+// marked "(unhealthy)" when its last probe failed; for the desired active
+// group, an arrow shows the desired version when it differs.
 func version(s reconcile.Status, g spec.Group) string {
 	v := s.Versions[g]
 	if v == "" {
 		v = "?"
+	}
+	if p, ok := s.Probed[g]; ok && !p.Healthy {
+		v += " (unhealthy)"
 	}
 	if g == s.DesiredActive && s.Versions[g] != s.DesiredVersion {
 		return v + "->" + s.DesiredVersion

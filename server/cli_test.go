@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/server"
 	"github.com/tandemhq/tandem/spec"
 	"github.com/tandemhq/tandem/spec/gitsource"
@@ -134,6 +135,20 @@ func TestStatusShowsWhatKeepsTheNewestRevisionOut(t *testing.T) {
 	b.Reset()
 	require.NoError(t, server.PrintServices(&b, list, "table"))
 	require.Equal(t, "No services.\ngit: revision 0c0ffee in force; last fetch 1s ago\n", b.String())
+}
+
+// The idle group's last probe shows in the table: its version, and
+// "(unhealthy)" when it failed.
+func TestPrintStatusMarksAnUnhealthyGroup(t *testing.T) {
+	st := fixtures()[1] // gateway: A serves, B idle
+	st.Probed = map[spec.Group]reconcile.GroupProbe{
+		spec.GroupA: {Version: st.Versions[spec.GroupA], Healthy: true},
+		spec.GroupB: {Version: st.Versions[spec.GroupB], Healthy: false, Detail: "10.0.2.11:8080: 503"},
+	}
+	var b bytes.Buffer
+	require.NoError(t, server.PrintStatus(&b, []reconcile.Status{st}, ""))
+	require.Contains(t, b.String(), st.Versions[spec.GroupB]+" (unhealthy)")
+	require.NotContains(t, b.String(), st.Versions[spec.GroupA]+" (unhealthy)")
 }
 
 func TestFetchServicesSendsTheToken(t *testing.T) {

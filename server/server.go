@@ -9,7 +9,7 @@
 // require `Authorization: Bearer <token>` when a token is configured, and
 // refuse cross-origin browser requests in any case. Requests naming a host
 // that is not allowed are refused (DNS rebinding), streams are limited in
-// number, and every answer is redacted. docs/security-api.md has the
+// number, and every answer is redacted. docs/security.md has the
 // policy, docs/api.md the JSON shapes.
 package server
 

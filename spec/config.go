@@ -70,7 +70,7 @@ type GitWebhook struct {
 	SecretEnv string `yaml:"secretEnv" json:"secretEnv"`
 }
 
-// APIConfig protects the HTTP API and the dashboard (docs/security-api.md).
+// APIConfig protects the HTTP API and the dashboard (docs/security.md).
 type APIConfig struct {
 	// TokenEnv names the bearer token of the mutating endpoints (sync,
 	// suspend). It grants reading too.
@@ -615,13 +615,15 @@ func envNameOK(s string) bool {
 // not in logs, JSON, errors or fmt output.
 type Secret string
 
-const redacted = "<redacted>"
+// Redacted is what Tandem prints in place of a secret, wherever it removes
+// one (package redact, provider and Git errors, a Secret).
+const Redacted = "<redacted>"
 
-func (s Secret) String() string                { return redacted }
-func (s Secret) GoString() string              { return redacted }
-func (s Secret) MarshalText() ([]byte, error)  { return []byte(redacted), nil }
-func (s Secret) LogValue() slog.Value          { return slog.StringValue(redacted) }
-func (s Secret) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(redacted)) }
+func (s Secret) String() string                { return Redacted }
+func (s Secret) GoString() string              { return Redacted }
+func (s Secret) MarshalText() ([]byte, error)  { return []byte(Redacted), nil }
+func (s Secret) LogValue() slog.Value          { return slog.StringValue(Redacted) }
+func (s Secret) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(Redacted)) }
 func (s Secret) Reveal() string                { return string(s) }
 func (s Secret) Empty() bool                   { return s == "" }
 

@@ -2,7 +2,6 @@ package spec
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"net/url"
 	"path"
@@ -131,11 +130,21 @@ func (p HookPolicy) CommandAllowed(argv0 string) bool {
 var DefaultChainEnv = []string{"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN"}
 
 // SecretEnvNames lists the environment variables that hold the daemon's
-// credentials: those *Env fields of the configuration name, and those of
-// the Alibaba default credential chain. Every field whose YAML name ends in
-// Env counts, so a credential added later is covered too.
+// credentials: those *Env fields of the configuration name (EnvNames, user
+// names included), and those of the Alibaba default credential chain.
 func (c *Config) SecretEnvNames() []string {
-	names := slices.Clone(DefaultChainEnv)
+	names := append(slices.Clone(DefaultChainEnv), c.EnvNames(true)...)
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// EnvNames lists the variables the *Env fields of the configuration name,
+// the user names (usernameEnv) only when users is set: they are not
+// secrets, and redacting their values would blank out ordinary words.
+// Fields are found by their YAML names, so that a credential field added
+// to tandem.yaml later is covered without a change here.
+func (c *Config) EnvNames(users bool) []string {
+	var names []string
 	var walk func(v reflect.Value)
 	walk = func(v reflect.Value) {
 		switch v.Kind() {
@@ -143,7 +152,7 @@ func (c *Config) SecretEnvNames() []string {
 			if !v.IsNil() {
 				walk(v.Elem())
 			}
-		case reflect.Slice:
+		case reflect.Slice, reflect.Array:
 			for i := range v.Len() {
 				walk(v.Index(i))
 			}
@@ -160,7 +169,7 @@ func (c *Config) SecretEnvNames() []string {
 				}
 				tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 				if f.Type.Kind() == reflect.String && strings.HasSuffix(tag, "Env") {
-					if s := v.Field(i).String(); s != "" && !slices.Contains(names, s) {
+					if s := v.Field(i).String(); s != "" && (users || !strings.EqualFold(tag, "usernameEnv")) && !slices.Contains(names, s) {
 						names = append(names, s)
 					}
 					continue
@@ -170,7 +179,6 @@ func (c *Config) SecretEnvNames() []string {
 		}
 	}
 	walk(reflect.ValueOf(c).Elem())
-	slices.Sort(names)
 	return names
 }
 
@@ -387,25 +395,4 @@ func describeHost(host string, ip netip.Addr) string {
 		return fmt.Sprintf("%s (%s)", host, ip)
 	}
 	return ip.String()
-}
-
-// checkNoURLCredentials reports a user:password@ part in an address of
-// tandem.yaml: credentials belong in the environment (*Env fields), where
-// they are never printed.
-func checkNoURLCredentials(bad func(path, format string, args ...any), field, addr string) {
-	host := addr
-	if u, err := url.Parse(addr); err == nil && u.Host != "" {
-		if u.User == nil {
-			return
-		}
-		host = u.Host
-	} else if i := strings.LastIndex(addr, "@"); i >= 0 {
-		host = addr[i+1:]
-	} else {
-		return
-	}
-	if _, _, err := net.SplitHostPort(host); err != nil {
-		host = "host"
-	}
-	bad(field, "must not carry credentials (user:password@%s): tandem.yaml is printed and copied; keep them in environment variables and name those in the *Env fields", host)
 }

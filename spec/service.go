@@ -17,7 +17,7 @@ const (
 	DefaultPollInterval     = 2 * time.Second
 	DefaultProbeTimeout     = 2 * time.Second
 	DefaultHealthDeadline   = 5 * time.Minute
-	DefaultPropagation      = 30 * time.Second
+	DefaultPropagation      = 40 * time.Second // a Spring Cloud consumer's 35 s cache, measured: docs/propagation.md
 	DefaultQuiet            = 5 * time.Second
 	DefaultDrainTimeout     = 5 * time.Minute
 	DefaultVerifyWindow     = 60 * time.Second
@@ -55,6 +55,7 @@ func (s *Service) Default() {
 	if s.Deploy.HTTP != nil {
 		setDefault(&s.Deploy.HTTP.PollInterval, Duration(DefaultPollInterval))
 	}
+	s.defaultPresets()
 	if s.Health.HTTP != nil {
 		setDefault(&s.Health.HTTP.Scheme, "http")
 	}
@@ -209,6 +210,7 @@ func (s *Service) Validate() Problems {
 	if m := s.Drain.Metrics; m != "" && !strings.HasPrefix(m, "/") {
 		bad("drain.metrics", "must be a path starting with /, got %q", m)
 	}
+	s.validatePresets(bad)
 	if s.Verify.FailureThreshold < 1 {
 		bad("verify.failureThreshold", "must be at least 1")
 	}

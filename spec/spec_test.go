@@ -83,7 +83,7 @@ func TestDefaultsAreApplied(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, 100, svc.Traffic[0].Weight)
 	require.Equal(t, spec.NacosRef{Provider: "prod", Namespace: "public", Group: "DEFAULT_GROUP", Service: "user-service", Cluster: "DEFAULT"}, *svc.Registry.Nacos)
-	require.Equal(t, 30*time.Second, svc.Drain.Propagation.D())
+	require.Equal(t, 40*time.Second, svc.Drain.Propagation.D())
 	require.Equal(t, 5*time.Second, svc.Drain.Quiet.D())
 	require.Equal(t, 5*time.Minute, svc.Drain.Timeout.D())
 	require.Equal(t, 60*time.Second, svc.Verify.Window.D())
@@ -216,6 +216,49 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 	_, err = spec.SecretFromEnv("git.auth.tokenEnv", "TANDEM_TEST_UNSET")
 	require.EqualError(t, err, "git.auth.tokenEnv: environment variable TANDEM_TEST_UNSET is not set")
+}
+
+// health.preset and drain.evidence.preset fill in what the stack answers,
+// and leave every field the spec sets alone.
+func TestPresetsFillWhatTheSpecLeavesOut(t *testing.T) {
+	springBoot := strings.Replace(validService,
+		"health: {http: {path: /healthz}, version: {nacosMetadata: version}}",
+		"health: {preset: spring-boot}\ndrain: {evidence: {preset: spring-boot, sessions: [ws_open]}}", 1)
+	set, err := spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(springBoot)}}, "services", nil)
+	require.NoError(t, err)
+	svc, _ := set.Get("user-service")
+	require.Equal(t, &spec.HTTPProbe{Path: "/actuator/health", Scheme: "http", JSONStatus: "UP"}, svc.Health.HTTP)
+	require.Equal(t, spec.VersionSource{HTTP: "/actuator/info", JSON: "build.version"}, svc.Health.Version)
+	require.Equal(t, "/actuator/prometheus", svc.Drain.Metrics)
+	inFlight, sessions, scrape := svc.Drain.Evidence.Series()
+	require.Equal(t, []string{"http_server_requests_active_seconds_count"}, inFlight)
+	require.Equal(t, []string{"ws_open"}, sessions, "the spec's own series are added to the preset's")
+	require.Equal(t, `http_server_requests_active_seconds_count{method="GET"}`, scrape)
+
+	own := strings.Replace(validService,
+		"health: {http: {path: /healthz}, version: {nacosMetadata: version}}",
+		"health: {preset: spring-boot, http: {path: /health, port: 8081}, version: {nacosMetadata: version}}\n"+
+			"drain: {metrics: /prom, evidence: {preset: spring-boot, scrape: 'x{a=\"b\"}'}}", 1)
+	set, err = spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(own)}}, "services", nil)
+	require.NoError(t, err)
+	svc, _ = set.Get("user-service")
+	require.Equal(t, &spec.HTTPProbe{Path: "/health", Port: 8081, Scheme: "http", JSONStatus: "UP"}, svc.Health.HTTP)
+	require.Equal(t, spec.VersionSource{NacosMetadata: "version"}, svc.Health.Version, "the Nacos metadata version stays")
+	require.Equal(t, "/prom", svc.Drain.Metrics)
+	require.Equal(t, `x{a="b"}`, svc.Drain.Evidence.Scrape)
+}
+
+func TestSelectorsParseAndMatchLabels(t *testing.T) {
+	sel, err := spec.ParseSelector(` http_requests_active { method = "GET" , uri!="/metrics"} `)
+	require.NoError(t, err)
+	require.Equal(t, `http_requests_active{method="GET",uri!="/metrics"}`, sel.String())
+	require.True(t, sel.Matches(map[string]string{"method": "GET", "uri": "/orders"}))
+	require.False(t, sel.Matches(map[string]string{"method": "GET", "uri": "/metrics"}))
+	require.False(t, sel.Matches(map[string]string{"method": "POST"}))
+	for _, bad := range []string{"", "{a=\"b\"}", "x{a=\"b\"", "x{a=b}", "x{a=\"b\" c=\"d\"}", "x{0=\"b\"}", "x{a=~\"b\"}"} {
+		_, err := spec.ParseSelector(bad)
+		require.Error(t, err, bad)
+	}
 }
 
 func TestBindingsWithoutAListenerAreWarnedAbout(t *testing.T) {

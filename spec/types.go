@@ -254,6 +254,11 @@ type HTTPDeploy struct {
 
 // Health says how instances are probed.
 type Health struct {
+	// Preset fills in what a stack answers: spring-boot (PresetSpringBoot)
+	// sets http.path /actuator/health, http.jsonStatus UP and, unless
+	// version is set, version.http /actuator/info with version.json
+	// build.version. Fields the spec sets win.
+	Preset   string        `yaml:"preset" json:"preset,omitempty"`
 	HTTP     *HTTPProbe    `yaml:"http" json:"http,omitempty"`
 	Version  VersionSource `yaml:"version" json:"version"`
 	Timeout  Duration      `yaml:"timeout" json:"timeout"`   // per probe
@@ -265,12 +270,19 @@ type HTTPProbe struct {
 	Path   string `yaml:"path" json:"path"`
 	Port   int    `yaml:"port" json:"port,omitempty"` // default: the instance port
 	Scheme string `yaml:"scheme" json:"scheme"`
+	// JSONStatus, when set, also requires the answer to be a JSON object
+	// whose "status" is this value (Spring Boot Actuator: UP).
+	JSONStatus string `yaml:"jsonStatus" json:"jsonStatus,omitempty"`
 }
 
 // VersionSource says where the running version of an instance is read.
 type VersionSource struct {
 	NacosMetadata string `yaml:"nacosMetadata" json:"nacosMetadata,omitempty"` // metadata key in the registry
 	HTTP          string `yaml:"http" json:"http,omitempty"`                   // path whose body (or JSON "version") is the version
+	// JSON is the dotted path of the version in the JSON answer of http,
+	// such as build.version; default "version" (or the whole body when it
+	// is not JSON).
+	JSON string `yaml:"json" json:"json,omitempty"`
 }
 
 // Drain bounds how long the old group is given to finish its work.
@@ -280,6 +292,27 @@ type Drain struct {
 	Timeout     Duration     `yaml:"timeout" json:"timeout"`
 	Signal      *DrainSignal `yaml:"signal" json:"signal,omitempty"`
 	Metrics     string       `yaml:"metrics" json:"metrics,omitempty"` // path of the app's Prometheus text with in-flight gauges
+	// Evidence says which series of Metrics count as work in flight.
+	Evidence *DrainEvidence `yaml:"evidence" json:"evidence,omitempty"`
+}
+
+// DrainEvidence says which Prometheus series of drain.metrics are the
+// instance's work in flight. Selectors are metric names as they appear in
+// the exposition text, with optional label matchers: name{label="v"}.
+// Every series any selector picks is added up once.
+type DrainEvidence struct {
+	// Preset names the series a stack exports (EvidencePresets: demo,
+	// spring-boot, tomcat) and sets drain.metrics unless
+	// the spec does.
+	Preset string `yaml:"preset" json:"preset,omitempty"`
+	// InFlight and Sessions are added to the preset's series.
+	InFlight []string `yaml:"inFlight" json:"inFlight,omitempty"`
+	Sessions []string `yaml:"sessions" json:"sessions,omitempty"`
+	// Scrape selects the series that count Tandem's own metrics request
+	// while it is answered; when they add up to one or more, one is taken
+	// off the in-flight total, unless health.http.port sends the request
+	// to a separate management port. The preset sets it.
+	Scrape string `yaml:"scrape" json:"scrape,omitempty"`
 }
 
 // DrainSignal asks old instances to close long-lived sessions (WebSockets with 1001).

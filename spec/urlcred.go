@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"net"
 	"net/url"
 	"strings"
 )
@@ -25,4 +26,25 @@ func URLCredentials(raw string) string {
 		return "credentials (user@ or token@)"
 	}
 	return ""
+}
+
+// checkNoURLCredentials reports a user:password@ part in an address of
+// tandem.yaml: credentials belong in the environment (*Env fields), where
+// they are never printed.
+func checkNoURLCredentials(bad func(path, format string, args ...any), field, addr string) {
+	host := addr
+	if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		if u.User == nil {
+			return
+		}
+		host = u.Host
+	} else if i := strings.LastIndex(addr, "@"); i >= 0 {
+		host = addr[i+1:]
+	} else {
+		return
+	}
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		host = "host"
+	}
+	bad(field, "must not carry credentials (user:password@%s): tandem.yaml is printed and copied; keep them in environment variables and name those in the *Env fields", host)
 }

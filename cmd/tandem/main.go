@@ -1,7 +1,10 @@
 // Command tandem is the Tandem daemon and its operator tools.
 //
-// Exit codes: 0 ok, 1 the command ran and failed (invalid spec, out of sync,
-// lost traffic), 2 usage error.
+// Every command behaves the same on the command line (internal/cmdflag):
+// -h or --help prints its usage on stdout and exits 0; an error of the
+// command exits 1 (invalid spec, out of sync, lost traffic); a usage error
+// (unknown command or flag, missing or extra argument) prints the error and
+// a one-line hint on stderr and exits 2.
 package main
 
 import (
@@ -15,45 +18,48 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/tandemhq/tandem/internal/cmdflag"
 )
 
 // Exit codes.
 const (
-	exitOK    = 0
-	exitFail  = 1
-	exitUsage = 2
+	exitOK    = cmdflag.ExitOK
+	exitFail  = cmdflag.ExitFail
+	exitUsage = cmdflag.ExitUsage
 )
 
 // command is one subcommand.
 type command struct {
 	name    string
-	args    string // synopsis of the positional arguments
+	args    string // synopsis of the positional arguments; [optional], the others required
 	summary string
 	run     func(ctx context.Context, env *cli, fs *flag.FlagSet, args []string) error
 	flags   func(fs *flag.FlagSet)
-	// raw commands get their arguments unparsed (after a --help check on
-	// the first one): they hand them to another program's flags.
-	raw bool
+	// subs, when set, are the command's own subcommands (tandem emulate
+	// SYSTEM): programs that take the arguments after their name, parse
+	// them with cmdflag and return an exit code. run is then unused.
+	subs map[string]subcommand
 }
+
+// subcommand is a program run as `tandem COMMAND NAME [args]`; its flag set
+// is named "tandem COMMAND NAME" and parsed with cmdflag.Parse.
+type subcommand func(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
 // cli carries the streams, so that tests run commands in-process.
 type cli struct {
 	stdout, stderr io.Writer
 }
 
-// usageError is reported with the command's usage and exit code 2.
+// usageError is reported with a hint to the command's usage and exit code 2.
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-// errReported is an error whose message has already been printed in full;
-// errUsageReported the same for a usage error (exit code 2).
-var (
-	errReported      = errors.New("failed")
-	errUsageReported = errors.New("usage")
-)
+// errReported is an error whose message has already been printed in full.
+var errReported = errors.New("failed")
 
 var commands = map[string]*command{}
 
@@ -67,70 +73,73 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	env := &cli{stdout: stdout, stderr: stderr}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		if len(args) > 1 && args[0] == "help" {
-			args = []string{args[1], "--help"}
-		} else {
-			printUsage(stdout)
-			if len(args) == 0 {
-				return exitUsage
-			}
-			return exitOK
-		}
+	switch {
+	case len(args) == 0:
+		printUsage(stderr)
+		return exitUsage
+	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || (args[0] == "help" && len(args) == 1):
+		printUsage(stdout)
+		return exitOK
+	case args[0] == "help": // tandem help COMMAND [SUBCOMMAND]
+		args = append(args[1:len(args):len(args)], "--help")
 	}
 	c, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "tandem: unknown command %q\nRun 'tandem --help' for the list of commands.\n", args[0])
+		fmt.Fprintf(stderr, "tandem: unknown command %q\n", args[0])
+		cmdflag.Hint(stderr, "tandem")
 		return exitUsage
 	}
 	fs := flag.NewFlagSet("tandem "+c.name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: tandem %s [flags] %s\n\n%s\n", c.name, c.args, c.summary)
-		if hasFlags(fs) {
-			fmt.Fprintf(fs.Output(), "\nFlags:\n")
-			fs.PrintDefaults()
-		}
-	}
+	fs.Usage = func() { cmdflag.PrintUsage(fs, c.args, c.summary) }
 	if c.flags != nil {
 		c.flags(fs)
 	}
-	rest := args[1:]
-	helpArgs := rest
-	if c.raw && len(rest) > 0 {
-		helpArgs = rest[:1]
-	}
-	for _, a := range helpArgs {
-		if a == "-h" || a == "-help" || a == "--help" {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return exitOK
+	if c.subs != nil {
+		// Flags before the subcommand's name are the command's; the rest
+		// belong to the subcommand.
+		if code, done := cmdflag.Parse(fs, args[1:], stdout, stderr); done {
+			return code
 		}
+		return runSub(ctx, c, fs.Args(), stdout, stderr)
 	}
-	if !c.raw {
-		if err := fs.Parse(interleave(fs, rest)); err != nil {
-			return exitUsage
-		}
-		rest = fs.Args()
+	if code, done := cmdflag.Parse(fs, interleave(fs, args[1:]), stdout, stderr); done {
+		return code
 	}
-	err := c.run(ctx, env, fs, rest)
+	err := c.run(ctx, &cli{stdout: stdout, stderr: stderr}, fs, fs.Args())
 	var ue usageError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "tandem %s: %s\n", c.name, ue.msg)
-		fs.Usage()
-		return exitUsage
-	case errors.Is(err, errUsageReported):
-		return exitUsage
+		return cmdflag.Usagef(stderr, fs.Name(), "%s", ue.msg)
 	case errors.Is(err, errReported):
 		return exitFail
 	default:
-		fmt.Fprintf(stderr, "tandem %s: %v\n", c.name, err)
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		return exitFail
 	}
+}
+
+// runSub runs the subcommand of c that args name.
+func runSub(ctx context.Context, c *command, args []string, stdout, stderr io.Writer) int {
+	name := "tandem " + c.name
+	if len(args) == 0 {
+		return cmdflag.Usagef(stderr, name, "name one of: %s", strings.Join(subNames(c), ", "))
+	}
+	sub, ok := c.subs[args[0]]
+	if !ok {
+		return cmdflag.Usagef(stderr, name, "unknown %q (have: %s)", args[0], strings.Join(subNames(c), ", "))
+	}
+	return sub(ctx, args[1:], stdout, stderr)
+}
+
+func subNames(c *command) []string {
+	out := make([]string, 0, len(c.subs))
+	for n := range c.subs {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // interleave lets flags follow positional arguments (tandem validate DIR
@@ -163,12 +172,6 @@ func interleave(fs *flag.FlagSet, args []string) []string {
 	return append(flags, append([]string{"--"}, pos...)...)
 }
 
-func hasFlags(fs *flag.FlagSet) bool {
-	n := 0
-	fs.VisitAll(func(*flag.Flag) { n++ })
-	return n > 0
-}
-
 func printUsage(w io.Writer) {
 	fmt.Fprintf(w, `tandem: imperceptible A/B releases driven by Git.
 
@@ -184,7 +187,7 @@ Commands:
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", n, firstLine(commands[n].summary))
 	}
-	fmt.Fprintf(w, "\nRun 'tandem <command> --help' for a command's flags.\nExit codes: 0 ok, 1 failed, 2 usage error.\n")
+	fmt.Fprintf(w, "\nRun 'tandem <command> --help' (or 'tandem help <command>') for a command's flags.\nExit codes: 0 ok, 1 failed, 2 usage error.\n")
 }
 
 func firstLine(s string) string {

@@ -106,7 +106,7 @@ type embedding struct {
 // the HTTP server; then runs until ctx ends.
 func runDaemon(ctx context.Context, env *cli, cfg *spec.Config, f runFlags, log *slog.Logger, emb embedding) error {
 	// Every secret the daemon can know, removed from its logs, events,
-	// notifications and answers (docs/security-api.md).
+	// notifications and answers (docs/security.md).
 	red := redact.ForConfig(cfg)
 	log = slog.New(redact.Handler(red, log.Handler()))
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {

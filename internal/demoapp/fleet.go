@@ -23,8 +23,7 @@ type Fleet struct {
 	log  *slog.Logger
 	mu   sync.Mutex
 	apps map[string]*App
-	jobs []deploy.Status // job i+1 is jobs[i]
-	busy sync.WaitGroup  // deploy jobs
+	jobs *DeployJobs
 }
 
 // NewFleet returns an empty fleet whose apps and deploy jobs live at most
@@ -33,7 +32,16 @@ func NewFleet(ctx context.Context, log *slog.Logger) *Fleet {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Fleet{ctx: ctx, log: log, apps: map[string]*App{}}
+	f := &Fleet{ctx: ctx, log: log, apps: map[string]*App{}}
+	f.jobs = NewDeployJobs(f.Has, f.Restart, log)
+	return f
+}
+
+// Has reports whether an app of the fleet runs at addr.
+func (f *Fleet) Has(addr string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.apps[addr] != nil
 }
 
 // Start starts an app (o.Log defaults to the fleet's logger).
@@ -103,7 +111,7 @@ func (f *Fleet) App(addr string) (*App, bool) {
 
 // Close waits for running deploy jobs, then stops every app.
 func (f *Fleet) Close() error {
-	f.busy.Wait()
+	f.jobs.Wait()
 	f.mu.Lock()
 	var addrs []string
 	for addr := range f.apps {
@@ -118,21 +126,49 @@ func (f *Fleet) Close() error {
 	return errors.Join(errs...)
 }
 
-// DeployHandler serves the deploy protocol of providers/deploy:
+// DeployHandler serves the deploy protocol of providers/deploy for the
+// fleet's apps (see DeployJobs).
+func (f *Fleet) DeployHandler() http.Handler { return f.jobs.Handler() }
+
+// DeployJobs is a deploy system speaking providers/deploy's HTTP protocol
+// for apps that a restart function redeploys (the demo fleet's, the Java
+// apps of the tests):
 //
 //	POST /deploy           a providers.DeployRequest; restarts its instances at its
 //	                       version; 202 with Location /deploy/jobs/N
 //	GET  /deploy/jobs/N    {"status": "running"|"succeeded"|"failed", "message", "output"}
 //
-// Instances that do not run in the fleet are refused with 422.
-func (f *Fleet) DeployHandler() http.Handler {
+// Instances that has does not know are refused with 422.
+type DeployJobs struct {
+	has     func(addr string) bool
+	restart func(addrs []string, version string) error
+	log     *slog.Logger
+
+	mu   sync.Mutex
+	jobs []deploy.Status // job i+1 is jobs[i]
+	busy sync.WaitGroup
+}
+
+// NewDeployJobs returns a deploy system over has and restart.
+func NewDeployJobs(has func(addr string) bool, restart func(addrs []string, version string) error, log *slog.Logger) *DeployJobs {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &DeployJobs{has: has, restart: restart, log: log}
+}
+
+// Handler serves the protocol.
+func (j *DeployJobs) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /deploy", f.deploy)
-	mux.HandleFunc("GET /deploy/jobs/{id}", f.job)
+	mux.HandleFunc("POST /deploy", j.deploy)
+	mux.HandleFunc("GET /deploy/jobs/{id}", j.job)
 	return mux
 }
 
-func (f *Fleet) deploy(w http.ResponseWriter, r *http.Request) {
+// Wait waits for the running jobs.
+func (j *DeployJobs) Wait() { j.busy.Wait() }
+
+func (j *DeployJobs) deploy(w http.ResponseWriter, r *http.Request) {
 	var req providers.DeployRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
 		http.Error(w, "decoding the deploy request: "+err.Error(), http.StatusBadRequest)
@@ -140,53 +176,51 @@ func (f *Fleet) deploy(w http.ResponseWriter, r *http.Request) {
 	}
 	addrs := make([]string, len(req.Instances))
 	var unknown []string
-	f.mu.Lock()
 	for i, in := range req.Instances {
 		addrs[i] = in.Addr()
-		if f.apps[addrs[i]] == nil {
+		if !j.has(addrs[i]) {
 			unknown = append(unknown, addrs[i])
 		}
 	}
-	f.mu.Unlock()
 	switch {
 	case req.Version == "" || len(addrs) == 0:
 		http.Error(w, "the deploy request needs a version and instances", http.StatusUnprocessableEntity)
 		return
 	case len(unknown) > 0:
-		http.Error(w, "no demo app runs at "+strings.Join(unknown, ", "), http.StatusUnprocessableEntity)
+		http.Error(w, "no app runs at "+strings.Join(unknown, ", "), http.StatusUnprocessableEntity)
 		return
 	}
-	f.mu.Lock()
-	f.jobs = append(f.jobs, deploy.Status{Status: deploy.StatusRunning})
-	id := len(f.jobs)
-	f.busy.Add(1)
-	f.mu.Unlock()
+	j.mu.Lock()
+	j.jobs = append(j.jobs, deploy.Status{Status: deploy.StatusRunning})
+	id := len(j.jobs)
+	j.busy.Add(1)
+	j.mu.Unlock()
 	go func() {
-		defer f.busy.Done()
+		defer j.busy.Done()
 		st := deploy.Status{Status: deploy.StatusSucceeded,
 			Output: fmt.Sprintf("restarted %s at %s\n", strings.Join(addrs, ", "), req.Version)}
-		if err := f.Restart(addrs, req.Version); err != nil {
+		if err := j.restart(addrs, req.Version); err != nil {
 			st = deploy.Status{Status: deploy.StatusFailed, Message: err.Error()}
 		}
-		f.log.Info("demo deploy finished", "target", req.Service, "group", req.Group, "version", req.Version, "status", st.Status)
-		f.mu.Lock()
-		f.jobs[id-1] = st
-		f.mu.Unlock()
+		j.log.Info("deploy finished", "target", req.Service, "group", req.Group, "version", req.Version, "status", st.Status)
+		j.mu.Lock()
+		j.jobs[id-1] = st
+		j.mu.Unlock()
 	}()
 	loc := "/deploy/jobs/" + strconv.Itoa(id)
 	w.Header().Set("Location", loc)
 	writeJSON(w, http.StatusAccepted, deploy.Status{Status: deploy.StatusRunning, StatusURL: loc})
 }
 
-func (f *Fleet) job(w http.ResponseWriter, r *http.Request) {
+func (j *DeployJobs) job(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.Atoi(r.PathValue("id"))
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err != nil || id < 1 || id > len(f.jobs) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err != nil || id < 1 || id > len(j.jobs) {
 		http.NotFound(w, r)
 		return
 	}
-	writeJSON(w, http.StatusOK, f.jobs[id-1])
+	writeJSON(w, http.StatusOK, j.jobs[id-1])
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

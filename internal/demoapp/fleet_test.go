@@ -48,7 +48,7 @@ func TestFleetDeployRestartsTheInstancesAtTheNewVersionThroughTheHTTPDeployer(t 
 	var perm *providers.PermanentError
 	require.ErrorAs(t, err, &perm)
 	require.Equal(t, "DeployRejected", perm.Reason)
-	require.ErrorContains(t, err, "no demo app runs at 127.0.0.1:1")
+	require.ErrorContains(t, err, "no app runs at 127.0.0.1:1")
 	resp, _ := get(t, srv.URL+"/deploy/jobs/7")
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 }

@@ -35,13 +35,14 @@ type Backend struct {
 	Name    string
 	Servers []Server
 	Balance string // default roundrobin (static algorithms only accept weights 0 and 100%)
+	Check   string // path of the servers' health check; default /healthz
 }
 
 // Config is what the test passes to Start.
 type Config struct {
 	Backends []Backend
 	// CheckInterval is the health-check interval of every server (default
-	// 100ms). Checks are `option httpchk GET /healthz`, fall 2, rise 1.
+	// 100ms). Checks are `option httpchk GET /healthz` (Backend.Check), fall 2, rise 1.
 	CheckInterval time.Duration
 }
 
@@ -279,6 +280,9 @@ frontend fe_{{.Name}}
 
 backend {{.Name}}
 	balance {{balance .}}
+{{- with .Check}}
+	option httpchk GET {{.}}
+{{- end}}
 {{- range .Servers}}
 	server {{.Name}} {{.Addr}} weight {{.Weight}}
 {{- end}}

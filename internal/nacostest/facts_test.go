@@ -168,7 +168,6 @@ func gone(_ adminInstance, found bool) bool    { return !found }
 func disabled(in adminInstance, found bool) bool {
 	return found && !in.Enabled
 }
-func enabled(in adminInstance, found bool) bool { return found && in.Enabled }
 func withMeta(key, value string) func(adminInstance, bool) bool {
 	return func(in adminInstance, found bool) bool { return found && in.Metadata[key] == value }
 }

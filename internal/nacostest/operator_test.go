@@ -101,44 +101,6 @@ type adminInstance struct {
 	Metadata    map[string]string `json:"metadata"`
 }
 
-// adminInstances lists the service's instances through the admin list of
-// the server's API (v3: GET /v3/admin/ns/instance/list; v1: GET
-// /v1/ns/catalog/instances, which needs clusterName and paging).
-func (o *operator) adminInstances(service, group string) []adminInstance {
-	o.t.Helper()
-	q := url.Values{"serviceName": {service}, "groupName": {group}}
-	path := "/v3/admin/ns/instance/list"
-	if o.s.API == "v1" {
-		path = "/v1/ns/catalog/instances"
-		q.Set("clusterName", "DEFAULT")
-		q.Set("pageNo", "1")
-		q.Set("pageSize", "100")
-	}
-	status, body := o.call(http.MethodGet, path, q)
-	require.Equal(o.t, http.StatusOK, status, "GET %s: %s", path, body)
-	var out struct {
-		Data []adminInstance `json:"data"` // v3
-		List []adminInstance `json:"list"` // v1 catalog
-	}
-	require.NoError(o.t, json.Unmarshal(body, &out), "GET %s: %s", path, body)
-	if o.s.API == "v1" {
-		return out.List
-	}
-	return out.Data
-}
-
-// adminInstance returns the instance at ip:port from the admin list.
-func (o *operator) adminInstance(service, group, ip string, port uint64) adminInstance {
-	o.t.Helper()
-	for _, in := range o.adminInstances(service, group) {
-		if in.IP == ip && in.Port == port {
-			return in
-		}
-	}
-	o.t.Fatalf("admin list of %s has no %s:%d", service, ip, port)
-	return adminInstance{}
-}
-
 // instanceForm is the form of an instance update: the full row, as the
 // console sends it.
 func instanceForm(a app, enabled bool, weight float64, metadata string) url.Values {

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -57,8 +56,6 @@ type instance struct {
 	port    int
 	version string
 }
-
-func (in instance) addr() string { return net.JoinHostPort(in.ip, strconv.Itoa(in.port)) }
 
 // mix counts what a layout holds.
 type mix struct {

@@ -2,15 +2,20 @@ package stage
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/tandemhq/tandem/internal/demoapp"
+	"github.com/tandemhq/tandem/internal/javaapps"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -24,15 +29,29 @@ const drainJitter = 200 * time.Millisecond
 // Alibaba server id).
 type instances map[string]map[spec.Group][]spec.Instance
 
-// startApps starts the demo apps of every service on free loopback ports.
-func (s *Stage) startApps() (instances, error) {
+// startApps starts the apps of every service on free loopback ports: demo
+// apps, or Java providers (all at once, then waiting until each answers).
+func (s *Stage) startApps(ctx context.Context) (instances, error) {
 	out := instances{}
+	var javaApps []*javaapps.App
 	for _, svc := range s.opts.Services {
 		out[svc.Name] = map[spec.Group][]spec.Instance{}
 		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 			for i := range svc.PerGroup {
+				name := fmt.Sprintf("%s-%s%d", svc.Name, strings.ToLower(string(g)), i+1)
+				if svc.Java {
+					a, err := s.startJava(svc, g, name)
+					if err != nil {
+						return nil, err
+					}
+					javaApps = append(javaApps, a)
+					host, port, _ := net.SplitHostPort(a.Addr)
+					p, _ := strconv.Atoi(port)
+					out[svc.Name][g] = append(out[svc.Name][g], spec.Instance{IP: host, Port: p, ID: name})
+					continue
+				}
 				o := demoapp.Options{
-					Name: fmt.Sprintf("%s-%s%d", svc.Name, strings.ToLower(string(g)), i+1), Version: svc.Version,
+					Name: name, Version: svc.Version,
 					Group: string(g), Listen: "127.0.0.1:0", DrainJitter: drainJitter,
 				}
 				if svc.Nacos {
@@ -46,7 +65,24 @@ func (s *Stage) startApps() (instances, error) {
 			}
 		}
 	}
-	return out, nil
+	errs := make([]error, len(javaApps))
+	var wg sync.WaitGroup
+	for i, a := range javaApps {
+		wg.Go(func() { errs[i] = a.Ready(ctx) })
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// startJava starts one Java provider of svc, registered in Nacos under the
+// service's name with metadata version and group.
+func (s *Stage) startJava(svc Service, g spec.Group, name string) (*javaapps.App, error) {
+	o := javaapps.Options{Dir: s.opts.JavaDir, Jar: "provider.jar", Name: name, Group: string(g), Version: svc.Version,
+		LogDir: s.opts.Dir, Args: []string{"--spring.application.name=" + svc.Name}}
+	if svc.Nacos {
+		o.Nacos = s.opts.Nacos.Addr
+	}
+	return s.java.Start(o)
 }
 
 // RestartGroup restarts the apps of a service's group in place at version,
@@ -60,6 +96,14 @@ func (s *Stage) RestartGroup(service string, g spec.Group, version string) error
 	addrs := make([]string, 0, len(svc.Instances(g)))
 	for _, in := range svc.Instances(g) {
 		addrs = append(addrs, in.Addr())
+	}
+	return s.restart(addrs, version)
+}
+
+// restart redeploys the apps at addrs, demo or Java, at version.
+func (s *Stage) restart(addrs []string, version string) error {
+	if len(addrs) > 0 && s.java.Has(addrs[0]) {
+		return s.java.Restart(s.ctx, addrs, version)
 	}
 	return s.fleet.Restart(addrs, version)
 }
@@ -75,7 +119,9 @@ type deploySystem struct {
 
 func (s *Stage) startDeploySystem() (*deploySystem, error) {
 	d := &deploySystem{}
-	fleet := s.fleet.DeployHandler()
+	jobs := demoapp.NewDeployJobs(func(addr string) bool { return s.fleet.Has(addr) || s.java.Has(addr) }, s.restart, s.log)
+	s.closers = append(s.closers, func() error { jobs.Wait(); return nil })
+	fleet := jobs.Handler()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost && r.URL.Path == "/deploy" {
 			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))

@@ -251,7 +251,7 @@ func (s *Stage) specFiles(apps instances) map[string][]byte {
 
 var serviceTemplate = template.Must(template.New("service").Funcs(template.FuncMap{"comment": comment}).Parse(`
 {{- with .S.Comment}}{{comment .}}{{end -}}
-# Written by internal/stage: demo apps on loopback.
+# Written by internal/stage: {{if .S.Java}}e2e/java's Spring Boot provider{{else}}demo apps{{end}} on loopback.
 service: {{.S.Name}}
 active: {{.S.Active}}
 version: "{{.S.Version}}"
@@ -278,8 +278,15 @@ deploy:                  # the demo fleet's deploy system restarts the group's a
   http: {url: "{{.DeployURL}}", pollInterval: 50ms{{with .DeployTokenEnv}}, tokenEnv: {{.}}{{end}}}
   timeout: {{.T.DeployTimeout}}
 health:
+{{- if .S.Java}}
+  preset: spring-boot      # /actuator/health {"status":"UP"}; version: build.version of /actuator/info
+{{- if .S.VersionFromNacos}}
+  version: {nacosMetadata: version}
+{{- end}}
+{{- else}}
   http: {path: /healthz}
   version: {{if .S.VersionFromNacos}}{nacosMetadata: version}{{else}}{http: /version}{{end}}
+{{- end}}
   timeout: 1s
   deadline: {{.T.HealthDeadline}}
 drain:
@@ -287,7 +294,11 @@ drain:
   quiet: {{.T.Quiet}}
   timeout: {{.T.DrainTimeout}}
   signal: {http: /drain}   # old instances close their WebSockets with 1001
-  metrics: /metrics        # in-flight requests and WebSockets as drain evidence
+{{- if .S.Java}}
+  evidence: {preset: spring-boot}  # Micrometer's requests in flight at /actuator/prometheus
+{{- else}}
+  evidence: {preset: demo} # in-flight requests and WebSockets at /metrics as drain evidence
+{{- end}}
 verify: {window: {{.T.VerifyWindow}}{{with .T.LBHealthTimeout}}, lbHealthTimeout: {{.}}{{end}}}
 {{- with .S.After}}
 after: [{{range $i, $a := .}}{{if $i}}, {{end}}{{$a}}{{end}}]

@@ -23,6 +23,10 @@ const (
 	alibabaKeySecretEnv = "TANDEM_STAGE_ALIBABA_AK_SECRET"
 )
 
+// javaCheckInterval is HAProxy's check interval when a Java service is
+// behind it.
+const javaCheckInterval = time.Second
+
 // albJobDelay is how long the emulated ALB keeps a weight change
 // Processing; the real one takes seconds.
 const albJobDelay = 300 * time.Millisecond
@@ -56,11 +60,16 @@ type alibabaSide struct {
 func (s *Stage) startLoadBalancers(apps instances) (*loadBalancers, error) {
 	lbs := &loadBalancers{}
 	var backends []haproxytest.Backend
+	java := false
 	var alb []Service
 	for _, svc := range s.opts.Services {
 		switch svc.LB {
 		case spec.KindHAProxy:
 			b := haproxytest.Backend{Name: svc.Name}
+			if svc.Java {
+				b.Check = "/actuator/health"
+				java = true
+			}
 			for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 				for _, in := range apps[svc.Name][g] {
 					b.Servers = append(b.Servers, haproxytest.Server{Name: in.ID, Addr: in.Addr(), Weight: weight(svc, g)})
@@ -76,7 +85,14 @@ func (s *Stage) startLoadBalancers(apps instances) (*loadBalancers, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		h, err := haproxytest.Launch(dir, haproxytest.Config{Backends: backends})
+		cfg := haproxytest.Config{Backends: backends}
+		if java {
+			// A JVM on two busy cores may take longer than the default
+			// 100 ms to answer a check (also its time-out): a check
+			// that times out twice takes a healthy server down.
+			cfg.CheckInterval = javaCheckInterval
+		}
+		h, err := haproxytest.Launch(dir, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("starting haproxy: %w", err)
 		}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/tandemhq/tandem/daemon"
 	"github.com/tandemhq/tandem/internal/demoapp"
+	"github.com/tandemhq/tandem/internal/javaapps"
 	"github.com/tandemhq/tandem/internal/loadgen"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/alibaba/emulator"
@@ -51,10 +52,14 @@ type Service struct {
 	// VersionFromNacos reads the running version from the apps' Nacos
 	// metadata instead of GET /version.
 	VersionFromNacos bool
-	PerGroup         int        // apps per group; default 2
-	Version          string     // the version both groups run at the start; default 1.0.0
-	Active           spec.Group // the group serving at the start; default A
-	After            []string
+	// Java runs e2e/java's Spring Boot provider (internal/javaapps, from
+	// Options.JavaDir) instead of demo apps, probed with the spring-boot
+	// presets; registered in Nacos it needs a real server (Options.Nacos).
+	Java     bool
+	PerGroup int        // apps per group; default 2
+	Version  string     // the version both groups run at the start; default 1.0.0
+	Active   spec.Group // the group serving at the start; default A
+	After    []string
 	// Comment is written at the top of the service's file, each line as a
 	// YAML comment (what the service is, for a reader of the repository).
 	Comment string
@@ -87,8 +92,8 @@ var DefaultTiming = Timing{
 	DeployTimeout:  30 * time.Second,
 }
 
-// startTimeout bounds Start.
-const startTimeout = time.Minute
+// startTimeout bounds Start (JVMs take tens of seconds on two busy cores).
+const startTimeout = 3 * time.Minute
 
 // Propagation defaults.
 const (
@@ -130,6 +135,9 @@ type Options struct {
 	DeployURL string
 	// DeployTokenEnv is written as deploy.http.tokenEnv ("" for none).
 	DeployTokenEnv string
+	// JavaDir holds the built Java apps (javaapps.Require), for services
+	// with Java set.
+	JavaDir string
 	// NacosMetadata is added to every app's registration metadata (what an
 	// application may register besides its version and group).
 	NacosMetadata map[string]string
@@ -162,6 +170,7 @@ type Stage struct {
 	config *spec.Config
 	set    *spec.Set // the desired state at the start
 	fleet  *demoapp.Fleet
+	java   *javaapps.Fleet
 	set2   *providers.Set
 	daemon *daemon.Daemon
 	events *recorder
@@ -229,6 +238,10 @@ func (o *Options) validate() error {
 			return fmt.Errorf("stage: service %s has neither a load balancer nor Nacos: users could not reach it", svc.Name)
 		case svc.VersionFromNacos && !svc.Nacos:
 			return fmt.Errorf("stage: service %s: VersionFromNacos needs Nacos", svc.Name)
+		case svc.Java && o.JavaDir == "":
+			return fmt.Errorf("stage: service %s: Java needs Options.JavaDir", svc.Name)
+		case svc.Java && svc.Nacos && o.Nacos == nil:
+			return fmt.Errorf("stage: service %s: Java apps register in a real Nacos (Options.Nacos), not the emulator", svc.Name)
 		case svc.Active != "" && !svc.Active.Valid():
 			return fmt.Errorf("stage: service %s: Active must be A or B, got %q", svc.Name, svc.Active)
 		}
@@ -282,7 +295,9 @@ func (s *Stage) start(ctx context.Context) error {
 	}
 	s.fleet = demoapp.NewFleet(s.ctx, s.log)
 	s.closers = append(s.closers, s.fleet.Close)
-	apps, err := s.startApps()
+	s.java = javaapps.NewFleet()
+	s.closers = append(s.closers, s.java.Close)
+	apps, err := s.startApps(ctx)
 	if err != nil {
 		return err
 	}

@@ -168,13 +168,17 @@ func newHTTPClient(field string, connect, read time.Duration, limit spec.RateLim
 }
 
 // Call sends one OpenAPI request: a health read that another goroutine of
-// this instance is making, or made less than healthShareTTL ago, gets that
-// answer; anything else waits for a token of the budget and goes out.
+// this instance is making, or made less than healthShareTTL ago and not
+// before one of its writes finished, gets that answer; anything else waits
+// for a token of the budget and goes out.
 func (h *httpClient) Call(req *http.Request, _ *http.Transport) (*http.Response, error) {
 	if key, ok := shareable(req); ok {
 		return h.shared.do(req.Context(), key, func(ctx context.Context) (*http.Response, error) {
 			return h.send(req.WithContext(ctx))
 		})
+	}
+	if isWrite(req) {
+		defer h.shared.wrote()
 	}
 	return h.send(req)
 }

@@ -5,9 +5,8 @@ import (
 	"net/url"
 	"os"
 	"regexp"
-	"slices"
-	"strings"
 
+	"github.com/tandemhq/tandem/redact"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -20,13 +19,15 @@ import (
 // in signature errors; and v3 carries them in the Authorization and
 // x-acs-security-token headers
 // (https://www.alibabacloud.com/help/en/sdk/product-overview/v3-request-structure-and-signature).
-// The zero Redactor strips those parameters and headers; one built by
-// NewRedactor also replaces the credential values the provider reads from
-// the environment wherever they appear.
+// The zero Redactor strips those parameters and headers, and what the
+// daemon-wide rules of package redact find; one built by NewRedactor also
+// replaces the credential values the provider reads from the environment
+// wherever they appear (raw, and URL-escaped once or twice as in a query
+// and a string-to-sign). The replacement is redact.Mask, as everywhere.
 type Redactor struct {
-	// values is behind a pointer so that printing a provider (%#v) shows
-	// an address, never the values.
-	values *[]string
+	// known is a pointer, so printing a provider (%#v) shows an address,
+	// never the values.
+	known *redact.Redactor
 }
 
 // NewRedactor knows the credential values of provider p: the variables its
@@ -37,40 +38,22 @@ type Redactor struct {
 func NewRedactor(p spec.AlibabaProvider) Redactor {
 	var values []string
 	for _, name := range append([]string{p.AccessKeyIDEnv, p.AccessKeySecretEnv, p.SecurityTokenEnv}, spec.DefaultChainEnv...) {
-		if name == "" {
-			continue
-		}
-		v := os.Getenv(name)
-		if len(v) < 4 { // too short to be a credential, and would mangle every message
-			continue
-		}
-		once := url.QueryEscape(v)
-		for _, s := range []string{v, once, url.QueryEscape(once)} {
-			if !slices.Contains(values, s) {
-				values = append(values, s)
-			}
+		if name != "" {
+			values = append(values, os.Getenv(name))
 		}
 	}
-	return Redactor{values: &values}
+	return Redactor{known: redact.New(values...)}
 }
-
-// Redacted replaces what a credential was.
-const Redacted = "REDACTED"
 
 // credentialParams are query parameters (also inside a string-to-sign,
 // where "=" and "&" are escaped as %3D and %26) and header fields that
-// carry credentials.
+// carry credentials. They are Alibaba's names: the daemon-wide rules would
+// take "signature: ..." in any text for a credential.
 var credentialParams = regexp.MustCompile(`(?i)\b(AccessKeyId|Signature|SecurityToken|SignatureNonce|Credential|x-acs-security-token|Authorization)("?\s*:\s*"?|=|%3D|%253D)(?:[^&\s"',;%]|%[^2]|%2[^6])+`)
 
 // Text strips credentials from s.
 func (r Redactor) Text(s string) string {
-	s = credentialParams.ReplaceAllString(s, "${1}${2}"+Redacted)
-	if r.values != nil {
-		for _, v := range *r.values {
-			s = strings.ReplaceAll(s, v, Redacted)
-		}
-	}
-	return s
+	return r.known.String(credentialParams.ReplaceAllString(s, "${1}${2}"+redact.Mask))
 }
 
 // Error strips credentials from err. The signed URL of a *url.Error and the

@@ -90,9 +90,15 @@ type shared struct {
 
 	mu      sync.Mutex
 	entries map[string]*sharedEntry
+	// gen counts the writes of this instance that have finished. An answer
+	// whose call started before a write finished is never handed to a
+	// caller that comes after it: a health read that predates a weight
+	// change would show a raised server as unused (weight 0).
+	gen uint64
 }
 
 type sharedEntry struct {
+	gen     uint64 // shared.gen when the call started
 	done    chan struct{}
 	status  int
 	header  http.Header
@@ -113,11 +119,11 @@ func newShared(ttl time.Duration) *shared {
 func (s *shared) do(ctx context.Context, key string, call func(context.Context) (*http.Response, error)) (*http.Response, error) {
 	s.mu.Lock()
 	e, ok := s.entries[key]
-	if ok && isDone(e.done) && !s.now().Before(e.expires) {
-		ok = false // expired
+	if ok && (e.gen != s.gen || isDone(e.done) && !s.now().Before(e.expires)) {
+		ok = false // expired, or older than a write
 	}
 	if !ok {
-		e = &sharedEntry{done: make(chan struct{})}
+		e = &sharedEntry{gen: s.gen, done: make(chan struct{})}
 		s.sweepLocked()
 		s.entries[key] = e
 		s.mu.Unlock()
@@ -160,6 +166,14 @@ func (s *shared) fill(ctx context.Context, key string, e *sharedEntry, call func
 	s.mu.Unlock()
 }
 
+// wrote records that a write of this instance finished: answers of calls
+// that started before it are not shared any more.
+func (s *shared) wrote() {
+	s.mu.Lock()
+	s.gen++
+	s.mu.Unlock()
+}
+
 // sweepLocked forgets expired answers once the map has grown.
 func (s *shared) sweepLocked() {
 	if len(s.entries) < 256 {
@@ -171,6 +185,21 @@ func (s *shared) sweepLocked() {
 			delete(s.entries, k)
 		}
 	}
+}
+
+// isWrite reports whether req changes the load balancer: every OpenAPI
+// action of ALB and SLB that is not a read (List*, Describe*, Get*).
+func isWrite(req *http.Request) bool {
+	action := header(req, "x-acs-action")
+	if action == "" {
+		action = req.URL.Query().Get("Action")
+	}
+	for _, read := range []string{"List", "Describe", "Get"} {
+		if strings.HasPrefix(action, read) {
+			return false
+		}
+	}
+	return action != ""
 }
 
 func isDone(c chan struct{}) bool {

@@ -114,6 +114,30 @@ func TestHealthOfAListenerIsReadOncePerTTL(t *testing.T) {
 	require.Equal(t, 5, e.Calls()["GetListenerHealthStatus"])
 }
 
+// A health read that predates a write of the same instance is not shared
+// after the write: right after a raise, the shift must see the raised
+// servers as the LB sees them now, not as unused (weight 0).
+func TestAWriteEndsTheSharingOfEarlierHealthReads(t *testing.T) {
+	e, cfg := budgetWorld(t, spec.RateLimit{})
+	require.NoError(t, albHealth(t.Context(), cfg, "lsn-1"))
+	require.NoError(t, albHealth(t.Context(), cfg, "lsn-1"))
+	require.Equal(t, 1, e.Calls()["GetListenerHealthStatus"], "within the TTL the answer is reused")
+
+	c, err := albapi.NewClient(cfg)
+	require.NoError(t, err)
+	_, err = c.UpdateServerGroupServersAttributeWithContext(t.Context(), &albapi.UpdateServerGroupServersAttributeRequest{
+		ServerGroupId: tea.String("sgp-1"),
+		Servers: []*albapi.UpdateServerGroupServersAttributeRequestServers{{
+			ServerId: tea.String("i-1"), ServerIp: tea.String("10.0.0.1"), ServerType: tea.String("Ecs"), Port: tea.Int32(80), Weight: tea.Int32(50)}},
+	}, &dara.RuntimeOptions{})
+	require.NoError(t, err)
+
+	require.NoError(t, albHealth(t.Context(), cfg, "lsn-1"))
+	require.Equal(t, 2, e.Calls()["GetListenerHealthStatus"], "after a write the listener is read again")
+	require.NoError(t, albHealth(t.Context(), cfg, "lsn-1"))
+	require.Equal(t, 2, e.Calls()["GetListenerHealthStatus"], "and that newer answer is shared again")
+}
+
 func TestRateLimitMakesCallsWaitNotFail(t *testing.T) {
 	e, cfg := budgetWorld(t, spec.RateLimit{CallsPerSecond: 1000, Burst: 1})
 	r := Retry{Timeout: 10 * time.Second}

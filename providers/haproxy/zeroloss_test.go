@@ -52,7 +52,7 @@ func newFleet(t testing.TB, perGroup int) *fleet {
 		Version: "1.0.0",
 		Traffic: []spec.Binding{{HAProxy: "edge", Backend: "demo"}},
 		Health:  spec.Health{HTTP: &spec.HTTPProbe{Path: "/healthz"}, Version: spec.VersionSource{HTTP: "/version"}},
-		Drain:   spec.Drain{Metrics: "/metrics", Signal: &spec.DrainSignal{HTTP: "/drain"}},
+		Drain:   spec.Drain{Metrics: "/metrics", Evidence: &spec.DrainEvidence{Preset: spec.PresetDemo}, Signal: &spec.DrainSignal{HTTP: "/drain"}},
 	}
 	var servers []haproxytest.Server
 	for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {

@@ -59,6 +59,16 @@ func (w *World) CutOffLB(addr string, cut bool) {
 	w.lbCut[addr] = cut
 }
 
+// ReportUncheckedAsUnknown makes the modelled LB report a backend it has
+// not yet found healthy or unhealthy without health, as CLB does when a
+// read of DescribeHealthStatus answers "unavailable" for a server that has
+// just been given weight, instead of "initial".
+func (w *World) ReportUncheckedAsUnknown(quiet bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.lbQuiet = quiet
+}
+
 // lbWeightLocked updates the model after a backend's weight changed from
 // old: a backend taken to 0 is no longer checked, one raised from 0 starts
 // its checks afresh.
@@ -113,6 +123,8 @@ func (w *World) lbReportLocked(key string, be *providers.Backend) {
 		if w.lbCut[addrOf(be)] {
 			be.Reason = "CONNECT_TIMEOUT"
 		}
+	case w.lbQuiet:
+		be.Health, be.Status = providers.HealthUnknown, "unavailable"
 	default:
 		be.Health, be.Status = providers.HealthInitial, "Initial"
 	}

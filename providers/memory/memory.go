@@ -61,6 +61,7 @@ type World struct {
 	lbThreshold int
 	lbState     map[string]*lbCheck // binding key|backend id
 	lbCut       map[string]bool     // ip:port the LB cannot reach
+	lbQuiet     bool                // initial backends reported without health (ReportUncheckedAsUnknown)
 	slowStart   map[string]time.Duration
 }
 
@@ -321,19 +322,6 @@ func instanceByID(svc *spec.Service, id string) (spec.Instance, bool) {
 		}
 	}
 	return spec.Instance{}, false
-}
-
-func (w *World) serviceOf(addr string) (*spec.Service, spec.Group, bool) {
-	for _, svc := range w.services {
-		for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
-			for _, in := range svc.Groups.Get(g) {
-				if in.Addr() == addr {
-					return svc, g, true
-				}
-			}
-		}
-	}
-	return nil, "", false
 }
 
 // carryingLocked reports where group g of svc takes traffic.

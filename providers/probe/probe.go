@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -31,26 +32,6 @@ import (
 	"github.com/tandemhq/tandem/internal/egress"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/spec"
-)
-
-// In-flight and session gauges read as drain evidence, in order of
-// preference; the first name present in an instance's metrics is used and
-// all of its series are summed.
-var (
-	// InFlightMetrics: the demo app's own gauge; the OpenTelemetry HTTP
-	// server semantic convention (http.server.active_requests); Spring Boot
-	// (Micrometer's long-task timer http.server.requests.active). The last
-	// two names follow those projects' Prometheus naming rules and were not
-	// checked against running apps.
-	InFlightMetrics = []string{
-		"tandem_demo_inflight_requests",
-		"http_server_active_requests",
-		"http_server_requests_active_seconds_active_count",
-	}
-	// SessionMetrics: open WebSockets. An instance without one has none.
-	SessionMetrics = []string{
-		"tandem_demo_websockets_open",
-	}
 )
 
 // maxBody bounds what is read of an instance's answer.
@@ -86,22 +67,31 @@ func New(hosts *spec.Allowlist, log *slog.Logger) *Prober {
 	}
 }
 
-// Probe GETs health.http.path (2xx is healthy) and, when health.version.http
-// is set, the version path: its body is the version, or the "version" field
-// when the body is a JSON object. An instance whose version cannot be read
-// is reported unhealthy, with the reason in Detail.
+// Probe GETs health.http.path (2xx is healthy; with health.http.jsonStatus
+// the answer must also be a JSON object whose "status" is that value) and,
+// when health.version.http is set, the version path: its body is the
+// version, or the field health.version.json (default "version") when the
+// body is a JSON object. An instance whose version cannot be read is
+// reported unhealthy, with the reason in Detail.
 func (p *Prober) Probe(ctx context.Context, svc *spec.Service, in spec.Instance) providers.ProbeResult {
-	if svc.Health.HTTP == nil {
+	h := svc.Health.HTTP
+	if h == nil {
 		return providers.ProbeResult{Detail: "health.http is not set"}
 	}
-	if _, err := p.get(ctx, svc, in, svc.Health.HTTP.Path); err != nil {
+	body, err := p.get(ctx, svc, in, h.Path)
+	if err != nil {
 		return providers.ProbeResult{Detail: err.Error()}
+	}
+	if h.JSONStatus != "" {
+		if err := checkStatus(body, h.JSONStatus); err != nil {
+			return providers.ProbeResult{Detail: fmt.Sprintf("GET %s%s: %v", baseURL(svc, in), h.Path, err)}
+		}
 	}
 	res := providers.ProbeResult{Healthy: true}
 	if path := svc.Health.Version.HTTP; path != "" {
 		body, err := p.get(ctx, svc, in, path)
 		if err == nil {
-			res.Version, err = parseVersion(body)
+			res.Version, err = parseVersion(body, svc.Health.Version.JSON)
 		}
 		if err != nil {
 			return providers.ProbeResult{Detail: fmt.Sprintf("reading the version: %v", err)}
@@ -110,9 +100,11 @@ func (p *Prober) Probe(ctx context.Context, svc *spec.Service, in spec.Instance)
 	return res
 }
 
-// Evidence GETs drain.metrics and reads the in-flight and session gauges
-// (see InFlightMetrics, SessionMetrics). Metrics without any in-flight gauge
-// are a permanent error: the app does not export what drain.metrics promises.
+// Evidence GETs drain.metrics and adds up the series drain.evidence selects
+// (spec.DrainEvidence.Series), less Tandem's own request where the scrape
+// selector counts it. Metrics in which no in-flight series is present are
+// a permanent error that names what was looked for and the series the app
+// does export that look like candidates.
 func (p *Prober) Evidence(ctx context.Context, svc *spec.Service, in spec.Instance) (providers.Evidence, error) {
 	if svc.Drain.Metrics == "" {
 		return providers.Evidence{}, providers.Permanentf("NoDrainMetrics", "evidence of %s: drain.metrics is not set", in)
@@ -126,13 +118,23 @@ func (p *Prober) Evidence(ctx context.Context, svc *spec.Service, in spec.Instan
 	if err != nil {
 		return providers.Evidence{}, fmt.Errorf("evidence of %s: parsing %s as Prometheus text: %w", in, svc.Drain.Metrics, err)
 	}
-	inFlight, ok := sum(families, InFlightMetrics)
+	inFlightSel, sessionSel, scrapeSel := svc.Drain.Evidence.Series()
+	inFlight, ok := sum(families, inFlightSel)
 	if !ok {
-		return providers.Evidence{}, providers.Permanentf("NoDrainMetrics", "evidence of %s: %s has none of %s",
-			in, svc.Drain.Metrics, strings.Join(InFlightMetrics, ", "))
+		return providers.Evidence{}, providers.Permanentf("NoDrainMetrics",
+			"evidence of %s: %s answers but has none of the in-flight series %s; %s",
+			in, svc.Drain.Metrics, strings.Join(inFlightSel, ", "), candidates(families))
 	}
-	sessions, _ := sum(families, SessionMetrics)
-	return providers.Evidence{InFlight: inFlight, Sessions: sessions}, nil
+	// Tandem's own request is counted only where it reaches the app's own
+	// server: Spring Boot does not observe requests to a separate
+	// management port (health.http.port), so there nothing is taken off.
+	if scrapeSel != "" && managementPort(svc, in) == in.Port {
+		if self, _ := sum(families, []string{scrapeSel}); self >= 1 {
+			inFlight--
+		}
+	}
+	sessions, _ := sum(families, sessionSel)
+	return providers.Evidence{InFlight: max(inFlight, 0), Sessions: sessions}, nil
 }
 
 // SignalDrain POSTs drain.signal.http; any 2xx is success. Without
@@ -185,30 +187,43 @@ func (p *Prober) do(ctx context.Context, method string, svc *spec.Service, in sp
 }
 
 func baseURL(svc *spec.Service, in spec.Instance) string {
-	scheme, port := "http", in.Port
-	if h := svc.Health.HTTP; h != nil {
-		if h.Scheme != "" {
-			scheme = h.Scheme
-		}
-		if h.Port != 0 {
-			port = h.Port
-		}
+	scheme := "http"
+	if h := svc.Health.HTTP; h != nil && h.Scheme != "" {
+		scheme = h.Scheme
 	}
-	return scheme + "://" + net.JoinHostPort(in.IP, strconv.Itoa(port))
+	return scheme + "://" + net.JoinHostPort(in.IP, strconv.Itoa(managementPort(svc, in)))
 }
 
-// parseVersion reads a version body: a JSON object's "version", or the
-// trimmed text.
-func parseVersion(body []byte) (string, error) {
+// managementPort is where Tandem's requests to an instance go:
+// health.http.port, else the instance port.
+func managementPort(svc *spec.Service, in spec.Instance) int {
+	if h := svc.Health.HTTP; h != nil && h.Port != 0 {
+		return h.Port
+	}
+	return in.Port
+}
+
+// parseVersion reads a version body: the field at the dotted path field
+// (default "version") of a JSON object, or the trimmed text.
+func parseVersion(body []byte, field string) (string, error) {
 	text := strings.TrimSpace(string(body))
+	if field == "" {
+		field = "version"
+	}
 	if strings.HasPrefix(text, "{") {
-		var v struct {
-			Version string `json:"version"`
-		}
+		var v any
 		if err := json.Unmarshal([]byte(text), &v); err != nil {
 			return "", fmt.Errorf("the answer is not valid JSON: %w", err)
 		}
-		text = v.Version
+		for _, key := range strings.Split(field, ".") {
+			obj, _ := v.(map[string]any)
+			v = obj[key]
+		}
+		s, ok := v.(string)
+		if !ok {
+			return "", fmt.Errorf("the answer has no text at %s", field)
+		}
+		text = s
 	}
 	if text == "" {
 		return "", errors.New("the answer names no version")
@@ -216,24 +231,103 @@ func parseVersion(body []byte) (string, error) {
 	return text, nil
 }
 
-// sum adds up every series of the first metric in names that is present
-// (gauge or untyped).
-func sum(families map[string]*dto.MetricFamily, names []string) (int, bool) {
-	for _, name := range names {
-		mf, ok := families[name]
-		if !ok {
+// checkStatus requires body to be a JSON object whose "status" is want.
+func checkStatus(body []byte, want string) error {
+	var v struct {
+		Status *string `json:"status"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return fmt.Errorf("the answer is not a JSON object with a status: %w", err)
+	}
+	if v.Status == nil {
+		return fmt.Errorf("the answer has no status (health.http.jsonStatus wants %q)", want)
+	}
+	if *v.Status != want {
+		return fmt.Errorf("status is %q, not %q", *v.Status, want)
+	}
+	return nil
+}
+
+// sum adds up every series that one of the selectors picks, each once, and
+// reports whether any selected metric is present. A selector names a series
+// as it appears in the exposition text: a gauge, counter or untyped metric
+// by its name, a summary's or histogram's count by name_count (Micrometer
+// exports a long-task timer as a summary).
+func sum(families map[string]*dto.MetricFamily, selectors []string) (int, bool) {
+	type seriesKey struct {
+		mf *dto.MetricFamily
+		i  int
+	}
+	seen := map[seriesKey]bool{}
+	total, present := 0.0, false
+	for _, text := range selectors {
+		sel, err := spec.ParseSelector(text)
+		if err != nil {
+			continue // validated with the spec
+		}
+		mf, count := families[sel.Name], false
+		if mf == nil {
+			if base, ok := strings.CutSuffix(sel.Name, "_count"); ok {
+				mf, count = families[base], true
+			}
+		}
+		if mf == nil {
 			continue
 		}
-		total := 0.0
-		for _, m := range mf.GetMetric() {
+		present = true
+		for i, m := range mf.GetMetric() {
+			if seen[seriesKey{mf, i}] || !sel.Matches(labels(m)) {
+				continue
+			}
+			seen[seriesKey{mf, i}] = true
 			switch {
+			case count && m.Summary != nil:
+				total += float64(m.GetSummary().GetSampleCount())
+			case count && m.Histogram != nil:
+				total += float64(m.GetHistogram().GetSampleCount())
+			case count:
 			case m.Gauge != nil:
 				total += m.GetGauge().GetValue()
 			case m.Untyped != nil:
 				total += m.GetUntyped().GetValue()
+			case m.Counter != nil:
+				total += m.GetCounter().GetValue()
 			}
 		}
-		return int(total), true
 	}
-	return 0, false
+	return int(total), present
+}
+
+func labels(m *dto.Metric) map[string]string {
+	out := make(map[string]string, len(m.GetLabel()))
+	for _, l := range m.GetLabel() {
+		out[l.GetName()] = l.GetValue()
+	}
+	return out
+}
+
+// candidateWords mark the exported metrics that may count work in flight.
+var candidateWords = []string{"active", "inflight", "in_flight", "session", "connection", "busy", "concurrent"}
+
+// candidates says which exported metrics look like evidence, for the
+// message of an instance that exports none of the configured series.
+func candidates(families map[string]*dto.MetricFamily) string {
+	var names []string
+	for name, mf := range families {
+		lower := strings.ToLower(name)
+		for _, w := range candidateWords {
+			if strings.Contains(lower, w) {
+				if mf.GetType() == dto.MetricType_SUMMARY || mf.GetType() == dto.MetricType_HISTOGRAM {
+					name += "_count"
+				}
+				names = append(names, name)
+				break
+			}
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Sprintf("none of its %d metrics looks like one (names with %s)", len(families), strings.Join(candidateWords, ", "))
+	}
+	slices.Sort(names)
+	return "candidates it exports: " + strings.Join(names, ", ")
 }

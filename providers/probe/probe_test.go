@@ -15,7 +15,12 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	prom "github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.uber.org/goleak"
 
 	"github.com/tandemhq/tandem/internal/demoapp"
@@ -68,7 +73,8 @@ func service() *spec.Service {
 	s := &spec.Service{
 		Name:   "demo",
 		Health: spec.Health{HTTP: &spec.HTTPProbe{Path: "/healthz"}, Version: spec.VersionSource{HTTP: "/version"}},
-		Drain:  spec.Drain{Metrics: "/metrics", Signal: &spec.DrainSignal{HTTP: "/drain"}},
+		Drain: spec.Drain{Evidence: &spec.DrainEvidence{Preset: spec.PresetDemo},
+			Signal: &spec.DrainSignal{HTTP: "/drain"}},
 	}
 	s.Default()
 	return s
@@ -113,12 +119,47 @@ func TestProbeOutcomes(t *testing.T) {
 		{
 			name:   "JSON version without a version field is unhealthy",
 			routes: map[string]func(http.ResponseWriter, *http.Request){"/healthz": ok, "/version": text(http.StatusOK, `{"name":"a1"}`)},
-			detail: "reading the version: the answer names no version",
+			detail: "reading the version: the answer has no text at version",
 		},
 		{
 			name:   "broken JSON version is unhealthy",
 			routes: map[string]func(http.ResponseWriter, *http.Request){"/healthz": ok, "/version": text(http.StatusOK, `{"version":`)},
 			detail: "reading the version: the answer is not valid JSON",
+		},
+		{
+			name: "Spring Boot: {\"status\":\"UP\"} is healthy, the version is build.version of /actuator/info",
+			routes: map[string]func(http.ResponseWriter, *http.Request){
+				"/actuator/health": text(http.StatusOK, `{"status":"UP","groups":["liveness"]}`),
+				"/actuator/info":   text(http.StatusOK, `{"build":{"artifact":"orders","version":"3.1.4"},"git":{"branch":"main"}}`),
+			},
+			svc:  springBoot,
+			want: providers.ProbeResult{Healthy: true, Version: "3.1.4"},
+		},
+		{
+			name:   "Spring Boot: a 200 whose status is not UP is unhealthy",
+			routes: map[string]func(http.ResponseWriter, *http.Request){"/actuator/health": text(http.StatusOK, `{"status":"OUT_OF_SERVICE"}`)},
+			svc:    springBoot,
+			detail: `/actuator/health: status is "OUT_OF_SERVICE", not "UP"`,
+		},
+		{
+			name:   "Spring Boot: a 503 DOWN is unhealthy",
+			routes: map[string]func(http.ResponseWriter, *http.Request){"/actuator/health": text(http.StatusServiceUnavailable, `{"status":"DOWN"}`)},
+			svc:    springBoot,
+			detail: "/actuator/health: 503 Service Unavailable",
+		},
+		{
+			name:   "Spring Boot: a health answer that is not JSON is unhealthy",
+			routes: map[string]func(http.ResponseWriter, *http.Request){"/actuator/health": text(http.StatusOK, "UP")},
+			svc:    springBoot,
+			detail: "the answer is not a JSON object with a status",
+		},
+		{
+			name: "Spring Boot: info without build.version is unhealthy",
+			routes: map[string]func(http.ResponseWriter, *http.Request){
+				"/actuator/health": text(http.StatusOK, `{"status":"UP"}`), "/actuator/info": text(http.StatusOK, `{}`),
+			},
+			svc:    springBoot,
+			detail: "reading the version: the answer has no text at build.version",
 		},
 		{
 			name:   "failing version endpoint is unhealthy",
@@ -147,6 +188,13 @@ func TestProbeOutcomes(t *testing.T) {
 			require.Contains(t, res.Detail, tc.detail)
 		})
 	}
+}
+
+// springBoot turns a service to health.preset spring-boot, as the spec's
+// defaults do.
+func springBoot(s *spec.Service) {
+	s.Health = spec.Health{Preset: spec.PresetSpringBoot, Timeout: s.Health.Timeout}
+	s.Default()
 }
 
 func TestProbeUsesTheHealthPortWhenSet(t *testing.T) {
@@ -214,18 +262,90 @@ func TestEvidenceOfTheDemoAppCountsInFlightRequestsAndWebSockets(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 }
 
-func TestEvidenceReadsCommonInFlightGaugesAndSumsTheirSeries(t *testing.T) {
-	in := stub(t, map[string]func(http.ResponseWriter, *http.Request){"/metrics": text(http.StatusOK, strings.Join([]string{
-		"# TYPE http_server_active_requests gauge",
-		`http_server_active_requests{http_route="/a"} 2`,
-		`http_server_active_requests{http_route="/b"} 3`,
-		"# TYPE process_open_fds gauge",
-		"process_open_fds 12",
+// The spring-boot preset reads what Micrometer 1.15 (Spring Boot 3.5)
+// exports, as captured from e2e/java's provider with one POST in flight
+// during the scrape: the scrape's own GET is taken off. (e2e's Java test
+// reads the running app.)
+func TestEvidenceOfSpringBootSubtractsItsOwnScrape(t *testing.T) {
+	in := stub(t, map[string]func(http.ResponseWriter, *http.Request){"/actuator/prometheus": text(http.StatusOK, strings.Join([]string{
+		"# HELP http_server_requests_active_seconds  ",
+		"# TYPE http_server_requests_active_seconds summary",
+		`http_server_requests_active_seconds_count{exception="none",method="GET",outcome="SUCCESS",status="200",uri="UNKNOWN"} 1`,
+		`http_server_requests_active_seconds_sum{exception="none",method="GET",outcome="SUCCESS",status="200",uri="UNKNOWN"} 0.039230263`,
+		`http_server_requests_active_seconds_count{exception="none",method="POST",outcome="SUCCESS",status="200",uri="UNKNOWN"} 2`,
+		`http_server_requests_active_seconds_sum{exception="none",method="POST",outcome="SUCCESS",status="200",uri="UNKNOWN"} 1.029273972`,
+		"# TYPE http_server_requests_active_seconds_max gauge",
+		`http_server_requests_active_seconds_max{exception="none",method="GET",outcome="SUCCESS",status="200",uri="UNKNOWN"} 0.039496608`,
 		"",
 	}, "\n"))})
-	ev, err := probe.New(nil, nil).Evidence(t.Context(), service(), in)
+	svc := service()
+	svc.Drain = spec.Drain{Evidence: &spec.DrainEvidence{Preset: spec.PresetSpringBoot}}
+	svc.Default()
+	ev, err := probe.New(nil, nil).Evidence(t.Context(), svc, in)
 	require.NoError(t, err)
-	require.Equal(t, providers.Evidence{InFlight: 5}, ev)
+	require.Equal(t, providers.Evidence{InFlight: 2}, ev)
+
+	// On a separate management port Spring does not count the scrape: a
+	// GET in flight there is a real request.
+	svc.Health = spec.Health{HTTP: &spec.HTTPProbe{Path: "/actuator/health", Port: in.Port}}
+	in.Port++ // the app's own port differs from the management port
+	ev, err = probe.New(nil, nil).Evidence(t.Context(), svc, in)
+	require.NoError(t, err)
+	require.Equal(t, providers.Evidence{InFlight: 3}, ev)
+}
+
+// OpenTelemetry's Go HTTP instrumentation (otelhttp v0.72.0, exported by the
+// official Prometheus exporter) records request duration and body sizes but
+// no http.server.active_requests, so there is no opentelemetry preset. A
+// spec that looks for http_server_active_requests there gets a permanent
+// error naming what was looked for, not a wait for drain.timeout.
+func TestEvidenceOfAnOtelhttpAppSaysItHasNoInFlightSeries(t *testing.T) {
+	reg := prom.NewRegistry()
+	exporter, err := otelprom.New(otelprom.WithRegisterer(reg))
+	require.NoError(t, err)
+	meters := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter))
+	t.Cleanup(func() { require.NoError(t, meters.Shutdown(context.Background())) })
+	echo := otelhttp.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(w, r.Body)
+	}), "echo", otelhttp.WithMeterProvider(meters))
+	mux := http.NewServeMux()
+	mux.Handle("/echo", echo)
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	in := instanceOf(t, srv.Listener.Addr().String())
+	svc := service()
+	svc.Drain = spec.Drain{Metrics: "/metrics", Evidence: &spec.DrainEvidence{InFlight: []string{"http_server_active_requests"}}}
+	p := probe.New(nil, nil)
+
+	resp, err := http.Post(srv.URL+"/echo", "text/plain", strings.NewReader("x"))
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	_, err = p.Evidence(t.Context(), svc, in)
+	require.True(t, providers.IsPermanent(err), "%v", err)
+	require.ErrorContains(t, err, "/metrics answers but has none of the in-flight series http_server_active_requests; "+
+		"none of its")
+	families := metricNames(t, srv.URL+"/metrics")
+	require.Contains(t, families, "http_server_request_duration_seconds", "otelhttp's own series are there")
+	for _, name := range families {
+		require.NotContains(t, name, "active")
+	}
+}
+
+// metricNames lists the metric families a Prometheus endpoint exports.
+func metricNames(t *testing.T, url string) []string {
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var names []string
+	for line := range strings.Lines(string(body)) {
+		if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			names = append(names, strings.Fields(rest)[0])
+		}
+	}
+	return names
 }
 
 func TestEvidenceFailures(t *testing.T) {
@@ -236,8 +356,17 @@ func TestEvidenceFailures(t *testing.T) {
 		permanent bool
 		errPart   string
 	}{
-		{"metrics without an in-flight gauge are a permanent error", text(http.StatusOK, "process_open_fds 12\n"), nil, true,
-			"/metrics has none of tandem_demo_inflight_requests, http_server_active_requests"},
+		{"metrics without an in-flight series are a permanent error naming the candidates", text(http.StatusOK, strings.Join([]string{
+			"process_open_fds 12",
+			"# TYPE http_server_requests_active_seconds summary",
+			`http_server_requests_active_seconds_count{method="GET"} 1`,
+			"tomcat_threads_busy_threads 1",
+			"",
+		}, "\n")), nil, true,
+			"/metrics answers but has none of the in-flight series tandem_demo_inflight_requests; " +
+				"candidates it exports: http_server_requests_active_seconds_count, tomcat_threads_busy_threads"},
+		{"metrics without any candidate say so", text(http.StatusOK, "process_open_fds 12\n"), nil, true,
+			"none of its 1 metrics looks like one"},
 		{"drain.metrics unset is a permanent error", nil, func(s *spec.Service) { s.Drain.Metrics = "" }, true, "drain.metrics is not set"},
 		{"unparsable metrics are transient", text(http.StatusOK, "tandem_demo_inflight_requests one\n"), nil, false, "parsing /metrics as Prometheus text"},
 		{"failing metrics endpoint is transient", text(http.StatusInternalServerError, ""), nil, false, "/metrics: 500 Internal Server Error"},

@@ -29,14 +29,14 @@ func (p *Provider) Inspect(ctx context.Context, b spec.Binding) (providers.Inspe
 		in.HealthChecks = providers.HealthChecksNoListener
 		return in, nil
 	}
-	servers, err := p.health(ctx, b)
+	servers, err := p.listenerHealth(ctx, b)
 	switch {
 	case alibaba.IsCode(err, "ListenerNotFound"):
 		return in, providers.Permanentf(alibaba.ReasonNotFound, "load balancer %s has no listener on port %d: %w", b.LoadBalancer, b.ListenerPort, err)
 	case errors.Is(err, alibaba.ErrNoListenerHealth):
-		in.HealthChecks = providers.HealthChecksOff
-		in.HealthDetail = fmt.Sprintf("listener port %d of %s has health checks off (CheckedListenerNotFound)", b.ListenerPort, b.LoadBalancer)
-		return in, nil
+		// The shift goes ahead unconfirmed on such a binding (see health);
+		// the preflight says so as an error naming the API's answer.
+		return in, err
 	case err != nil:
 		return in, fmt.Errorf("reading health of %s on listener port %d: %w", b.Key(), b.ListenerPort, err)
 	}

@@ -197,9 +197,10 @@ func (p *Provider) members(ctx context.Context, b spec.Binding) ([]alibaba.Membe
 	return out, nil
 }
 
-// health reads DescribeHealthStatus for the binding's listener port. A
-// listener that does not exist gives no health (nil), not an error.
-func (p *Provider) health(ctx context.Context, b spec.Binding) ([]*slbapi.DescribeHealthStatusResponseBodyBackendServersBackendServer, error) {
+// listenerHealth reads DescribeHealthStatus for the binding's listener
+// port, as the API answers it (ListenerNotFound and CheckedListenerNotFound
+// are errors here; tandem check reports them).
+func (p *Provider) listenerHealth(ctx context.Context, b spec.Binding) ([]*slbapi.DescribeHealthStatusResponseBodyBackendServersBackendServer, error) {
 	req := &slbapi.DescribeHealthStatusRequest{
 		RegionId:       tea.String(p.region),
 		LoadBalancerId: tea.String(b.LoadBalancer),
@@ -210,6 +211,19 @@ func (p *Provider) health(ctx context.Context, b spec.Binding) ([]*slbapi.Descri
 		res, err = c.DescribeHealthStatusWithContext(ctx, req, &dara.RuntimeOptions{})
 		return err
 	})
+	if err != nil {
+		return nil, err
+	}
+	if res.Body == nil || res.Body.BackendServers == nil {
+		return nil, nil
+	}
+	return res.Body.BackendServers.BackendServer, nil
+}
+
+// health reads the health of b's listener port for the shift: a listener
+// port that gives no health is no health, not an error.
+func (p *Provider) health(ctx context.Context, b spec.Binding) ([]*slbapi.DescribeHealthStatusResponseBodyBackendServersBackendServer, error) {
+	servers, err := p.listenerHealth(ctx, b)
 	if code := alibaba.Code(err); code == "ListenerNotFound" || code == "CheckedListenerNotFound" {
 		// The binding's listenerPort names no listener (or none whose
 		// checks can be read). That must not stall the service: the LB
@@ -221,13 +235,7 @@ func (p *Provider) health(ctx context.Context, b spec.Binding) ([]*slbapi.Descri
 			"target", b.Key(), "listenerPort", b.ListenerPort, "code", code)
 		return nil, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	if res.Body == nil || res.Body.BackendServers == nil {
-		return nil, nil
-	}
-	return res.Body.BackendServers.BackendServer, nil
+	return servers, err
 }
 
 // SetWeights changes the weights of the named servers; see

@@ -55,11 +55,11 @@ func TestPushErrorCarriesNoCredentialsOfTheRemoteURL(t *testing.T) {
 
 func TestRedactTextRemovesURLCredentialsAndSecrets(t *testing.T) {
 	for in, want := range map[string]string{
-		`Get "https://ghp_abc123@github.com/x.git/info/refs": EOF`:       `Get "https://REDACTED@github.com/x.git/info/refs": EOF`,
-		"dial https://user:pa55word@h:443/r failed":                      "dial https://REDACTED@h:443/r failed",
-		"ssh://git:pw@h/r unreachable":                                   "ssh://git:REDACTED@h/r unreachable",
+		`Get "https://ghp_abc123@github.com/x.git/info/refs": EOF`:       `Get "https://<redacted>@github.com/x.git/info/refs": EOF`,
+		"dial https://user:pa55word@h:443/r failed":                      "dial https://<redacted>@h:443/r failed",
+		"ssh://git:pw@h/r unreachable":                                   "ssh://git:<redacted>@h/r unreachable",
 		"ssh://git@h/r and git@h:r are logins":                           "ssh://git@h/r and git@h:r are logins",
-		"server said: bad token s3cr3t-value":                            "server said: bad token REDACTED",
+		"server said: bad token s3cr3t-value":                            "server said: bad token <redacted>",
 		"https://h/path@v1 has no userinfo (the @ is after the first /)": "https://h/path@v1 has no userinfo (the @ is after the first /)",
 	} {
 		require.Equal(t, want, redactText(in, "s3cr3t-value"))

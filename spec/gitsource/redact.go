@@ -3,34 +3,22 @@ package gitsource
 import (
 	"context"
 	"errors"
-	"regexp"
-	"strings"
+
+	"github.com/tandemhq/tandem/redact"
 )
 
 // Credentials must never reach status, logs, events or notifications, and
 // go-git puts the URL it was given (userinfo included) into some of its
 // errors. tandem.yaml refuses credentials in git.url (spec.URLCredentials);
 // a URL given another way (a remote of the working tree for
-// `tandem release --push`, a caller of this package) is redacted here.
-
-var (
-	// http(s)://anything@ : the user part may be a token.
-	httpUserinfo = regexp.MustCompile(`(?i)\b(https?://)[^/@\s"']*@`)
-	// scheme://user:password@ : keep the user, drop the password.
-	urlPassword = regexp.MustCompile(`\b([a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s"']*):[^/@\s"']*@`)
-)
-
-const redacted = "REDACTED"
+// `tandem release --push`, a caller of this package) is redacted here, by
+// the daemon-wide rules of package redact (the user part of an http(s)
+// URL, the password of any URL, credential patterns) and the given secret
+// values.
 
 // redactText removes URL credentials and the given secret values from s.
 func redactText(s string, secrets ...string) string {
-	for _, v := range secrets {
-		if len(v) >= 4 { // shorter values would redact ordinary words
-			s = strings.ReplaceAll(s, v, redacted)
-		}
-	}
-	s = httpUserinfo.ReplaceAllString(s, "${1}"+redacted+"@")
-	return urlPassword.ReplaceAllString(s, "${1}:"+redacted+"@")
+	return redact.New(secrets...).String(s)
 }
 
 // redactedError is an error whose text had credentials removed. It wraps

@@ -538,3 +538,14 @@ func TestMainRefusesBadFlags(t *testing.T) {
 		})
 	}
 }
+
+// A state file that cannot be loaded is a failure of the command (exit 1,
+// the file named), not a usage error, and nothing is served.
+func TestMainFailsOnAnUnreadableStateFile(t *testing.T) {
+	path := t.TempDir() + "/state.json"
+	require.NoError(t, os.WriteFile(path, []byte(`{"albServerGroups": [{"nope": 1}]}`), 0o600))
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 1, emulator.Main(context.Background(), []string{"--listen", "127.0.0.1:0", "--key", "a:b", "--state", path}, &stdout, &stderr))
+	require.Empty(t, stdout.String())
+	require.Equal(t, "tandem emulate alibaba: reading emulator state "+path+`: json: unknown field "nope"`+"\n", stderr.String())
+}

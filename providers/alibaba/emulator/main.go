@@ -15,11 +15,14 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tandemhq/tandem/internal/cmdflag"
 )
 
 // Main is `tandem emulate alibaba`: it serves the emulated ALB and SLB
 // OpenAPI until ctx ends. It returns the process exit code: 0 after a
-// clean stop, 2 for bad flags, 1 when serving failed.
+// clean stop or --help, 2 for bad flags or arguments, 1 when loading the
+// state or serving failed.
 //
 // The resources come from the --state file (the State type as JSON), e.g.
 //
@@ -42,8 +45,11 @@ import (
 // protocol http and the --key (or the variables of --key-env) as its
 // accessKeyIdEnv/accessKeySecretEnv.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fset := flag.NewFlagSet("tandem emulate alibaba", flag.ContinueOnError)
-	fset.SetOutput(stderr)
+	const name = "tandem emulate alibaba"
+	fset := flag.NewFlagSet(name, flag.ContinueOnError)
+	fset.Usage = func() {
+		cmdflag.PrintUsage(fset, "", "Serve the emulated ALB and SLB OpenAPI (and, with --frontend, their data plane) until interrupted.")
+	}
 	listen := fset.String("listen", "127.0.0.1:8099", "`host:port` of the OpenAPI endpoint (point the SDK's endpoint here, protocol http)")
 	statePath := fset.String("state", "", "state `file` (JSON): loaded at start when it exists, rewritten after every change")
 	region := fset.String("region", "cn-hangzhou", "region of every emulated resource")
@@ -100,12 +106,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		frontends = append(frontends, frontend{addr: addr, target: t})
 		return nil
 	})
-	if err := fset.Parse(args); err != nil {
-		return 2
+	if code, done := cmdflag.Parse(fset, args, stdout, stderr); done {
+		return code
 	}
-	bad := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "tandem emulate alibaba: "+format+"\n", a...)
-		return 2
+	bad := func(format string, a ...any) int { return cmdflag.Usagef(stderr, name, format, a...) }
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return cmdflag.ExitFail
 	}
 	switch {
 	case fset.NArg() > 0:
@@ -128,10 +135,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 		case err != nil:
-			return bad("%v", err)
+			return fail(err)
 		default:
 			if err := e.Seed(s); err != nil {
-				return bad("%s: %v", *statePath, err)
+				return fail(fmt.Errorf("%s: %w", *statePath, err))
 			}
 		}
 		e.opts.StateFile = *statePath
@@ -203,10 +210,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	_ = ctl.Close()
 	wg.Wait()
 	if err != nil {
-		fmt.Fprintf(stderr, "tandem emulate alibaba: %v\n", err)
-		return 1
+		return fail(err)
 	}
-	return 0
+	return cmdflag.ExitOK
 }
 
 // ControlHandler is the test-control endpoint of `tandem emulate alibaba

@@ -89,22 +89,38 @@ func (e *Emulator) RevokeTokens() {
 	clear(e.tokens)
 }
 
+// authError is a refusal of the server's auth; its text is Nacos's reply,
+// word for word (punctuation included), sent back to the client.
+type authError string
+
+func (e authError) Error() string { return string(e) }
+
+// reply is an error whose text is the server's reply word for word
+// (punctuation included) and whose kind is one of the emulator's errors.
+type reply struct {
+	kind error
+	text string
+}
+
+func (r reply) Error() string { return r.text }
+func (r reply) Unwrap() error { return r.kind }
+
 // checkToken validates a token when auth is on.
 func (e *Emulator) checkToken(token string) error {
 	if e.opts.Username == "" {
 		return nil
 	}
 	if token == "" {
-		return errors.New(errMsgUserNotFound)
+		return authError(errMsgUserNotFound)
 	}
 	e.mu.Lock()
 	exp, ok := e.tokens[token]
 	e.mu.Unlock()
 	switch {
 	case !ok:
-		return errors.New(errMsgTokenInvalid)
+		return authError(errMsgTokenInvalid)
 	case time.Now().After(exp):
-		return errors.New(errMsgTokenExpired)
+		return authError(errMsgTokenExpired)
 	}
 	return nil
 }
@@ -329,7 +345,7 @@ func (e *Emulator) adminList(k serviceKey, cluster string) ([]model.Instance, er
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.services[k] == nil {
-		return nil, fmt.Errorf("%w: service %s is not found!", errNotFound, k) // Nacos 3's words (docs/nacos-servers.md)
+		return nil, reply{kind: errNotFound, text: fmt.Sprintf("service %s is not found!", k)} // Nacos 3's words (docs/nacos-servers.md)
 	}
 	list := e.instances(k, cluster, false)
 	if list == nil {

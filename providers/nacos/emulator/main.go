@@ -8,14 +8,19 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/cmdflag"
 	"github.com/tandemhq/tandem/spec"
 )
 
 // Main runs the emulator until ctx ends: `tandem emulate nacos`. It returns
-// the process exit code (2 for bad flags).
+// the process exit code: 0 after a clean stop or --help, 2 for bad flags or
+// arguments, 1 when serving failed.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("emulate nacos", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	const name = "tandem emulate nacos"
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		cmdflag.PrintUsage(fs, "", "Serve Nacos naming (the SDK's gRPC protocol and the operator HTTP API) until interrupted.")
+	}
 	listen := fs.String("listen", "127.0.0.1:8848", "HTTP listen address; gRPC listens on its port + 1000")
 	grpcPort := fs.Int("grpc-port", 0, "gRPC port (default: the HTTP port + 1000)")
 	mode := fs.String("mode", ModeV1, "API generation: v1 (Nacos 2.x) or v3 (Nacos 3.x)")
@@ -24,21 +29,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pushDelay := fs.Duration("push-delay", 500*time.Millisecond, "delay before a change is pushed (Nacos: 500ms)")
 	expiry := fs.Duration("override-expiry", DefaultOverrideExpiry, "how long an operator override outlives its instance's connection")
 	verbose := fs.Bool("v", false, "log requests and pushes")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := cmdflag.Parse(fs, args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "emulate nacos: unexpected arguments %q\n", fs.Args())
-		return 2
+		return cmdflag.Usagef(stderr, name, "unexpected arguments %q", fs.Args())
 	}
 	if (*user == "") != (*passEnv == "") {
-		fmt.Fprintln(stderr, "emulate nacos: set both --auth-user and --auth-password-env, or neither")
-		return 2
+		return cmdflag.Usagef(stderr, name, "set both --auth-user and --auth-password-env, or neither")
 	}
 	pass, err := spec.SecretFromEnv("--auth-password-env", *passEnv)
 	if err != nil {
-		fmt.Fprintf(stderr, "emulate nacos: %v\n", err)
-		return 2
+		return cmdflag.Usagef(stderr, name, "%v", err)
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -51,14 +53,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	})
 	addrs, err := e.Start(ctx, *listen)
 	if err != nil {
-		fmt.Fprintf(stderr, "emulate nacos: %v\n", err)
-		return 1
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return cmdflag.ExitFail
 	}
 	fmt.Fprintf(stdout, "nacos emulator (%s) listening: http://%s%s grpc %s\n", *mode, addrs.HTTP, ContextPath, addrs.GRPC)
 	<-ctx.Done()
 	if err := e.Close(); err != nil {
-		fmt.Fprintf(stderr, "emulate nacos: %v\n", err)
-		return 1
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return cmdflag.ExitFail
 	}
-	return 0
+	return cmdflag.ExitOK
 }

@@ -94,6 +94,7 @@ function weightLabel(ws) {
 function renderGroup(s, g) {
   const insts = instances(s, g);
   const version = s.versions && s.versions[g];
+  const probe = s.probed && s.probed[g]; // last probe, also of the idle group
   const serving = s.liveActive === g || s.liveActive === "both";
   let reg = null;
   if (s.registry) {
@@ -108,6 +109,8 @@ function renderGroup(s, g) {
     el("span", { class: "name" }, `Group ${g}`),
     el("span", { class: "ver mono", "data-field": "version" }, version || "unknown"),
     el("span", { class: "role" + (serving ? " serving" : ""), "data-field": "role" }, serving ? "SERVING" : "idle"),
+    probe ? el("span", { class: "health" + (probe.healthy ? "" : " bad"), "data-field": "health", title: probe.detail || "" },
+      probe.healthy ? "healthy" : "UNHEALTHY") : null,
     el("div", { class: "reg" }, `${insts.length} instance${insts.length === 1 ? "" : "s"}`),
     reg);
 }
