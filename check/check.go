@@ -391,14 +391,10 @@ func (c *checker) providerFindings() {
 		i          int
 	}
 	var all []inst
-	for i, p := range cfg.Providers.ALB {
-		all = append(all, inst{spec.KindALB, p.Name, i})
-	}
-	for i, p := range cfg.Providers.SLB {
-		all = append(all, inst{spec.KindSLB, p.Name, i})
-	}
-	for i, p := range cfg.Providers.HAProxy {
-		all = append(all, inst{spec.KindHAProxy, p.Name, i})
+	for _, k := range spec.LBKinds() {
+		for i, p := range k.Configured(cfg) {
+			all = append(all, inst{k.Name, p.ProviderName(), i})
+		}
 	}
 	for i, p := range cfg.Providers.Nacos {
 		all = append(all, inst{spec.KindNacos, p.Name, i})
