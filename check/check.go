@@ -102,7 +102,11 @@ type Input struct {
 	Services      *spec.Set
 	LoadBalancers map[string]providers.TrafficObserver  // key providers.LBKey(kind, name)
 	Registries    map[string]providers.RegistryObserver // key: nacos provider name
-	Concurrency   int                                   // bindings read at once; default 8
+	// Evidence reads the apps' drain evidence (drain.metrics): an instance
+	// that answers but exports none of the configured series is an error
+	// here rather than a drain that waits for its ceiling. Nil: not checked.
+	Evidence    providers.EvidenceReader
+	Concurrency int // bindings read at once; default 8
 }
 
 // Run checks everything Input names and returns the findings, sorted by
@@ -116,6 +120,13 @@ func Run(ctx context.Context, in Input) (Report, error) {
 		}
 		if svc.Registry != nil && svc.Registry.Nacos != nil {
 			jobs = append(jobs, func(ctx context.Context) { c.registry(ctx, svc, *svc.Registry.Nacos) })
+		}
+		if svc.Drain.Metrics != "" && in.Evidence != nil {
+			for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
+				for _, inst := range svc.Instances(g) {
+					jobs = append(jobs, func(ctx context.Context) { c.evidence(ctx, svc, inst) })
+				}
+			}
 		}
 	}
 	limit := in.Concurrency
@@ -391,14 +402,10 @@ func (c *checker) providerFindings() {
 		i          int
 	}
 	var all []inst
-	for i, p := range cfg.Providers.ALB {
-		all = append(all, inst{spec.KindALB, p.Name, i})
-	}
-	for i, p := range cfg.Providers.SLB {
-		all = append(all, inst{spec.KindSLB, p.Name, i})
-	}
-	for i, p := range cfg.Providers.HAProxy {
-		all = append(all, inst{spec.KindHAProxy, p.Name, i})
+	for _, k := range spec.LBKinds() {
+		for i, p := range k.Configured(cfg) {
+			all = append(all, inst{k.Name, p.ProviderName(), i})
+		}
 	}
 	for i, p := range cfg.Providers.Nacos {
 		all = append(all, inst{spec.KindNacos, p.Name, i})
@@ -427,6 +434,27 @@ func (c *checker) providerFindings() {
 	}
 }
 
+// evidence reads one instance's drain evidence as the drain would. An
+// instance that answers without any of the configured series is an error
+// naming what was looked for and what it exports that looks like a
+// candidate; one that cannot be read (it may be stopped while idle) is a
+// warning.
+func (c *checker) evidence(ctx context.Context, svc *spec.Service, in spec.Instance) {
+	_, err := c.in.Evidence.Evidence(ctx, svc, in)
+	if err == nil {
+		return
+	}
+	at := Finding{File: svc.Source.File, Line: svc.Line("drain.evidence"), Service: svc.Name, Where: "drain.evidence", Problem: err.Error()}
+	if providers.IsPermanent(err) {
+		at.Severity = Error
+		at.Fix = "name the series this app exports in drain.evidence.inFlight (or pick the preset of its stack); without them every drain waits for drain.timeout"
+	} else {
+		at.Severity = Warning
+		at.Fix = "make the instance's drain.metrics path reachable from Tandem, or ignore this for an instance that is stopped on purpose"
+	}
+	c.add(at)
+}
+
 // UseProviders points in at the providers of ps (those providers.all builds).
 func (in *Input) UseProviders(ps *providers.Set) {
 	in.LoadBalancers = map[string]providers.TrafficObserver{}
@@ -436,5 +464,8 @@ func (in *Input) UseProviders(ps *providers.Set) {
 	in.Registries = map[string]providers.RegistryObserver{}
 	for k, r := range ps.Registries {
 		in.Registries[k] = r
+	}
+	if ps.Instances != nil {
+		in.Evidence = ps.Instances
 	}
 }

@@ -3,6 +3,10 @@ package check_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -21,6 +25,7 @@ import (
 	"github.com/tandemhq/tandem/providers/nacos"
 	nacosemu "github.com/tandemhq/tandem/providers/nacos/emulator"
 	"github.com/tandemhq/tandem/providers/nacos/nacosapp"
+	"github.com/tandemhq/tandem/providers/probe"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -316,4 +321,64 @@ health: {http: {path: /healthz}, version: {http: /version}}
 	errs := findings(run("no_such_be"), check.Error)
 	require.Len(t, errs, 1)
 	require.Contains(t, errs[0], "error: services/user.yaml:8: traffic[0] haproxy:edge/no_such_be: ")
+}
+
+// An app that answers its metrics path but exports none of the series
+// drain.evidence names is an error that names the instance, the series
+// looked for and what it exports that looks like a candidate; an app that
+// exports them passes, and one that does not answer is a warning.
+func TestCheckNamesAnAppWithoutTheEvidenceSeries(t *testing.T) {
+	app := func(body string) spec.Instance {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, body) }))
+		t.Cleanup(srv.Close)
+		u, err := url.Parse(srv.URL)
+		require.NoError(t, err)
+		port, err := strconv.Atoi(u.Port())
+		require.NoError(t, err)
+		return spec.Instance{IP: u.Hostname(), Port: port}
+	}
+	good := app("# TYPE http_server_requests_active_seconds_count gauge\nhttp_server_requests_active_seconds_count{method=\"GET\",uri=\"UNKNOWN\"} 1\n")
+	bad := app("# TYPE tomcat_connections_current_connections gauge\ntomcat_connections_current_connections{name=\"http-nio-8080\"} 3\n# TYPE jvm_threads_live_threads gauge\njvm_threads_live_threads 20\n")
+	down := spec.Instance{IP: "127.0.0.1", Port: 1}
+
+	cfg, err := spec.ParseConfig("tandem.yaml", []byte("git: {url: /srv/fleet}\nproviders:\n  haproxy: [{name: edge, socket: /nonexistent.sock}]\n"))
+	require.NoError(t, err)
+	svc := fmt.Sprintf(`service: user-service
+active: A
+version: "1.0.0"
+groups:
+  A: {instances: [{ip: %s, port: %d, id: a1}, {ip: %s, port: %d, id: a2}]}
+  B: {instances: [{ip: %s, port: %d, id: b1}]}
+traffic:
+  - {haproxy: edge, backend: user_be}
+deploy: {http: {url: "http://127.0.0.1:9/deploy"}}
+health: {preset: spring-boot}
+drain:
+  evidence: {preset: spring-boot}
+`, good.IP, good.Port, bad.IP, bad.Port, down.IP, down.Port)
+	set, err := spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(svc)}}, "services", cfg)
+	require.NoError(t, err)
+	rep, err := check.Run(t.Context(), check.Input{ConfigFile: "tandem.yaml", Config: cfg, Services: set,
+		LoadBalancers: map[string]providers.TrafficObserver{}, Evidence: probe.New(nil, nil)})
+	require.NoError(t, err)
+	t.Log("\n" + rep.Text())
+
+	var errs, warns []string
+	for _, f := range rep.Findings {
+		if !strings.HasPrefix(f.Where, "drain.evidence") {
+			continue
+		}
+		if f.Severity == check.Error {
+			errs = append(errs, f.String())
+		} else {
+			warns = append(warns, f.String())
+		}
+	}
+	require.Len(t, errs, 1, "only the app without the series is an error")
+	require.Contains(t, errs[0], "services/user.yaml:12: drain.evidence: evidence of a2("+bad.Addr()+"): ")
+	require.Contains(t, errs[0], "has none of the in-flight series http_server_requests_active_seconds_count")
+	require.Contains(t, errs[0], "tomcat_connections_current_connections")
+	require.Contains(t, errs[0], "fix: name the series this app exports in drain.evidence.inFlight")
+	require.Len(t, warns, 1, "the instance that does not answer")
+	require.Contains(t, warns[0], "drain.evidence: evidence of b1("+down.Addr()+"): ")
 }

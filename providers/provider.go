@@ -1,8 +1,9 @@
 // Package providers holds the small interfaces through which Tandem reads
 // and changes the systems it coordinates, and the neutral types they speak.
 // It holds no implementation: each system has its own package (alb, slb,
-// nacos, haproxy, deploy, probe), and providers/all is the only code that
-// names them. reconcile depends on this package only.
+// nacos, haproxy, deploy, probe), load-balancer kinds register their
+// constructors here (kinds.go), and providers/all is the only code that
+// names the packages. reconcile depends on this package only.
 //
 // Reading is split from writing. Observers must be side-effect free and
 // cheap enough to call on every pass; appliers perform exactly one typed
@@ -77,7 +78,8 @@ type TrafficApplier interface {
 	SetWeights(ctx context.Context, b spec.Binding, changes []WeightChange) error
 }
 
-// LoadBalancer is one provider instance of kind alb, slb or haproxy.
+// LoadBalancer is one provider instance of a load-balancer kind (alb, slb,
+// haproxy, or a registered one: spec.LBKind).
 type LoadBalancer interface {
 	TrafficObserver
 	TrafficApplier

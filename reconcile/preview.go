@@ -176,7 +176,7 @@ func drainText(svc *spec.Service) string {
 	d := svc.Drain
 	var ev []string
 	for _, b := range svc.Traffic {
-		if b.Kind() == spec.KindHAProxy {
+		if k, ok := b.LBKind(); ok && k.Sessions {
 			ev = append(ev, b.Key()+" current sessions")
 		}
 	}

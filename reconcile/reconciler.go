@@ -129,6 +129,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, tgt Target) (res Result, err
 			if err := r.save(ctx, plan.Next); err != nil {
 				return Result{}, err
 			}
+			if st.Transition == nil && plan.Next.Transition == nil {
+				// No transition ran (e.g. the live state was adopted as
+				// applied): this pass's probes hold for the new revision.
+				r.probesHold(svc.Name, status.LastPass, appliedRevision(plan.Next))
+			}
 			st = plan.Next
 		}
 		r.record(plan.Events...)

@@ -162,6 +162,19 @@ func (r *Reconciler) rememberProbes(svc *spec.Service, st State, live *Live, now
 	return out
 }
 
+// probesHold marks the probes a pass made at time at as probes of the
+// applied revision applied, so that the next pass does not probe again.
+func (r *Reconciler) probesHold(service string, at time.Time, applied string) {
+	r.statusMu.Lock()
+	defer r.statusMu.Unlock()
+	for g, p := range r.probed[service] {
+		if p.At.Equal(at) {
+			p.Applied = applied
+			r.probed[service][g] = p
+		}
+	}
+}
+
 func (s *Status) planned(p Plan) {
 	s.Summary = p.Summary
 	s.Drift = p.Drift

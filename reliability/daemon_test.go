@@ -12,13 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
+	"github.com/tandemhq/tandem/internal/tandemproc"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/server"
 	"github.com/tandemhq/tandem/spec"
@@ -35,8 +35,7 @@ type daemon struct {
 	args    []string // added to `run --config ...`
 	runs    int
 
-	cmd    *exec.Cmd
-	exited chan struct{}
+	proc *tandemproc.Proc // the last run
 }
 
 // newDaemon writes cfg (with a free loopback port to listen on) to
@@ -77,10 +76,8 @@ func (d *daemon) start() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := poll(ctx, 10*time.Millisecond, func() bool {
-		select {
-		case <-d.exited:
+		if !d.proc.Running() {
 			return true
-		default:
 		}
 		resp, err := http.Get(d.url("/healthz"))
 		if err != nil {
@@ -89,10 +86,8 @@ func (d *daemon) start() {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	select {
-	case <-d.exited:
-		d.t.Fatalf("the daemon exited at start (%s); its log:\n%s", d.cmd.ProcessState, d.tail(40))
-	default:
+	if !d.proc.Running() {
+		d.t.Fatalf("the daemon exited at start (%s); its log:\n%s", d.proc.Cmd.ProcessState, d.tail(40))
 	}
 	require.NoError(d.t, err, "the daemon's API did not come up; its log:\n%s", d.tail(40))
 }
@@ -103,12 +98,12 @@ func (d *daemon) runToExit() int {
 	d.t.Helper()
 	d.spawn()
 	select {
-	case <-d.exited:
+	case <-d.proc.Exited():
 	case <-time.After(30 * time.Second):
 		d.kill()
 		d.t.Fatalf("the daemon did not exit by itself; its log:\n%s", d.tail(40))
 	}
-	return d.cmd.ProcessState.ExitCode()
+	return d.proc.Cmd.ProcessState.ExitCode()
 }
 
 // spawn starts the process with its output appended to the log.
@@ -120,49 +115,24 @@ func (d *daemon) spawn() {
 	defer out.Close()
 	d.runs++
 	fmt.Fprintf(out, "=== run %d at %s\n", d.runs, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(tandemBin, append([]string{"run", "--config", d.config, "--log-format", "json"}, d.args...)...)
-	cmd.Env = append(os.Environ(), d.env...)
-	cmd.Stdout, cmd.Stderr = out, out
-	// Pdeathsig: a test binary killed by its timeout leaves no daemon behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(d.t, cmd.Start())
-	d.cmd, d.exited = cmd, make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(d.exited)
-	}()
+	p, err := tandemproc.Start(tandemproc.Options{Bin: tandemBin, Config: d.config, Args: d.args, Env: d.env, Out: out})
+	require.NoError(d.t, err)
+	d.proc = p
 }
 
-func (d *daemon) running() bool {
-	if d.exited == nil {
-		return false
-	}
-	select {
-	case <-d.exited:
-		return false
-	default:
-		return true
-	}
-}
+func (d *daemon) running() bool { return d.proc != nil && d.proc.Running() }
 
 // kill sends SIGKILL and waits for the process to end.
 func (d *daemon) kill() {
 	d.t.Helper()
-	require.NoError(d.t, d.cmd.Process.Signal(syscall.SIGKILL))
-	<-d.exited
+	require.NoError(d.t, d.proc.Kill())
 }
 
 // stop sends SIGTERM and waits (bounded) for a clean exit.
 func (d *daemon) stop() {
 	d.t.Helper()
-	require.NoError(d.t, d.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case <-d.exited:
-	case <-time.After(time.Minute):
-		d.kill()
-		d.t.Fatalf("the daemon did not stop within a minute of SIGTERM; its log:\n%s", d.tail(40))
-	}
-	require.True(d.t, d.cmd.ProcessState.Success(), "exit status %s; log:\n%s", d.cmd.ProcessState, d.tail(40))
+	err := d.proc.Stop(time.Minute)
+	require.NoError(d.t, err, "exit status %s; log:\n%s", d.proc.Cmd.ProcessState, d.tail(40))
 }
 
 func (d *daemon) url(path string) string { return "http://" + d.cfg.Listen + path }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -116,6 +117,9 @@ type Providers struct {
 	SLB     []AlibabaProvider `yaml:"slb" json:"slb,omitempty"`
 	Nacos   []NacosProvider   `yaml:"nacos" json:"nacos,omitempty"`
 	HAProxy []HAProxyProvider `yaml:"haproxy" json:"haproxy,omitempty"`
+	// Ext holds the provider instances of registered load-balancer kinds
+	// (RegisterLBKind), by kind, written in YAML like the built-in ones.
+	Ext map[string][]ProviderConfig `yaml:"-" json:"ext,omitempty"`
 }
 
 // AlibabaProvider is one ALB or SLB account and region.
@@ -249,6 +253,131 @@ func (h HAConfig) TLS() TLSFiles {
 	return TLSFiles{CAFile: h.CAFile, CertFile: h.CertFile, KeyFile: h.KeyFile, ServerName: h.ServerName}
 }
 
+// Defaults of provider instances that their packages use too, for
+// configurations built in code.
+const (
+	DefaultProviderTimeout = 5 * time.Second  // haproxy and nacos timeout, alb and slb connectTimeout
+	DefaultReadTimeout     = 10 * time.Second // alb and slb readTimeout
+	DefaultJobTimeout      = 2 * time.Minute  // alb jobTimeout
+)
+
+// Default fills the optional fields of an ALB or SLB instance.
+func (p *AlibabaProvider) Default() {
+	setDefault(&p.Protocol, "https")
+	setDefault(&p.Network, NetworkPublic)
+	setDefault(&p.RateLimit.CallsPerSecond, DefaultCallsPerSecond)
+	setDefault(&p.RateLimit.Burst, DefaultBurst)
+	setDefault(&p.SignatureVersion, "v3")
+	setDefault(&p.ConnectTimeout, Duration(DefaultProviderTimeout))
+	setDefault(&p.ReadTimeout, Duration(DefaultReadTimeout))
+	setDefault(&p.JobTimeout, Duration(DefaultJobTimeout))
+	setDefault(&p.RetryTimeout, Duration(time.Minute))
+}
+
+// Validate checks an ALB or SLB instance whose path is base.
+func (p AlibabaProvider) Validate(base string, bad func(path, format string, args ...any)) {
+	if p.Region == "" {
+		bad(base+".region", "is required, e.g. cn-hangzhou")
+	}
+	if p.Protocol != "http" && p.Protocol != "https" {
+		bad(base+".protocol", "must be http or https, got %q", p.Protocol)
+	}
+	if p.Network != NetworkPublic && p.Network != NetworkVPC {
+		bad(base+".network", "must be public or vpc, got %q", p.Network)
+	}
+	if p.RateLimit.CallsPerSecond < 0 {
+		bad(base+".rateLimit.callsPerSecond", "must be positive, got %v", p.RateLimit.CallsPerSecond)
+	}
+	if p.RateLimit.Burst < 0 {
+		bad(base+".rateLimit.burst", "must be positive, got %d", p.RateLimit.Burst)
+	}
+	if p.SignatureVersion != "v3" && p.SignatureVersion != "v2" {
+		bad(base+".signatureVersion", "must be v3 or v2, got %q", p.SignatureVersion)
+	}
+	if (p.AccessKeyIDEnv == "") != (p.AccessKeySecretEnv == "") {
+		bad(base, "set both accessKeyIdEnv and accessKeySecretEnv, or neither to use the default credential chain")
+	}
+	checkEnv(bad, base+".accessKeyIdEnv", p.AccessKeyIDEnv)
+	checkEnv(bad, base+".accessKeySecretEnv", p.AccessKeySecretEnv)
+	checkEnv(bad, base+".securityTokenEnv", p.SecurityTokenEnv)
+	checkNoURLCredentials(bad, base+".endpoint", p.Endpoint)
+}
+
+// Default fills the optional fields of an HAProxy instance.
+func (p *HAProxyProvider) Default() { setDefault(&p.Timeout, Duration(DefaultProviderTimeout)) }
+
+// Validate checks an HAProxy instance whose path is base.
+func (p HAProxyProvider) Validate(base string, bad func(path, format string, args ...any)) {
+	if p.Socket == "" {
+		bad(base+".socket", "is required (a unix socket path or host:port)")
+	}
+}
+
+// Default fills the optional fields of a Nacos instance.
+func (p *NacosProvider) Default() {
+	setDefault(&p.ContextPath, "/nacos")
+	setDefault(&p.API, "v1")
+	setDefault(&p.Scheme, "http")
+	setDefault(&p.Server, NacosServerNacos)
+	setDefault(&p.Timeout, Duration(DefaultProviderTimeout))
+}
+
+// Validate checks a Nacos instance whose path is base.
+func (p NacosProvider) Validate(base string, bad func(path, format string, args ...any)) {
+	if len(p.Servers) == 0 {
+		bad(base+".servers", "needs at least one host:port")
+	}
+	for j, s := range p.Servers {
+		field := fmt.Sprintf("%s.servers[%d]", base, j)
+		if strings.Contains(s, "@") {
+			checkNoURLCredentials(bad, field, s)
+		} else if _, _, err := net.SplitHostPort(s); err != nil {
+			bad(field, "must be host:port, got %q", s)
+		}
+	}
+	if p.API != "v1" && p.API != "v3" {
+		bad(base+".api", "must be v1 (Nacos 2.x) or v3 (Nacos 3.x), got %q", p.API)
+	}
+	switch p.Server {
+	case NacosServerNacos:
+	case NacosServerRNacos:
+		if p.API != "v1" {
+			bad(base+".api", "must be v1 with server r-nacos (r-nacos has no v3 admin API), got %q", p.API)
+		}
+	default:
+		bad(base+".server", "must be nacos (Nacos 2.x or 3.x) or r-nacos, got %q", p.Server)
+	}
+	if !strings.HasPrefix(p.ContextPath, "/") {
+		bad(base+".contextPath", "must start with /, got %q", p.ContextPath)
+	}
+	if (p.UsernameEnv == "") != (p.PasswordEnv == "") {
+		bad(base, "set both usernameEnv and passwordEnv, or neither when auth is off")
+	}
+	checkEnv(bad, base+".usernameEnv", p.UsernameEnv)
+	checkEnv(bad, base+".passwordEnv", p.PasswordEnv)
+	switch {
+	case p.Scheme != "http" && p.Scheme != "https":
+		bad(base+".scheme", "must be http or https, got %q", p.Scheme)
+	case p.Scheme == "http" && p.TLS().Set():
+		bad(base+".scheme", "must be https when caFile, certFile, keyFile or serverName is set")
+	case p.Scheme == "https" && p.CAFile == "":
+		// nacos-sdk-go v2.3.5 skips verification of its HTTP login
+		// without a CA file (common/tls/tls.go NewTLS).
+		bad(base+".caFile", "is required with scheme https (the Nacos SDK would not verify the server without it); for a public CA name the system bundle, e.g. /etc/ssl/certs/ca-certificates.crt")
+	case p.Scheme == "https":
+		if _, field, err := p.TLS().load(); err != nil {
+			bad(base+"."+field, "%v", err)
+		}
+	}
+}
+
+// checkEnv reports an *Env field that does not name an environment variable.
+func checkEnv(bad func(path, format string, args ...any), path, name string) {
+	if name != "" && !envNameOK(name) {
+		bad(path, "must name an environment variable (letters, digits, _), got %q", name)
+	}
+}
+
 // Default fills the optional fields.
 func (c *Config) Default() {
 	setDefault(&c.Git.Branch, "main")
@@ -262,30 +391,15 @@ func (c *Config) Default() {
 	setDefault(&c.Reconcile.Concurrency, 4)
 	setDefault(&c.Drift.Mode, DriftAlert)
 	setDefault(&c.Drift.Repeat, Duration(time.Hour))
-	for _, ps := range [][]AlibabaProvider{c.Providers.ALB, c.Providers.SLB} {
-		for i := range ps {
-			p := &ps[i]
-			setDefault(&p.Protocol, "https")
-			setDefault(&p.Network, NetworkPublic)
-			setDefault(&p.RateLimit.CallsPerSecond, DefaultCallsPerSecond)
-			setDefault(&p.RateLimit.Burst, DefaultBurst)
-			setDefault(&p.SignatureVersion, "v3")
-			setDefault(&p.ConnectTimeout, Duration(5*time.Second))
-			setDefault(&p.ReadTimeout, Duration(10*time.Second))
-			setDefault(&p.JobTimeout, Duration(2*time.Minute))
-			setDefault(&p.RetryTimeout, Duration(time.Minute))
+	for _, k := range LBKinds() {
+		for _, p := range k.Configured(c) {
+			if d, ok := p.(Defaulter); ok {
+				d.Default()
+			}
 		}
 	}
 	for i := range c.Providers.Nacos {
-		p := &c.Providers.Nacos[i]
-		setDefault(&p.ContextPath, "/nacos")
-		setDefault(&p.API, "v1")
-		setDefault(&p.Scheme, "http")
-		setDefault(&p.Server, NacosServerNacos)
-		setDefault(&p.Timeout, Duration(5*time.Second))
-	}
-	for i := range c.Providers.HAProxy {
-		setDefault(&c.Providers.HAProxy[i].Timeout, Duration(5*time.Second))
+		c.Providers.Nacos[i].Default()
 	}
 	c.Policy.Default()
 	if c.HA != nil {
@@ -305,11 +419,7 @@ func (c *Config) Validate() Problems {
 			bad(base+"."+field, "%v", err)
 		}
 	}
-	env := func(path, name string) {
-		if name != "" && !envNameOK(name) {
-			bad(path, "must name an environment variable (letters, digits, _), got %q", name)
-		}
-	}
+	env := func(path, name string) { checkEnv(bad, path, name) }
 	if c.Git.URL == "" {
 		bad("git.url", "is required (a repository URL or a local path)")
 	} else if what := URLCredentials(c.Git.URL); what != "" {
@@ -385,89 +495,17 @@ func (c *Config) Validate() Problems {
 			names[kind+"/"+name] = p
 		}
 	}
-	for kind, list := range map[string][]AlibabaProvider{KindALB: c.Providers.ALB, KindSLB: c.Providers.SLB} {
-		for i, p := range list {
-			unique(kind, i, p.Name)
-			base := fmt.Sprintf("providers.%s[%d]", kind, i)
-			if p.Region == "" {
-				bad(base+".region", "is required, e.g. cn-hangzhou")
+	for _, k := range LBKinds() {
+		for i, p := range k.Configured(c) {
+			unique(k.Name, i, p.ProviderName())
+			if v, ok := p.(Validator); ok {
+				v.Validate(fmt.Sprintf("providers.%s[%d]", k.Name, i), bad)
 			}
-			if p.Protocol != "http" && p.Protocol != "https" {
-				bad(base+".protocol", "must be http or https, got %q", p.Protocol)
-			}
-			if p.Network != NetworkPublic && p.Network != NetworkVPC {
-				bad(base+".network", "must be public or vpc, got %q", p.Network)
-			}
-			if p.RateLimit.CallsPerSecond < 0 {
-				bad(base+".rateLimit.callsPerSecond", "must be positive, got %v", p.RateLimit.CallsPerSecond)
-			}
-			if p.RateLimit.Burst < 0 {
-				bad(base+".rateLimit.burst", "must be positive, got %d", p.RateLimit.Burst)
-			}
-			if p.SignatureVersion != "v3" && p.SignatureVersion != "v2" {
-				bad(base+".signatureVersion", "must be v3 or v2, got %q", p.SignatureVersion)
-			}
-			if (p.AccessKeyIDEnv == "") != (p.AccessKeySecretEnv == "") {
-				bad(base, "set both accessKeyIdEnv and accessKeySecretEnv, or neither to use the default credential chain")
-			}
-			env(base+".accessKeyIdEnv", p.AccessKeyIDEnv)
-			env(base+".accessKeySecretEnv", p.AccessKeySecretEnv)
-			env(base+".securityTokenEnv", p.SecurityTokenEnv)
-			checkNoURLCredentials(bad, base+".endpoint", p.Endpoint)
 		}
 	}
 	for i, p := range c.Providers.Nacos {
 		unique(KindNacos, i, p.Name)
-		base := fmt.Sprintf("providers.nacos[%d]", i)
-		if len(p.Servers) == 0 {
-			bad(base+".servers", "needs at least one host:port")
-		}
-		for j, s := range p.Servers {
-			field := fmt.Sprintf("%s.servers[%d]", base, j)
-			if strings.Contains(s, "@") {
-				checkNoURLCredentials(bad, field, s)
-			} else if _, _, err := net.SplitHostPort(s); err != nil {
-				bad(field, "must be host:port, got %q", s)
-			}
-		}
-		if p.API != "v1" && p.API != "v3" {
-			bad(base+".api", "must be v1 (Nacos 2.x) or v3 (Nacos 3.x), got %q", p.API)
-		}
-		switch p.Server {
-		case NacosServerNacos:
-		case NacosServerRNacos:
-			if p.API != "v1" {
-				bad(base+".api", "must be v1 with server r-nacos (r-nacos has no v3 admin API), got %q", p.API)
-			}
-		default:
-			bad(base+".server", "must be nacos (Nacos 2.x or 3.x) or r-nacos, got %q", p.Server)
-		}
-		if !strings.HasPrefix(p.ContextPath, "/") {
-			bad(base+".contextPath", "must start with /, got %q", p.ContextPath)
-		}
-		if (p.UsernameEnv == "") != (p.PasswordEnv == "") {
-			bad(base, "set both usernameEnv and passwordEnv, or neither when auth is off")
-		}
-		env(base+".usernameEnv", p.UsernameEnv)
-		env(base+".passwordEnv", p.PasswordEnv)
-		switch {
-		case p.Scheme != "http" && p.Scheme != "https":
-			bad(base+".scheme", "must be http or https, got %q", p.Scheme)
-		case p.Scheme == "http" && p.TLS().Set():
-			bad(base+".scheme", "must be https when caFile, certFile, keyFile or serverName is set")
-		case p.Scheme == "https" && p.CAFile == "":
-			// nacos-sdk-go v2.3.5 skips verification of its HTTP login
-			// without a CA file (common/tls/tls.go NewTLS).
-			bad(base+".caFile", "is required with scheme https (the Nacos SDK would not verify the server without it); for a public CA name the system bundle, e.g. /etc/ssl/certs/ca-certificates.crt")
-		case p.Scheme == "https":
-			tlsFiles(base, p.TLS())
-		}
-	}
-	for i, p := range c.Providers.HAProxy {
-		unique(KindHAProxy, i, p.Name)
-		if p.Socket == "" {
-			bad(fmt.Sprintf("providers.haproxy[%d].socket", i), "is required (a unix socket path or host:port)")
-		}
+		p.Validate(fmt.Sprintf("providers.nacos[%d]", i), bad)
 	}
 	for i, n := range c.Notify {
 		base := fmt.Sprintf("notify[%d]", i)
@@ -525,31 +563,15 @@ func (c *Config) nacosProvider(name string) (NacosProvider, bool) {
 
 // HasProvider reports whether a provider instance of this kind and name exists.
 func (c *Config) HasProvider(kind, name string) bool {
-	switch kind {
-	case KindALB:
-		return hasName(c.Providers.ALB, name)
-	case KindSLB:
-		return hasName(c.Providers.SLB, name)
-	case KindNacos:
+	if kind == KindNacos {
 		_, ok := c.nacosProvider(name)
 		return ok
-	case KindHAProxy:
-		for _, p := range c.Providers.HAProxy {
-			if p.Name == name {
-				return true
-			}
-		}
 	}
-	return false
-}
-
-func hasName(ps []AlibabaProvider, name string) bool {
-	for _, p := range ps {
-		if p.Name == name {
-			return true
-		}
+	k, ok := LookupLBKind(kind)
+	if !ok {
+		return false
 	}
-	return false
+	return slices.ContainsFunc(k.Configured(c), func(p ProviderConfig) bool { return p.ProviderName() == name })
 }
 
 func contains(list []string, s string) bool {

@@ -298,11 +298,75 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string, depth in
 	d.entries(n, path, func(k *yaml.Node, key string, val *yaml.Node) {
 		idx, ok := fields.index[key]
 		if !ok {
-			d.problem(k.Line, join(path, key), "unknown field; expected one of: %s", strings.Join(fields.names, ", "))
+			if d.extra(v, key, val, join(path, key), depth) {
+				return
+			}
+			names := fields.names
+			if more := extraNames(v); len(more) > 0 {
+				names = append(slices.Clone(names), more...)
+				sort.Strings(names)
+			}
+			d.problem(k.Line, join(path, key), "unknown field; expected one of: %s", strings.Join(names, ", "))
 			return
 		}
 		d.value(val, v.Field(idx), join(path, key), depth+1)
 	})
+}
+
+// extra decodes a key that a registered load-balancer kind declares
+// (kinds.go): one of its binding fields, or its list of provider instances.
+func (d *decoder) extra(v reflect.Value, key string, val *yaml.Node, path string, depth int) bool {
+	switch x := v.Addr().Interface().(type) {
+	case *Binding:
+		if !slices.Contains(extraBindingFields(), key) {
+			return false
+		}
+		var s string
+		d.value(val, reflect.ValueOf(&s).Elem(), path, depth+1)
+		if x.Ext == nil {
+			x.Ext = map[string]string{}
+		}
+		x.Ext[key] = s
+		return true
+	case *Providers:
+		k, ok := LookupLBKind(key)
+		if !ok || k.Config == nil {
+			return false
+		}
+		t := reflect.TypeOf(k.Config)
+		if t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		list := reflect.New(reflect.SliceOf(t)).Elem()
+		d.value(val, list, path, depth+1)
+		out := make([]ProviderConfig, list.Len())
+		for i := range out {
+			out[i] = list.Index(i).Addr().Interface().(ProviderConfig)
+		}
+		if x.Ext == nil {
+			x.Ext = map[string][]ProviderConfig{}
+		}
+		x.Ext[key] = out
+		return true
+	}
+	return false
+}
+
+// extraNames are the keys extra accepts in v.
+func extraNames(v reflect.Value) []string {
+	switch v.Addr().Interface().(type) {
+	case *Binding:
+		return extraBindingFields()
+	case *Providers:
+		var out []string
+		for _, k := range LBKinds() {
+			if k.Config != nil {
+				out = append(out, k.Name)
+			}
+		}
+		return out
+	}
+	return nil
 }
 
 // entries calls f for each key of a mapping node, reporting a node that is

@@ -212,8 +212,7 @@ func (s *Set) validate(cfg *Config) Problems {
 		ps = append(ps, cfg.checkPolicy(svc)...)
 		for i, b := range svc.Traffic {
 			if k := b.Kind(); k != "" && !cfg.HasProvider(k, b.Provider()) {
-				field := map[string]string{KindALB: "alb", KindSLB: "slb", KindHAProxy: "haproxy"}[k]
-				ps = append(ps, svc.Problem(fmt.Sprintf("traffic[%d].%s", i, field),
+				ps = append(ps, svc.Problem(fmt.Sprintf("traffic[%d].%s", i, k),
 					"no %s provider named %q in %s", k, b.Provider(), cfg.fileName()))
 			}
 		}

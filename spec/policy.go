@@ -156,6 +156,10 @@ func (c *Config) EnvNames(users bool) []string {
 			for i := range v.Len() {
 				walk(v.Index(i))
 			}
+		case reflect.Map: // Providers.Ext: instances of registered kinds
+			for _, k := range v.MapKeys() {
+				walk(v.MapIndex(k))
+			}
 		case reflect.Struct:
 			t := v.Type()
 			for i := range t.NumField() {

@@ -137,54 +137,8 @@ func (s *Service) Validate() Problems {
 	seenBinding := map[string]int{}
 	for i, b := range s.Traffic {
 		p := "traffic[" + strconv.Itoa(i) + "]"
-		kinds := 0
-		for _, set := range []bool{b.ALB != "", b.SLB != "", b.HAProxy != ""} {
-			if set {
-				kinds++
-			}
-		}
-		if kinds != 1 {
-			bad(p, "must name exactly one of alb, slb or haproxy")
+		if !validateKind(b, p, bad) {
 			continue
-		}
-		foreign := func(field string, set bool) {
-			if set {
-				bad(p+"."+field, "does not apply to a %s binding", b.Kind())
-			}
-		}
-		maxWeight := 100
-		switch b.Kind() {
-		case KindALB:
-			if b.ServerGroup == "" {
-				bad(p+".serverGroup", "is required for an alb binding")
-			}
-			foreign("loadBalancer", b.LoadBalancer != "")
-			foreign("vServerGroup", b.VServerGroup != "")
-			foreign("listenerPort", b.ListenerPort != 0)
-			foreign("backend", b.Backend != "")
-		case KindSLB:
-			if b.LoadBalancer == "" {
-				bad(p+".loadBalancer", "is required for an slb binding")
-			}
-			if b.ListenerPort < 0 || b.ListenerPort > 65535 {
-				bad(p+".listenerPort", "must be 1..65535")
-			}
-			foreign("serverGroup", b.ServerGroup != "")
-			foreign("listener", b.Listener != "")
-			foreign("backend", b.Backend != "")
-		case KindHAProxy:
-			if b.Backend == "" {
-				bad(p+".backend", "is required for an haproxy binding")
-			}
-			maxWeight = 256
-			foreign("serverGroup", b.ServerGroup != "")
-			foreign("listener", b.Listener != "")
-			foreign("loadBalancer", b.LoadBalancer != "")
-			foreign("vServerGroup", b.VServerGroup != "")
-			foreign("listenerPort", b.ListenerPort != 0)
-		}
-		if b.Weight < 1 || b.Weight > maxWeight {
-			bad(p+".weight", "must be 1..%d for %s", maxWeight, b.Kind())
 		}
 		if prev, dup := seenBinding[b.Key()]; dup {
 			bad(p, "binds %s again (already traffic[%d])", b.Key(), prev)

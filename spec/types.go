@@ -150,8 +150,9 @@ func (i Instance) String() string {
 }
 
 // Binding attaches a service to one load-balancer server group. Exactly one
-// of ALB, SLB and HAProxy is set; it names a provider instance of the
-// daemon's configuration.
+// kind's name field (alb, slb, haproxy, or that of a registered kind) is
+// set; it names a provider instance of the daemon's configuration. What
+// each kind is, and which fields it takes, is its LBKind (kinds.go).
 type Binding struct {
 	ALB         string `yaml:"alb" json:"alb,omitempty"`
 	ServerGroup string `yaml:"serverGroup" json:"serverGroup,omitempty"`
@@ -165,11 +166,16 @@ type Binding struct {
 	HAProxy string `yaml:"haproxy" json:"haproxy,omitempty"`
 	Backend string `yaml:"backend" json:"backend,omitempty"`
 
+	// Ext holds the binding fields of registered kinds (RegisterLBKind),
+	// written in YAML like the built-in ones.
+	Ext map[string]string `yaml:"-" json:"ext,omitempty"`
+
 	// Weight is what each instance of the active group gets (default 100).
 	Weight int `yaml:"weight" json:"weight"`
 }
 
-// Binding kinds, which are also the provider kinds of the daemon config.
+// The built-in binding kinds, which are also provider kinds of the daemon
+// config, and the registry kind.
 const (
 	KindALB     = "alb"
 	KindSLB     = "slb"
@@ -177,35 +183,36 @@ const (
 	KindNacos   = "nacos"
 )
 
-// Kind is alb, slb or haproxy ("" when none is set).
+// Kind is the name of the binding's kind ("" when none is set; the first
+// of several, which validation refuses).
 func (b Binding) Kind() string {
-	switch {
-	case b.ALB != "":
-		return KindALB
-	case b.SLB != "":
-		return KindSLB
-	case b.HAProxy != "":
-		return KindHAProxy
+	if k := b.kind(); k != nil {
+		return k.Name
 	}
 	return ""
 }
 
+// LBKind returns the binding's kind.
+func (b Binding) LBKind() (LBKind, bool) {
+	if k := b.kind(); k != nil {
+		return *k, true
+	}
+	return LBKind{}, false
+}
+
 // Provider is the name of the provider instance the binding uses.
-func (b Binding) Provider() string { return b.ALB + b.SLB + b.HAProxy }
+func (b Binding) Provider() string {
+	if k := b.kind(); k != nil {
+		return k.provider(b)
+	}
+	return ""
+}
 
 // Key identifies the binding in plans, status and logs, e.g.
 // alb:prod-hz/sgp-0123, slb:prod-hz/lb-0456/rsp-0789, haproxy:edge/user_be.
 func (b Binding) Key() string {
-	switch b.Kind() {
-	case KindALB:
-		return "alb:" + b.ALB + "/" + b.ServerGroup
-	case KindSLB:
-		if b.VServerGroup == "" {
-			return "slb:" + b.SLB + "/" + b.LoadBalancer + "/default"
-		}
-		return "slb:" + b.SLB + "/" + b.LoadBalancer + "/" + b.VServerGroup
-	case KindHAProxy:
-		return "haproxy:" + b.HAProxy + "/" + b.Backend
+	if k := b.kind(); k != nil {
+		return k.key(b)
 	}
 	return "invalid-binding"
 }

@@ -10,11 +10,10 @@ func (s *Service) Warnings() Problems {
 	var ws Problems
 	for i, b := range s.Traffic {
 		path := fmt.Sprintf("traffic[%d]", i)
-		switch {
-		case b.Kind() == KindALB && b.Listener == "":
-			ws = append(ws, s.Problem(path, "warning: binding %s names no listener: the shift cannot be confirmed by the LB's health checks (set listener to the listener that forwards to %s)", b.Key(), b.ServerGroup))
-		case b.Kind() == KindSLB && b.ListenerPort == 0:
-			ws = append(ws, s.Problem(path, "warning: binding %s names no listener: the shift cannot be confirmed by the LB's health checks (set listenerPort)", b.Key()))
+		if k, ok := b.LBKind(); ok && k.Unconfirmed != nil {
+			if w := k.Unconfirmed(b); w != "" {
+				ws = append(ws, s.Problem(path, "%s", w))
+			}
 		}
 	}
 	return ws

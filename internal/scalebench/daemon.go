@@ -10,108 +10,56 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/tandemhq/tandem/internal/tandemproc"
 )
 
 // daemonProc is `tandem run` running as a child process, so that its
 // memory is its own.
 type daemonProc struct {
-	cmd    *exec.Cmd
-	base   string // http://host:port of its API
-	hc     *http.Client
-	exited chan struct{} // closed when the process ended
-	err    error         // its exit status, once exited is closed
-	log    *os.File
+	*tandemproc.Proc
+	base string // http://host:port of its API
+	hc   *http.Client
+	log  *os.File
 }
 
 // startDaemon runs `bin run --config config --log-format json` with the
 // emulators' AccessKey in its environment, its log in logPath, and waits
-// (bounded by ctx) until its API listens.
-func startDaemon(ctx context.Context, bin, config, logPath string) (*daemonProc, error) {
+// (bounded by ctx) until its API listens: the address the daemon writes
+// in stateDir.
+func startDaemon(ctx context.Context, bin, config, stateDir, logPath string) (*daemonProc, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	addr := &addrWatch{found: make(chan string, 1)}
-	cmd := exec.Command(bin, "run", "--config", config, "--log-format", "json")
-	cmd.Env = append(os.Environ(), alibabaKeyIDEnv+"="+alibabaKeyID, alibabaKeySecretEnv+"="+alibabaKeySecret)
-	cmd.Stdout = logFile
-	cmd.Stderr = io.MultiWriter(logFile, addr)
-	if err := cmd.Start(); err != nil {
+	p, err := tandemproc.Start(tandemproc.Options{Bin: bin, Config: config, StateDir: stateDir, Out: logFile,
+		Env: []string{alibabaKeyIDEnv + "=" + alibabaKeyID, alibabaKeySecretEnv + "=" + alibabaKeySecret}})
+	if err != nil {
 		logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+		return nil, err
 	}
-	d := &daemonProc{cmd: cmd, hc: &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}, exited: make(chan struct{}), log: logFile}
-	go func() {
-		d.err = cmd.Wait()
-		close(d.exited)
-	}()
-	select {
-	case a := <-addr.found:
-		d.base = "http://" + a
-		return d, nil
-	case <-d.exited:
-		logFile.Close()
-		return nil, fmt.Errorf("the daemon exited before it served its API (%v); see %s", d.err, logPath)
-	case <-ctx.Done():
-		return nil, errors.Join(fmt.Errorf("waiting for the daemon's API: %w", ctx.Err()), d.stop())
+	d := &daemonProc{Proc: p, hc: &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}, log: logFile}
+	addr, err := p.Addr(ctx)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("%w; see %s", err, logPath), d.stop())
 	}
-}
-
-// addrWatch finds the address the daemon's API listens on in its JSON log
-// (the line "serving the API and the dashboard").
-type addrWatch struct {
-	mu    sync.Mutex
-	buf   []byte
-	done  bool
-	found chan string
-}
-
-func (a *addrWatch) Write(p []byte) (int, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.done {
-		return len(p), nil
-	}
-	a.buf = append(a.buf, p...)
-	for {
-		i := bytes.IndexByte(a.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		var line struct{ Msg, Address string }
-		if json.Unmarshal(a.buf[:i], &line) == nil && line.Msg == "serving the API and the dashboard" && line.Address != "" {
-			a.done, a.buf = true, nil
-			a.found <- line.Address
-			return len(p), nil
-		}
-		a.buf = a.buf[i+1:]
-	}
+	d.base = "http://" + addr
+	return d, nil
 }
 
 // stop asks the daemon to stop (SIGTERM) and waits; after 30 s it kills it.
 func (d *daemonProc) stop() error {
 	defer d.log.Close()
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-		return d.err
-	case <-time.After(30 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.exited
-		return errors.New("the daemon did not stop within 30 s of SIGTERM and was killed")
-	}
+	return d.Stop(30 * time.Second)
 }
 
 // memory reads the daemon's resident set size and its peak (kB) from
 // /proc/PID/status.
 func (d *daemonProc) memory() (rss, hwm int, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.Cmd.Process.Pid))
 	if err != nil {
 		return 0, 0, fmt.Errorf("reading the daemon's memory: %w", err)
 	}
@@ -127,7 +75,7 @@ func (d *daemonProc) memory() (rss, hwm int, err error) {
 		}
 	}
 	if rss == 0 || hwm == 0 {
-		return 0, 0, fmt.Errorf("no VmRSS/VmHWM in /proc/%d/status", d.cmd.Process.Pid)
+		return 0, 0, fmt.Errorf("no VmRSS/VmHWM in /proc/%d/status", d.Cmd.Process.Pid)
 	}
 	return rss, hwm, nil
 }
@@ -135,7 +83,7 @@ func (d *daemonProc) memory() (rss, hwm int, err error) {
 // cpu reads the CPU time the daemon has used (user and system) from
 // /proc/PID/stat, in clock ticks of 10 ms (USER_HZ is 100 on Linux).
 func (d *daemonProc) cpu() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.Cmd.Process.Pid))
 	if err != nil {
 		return 0, fmt.Errorf("reading the daemon's CPU time: %w", err)
 	}
@@ -144,7 +92,7 @@ func (d *daemonProc) cpu() (time.Duration, error) {
 	_, rest, _ := bytes.Cut(b, []byte(") "))
 	f := strings.Fields(string(rest))
 	if len(f) < 13 {
-		return 0, fmt.Errorf("reading the daemon's CPU time: short /proc/%d/stat", d.cmd.Process.Pid)
+		return 0, fmt.Errorf("reading the daemon's CPU time: short /proc/%d/stat", d.Cmd.Process.Pid)
 	}
 	user, err1 := strconv.Atoi(f[11])
 	sys, err2 := strconv.Atoi(f[12])
@@ -211,8 +159,8 @@ func (d *daemonProc) waitReady(ctx context.Context, want int, since time.Time, e
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for %d services to be ready (%s): %w", want, last, ctx.Err())
-		case <-d.exited:
-			return fmt.Errorf("the daemon exited (%v) while %s", d.err, last)
+		case <-d.Exited():
+			return fmt.Errorf("the daemon exited (%v) while %s", d.Err(), last)
 		case <-t.C:
 		}
 	}
@@ -287,8 +235,8 @@ func (d *daemonProc) waitQuiet(ctx context.Context, quiet time.Duration) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for the daemon's passes to stop: %w", ctx.Err())
-		case <-d.exited:
-			return fmt.Errorf("the daemon exited: %v", d.err)
+		case <-d.Exited():
+			return fmt.Errorf("the daemon exited: %v", d.Err())
 		case <-tick.C:
 		}
 	}

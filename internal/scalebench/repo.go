@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/specfile"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -43,40 +44,29 @@ func writeRepo(dir string, services []*service) error {
 // metadata where the service is registered, else from GET /version. Deploy
 // never runs: the benchmark releases nothing.
 func serviceFile(s *service) []byte {
-	var b strings.Builder
-	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
-	p("# Written by internal/scalebench.")
-	p("service: %s", s.name)
-	p("active: %s", s.active)
-	p("version: %q", desiredVersion)
-	p("groups:")
+	f := specfile.Service{Writer: "internal/scalebench", Name: s.name, Active: s.active, Version: desiredVersion,
+		Deploy: specfile.Deploy{Exec: []string{"false"}}, Health: specfile.Health{VersionFromNacos: s.nacos}}
 	for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
-		p("  %s:", g)
-		p("    instances:")
+		var ins []spec.Instance
 		for _, in := range s.groups[g] {
-			p("      - {ip: %s, port: %d, id: %s}", in.ip, in.port, in.id)
+			ins = append(ins, spec.Instance{IP: in.ip, Port: in.port, ID: in.id})
+		}
+		if g == spec.GroupA {
+			f.A = ins
+		} else {
+			f.B = ins
 		}
 	}
 	switch s.lb {
 	case spec.KindALB:
-		p("traffic:")
-		p("  - {alb: %s, serverGroup: %s, listener: %s}", providerName, s.serverGroup, s.listener)
+		f.Traffic = fmt.Sprintf("{alb: %s, serverGroup: %s, listener: %s}", providerName, s.serverGroup, s.listener)
 	case spec.KindSLB:
-		p("traffic:")
-		p("  - {slb: %s, loadBalancer: %s, vServerGroup: %s, listenerPort: %d}", providerName, s.loadBalancer, s.vServerGrp, s.listenerPort)
+		f.Traffic = fmt.Sprintf("{slb: %s, loadBalancer: %s, vServerGroup: %s, listenerPort: %d}", providerName, s.loadBalancer, s.vServerGrp, s.listenerPort)
 	}
-	version := "{http: /version}"
 	if s.nacos {
-		p("registry:")
-		p("  nacos: {provider: %s, service: %s}", providerName, s.name)
-		version = "{nacosMetadata: version}"
+		f.Nacos = providerName
 	}
-	p("deploy:")
-	p(`  exec: ["false"]`)
-	p("health:")
-	p("  http: {path: /healthz}")
-	p("  version: %s", version)
-	return []byte(b.String())
+	return specfile.Render(f)
 }
 
 // daemonConfig is tandem.yaml: the repository, the emulators, and a

@@ -154,7 +154,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := writeConfig(cfgPath, daemonConfig(repoDir, stateDir, o.Concurrency, r.ali, r.nacos)); err != nil {
 		return nil, err
 	}
-	if err := r.daemon(ctx, cfgPath, filepath.Join(dir, "tandem.log")); err != nil {
+	if err := r.daemon(ctx, cfgPath, stateDir, filepath.Join(dir, "tandem.log")); err != nil {
 		return nil, err
 	}
 	if err := r.inProcess(ctx, cfgPath, repoDir, filepath.Join(stateDir, "journal")); err != nil {
@@ -211,10 +211,10 @@ const (
 
 // daemon runs `tandem run` until every service is Ready, then measures
 // idle passes, the calls between passes and the memory, and stops it.
-func (r *runner) daemon(ctx context.Context, cfgPath, logPath string) (err error) {
+func (r *runner) daemon(ctx context.Context, cfgPath, stateDir, logPath string) (err error) {
 	r.takeCalls()
 	start := time.Now()
-	d, err := startDaemon(ctx, r.o.Tandem, cfgPath, logPath)
+	d, err := startDaemon(ctx, r.o.Tandem, cfgPath, stateDir, logPath)
 	if err != nil {
 		return err
 	}
@@ -315,8 +315,8 @@ func (r *runner) daemonPass(ctx context.Context, d *daemonProc) (Pass, error) {
 		select {
 		case <-ctx.Done():
 			return Pass{}, fmt.Errorf("%d of %d passes counted: %w", count-count0, len(r.names), ctx.Err())
-		case <-d.exited:
-			return Pass{}, fmt.Errorf("the daemon exited: %v", d.err)
+		case <-d.Exited():
+			return Pass{}, fmt.Errorf("the daemon exited: %v", d.Err())
 		case <-tick.C:
 		}
 	}
@@ -335,7 +335,7 @@ func (r *runner) waitLists(ctx context.Context) {
 	last, since := -1, time.Now()
 	for {
 		got := r.ali.calls.count("ListServerGroupServers") + r.ali.calls.count("DescribeVServerGroupAttribute") +
-			r.nacos.emu.Calls()["GET "+nacosListPath]
+			r.nacos.Emu.Calls()["GET "+nacosListPath]
 		if got != last {
 			last, since = got, time.Now()
 		}
@@ -404,10 +404,10 @@ func (r *runner) takeCalls() Calls {
 			c.MostOnOne[a] = max(c.MostOnOne[a], n)
 		}
 	}
-	for k, n := range r.nacos.emu.Calls() {
+	for k, n := range r.nacos.Emu.Calls() {
 		c.ByAction["Nacos "+k] += n
 	}
-	r.nacos.emu.ResetCalls()
+	r.nacos.Emu.ResetCalls()
 	for k, n := range r.fleet.take() {
 		c.ByAction["Instances "+k] += n
 	}

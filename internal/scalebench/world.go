@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tandemhq/tandem/internal/nacosside"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/alibaba/emulator"
 	"github.com/tandemhq/tandem/providers/nacos"
-	nacosemu "github.com/tandemhq/tandem/providers/nacos/emulator"
 	"github.com/tandemhq/tandem/providers/nacos/nacosapp"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -31,10 +31,6 @@ const perGroup = 2
 // slbGroupsPerLB is how many vServer groups (one listener each) share an
 // SLB instance.
 const slbGroupsPerLB = 10
-
-// nacosPushDelay is Nacos' default push delay
-// (nacos.naming.push.pushTaskDelay, 500 ms; reference nacos.md §1).
-const nacosPushDelay = 500 * time.Millisecond
 
 // service is one service of the benchmark and where it lives.
 type service struct {
@@ -276,18 +272,16 @@ const providerName = "bench"
 // service and connection, so four connections carry every instance instead
 // of one connection per instance.
 type nacosSide struct {
-	emu        *nacosemu.Emulator
-	addrs      nacosemu.Addrs
+	*nacosside.Side
 	publishers []*nacosapp.Publisher
 }
 
 func startNacos(ctx context.Context, services []*service) (*nacosSide, error) {
-	n := &nacosSide{emu: nacosemu.New(nacosemu.Options{PushDelay: nacosPushDelay})}
-	var err error
-	if n.addrs, err = n.emu.Start(ctx, "127.0.0.1:0"); err != nil {
+	side, err := nacosside.Start(ctx, nacosside.Options{Provider: providerName})
+	if err != nil {
 		return nil, err
 	}
-	cfg := nacosapp.Config{Servers: []string{n.addrs.HTTP}, GRPCPort: n.addrs.GRPCPort()}
+	n := &nacosSide{Side: side}
 	type slot struct {
 		p *nacosapp.Publisher
 		g spec.Group
@@ -296,7 +290,7 @@ func startNacos(ctx context.Context, services []*service) (*nacosSide, error) {
 	var slots []slot
 	for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
 		for i := range perGroup {
-			p, err := nacosapp.NewPublisher(cfg)
+			p, err := nacosapp.NewPublisher(n.App)
 			if err != nil {
 				return nil, errors.Join(err, n.close())
 			}
@@ -325,14 +319,10 @@ func startNacos(ctx context.Context, services []*service) (*nacosSide, error) {
 	return n, nil
 }
 
-func (n *nacosSide) provider() spec.NacosProvider {
-	return spec.NacosProvider{Name: providerName, Servers: []string{n.addrs.HTTP}, GRPCPort: n.addrs.GRPCPort(),
-		ContextPath: nacosemu.ContextPath, API: nacosemu.ModeV1}
-}
+func (n *nacosSide) provider() spec.NacosProvider { return n.Provider }
 
-// disableIdleGroups takes every idle group out of consumers' view the way
-// Tandem does it, through the Nacos provider (the operator API), so that
-// the live state matches the desired state before the daemon starts.
+// disableIdleGroups takes every idle group out of consumers' view through
+// the Nacos provider, as the stage does (internal/nacosside).
 func (n *nacosSide) disableIdleGroups(ctx context.Context, services []*service) error {
 	p := n.provider()
 	p.Timeout = spec.Duration(10 * time.Second)
@@ -341,24 +331,18 @@ func (n *nacosSide) disableIdleGroups(ctx context.Context, services []*service) 
 		return err
 	}
 	defer reg.Close()
-	var idle []*service
+	var idle []nacosside.Idle
 	for _, s := range services {
-		if s.nacos {
-			idle = append(idle, s)
+		if !s.nacos {
+			continue
 		}
-	}
-	// SetEnabled waits for a push (500 ms): many at once.
-	return parallel(idle, 32, func(s *service) error {
-		var addrs []providers.Addr
+		it := nacosside.Idle{Ref: spec.NacosRef{Provider: providerName, Namespace: "public", Group: "DEFAULT_GROUP", Service: s.name, Cluster: "DEFAULT"}}
 		for _, in := range s.groups[s.active.Other()] {
-			addrs = append(addrs, providers.Addr{IP: in.ip, Port: in.port})
+			it.Addrs = append(it.Addrs, providers.Addr{IP: in.ip, Port: in.port})
 		}
-		ref := spec.NacosRef{Provider: providerName, Namespace: "public", Group: "DEFAULT_GROUP", Service: s.name, Cluster: "DEFAULT"}
-		if err := reg.SetEnabled(ctx, ref, addrs, false); err != nil {
-			return fmt.Errorf("disabling the idle group of %s: %w", s.name, err)
-		}
-		return nil
-	})
+		idle = append(idle, it)
+	}
+	return nacosside.DisableIdleGroups(ctx, reg, idle, 32)
 }
 
 // parallel calls f for every item from n goroutines and returns the first
@@ -391,5 +375,5 @@ func (n *nacosSide) close() error {
 	for _, p := range n.publishers {
 		p.Close()
 	}
-	return n.emu.Close()
+	return n.Side.Close()
 }

@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/object"
 
+	"github.com/tandemhq/tandem/internal/specfile"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 	"github.com/tandemhq/tandem/spec/gitsource"
@@ -181,7 +181,7 @@ func (s *Stage) WaitInSync(ctx context.Context, service, revision string) (recon
 	var st reconcile.Status
 	err := poll(ctx, func() (bool, error) {
 		var ok bool
-		st, ok = s.daemon.Reconciler().Status(service)
+		st, ok = s.Daemon().Reconciler().Status(service)
 		if !ok || st.Revision.Hash != revision {
 			return false, nil
 		}
@@ -234,82 +234,32 @@ const providerName = "stage"
 // specFiles renders each service's file of the desired state.
 func (s *Stage) specFiles(apps instances) map[string][]byte {
 	files := map[string][]byte{}
+	t := s.opts.Timing
 	for _, svc := range s.opts.Services {
-		var b bytes.Buffer
-		err := serviceTemplate.Execute(&b, map[string]any{
-			"S": svc, "A": apps[svc.Name][spec.GroupA], "B": apps[svc.Name][spec.GroupB],
-			"Binding": s.lbs.binding(svc), "Provider": providerName, "DeployURL": s.deployURL(), "DeployTokenEnv": s.opts.DeployTokenEnv,
-			"T": s.opts.Timing, "Propagation": s.opts.Timing.propagation(svc),
-		})
-		if err != nil {
-			panic(err) // the template and its data are the stage's own
+		f := specfile.Service{
+			Comment: svc.Comment, Writer: "internal/stage: demo apps on loopback",
+			Name: svc.Name, Active: svc.Active, Version: svc.Version,
+			A: apps[svc.Name][spec.GroupA], B: apps[svc.Name][spec.GroupB],
+			Traffic: s.lbs.binding(svc),
+			Deploy: specfile.Deploy{Comment: "the demo fleet's deploy system restarts the group's apps at the version",
+				HTTP:    &specfile.DeployHTTP{URL: s.deployURL(), PollInterval: 50 * time.Millisecond, TokenEnv: s.opts.DeployTokenEnv},
+				Timeout: t.DeployTimeout},
+			Health: specfile.Health{VersionFromNacos: svc.VersionFromNacos, Timeout: time.Second, Deadline: t.HealthDeadline},
+			Drain:  &specfile.Drain{Propagation: t.propagation(svc), Quiet: t.Quiet, Timeout: t.DrainTimeout},
+			Verify: &specfile.Verify{Window: t.VerifyWindow, LBHealthTimeout: t.LBHealthTimeout},
+			After:  svc.After,
 		}
-		files[svc.Name+".yaml"] = b.Bytes()
+		if svc.Nacos {
+			f.Nacos = providerName
+			f.Drain.PropagationComment = "Nacos consumers' caches"
+		}
+		f.Drain.Evidence, f.Drain.EvidenceComment = "demo", "in-flight requests and WebSockets at /metrics as drain evidence"
+		if svc.Java {
+			f.Writer = "internal/stage: e2e/java's Spring Boot provider on loopback"
+			f.Health.Preset, f.Health.PresetComment = "spring-boot", `/actuator/health {"status":"UP"}; version: build.version of /actuator/info`
+			f.Drain.Evidence, f.Drain.EvidenceComment = "spring-boot", "Micrometer's requests in flight at /actuator/prometheus"
+		}
+		files[svc.Name+".yaml"] = specfile.Render(f)
 	}
 	return files
-}
-
-var serviceTemplate = template.Must(template.New("service").Funcs(template.FuncMap{"comment": comment}).Parse(`
-{{- with .S.Comment}}{{comment .}}{{end -}}
-# Written by internal/stage: {{if .S.Java}}e2e/java's Spring Boot provider{{else}}demo apps{{end}} on loopback.
-service: {{.S.Name}}
-active: {{.S.Active}}
-version: "{{.S.Version}}"
-groups:
-  A:
-    instances:
-{{- range .A}}
-      - {ip: {{.IP}}, port: {{.Port}}, id: {{.ID}}}
-{{- end}}
-  B:
-    instances:
-{{- range .B}}
-      - {ip: {{.IP}}, port: {{.Port}}, id: {{.ID}}}
-{{- end}}
-{{- with .Binding}}
-traffic:
-  - {{.}}
-{{- end}}
-{{- if .S.Nacos}}
-registry:
-  nacos: {provider: {{.Provider}}, service: {{.S.Name}}}
-{{- end}}
-deploy:                  # the demo fleet's deploy system restarts the group's apps at the version
-  http: {url: "{{.DeployURL}}", pollInterval: 50ms{{with .DeployTokenEnv}}, tokenEnv: {{.}}{{end}}}
-  timeout: {{.T.DeployTimeout}}
-health:
-{{- if .S.Java}}
-  preset: spring-boot      # /actuator/health {"status":"UP"}; version: build.version of /actuator/info
-{{- if .S.VersionFromNacos}}
-  version: {nacosMetadata: version}
-{{- end}}
-{{- else}}
-  http: {path: /healthz}
-  version: {{if .S.VersionFromNacos}}{nacosMetadata: version}{{else}}{http: /version}{{end}}
-{{- end}}
-  timeout: 1s
-  deadline: {{.T.HealthDeadline}}
-drain:
-  propagation: {{.Propagation}}{{if .S.Nacos}}   # Nacos consumers' caches{{end}}
-  quiet: {{.T.Quiet}}
-  timeout: {{.T.DrainTimeout}}
-  signal: {http: /drain}   # old instances close their WebSockets with 1001
-{{- if .S.Java}}
-  evidence: {preset: spring-boot}  # Micrometer's requests in flight at /actuator/prometheus
-{{- else}}
-  evidence: {preset: demo} # in-flight requests and WebSockets at /metrics as drain evidence
-{{- end}}
-verify: {window: {{.T.VerifyWindow}}{{with .T.LBHealthTimeout}}, lbHealthTimeout: {{.}}{{end}}}
-{{- with .S.After}}
-after: [{{range $i, $a := .}}{{if $i}}, {{end}}{{$a}}{{end}}]
-{{- end}}
-`))
-
-// comment renders text as YAML comment lines.
-func comment(text string) string {
-	var b strings.Builder
-	for line := range strings.Lines(strings.TrimSpace(text)) {
-		b.WriteString(strings.TrimRight("# "+strings.TrimSpace(line), " ") + "\n")
-	}
-	return b.String()
 }

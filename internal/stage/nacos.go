@@ -5,20 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
 	"github.com/tandemhq/tandem/internal/demoapp"
+	"github.com/tandemhq/tandem/internal/nacosside"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/nacos/emulator"
 	"github.com/tandemhq/tandem/providers/nacos/nacosapp"
 	"github.com/tandemhq/tandem/spec"
 )
-
-// nacosPushDelay is the emulator's push delay: Nacos' default
-// nacos.naming.push.pushTaskDelay (reference nacos.md §1).
-const nacosPushDelay = 500 * time.Millisecond
 
 // nacosSide is the Nacos the stage uses, as the apps and the daemon see it.
 type nacosSide struct {
@@ -39,7 +35,7 @@ const (
 
 // startNacos starts the emulator, or adopts the server of Options.Nacos,
 // when a service uses Nacos.
-func (s *Stage) startNacos(ctx context.Context) (*nacosSide, error) {
+func (s *Stage) startNacos() (*nacosSide, error) {
 	used := false
 	for _, svc := range s.opts.Services {
 		used = used || svc.Nacos
@@ -47,44 +43,16 @@ func (s *Stage) startNacos(ctx context.Context) (*nacosSide, error) {
 	if !used {
 		return &nacosSide{name: "none"}, nil
 	}
-	n := &nacosSide{}
-	p := spec.NacosProvider{Name: providerName, ContextPath: "/nacos", Timeout: spec.Duration(5 * time.Second)}
-	if srv := s.opts.Nacos; srv != nil {
-		if _, _, err := net.SplitHostPort(srv.Addr); err != nil {
-			return nil, fmt.Errorf("stage: Nacos.Addr %q must be host:port", srv.Addr)
-		}
-		n.name = srv.Name
-		p.Servers, p.GRPCPort, p.API = []string{srv.Addr}, srv.GRPCPort, srv.API
-	} else {
-		o := emulator.Options{PushDelay: nacosPushDelay, Log: s.log}
-		if pw := s.opts.NacosPassword; !pw.Empty() {
-			o.Username, o.Password = nacosUser, pw
-			for env, v := range map[string]string{nacosUserEnv: nacosUser, nacosPasswordEnv: pw.Reveal()} {
-				if err := os.Setenv(env, v); err != nil {
-					return nil, err
-				}
-			}
-			p.UsernameEnv, p.PasswordEnv = nacosUserEnv, nacosPasswordEnv
-		}
-		emu := emulator.New(o)
-		addrs, err := emu.Start(s.ctx, "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		s.closers = append(s.closers, emu.Close)
-		n.name, n.emu = "emulator (in-process)", emu
-		p.Servers, p.GRPCPort, p.API = []string{addrs.HTTP}, addrs.GRPCPort(), emulator.ModeV1
+	o := nacosside.Options{Provider: providerName, Timeout: 5 * time.Second, Log: s.log,
+		Username: nacosUser, UsernameEnv: nacosUserEnv, PasswordEnv: nacosPasswordEnv, Password: s.opts.NacosPassword}
+	o.Server = s.opts.Nacos
+	side, err := nacosside.Start(s.ctx, o)
+	if err != nil {
+		return nil, fmt.Errorf("stage: %w", err)
 	}
-	if p.API == "" {
-		p.API = "v1"
-	}
-	n.provider = &p
-	n.app = nacosapp.Config{Servers: p.Servers, GRPCPort: p.GRPCPort, ContextPath: p.ContextPath, Timeout: p.Timeout.D()}
-	n.metadata = s.opts.NacosMetadata
-	if n.emu != nil && !s.opts.NacosPassword.Empty() {
-		n.app.Username, n.app.Password = nacosUser, s.opts.NacosPassword
-	}
-	s.log.Info("stage nacos", "nacos", n.name, "servers", p.Servers)
+	s.closers = append(s.closers, side.Close)
+	n := &nacosSide{name: side.Name, provider: &side.Provider, app: side.App, emu: side.Emu, metadata: s.opts.NacosMetadata}
+	s.log.Info("stage nacos", "nacos", n.name, "servers", n.provider.Servers)
 	return n, nil
 }
 
@@ -105,30 +73,23 @@ func (n *nacosSide) register(service string, g spec.Group) func(context.Context,
 // of consumers' view with the daemon's own Nacos provider, once Nacos lists
 // every app.
 func (s *Stage) disableIdleGroups(ctx context.Context) error {
+	var idle []nacosside.Idle
 	for _, svc := range s.opts.Services {
 		if !svc.Nacos {
 			continue
 		}
 		sv, _ := s.set.Get(svc.Name)
 		ref := *sv.Registry.Nacos
-		reg := s.set2.Registries[ref.Provider]
-		want := len(sv.Instances(sv.Active)) + len(sv.Instances(sv.Active.Other()))
-		err := poll(ctx, func() (bool, error) {
-			v, err := reg.Instances(ctx, ref)
-			return err == nil && len(v.Instances) == want, nil
-		})
-		if err != nil {
-			return fmt.Errorf("waiting for the apps of %s in nacos: %w", svc.Name, err)
-		}
-		var idle []providers.Addr
+		it := nacosside.Idle{Ref: ref, Listed: len(sv.Instances(sv.Active)) + len(sv.Instances(sv.Active.Other()))}
 		for _, in := range sv.Instances(sv.Active.Other()) {
-			idle = append(idle, providers.Addr{IP: in.IP, Port: in.Port})
+			it.Addrs = append(it.Addrs, providers.Addr{IP: in.IP, Port: in.Port})
 		}
-		if err := reg.SetEnabled(ctx, ref, idle, false); err != nil {
-			return err
-		}
+		idle = append(idle, it)
 	}
-	return nil
+	if len(idle) == 0 {
+		return nil
+	}
+	return nacosside.DisableIdleGroups(ctx, s.set2.Registries[providerName], idle, 1)
 }
 
 // startConsumers starts a Nacos consumer in front of every registered

@@ -2,16 +2,21 @@ package stage_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/tandemhq/tandem/daemon"
 	"github.com/tandemhq/tandem/internal/nacostest"
 	"github.com/tandemhq/tandem/internal/stage"
+	"github.com/tandemhq/tandem/server"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -62,6 +67,21 @@ func TestAStageOfSLBAndNacosOnlyServicesReleasesAndReverts(t *testing.T) {
 		_, err := s.WaitInSync(ctx, name, head)
 		require.NoError(t, err)
 	}
+	// The daemon is tandem run's assembly: its API, on the address it
+	// wrote to the state directory, lists both services, and its metrics
+	// count the providers' requests.
+	addrFile, err := os.ReadFile(filepath.Join(s.Config().StateDir, daemon.AddrFile))
+	require.NoError(t, err)
+	require.Equal(t, s.APIAddr(), strings.TrimSpace(string(addrFile)))
+	sts, err := server.FetchStatus(ctx, "http://"+s.APIAddr())
+	require.NoError(t, err)
+	require.Len(t, sts, 2)
+	resp, err := http.Get("http://" + s.APIAddr() + "/metrics")
+	require.NoError(t, err)
+	metrics, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Contains(t, string(metrics), `tandem_provider_requests_total{`)
 	// answers sends traffic until some request is answered and returns
 	// the group and version that answered first, and whether users
 	// noticed nothing.

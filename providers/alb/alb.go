@@ -54,6 +54,12 @@ var (
 	_ providers.SlowStarter  = (*Provider)(nil)
 )
 
+func init() {
+	providers.RegisterLoadBalancer(spec.KindALB, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
+		return New(*cfg.(*spec.AlibabaProvider), log)
+	})
+}
+
 // New builds the provider of one `providers.alb` entry of tandem.yaml.
 func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
 	if log == nil {
@@ -68,7 +74,7 @@ func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
 	}
 	jobTimeout := cfg.JobTimeout.D()
 	if jobTimeout <= 0 {
-		jobTimeout = 2 * time.Minute
+		jobTimeout = spec.DefaultJobTimeout
 	}
 	provider := spec.KindALB + "/" + cfg.Name
 	return &Provider{

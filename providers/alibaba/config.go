@@ -55,7 +55,7 @@ func Config(kind string, p spec.AlibabaProvider) (*openapi.Config, error) {
 	cfg := &openapi.Config{
 		Credential: cred,
 		RegionId:   tea.String(p.Region),
-		HttpClient: newHTTPClient(field, orDefault(p.ConnectTimeout.D(), 5*time.Second), orDefault(p.ReadTimeout.D(), 10*time.Second), p.RateLimit),
+		HttpClient: newHTTPClient(field, orDefault(p.ConnectTimeout.D(), spec.DefaultProviderTimeout), orDefault(p.ReadTimeout.D(), spec.DefaultReadTimeout), p.RateLimit),
 	}
 	if p.Protocol != "" {
 		cfg.Protocol = tea.String(p.Protocol)

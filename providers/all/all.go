@@ -1,6 +1,8 @@
 // Package all is the one place that names every concrete provider: it
 // builds the reconciler's providers.Set from the daemon configuration.
-// Adding a provider kind means adding it here (see providers/README.md).
+// Load-balancer kinds register themselves (providers.RegisterLoadBalancer)
+// when their package is imported here; adding one is one import line (see
+// providers/README.md).
 package all
 
 import (
@@ -9,13 +11,15 @@ import (
 	"log/slog"
 
 	"github.com/tandemhq/tandem/providers"
-	"github.com/tandemhq/tandem/providers/alb"
 	"github.com/tandemhq/tandem/providers/deploy"
-	"github.com/tandemhq/tandem/providers/haproxy"
 	"github.com/tandemhq/tandem/providers/nacos"
 	"github.com/tandemhq/tandem/providers/probe"
-	"github.com/tandemhq/tandem/providers/slb"
 	"github.com/tandemhq/tandem/spec"
+
+	// Load-balancer kinds: one line each.
+	_ "github.com/tandemhq/tandem/providers/alb"
+	_ "github.com/tandemhq/tandem/providers/haproxy"
+	_ "github.com/tandemhq/tandem/providers/slb"
 )
 
 // New builds every provider instance the configuration defines. The
@@ -46,26 +50,22 @@ func New(cfg *spec.Config, log *slog.Logger) (*providers.Set, func() error, erro
 		_ = closeAll()
 		return nil, nil, err
 	}
-	for _, p := range cfg.Providers.ALB {
-		lb, err := alb.New(p, log)
-		if err != nil {
-			return fail(fmt.Errorf("alb provider %s: %w", p.Name, err))
+	for _, k := range spec.LBKinds() {
+		instances := k.Configured(cfg)
+		if len(instances) == 0 {
+			continue
 		}
-		set.LoadBalancers[providers.LBKey(spec.KindALB, p.Name)] = lb
-	}
-	for _, p := range cfg.Providers.SLB {
-		lb, err := slb.New(p, log)
-		if err != nil {
-			return fail(fmt.Errorf("slb provider %s: %w", p.Name, err))
+		build, ok := providers.LoadBalancerBuilder(k.Name)
+		if !ok {
+			return fail(fmt.Errorf("%s providers are configured, but no provider package of that kind is linked in", k.Name))
 		}
-		set.LoadBalancers[providers.LBKey(spec.KindSLB, p.Name)] = lb
-	}
-	for _, p := range cfg.Providers.HAProxy {
-		lb, err := haproxy.New(p, log)
-		if err != nil {
-			return fail(fmt.Errorf("haproxy provider %s: %w", p.Name, err))
+		for _, p := range instances {
+			lb, err := build(p, log)
+			if err != nil {
+				return fail(fmt.Errorf("%s provider %s: %w", k.Name, p.ProviderName(), err))
+			}
+			set.LoadBalancers[providers.LBKey(k.Name, p.ProviderName())] = lb
 		}
-		set.LoadBalancers[providers.LBKey(spec.KindHAProxy, p.Name)] = lb
 	}
 	for _, p := range cfg.Providers.Nacos {
 		reg, err := nacos.New(p, log)

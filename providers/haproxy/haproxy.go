@@ -64,6 +64,12 @@ var (
 	_ providers.SessionCloser = (*Provider)(nil)
 )
 
+func init() {
+	providers.RegisterLoadBalancer(spec.KindHAProxy, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
+		return New(*cfg.(*spec.HAProxyProvider), log)
+	})
+}
+
 // New returns the provider for one configured HAProxy. cfg.Socket is a unix
 // socket path (it contains a '/') or host:port of a TCP stats socket; the
 // socket must be declared with `level admin`. A zero timeout means 5s.
@@ -71,10 +77,8 @@ func New(cfg spec.HAProxyProvider, log *slog.Logger) (*Provider, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cfg.Default() // a configuration built in code gets the defaults of tandem.yaml
 	p := &Provider{name: cfg.Name, timeout: cfg.Timeout.D(), log: log.With("provider", spec.KindHAProxy+"/"+cfg.Name)}
-	if p.timeout <= 0 {
-		p.timeout = 5 * time.Second
-	}
 	switch {
 	case strings.Contains(cfg.Socket, "/"):
 		p.network, p.address = "unix", cfg.Socket

@@ -410,8 +410,8 @@ func (l lb) SetWeights(_ context.Context, b spec.Binding, changes []providers.We
 		return providers.Permanentf("NotFound", "%s: no such server group", b.Key())
 	}
 	maxWeight := 100
-	if b.Kind() == spec.KindHAProxy {
-		maxWeight = 256
+	if k, ok := b.LBKind(); ok {
+		maxWeight = k.MaxWeight
 	}
 	total := 0
 	after := map[string]int{}

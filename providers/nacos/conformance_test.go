@@ -403,6 +403,12 @@ func TestASubscriptionSurvivesAResyncWhileTheServerIsDown(t *testing.T) {
 	// The subscription is back with the server: it shows the change, and
 	// the next one.
 	f.waitVisible(f.b)
+	// The apps of group A register again on their own time after the
+	// restart (disabled, so the subscription cannot show it): wait until
+	// the operator view lists them before enabling them.
+	for _, a := range f.a {
+		f.waitListed(a, true)
+	}
 	require.NoError(t, f.p.SetEnabled(tctx(t), f.ref, f.a, true))
 	f.waitVisible(f.all())
 }

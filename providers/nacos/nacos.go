@@ -63,6 +63,7 @@ func New(cfg spec.NacosProvider, log *slog.Logger) (*Provider, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("provider", spec.KindNacos+"/"+cfg.Name)
+	cfg.Default() // a configuration built in code gets the defaults of tandem.yaml
 	if len(cfg.Servers) == 0 {
 		return nil, fmt.Errorf("nacos provider %s: no servers", cfg.Name)
 	}
@@ -78,9 +79,6 @@ func New(cfg spec.NacosProvider, log *slog.Logger) (*Provider, error) {
 		return nil, fmt.Errorf("nacos provider %s: %w", cfg.Name, err)
 	}
 	timeout := cfg.Timeout.D()
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
 	dir, err := os.MkdirTemp("", "tandem-nacos-"+cfg.Name+"-")
 	if err != nil {
 		return nil, fmt.Errorf("nacos provider %s: %w", cfg.Name, err)

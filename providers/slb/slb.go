@@ -44,6 +44,12 @@ type Provider struct {
 
 var _ providers.LoadBalancer = (*Provider)(nil)
 
+func init() {
+	providers.RegisterLoadBalancer(spec.KindSLB, func(cfg spec.ProviderConfig, log *slog.Logger) (providers.LoadBalancer, error) {
+		return New(*cfg.(*spec.AlibabaProvider), log)
+	})
+}
+
 // New builds the provider of one `providers.slb` entry of tandem.yaml.
 func New(cfg spec.AlibabaProvider, log *slog.Logger) (*Provider, error) {
 	if log == nil {
