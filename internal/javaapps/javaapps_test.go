@@ -76,3 +76,53 @@ func TestSpringBootPresetsReadTheRunningProvider(t *testing.T) {
 		"candidates it exports: ")
 	require.ErrorContains(t, err, "http_server_requests_active_seconds_count")
 }
+
+// The tomcat preset against the running provider started with Tomcat's
+// MBean registry on (server.tomcat.mbeanregistry.enabled=true, without
+// which Spring Boot exports no tomcat_threads_* gauges): the busy threads
+// less the scrape's own, 1 while a slow request is served, 0 after.
+func TestTomcatPresetReadsTheRunningProvider(t *testing.T) {
+	dir := javaapps.Require(t)
+	fleet := javaapps.NewFleet()
+	t.Cleanup(func() { require.NoError(t, fleet.Close()) })
+	app, err := fleet.Start(javaapps.Options{Dir: dir, Jar: "provider.jar", Name: "t1", Group: "A", Version: "2.7.1", LogDir: t.TempDir(),
+		Args: []string{"--server.tomcat.mbeanregistry.enabled=true"}})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("provider log:\n%s", app.Tail())
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	require.NoError(t, app.Ready(ctx))
+
+	host, port, _ := net.SplitHostPort(app.Addr)
+	p, _ := strconv.Atoi(port)
+	in := spec.Instance{IP: host, Port: p, ID: "t1"}
+	svc := &spec.Service{Name: "java", Drain: spec.Drain{Evidence: &spec.DrainEvidence{Preset: spec.PresetTomcat}}}
+	svc.Default()
+	prober := probe.New(nil, nil)
+
+	ev, err := prober.Evidence(ctx, svc, in)
+	require.NoError(t, err)
+	require.Equal(t, providers.Evidence{}, ev, "the scrape does not count itself")
+
+	answered := make(chan error, 1)
+	go func() {
+		resp, err := http.Post("http://"+app.Addr+"/slow?ms=3000", "text/plain", strings.NewReader("x"))
+		if err == nil {
+			err = resp.Body.Close()
+		}
+		answered <- err
+	}()
+	require.Eventually(t, func() bool {
+		ev, err := prober.Evidence(ctx, svc, in)
+		return err == nil && ev.InFlight == 1
+	}, 10*time.Second, 50*time.Millisecond, "the slow request holds a busy thread")
+	require.NoError(t, <-answered)
+	require.Eventually(t, func() bool {
+		ev, err := prober.Evidence(ctx, svc, in)
+		return err == nil && ev.InFlight == 0
+	}, 10*time.Second, 50*time.Millisecond, "no busy thread once it answered")
+}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nacos-group/nacos-sdk-go/v2/clients/naming_client"
@@ -58,7 +59,7 @@ func Register(ctx context.Context, cfg Config, service, ip string, port int, met
 		return nil, fmt.Errorf("registering %s %s:%d in nacos: %w", service, ip, port, err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- p.Publish(service, ip, port, metadata) }()
+	go func() { done <- publishOnceConnected(ctx, p, service, ip, port, metadata) }()
 	select {
 	case err = <-done:
 	case <-ctx.Done():
@@ -74,6 +75,27 @@ func Register(ctx context.Context, cfg Config, service, ip string, port int, met
 		p.Withdraw(service, ip, port)
 		p.Close()
 	}, nil
+}
+
+// publishOnceConnected publishes, and publishes again while the SDK's
+// connection is still being made: the SDK answers a request sent before its
+// gRPC connection is up with "client not connected" rather than waiting
+// (seen against a Nacos 3 that had just started), and an application keeps
+// trying to register while it starts. Other errors are returned at once.
+func publishOnceConnected(ctx context.Context, p *Publisher, service, ip string, port int, metadata map[string]string) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := p.Publish(service, ip, port, metadata)
+		if err == nil || !strings.Contains(err.Error(), "client not connected") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // Publisher is one SDK connection that publishes instances, at most one
