@@ -142,6 +142,20 @@ func page(r *request, def, maxResults int) (offset, size int, aerr *apiError) {
 }
 
 // nextToken is "" when nothing follows (ref §1: empty NextToken = last page).
+// pageAnswer is one page of a paginated ALB list answer: the items under
+// key, MaxResults, TotalCount and, when more follow, NextToken.
+func pageAnswer[T any](r *request, key string, all []T, offset, size int) map[string]any {
+	out := map[string]any{
+		key:          all[min(offset, len(all)):min(offset+size, len(all))],
+		"MaxResults": size,
+		"TotalCount": len(all),
+	}
+	if t := nextToken(r.action, offset, size, len(all)); t != "" {
+		out["NextToken"] = t
+	}
+	return out
+}
+
 func nextToken(action string, offset, size, total int) string {
 	if offset+size >= total {
 		return ""
@@ -203,16 +217,7 @@ func (e *Emulator) listServerGroupServers(r *request) (any, *apiError) {
 			all = append(all, server{g.ID, s.ID, s.IP, albType(s.Type), s.Port, s.Weight, status, s.Description, false})
 		}
 	}
-	end := min(offset+size, len(all))
-	out := map[string]any{
-		"Servers":    all[min(offset, len(all)):end],
-		"MaxResults": size,
-		"TotalCount": len(all),
-	}
-	if t := nextToken(r.action, offset, size, len(all)); t != "" {
-		out["NextToken"] = t
-	}
-	return out, nil
+	return pageAnswer(r, "Servers", all, offset, size), nil
 }
 
 func albType(t string) string {
@@ -439,15 +444,7 @@ func (e *Emulator) listAsynJobs(r *request) (any, *apiError) {
 		}
 		all = append(all, o)
 	}
-	out := map[string]any{
-		"Jobs":       all[min(offset, len(all)):min(offset+size, len(all))],
-		"MaxResults": size,
-		"TotalCount": len(all),
-	}
-	if t := nextToken(r.action, offset, size, len(all)); t != "" {
-		out["NextToken"] = t
-	}
-	return out, nil
+	return pageAnswer(r, "Jobs", all, offset, size), nil
 }
 
 // getListenerHealthStatus reports, for the listener's default server group

@@ -74,15 +74,7 @@ func (e *Emulator) listServerGroups(r *request) (any, *apiError) {
 		}
 		all = append(all, out)
 	}
-	res := map[string]any{
-		"ServerGroups": all[min(offset, len(all)):min(offset+size, len(all))],
-		"MaxResults":   size,
-		"TotalCount":   len(all),
-	}
-	if t := nextToken(r.action, offset, size, len(all)); t != "" {
-		res["NextToken"] = t
-	}
-	return res, nil
+	return pageAnswer(r, "ServerGroups", all, offset, size), nil
 }
 
 // updateServerGroupAttribute changes a group's HealthCheckConfig fields
@@ -243,15 +235,7 @@ func (e *Emulator) listRules(r *request) (any, *apiError) {
 			})
 		}
 	}
-	res := map[string]any{
-		"Rules":      all[min(offset, len(all)):min(offset+size, len(all))],
-		"MaxResults": size,
-		"TotalCount": len(all),
-	}
-	if t := nextToken(r.action, offset, size, len(all)); t != "" {
-		res["NextToken"] = t
-	}
-	return res, nil
+	return pageAnswer(r, "Rules", all, offset, size), nil
 }
 
 // describeListenerAttribute answers DescribeLoadBalancerHTTPListenerAttribute
