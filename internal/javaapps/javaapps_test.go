@@ -23,23 +23,9 @@ import (
 // and the tomcat preset, whose gauges this app does not export, named as
 // missing with the candidates the app does export.
 func TestSpringBootPresetsReadTheRunningProvider(t *testing.T) {
-	dir := javaapps.Require(t)
-	fleet := javaapps.NewFleet()
-	t.Cleanup(func() { require.NoError(t, fleet.Close()) })
-	app, err := fleet.Start(javaapps.Options{Dir: dir, Jar: "provider.jar", Name: "p1", Group: "A", Version: "2.7.1", LogDir: t.TempDir()})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("provider log:\n%s", app.Tail())
-		}
-	})
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	require.NoError(t, app.Ready(ctx))
-
-	host, port, _ := net.SplitHostPort(app.Addr)
-	p, _ := strconv.Atoi(port)
-	in := spec.Instance{IP: host, Port: p, ID: "p1"}
+	addr, in := startProvider(ctx, t, "p1")
 	svc := &spec.Service{Name: "java", Health: spec.Health{Preset: spec.PresetSpringBoot},
 		Drain: spec.Drain{Evidence: &spec.DrainEvidence{Preset: spec.PresetSpringBoot}}}
 	svc.Default()
@@ -53,7 +39,7 @@ func TestSpringBootPresetsReadTheRunningProvider(t *testing.T) {
 
 	answered := make(chan error, 1)
 	go func() {
-		resp, err := http.Post("http://"+app.Addr+"/slow?ms=3000", "text/plain", strings.NewReader("x"))
+		resp, err := http.Post("http://"+addr+"/slow?ms=3000", "text/plain", strings.NewReader("x"))
 		if err == nil {
 			err = resp.Body.Close()
 		}
@@ -82,24 +68,9 @@ func TestSpringBootPresetsReadTheRunningProvider(t *testing.T) {
 // which Spring Boot exports no tomcat_threads_* gauges): the busy threads
 // less the scrape's own, 1 while a slow request is served, 0 after.
 func TestTomcatPresetReadsTheRunningProvider(t *testing.T) {
-	dir := javaapps.Require(t)
-	fleet := javaapps.NewFleet()
-	t.Cleanup(func() { require.NoError(t, fleet.Close()) })
-	app, err := fleet.Start(javaapps.Options{Dir: dir, Jar: "provider.jar", Name: "t1", Group: "A", Version: "2.7.1", LogDir: t.TempDir(),
-		Args: []string{"--server.tomcat.mbeanregistry.enabled=true"}})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("provider log:\n%s", app.Tail())
-		}
-	})
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	require.NoError(t, app.Ready(ctx))
-
-	host, port, _ := net.SplitHostPort(app.Addr)
-	p, _ := strconv.Atoi(port)
-	in := spec.Instance{IP: host, Port: p, ID: "t1"}
+	addr, in := startProvider(ctx, t, "t1", "--server.tomcat.mbeanregistry.enabled=true")
 	svc := &spec.Service{Name: "java", Drain: spec.Drain{Evidence: &spec.DrainEvidence{Preset: spec.PresetTomcat}}}
 	svc.Default()
 	prober := probe.New(nil, nil)
@@ -110,7 +81,7 @@ func TestTomcatPresetReadsTheRunningProvider(t *testing.T) {
 
 	answered := make(chan error, 1)
 	go func() {
-		resp, err := http.Post("http://"+app.Addr+"/slow?ms=3000", "text/plain", strings.NewReader("x"))
+		resp, err := http.Post("http://"+addr+"/slow?ms=3000", "text/plain", strings.NewReader("x"))
 		if err == nil {
 			err = resp.Body.Close()
 		}
@@ -125,4 +96,27 @@ func TestTomcatPresetReadsTheRunningProvider(t *testing.T) {
 		ev, err := prober.Evidence(ctx, svc, in)
 		return err == nil && ev.InFlight == 0
 	}, 10*time.Second, 50*time.Millisecond, "no busy thread once it answered")
+}
+
+// startProvider starts e2e/java's provider as instance name of group A at
+// version 2.7.1, with more Spring properties args, and waits until it is
+// ready; it returns its address and the instance that names it.
+func startProvider(ctx context.Context, t *testing.T, name string, args ...string) (string, spec.Instance) {
+	t.Helper()
+	dir := javaapps.Require(t)
+	fleet := javaapps.NewFleet()
+	t.Cleanup(func() { require.NoError(t, fleet.Close()) })
+	app, err := fleet.Start(javaapps.Options{Dir: dir, Jar: "provider.jar", Name: name, Group: "A", Version: "2.7.1", LogDir: t.TempDir(), Args: args})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("provider log:\n%s", app.Tail())
+		}
+	})
+	require.NoError(t, app.Ready(ctx))
+	host, port, err := net.SplitHostPort(app.Addr)
+	require.NoError(t, err)
+	p, err := strconv.Atoi(port)
+	require.NoError(t, err)
+	return app.Addr, spec.Instance{IP: host, Port: p, ID: name}
 }
