@@ -5,8 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tandemhq/tandem/providers/all"
-	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -80,20 +78,11 @@ func (r *runner) budget(ctx context.Context, cfgPath, repoDir, journalDir string
 			ps[i].RateLimit = limit
 		}
 	}
-	set, err := loadDesired(repoDir, cfg)
-	if err != nil {
-		return err
-	}
-	ps, closeProviders, err := all.New(cfg, nil)
+	op, closeProviders, err := newObservePlan(cfg, repoDir, journalDir, 16)
 	if err != nil {
 		return err
 	}
 	defer closeProviders()
-	store, err := reconcile.NewFileStore(journalDir)
-	if err != nil {
-		return err
-	}
-	op := &observePlan{ps: ps, set: set, store: store, concurrency: 16}
 	r.takeCalls()
 	start := time.Now()
 	_, b.Err = op.pass(ctx)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/providers/all"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -22,6 +23,26 @@ type observePlan struct {
 	set         *spec.Set
 	store       reconcile.Store
 	concurrency int
+}
+
+// newObservePlan builds the production providers of cfg, the desired
+// state of repoDir and a journal in journalDir; close releases the
+// providers.
+func newObservePlan(cfg *spec.Config, repoDir, journalDir string, concurrency int) (op *observePlan, close func() error, err error) {
+	set, err := loadDesired(repoDir, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ps, closeProviders, err := all.New(cfg, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := reconcile.NewFileStore(journalDir)
+	if err != nil {
+		closeProviders()
+		return nil, nil, err
+	}
+	return &observePlan{ps: ps, set: set, store: store, concurrency: concurrency}, closeProviders, nil
 }
 
 // pass runs once over every service and returns the mean time per service.

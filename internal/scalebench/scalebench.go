@@ -30,8 +30,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tandemhq/tandem/providers/all"
-	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -362,20 +360,11 @@ func (r *runner) inProcess(ctx context.Context, cfgPath, repoDir, journalDir str
 	if err != nil {
 		return err
 	}
-	set, err := loadDesired(repoDir, cfg)
-	if err != nil {
-		return err
-	}
-	ps, closeProviders, err := all.New(cfg, nil)
+	op, closeProviders, err := newObservePlan(cfg, repoDir, journalDir, r.o.Concurrency)
 	if err != nil {
 		return err
 	}
 	defer closeProviders()
-	store, err := reconcile.NewFileStore(journalDir)
-	if err != nil {
-		return err
-	}
-	op := &observePlan{ps: ps, set: set, store: store, concurrency: r.o.Concurrency}
 	if _, err := op.pass(ctx); err != nil {
 		return fmt.Errorf("first pass in process: %w", err)
 	}
