@@ -133,6 +133,7 @@ func (p *planner) stall(reason, format string, args ...any) {
 // outcome is what a phase decided.
 type outcome struct {
 	done    bool
+	silent  bool // done, and the phase had nothing to do: no event
 	step    *Step
 	reverse string // non-empty: undo the transition for this reason
 }
@@ -162,6 +163,10 @@ func (p *planner) transition() {
 			if !p.reverse(t, o.reverse) {
 				return
 			}
+		case o.done && o.silent:
+			from := t.Phase
+			t.advance(Phases[from.index()+1], p.in.Now)
+			delete(t.PhaseTimes, from)
 		case o.done:
 			from := t.Phase
 			took := p.in.Now.Sub(t.PhaseSince)
@@ -185,6 +190,14 @@ func (p *planner) phase(t *Transition) outcome {
 		return p.prepare(t)
 	case PhaseVerify:
 		return p.verify(t)
+	case PhasePreviewRoute:
+		return p.previewRoute(t)
+	case PhaseSmoke:
+		return p.smoke(t)
+	case PhaseAnalysis:
+		return p.analysis(t)
+	case PhaseApproval:
+		return p.approval(t)
 	case PhaseEnable:
 		return p.enable(t)
 	case PhaseShift:

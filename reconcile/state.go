@@ -13,16 +13,23 @@ type Phase string
 const (
 	PhasePrepare Phase = "prepare" // deploy the target group if it does not run the version
 	PhaseVerify  Phase = "verify"  // health and version of every target instance
-	PhaseEnable  Phase = "enable"  // registry: target enabled and visible
-	PhaseShift   Phase = "shift"   // every binding: target raised, confirmed healthy by the LB, then source to 0
-	PhaseDisable Phase = "disable" // registry: source disabled and gone from the subscription
-	PhaseDrain   Phase = "drain"   // source's in-flight evidence at 0, within bounds
-	PhaseWatch   Phase = "watch"   // target keeps healthy for the verify window
-	PhaseDone    Phase = "done"
+	// The release gates, between verify and the first traffic (gates.go):
+	// each passes at once, unseen, when the service does not configure it or
+	// the transition is not a release.
+	PhasePreviewRoute Phase = "preview"  // the preview route's binding follows the target group
+	PhaseSmoke        Phase = "smoke"    // smoke tests against every target instance
+	PhaseAnalysis     Phase = "analysis" // metric analysis before the shift
+	PhaseApproval     Phase = "approval" // paused until promoted or aborted
+	PhaseEnable       Phase = "enable"   // registry: target enabled and visible
+	PhaseShift        Phase = "shift"    // every binding: target raised, confirmed healthy by the LB, then source to 0
+	PhaseDisable      Phase = "disable"  // registry: source disabled and gone from the subscription
+	PhaseDrain        Phase = "drain"    // source's in-flight evidence at 0, within bounds
+	PhaseWatch        Phase = "watch"    // target keeps healthy for the verify window
+	PhaseDone         Phase = "done"
 )
 
 // Phases in order.
-var Phases = []Phase{PhasePrepare, PhaseVerify, PhaseEnable, PhaseShift, PhaseDisable, PhaseDrain, PhaseWatch, PhaseDone}
+var Phases = []Phase{PhasePrepare, PhaseVerify, PhasePreviewRoute, PhaseSmoke, PhaseAnalysis, PhaseApproval, PhaseEnable, PhaseShift, PhaseDisable, PhaseDrain, PhaseWatch, PhaseDone}
 
 func (p Phase) index() int {
 	for i, q := range Phases {

@@ -160,13 +160,14 @@ func (r *demoReport) print(w io.Writer) {
 	fmt.Fprintf(w, "\nTransitions, time per phase:\n\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	head := "service\tcommit\t"
-	for _, p := range reconcile.Phases[:len(reconcile.Phases)-1] {
+	phases := r.phases()
+	for _, p := range phases {
 		head += string(p) + "\t"
 	}
 	fmt.Fprintln(tw, head+"total\tdeploys\tresult\t")
 	for _, row := range r.rows {
 		line := row.service + "\t" + row.commit + "\t"
-		for _, p := range reconcile.Phases[:len(reconcile.Phases)-1] {
+		for _, p := range phases {
 			line += seconds(row.phases[p]) + "\t"
 		}
 		result := "succeeded"
@@ -217,4 +218,19 @@ func closes(m map[int]int) string {
 		return "none"
 	}
 	return strings.Join(parts, ",")
+}
+
+// phases are the columns of the phase table: every phase but done that some
+// transition went through (the release gates only when one ran).
+func (r *demoReport) phases() []reconcile.Phase {
+	var out []reconcile.Phase
+	for _, p := range reconcile.Phases[:len(reconcile.Phases)-1] {
+		for _, row := range r.rows {
+			if _, ok := row.phases[p]; ok {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
 }
