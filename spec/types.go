@@ -74,6 +74,7 @@ type Service struct {
 	Health   Health     `yaml:"health" json:"health"`
 	Drain    Drain      `yaml:"drain" json:"drain"`
 	Verify   VerifySpec `yaml:"verify" json:"verify"`
+	Gates    Gates      `yaml:"gates" json:"gates,omitzero"`
 	After    []string   `yaml:"after" json:"after,omitempty"`
 	Suspend  bool       `yaml:"suspend" json:"suspend,omitempty"`
 	Source   Source     `yaml:"-" json:"source"`
