@@ -56,6 +56,7 @@ func (s *Service) Default() {
 		setDefault(&s.Deploy.HTTP.PollInterval, Duration(DefaultPollInterval))
 	}
 	s.defaultPresets()
+	s.defaultRollout()
 	if s.Health.HTTP != nil {
 		setDefault(&s.Health.HTTP.Scheme, "http")
 	}
@@ -211,6 +212,7 @@ func (s *Service) Validate() Problems {
 		bad("drain.metrics", "must be a path starting with /, got %q", m)
 	}
 	s.validatePresets(bad)
+	s.validateRollout(bad)
 	if s.Verify.FailureThreshold < 1 {
 		bad("verify.failureThreshold", "must be at least 1")
 	}

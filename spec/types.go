@@ -75,6 +75,7 @@ type Service struct {
 	Drain    Drain      `yaml:"drain" json:"drain"`
 	Verify   VerifySpec `yaml:"verify" json:"verify"`
 	Gates    Gates      `yaml:"gates" json:"gates,omitzero"`
+	Rollout  *Rollout   `yaml:"rollout" json:"rollout,omitempty"`
 	After    []string   `yaml:"after" json:"after,omitempty"`
 	Suspend  bool       `yaml:"suspend" json:"suspend,omitempty"`
 	Source   Source     `yaml:"-" json:"source"`
