@@ -36,7 +36,8 @@ const (
 	ReasonAbortStarted        = "AbortStarted"
 	ReasonSwapBackStarted     = "SwapBackStarted"
 	ReasonDrainCeiling        = "DrainCeiling"
-	ReasonLBHealthy           = "LBHealthy" // the LB reports the raised target group healthy on a binding
+	ReasonLBHealthy           = "LBHealthy"   // the LB reports the raised target group healthy on a binding
+	ReasonRolloutStep         = "RolloutStep" // a rollout began, reached a step, or skipped its rest
 	ReasonDriftDetected       = "DriftDetected"
 	ReasonDriftResolved       = "DriftResolved"
 	ReasonStalled             = "Stalled"       // a person must act; announced once per stall

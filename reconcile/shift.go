@@ -47,33 +47,50 @@ type ShiftWait struct {
 	// HealthySince is when the LB first reported every target server
 	// healthy in an unbroken run of passes; slow start counts from it.
 	HealthySince time.Time `json:"healthySince,omitzero"`
+	// Settle is set on a raise that no lower follows (a rollout step that
+	// only raises the target): the step on this binding is complete once
+	// the LB reports the target healthy.
+	Settle bool `json:"settle,omitempty"`
 }
 
 func (p *planner) shift(t *Transition) outcome {
-	if o, pending := p.shiftNext(t); pending {
+	if r := p.rollout(t); r != nil {
+		return p.shiftRollout(t, r)
+	}
+	if o, pending := p.shiftNext(t, nil); pending {
 		return o
 	}
 	return outcome{done: true}
 }
 
 // shiftNext plans the next step of the shift: the first binding not yet at
-// the target weights is raised, waited on or lowered. pending is false when
-// every binding is at the target weights.
-func (p *planner) shiftNext(t *Transition) (o outcome, pending bool) {
+// the target weights (those of r's current step, or all traffic to the
+// target when r is nil) is raised, waited on or lowered. pending is false
+// when every binding is at the target weights.
+func (p *planner) shiftNext(t *Transition, r *RolloutProgress) (o outcome, pending bool) {
+	share, at := 100, ""
+	if r != nil {
+		share, at = r.Current().Share, fmt.Sprintf(" for rollout %s", r.Position())
+	}
 	for _, bl := range p.v.live.Bindings {
-		raise, lower := p.shiftChanges(t, bl)
-		if len(raise)+len(lower) == 0 {
+		raise, lower := p.shiftChanges(t, bl, share)
+		key := bl.Binding.Key()
+		w := t.ShiftWait
+		settling := w != nil && w.Binding == key && w.Settle
+		if len(raise)+len(lower) == 0 && !settling {
 			continue
 		}
 		t.Served = true
-		key := bl.Binding.Key()
 		if len(raise) > 0 {
-			t.ShiftWait = &ShiftWait{Binding: key, Since: p.in.Now}
+			t.ShiftWait = &ShiftWait{Binding: key, Since: p.in.Now, Settle: len(lower) == 0 && share < 100}
+			keeps := "keeps its weight"
+			if len(lower) > 0 {
+				keeps = "keeps its weight until the LB reports group " + string(t.To) + " healthy"
+			}
 			return outcome{step: p.weightStep(bl.Binding, t.To, raise, t.Version,
-				fmt.Sprintf("raise group %s on %s: %s; group %s keeps its weight until the LB reports group %s healthy (read back)",
-					t.To, key, moves(bl, raise), t.From, t.To))}, true
+				fmt.Sprintf("raise group %s on %s%s: %s; group %s %s (read back)",
+					t.To, key, at, moves(bl, raise), t.From, keeps))}, true
 		}
-		w := t.ShiftWait
 		if w == nil || w.Binding != key {
 			w = &ShiftWait{Binding: key, Since: p.in.Now}
 			t.ShiftWait = w
@@ -81,20 +98,27 @@ func (p *planner) shiftNext(t *Transition) (o outcome, pending bool) {
 		if o, waiting := p.awaitLBHealth(t, bl, w); waiting {
 			return o, true
 		}
+		if len(lower) == 0 {
+			t.ShiftWait = nil // a raise-only step is complete once the LB reports the target healthy
+			continue
+		}
 		return outcome{step: p.weightStep(bl.Binding, t.To, lower, t.Version,
-			fmt.Sprintf("lower group %s on %s: %s; %s (read back)", t.From, key, moves(bl, lower), p.confirmation(bl, t.To)))}, true
+			fmt.Sprintf("lower group %s on %s%s: %s; %s (read back)", t.From, key, at, moves(bl, lower), p.confirmation(bl, t.To)))}, true
 	}
 	t.ShiftWait = nil
 	return outcome{}, false
 }
 
-// shiftChanges lists the changes that bring bl to the target weights of t:
-// raises of the target group and lowers of the source group.
-func (p *planner) shiftChanges(t *Transition, bl BindingLive) (raise, lower []providers.WeightChange) {
+// shiftChanges lists the changes that bring bl to the weights that give
+// the target group of t share percent of it (shareWeights): rises (of the
+// target group) and falls (of the source group).
+func (p *planner) shiftChanges(t *Transition, bl BindingLive, share int) (raise, lower []providers.WeightChange) {
+	to, from := p.svc.Groups.Get(t.To), p.svc.Groups.Get(t.From)
+	wTo, wFrom := shareWeights(bl.Binding.Weight, len(to), len(from), share)
 	for _, g := range []spec.Group{t.To, t.From} {
-		want := 0
+		want := wFrom
 		if g == t.To {
-			want = bl.Binding.Weight
+			want = wTo
 		}
 		for _, in := range p.svc.Groups.Get(g) {
 			b, _ := p.v.backend(bl, in)
@@ -102,7 +126,7 @@ func (p *planner) shiftChanges(t *Transition, bl BindingLive) (raise, lower []pr
 				continue
 			}
 			c := providers.WeightChange{ID: in.ID, IP: in.IP, Port: in.Port, Weight: want}
-			if want > 0 {
+			if want > b.Weight {
 				raise = append(raise, c)
 			} else {
 				lower = append(lower, c)

@@ -125,6 +125,9 @@ type Transition struct {
 	// ShiftWait is set between the raise and the lower of a binding (see
 	// shift.go); absent in journals written before make-before-break.
 	ShiftWait *ShiftWait `json:"shiftWait,omitempty"`
+	// Rollout is the position of a release that shifts in steps (see
+	// rollout.go); absent for a shift all at once and in older journals.
+	Rollout *RolloutProgress `json:"rollout,omitempty"`
 	// Failure is set when a step up to the shift failed for good (see
 	// onStepFailure), or a revert superseded the release; the next pass
 	// undoes the transition.
@@ -168,6 +171,7 @@ func (t *Transition) clone() *Transition {
 		w := *t.ShiftWait
 		c.ShiftWait = &w
 	}
+	c.Rollout = t.Rollout.clone()
 	if t.PhaseTimes != nil {
 		c.PhaseTimes = make(map[Phase]time.Duration, len(t.PhaseTimes))
 		for k, v := range t.PhaseTimes {
