@@ -52,6 +52,13 @@ func Guard(svc *spec.Service, live *Live, s *Step) error {
 			}
 			after[c.ID] = c.Weight
 		}
+		// Invariant 1, make-before-break: one call never both raises and
+		// lowers, so that every share a step moves to (rollout.go) is
+		// reached by raising first and lowering only once the LB reports
+		// the raised servers healthy.
+		if up, down := raisesAndLowers(bl, s.Weights); up != "" && down != "" {
+			return refuse(1, "%s would raise %s and lower %s in one call; raise first, lower once the load balancer reports the raised servers healthy", s.Binding.Key(), up, down)
+		}
 		// Invariant 1: the binding keeps weight on healthy instances.
 		healthy := 0
 		for _, b := range bl.Backends {

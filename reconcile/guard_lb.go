@@ -58,3 +58,20 @@ func weightsAfter(bl BindingLive, changes []providers.WeightChange) map[string]i
 	}
 	return after
 }
+
+// raisesAndLowers names a backend that changes raise and one they lower
+// ("" when none).
+func raisesAndLowers(bl BindingLive, changes []providers.WeightChange) (up, down string) {
+	for _, c := range changes {
+		for _, b := range bl.Backends {
+			switch {
+			case b.ID != c.ID:
+			case c.Weight > b.Weight && up == "":
+				up = fmt.Sprintf("%s %d->%d", b.ID, b.Weight, c.Weight)
+			case c.Weight < b.Weight && down == "":
+				down = fmt.Sprintf("%s %d->%d", b.ID, b.Weight, c.Weight)
+			}
+		}
+	}
+	return up, down
+}
