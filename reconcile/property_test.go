@@ -25,7 +25,10 @@ import (
 // which a new release must succeed).
 func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
-		initial := service(rt, spec.GroupA, "1.0.0")
+		// The service shifts all at once, in weight steps, or in a ramp.
+		rollout := rapid.SampledFrom(propertyRollouts).Draw(rt, "rollout")
+		svc := func(g spec.Group, version string) *spec.Service { return rolloutService(rt, g, version, rollout) }
+		initial := svc(spec.GroupA, "1.0.0")
 		e := newEnv(t, initial, spec.GroupA, "1.0.0", "1.0.0")
 		e.t = rt
 		e.store = &memStore{m: map[string]reconcile.State{}}
@@ -55,9 +58,9 @@ func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 				next++
 				to := desired.Active.Other()
 				v := fmt.Sprintf("1.%d.0", next)
-				desired = service(rt, to, v)
+				desired = svc(to, v)
 			case 1: // git revert: back to the other group at the version it runs
-				desired = service(rt, desired.Active.Other(), versions[desired.Active.Other()])
+				desired = svc(desired.Active.Other(), versions[desired.Active.Other()])
 			case 2: // crash and restart
 				e.rec = e.reconciler()
 			case 3: // an instance falls over, or comes back
@@ -101,13 +104,21 @@ func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 			// commits a new release to B.
 			e.world.ServeOnly(desired, spec.GroupA)
 			next++
-			desired = service(rt, spec.GroupB, fmt.Sprintf("1.%d.0", next))
+			desired = svc(spec.GroupB, fmt.Sprintf("1.%d.0", next))
 			err = e.converge(desired, 3000)
 		}
 		require.NoError(rt, err)
 		requireLive(rt, e, desired)
 		require.Empty(rt, e.world.Violations())
 	})
+}
+
+// propertyRollouts are the rollouts the property test draws from: none,
+// weight steps (one that only raises the target, one that raises and
+// lowers), and a ramp.
+var propertyRollouts = []string{"",
+	"\nrollout: {steps: [{traffic: 10, pause: 5s, hold: 2s}, {traffic: 60, pause: 3s}]}\n",
+	"\nrollout: {ramp: {duration: 30s, steps: 3, from: 10}}\n",
 }
 
 // requireLive asserts that the world is exactly the desired state.

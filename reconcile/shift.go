@@ -110,8 +110,9 @@ func (p *planner) shiftNext(t *Transition, r *RolloutProgress) (o outcome, pendi
 }
 
 // shiftChanges lists the changes that bring bl to the weights that give
-// the target group of t share percent of it (shareWeights): rises (of the
-// target group) and falls (of the source group).
+// the target group of t share percent of it (shareWeights): rises of the
+// target group, falls of the source group (and of a target server above
+// its weight).
 func (p *planner) shiftChanges(t *Transition, bl BindingLive, share int) (raise, lower []providers.WeightChange) {
 	to, from := p.svc.Groups.Get(t.To), p.svc.Groups.Get(t.From)
 	wTo, wFrom := shareWeights(bl.Binding.Weight, len(to), len(from), share)
@@ -122,7 +123,9 @@ func (p *planner) shiftChanges(t *Transition, bl BindingLive, share int) (raise,
 		}
 		for _, in := range p.svc.Groups.Get(g) {
 			b, _ := p.v.backend(bl, in)
-			if b.Weight == want {
+			// The source is never raised: a server of it taken down by
+			// hand stays down (its version is not what the step verified).
+			if b.Weight == want || (g == t.From && b.Weight < want) {
 				continue
 			}
 			c := providers.WeightChange{ID: in.ID, IP: in.IP, Port: in.Port, Weight: want}

@@ -29,6 +29,9 @@ type Service struct {
 	Drain   *Drain  // nil: the spec's defaults
 	Verify  *Verify // nil: the spec's defaults
 	After   []string
+	// Rollout is the rollout block's value as a YAML flow mapping, e.g.
+	// "{steps: [{traffic: 10, pause: 1s}]}" ("" none).
+	Rollout string
 }
 
 // Deploy is the deploy block: HTTP or Exec.
@@ -150,6 +153,9 @@ verify: {window: {{.Window}}{{with .LBHealthTimeout}}, lbHealthTimeout: {{.}}{{e
 {{- end}}
 {{- with .After}}
 after: [{{range $i, $a := .}}{{if $i}}, {{end}}{{$a}}{{end}}]
+{{- end}}
+{{- with .Rollout}}
+rollout: {{.}}
 {{- end}}
 `))
 

@@ -63,6 +63,9 @@ type Service struct {
 	// Comment is written at the top of the service's file, each line as a
 	// YAML comment (what the service is, for a reader of the repository).
 	Comment string
+	// Rollout is the spec's rollout as a YAML flow mapping ("" none): the
+	// release shifts in weight steps or a ramp.
+	Rollout string
 }
 
 // Timing are the durations written into every service spec. Zero fields
