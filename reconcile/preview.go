@@ -142,6 +142,9 @@ func (pv *Preview) notes(svc *spec.Service) {
 			} else {
 				pp.Note = fmt.Sprintf("per binding: raise the target, wait until the LB reports it healthy (up to verify.lbHealthTimeout %s; otherwise undo the raise and fail), then lower the source; each change is read back; %d failed attempts restore the source group's weights",
 					svc.Verify.LBHealthTimeout, MaxShiftFailures)
+				if r := rolloutText(svc); r != "" {
+					pp.Note += "; " + r
+				}
 			}
 		case PhaseDrain:
 			pp.Note = drainText(svc)
@@ -149,6 +152,39 @@ func (pv *Preview) notes(svc *spec.Service) {
 			pp.Note = fmt.Sprintf("watch the target group for verify.window %s (health is watched from the shift on); %d consecutive failed checks swap back to the warm group", svc.Verify.Window, svc.Verify.FailureThreshold)
 		}
 	}
+}
+
+// rolloutText describes a release's rollout: each step's share, its pause
+// and hold, and the weights that give the share on each binding (with the
+// share they actually give after rounding). A heal or a reverse
+// transition moves all traffic at once and has none.
+func rolloutText(svc *spec.Service) string {
+	steps := rolloutSteps(svc.Rollout)
+	if len(steps) < 2 {
+		return ""
+	}
+	nTo, nFrom := len(svc.Groups.Get(svc.Active)), len(svc.Groups.Get(svc.Active.Other()))
+	parts := make([]string, len(steps))
+	for i, st := range steps {
+		var ws []string
+		for _, b := range svc.Traffic {
+			to, from := shareWeights(b.Weight, nTo, nFrom, st.Share)
+			ws = append(ws, fmt.Sprintf("%s %d/%d = %.1f%%", b.Key(), to, from, effectiveShare(to, from, nTo, nFrom)))
+		}
+		what := ""
+		if st.Pause > 0 {
+			what += fmt.Sprintf(", pause %s", st.Pause)
+		}
+		if st.Hold > 0 {
+			what += fmt.Sprintf(", hold until both groups are healthy for %s without a break", st.Hold)
+		}
+		parts[i] = fmt.Sprintf("step %d/%d: %d%%%s", i+1, len(steps), st.Share, what)
+		if len(ws) > 0 {
+			parts[i] += fmt.Sprintf(" (weights target/source per instance: %s)", strings.Join(ws, ", "))
+		}
+	}
+	return fmt.Sprintf("a release rolls out in %d steps, each raise-then-lower on every binding; %d consecutive failed checks of the target at a step take all traffic back to the source group at once: %s",
+		len(steps), svc.Verify.FailureThreshold, strings.Join(parts, "; "))
 }
 
 func doneNote(st State) string {
