@@ -182,6 +182,10 @@ func weightLabel(ws []int) string {
 
 func phase(s reconcile.Status) string {
 	switch {
+	case s.Transition != nil && s.Transition.Phase == reconcile.PhaseShift && s.Transition.Rollout != nil:
+		// A rollout: its step and the target's share, e.g. "release:shift 2/3 50%".
+		r := s.Transition.Rollout
+		return fmt.Sprintf("%s:%s %d/%d %d%%", s.Transition.Kind, s.Transition.Phase, r.Step+1, len(r.Steps), r.Current().Share)
 	case s.Transition != nil:
 		return fmt.Sprintf("%s:%s", s.Transition.Kind, s.Transition.Phase)
 	case s.Suspended:

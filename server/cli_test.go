@@ -151,6 +151,19 @@ func TestPrintStatusMarksAnUnhealthyGroup(t *testing.T) {
 	require.NotContains(t, b.String(), st.Versions[spec.GroupA]+" (unhealthy)")
 }
 
+// A release that rolls out in steps shows its step and the target's share
+// in the phase column while it shifts.
+func TestPrintStatusShowsTheRolloutStep(t *testing.T) {
+	st := fixtures()[3] // user-service, in a release
+	tr := *st.Transition
+	tr.Phase = reconcile.PhaseShift
+	tr.Rollout = &reconcile.RolloutProgress{Steps: []reconcile.RolloutStep{{Share: 10, Pause: time.Minute}, {Share: 50}, {Share: 100}}, Step: 1}
+	st.Transition = &tr
+	var b bytes.Buffer
+	require.NoError(t, server.PrintStatus(&b, []reconcile.Status{st}, ""))
+	require.Contains(t, b.String(), "release:shift 2/3 50%")
+}
+
 func TestFetchServicesSendsTheToken(t *testing.T) {
 	e := start(t, server.Options{Token: token, ReadToken: readToken})
 	_, err := server.FetchServices(context.Background(), e.url, "")

@@ -230,6 +230,20 @@ func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
 	require.Len(t, page.Events, 5)
 	require.Equal(t, "PhaseCompleted user-service: phase drain completed", page.Events[0].Text)
 
+	// A release that rolls out in steps shows its step and share while it
+	// shifts.
+	u.Phase, u.Transition.Phase = reconcile.PhaseShift, reconcile.PhaseShift
+	u.Transition.Rollout = &reconcile.RolloutProgress{Steps: []reconcile.RolloutStep{{Share: 10, Pause: time.Minute}, {Share: 50, Hold: time.Minute}, {Share: 100}},
+		Step: 1, Reached: t0.Add(-2 * time.Second)}
+	e.status.set(next)
+	b.waitFor(ctx, t, "the rollout step",
+		`(() => { const r = document.querySelector('article[data-service="user-service"] [data-field=rollout]');
+		 return r && r.textContent === "step 2/3 · 50% to group B"; })()`)
+	u.Phase, u.Transition.Phase, u.Transition.Rollout = reconcile.PhaseWatch, reconcile.PhaseWatch, nil
+	e.status.set(next)
+	b.waitFor(ctx, t, "no rollout after the shift",
+		`document.querySelector('article[data-service="user-service"] [data-field=rollout]') === null`)
+
 	// The replica stops acting and Git fails: the page says so above all.
 	why := "this replica is not acting: tandem-2 (pid 4242) leads; ask it"
 	notReady.Store(&why)

@@ -162,6 +162,13 @@ function renderPhase(s) {
       el("b", { "data-field": "elapsed", "data-since": t.phaseSince }, duration(now() - ms(t.phaseSince))),
       " · transition for ", el("span", { "data-since": t.started }, duration(now() - ms(t.started)))),
   ];
+  if (t.rollout && t.phase === "shift") {
+    // A rollout: the step and the target group's share of every binding.
+    const r = t.rollout, st = r.steps[r.step];
+    parts.push(el("div", {}, "rollout ",
+      el("b", { "data-field": "rollout" }, `step ${r.step + 1}/${r.steps.length} · ${st.share}% to group ${t.to}`),
+      r.reached ? ` since ${new Date(ms(r.reached)).toLocaleTimeString()}` : " (setting the weights)"));
+  }
   if (s.evidence) {
     parts.push(el("div", { class: "wait" }, el("span", { class: "k" }, "drain evidence: "),
       el("span", { class: "evidence mono", "data-field": "evidence" }, s.evidence)));
