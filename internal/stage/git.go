@@ -151,7 +151,41 @@ func (s *Stage) ReleaseAll(versions map[string]string) (string, error) {
 var (
 	activeLine  = regexp.MustCompile(`(?m)^active: .*$`)
 	versionLine = regexp.MustCompile(`(?m)^version: .*$`)
+	rolloutLine = regexp.MustCompile(`(?m)^rollout: .*\n?`)
 )
+
+// SetRollout commits a new rollout for service: rollout is the spec's
+// rollout as a YAML flow mapping ("" removes it). Only how the next
+// release moves traffic changes. It returns the commit.
+func (s *Stage) SetRollout(service, rollout string) (string, error) {
+	path := filepath.Join(s.repo.dir, servicesDir, service+".yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("setting the rollout of %s: %w", service, err)
+	}
+	data = rolloutLine.ReplaceAll(data, nil)
+	if rollout != "" {
+		data = fmt.Appendf(bytes.TrimRight(data, "\n"), "\nrollout: %s\n", rollout)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return "", fmt.Errorf("setting the rollout of %s: %w", service, err)
+	}
+	if _, err := s.loadHead(); err != nil {
+		_, restoreErr := s.repo.git("checkout", "--", servicesDir)
+		return "", errors.Join(err, restoreErr)
+	}
+	if _, err := s.repo.git("commit", "-q", "-a", "-m", fmt.Sprintf("%s: rollout %s", service, orNone(rollout))); err != nil {
+		return "", err
+	}
+	return s.Head()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
 
 // loadHead loads and validates the desired state in the working tree.
 func (s *Stage) loadHead() (*spec.Set, error) {
