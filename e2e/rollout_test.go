@@ -26,12 +26,15 @@ const (
 	revertRollout = "{steps: [{traffic: 10, pause: 300ms}, {traffic: 50, pause: 30s}, {traffic: 100}]}"
 )
 
-func TestRolloutStepsRampAndARevertMidStepThroughHAProxyLoseNothing(t *testing.T) {
+// Weight steps, a ramp and a revert in the middle of a step (runRollouts).
+// The names are short: HAProxy's admin socket path, under the test's
+// temporary directory, has at most 97 characters.
+func TestRolloutsThroughHAProxyLoseNothing(t *testing.T) {
 	haproxytest.SkipUnlessInstalled(t)
 	runRollouts(t, stage.Service{Name: service, LB: spec.KindHAProxy, Nacos: true, Rollout: stepsRollout})
 }
 
-func TestRolloutStepsRampAndARevertMidStepThroughTheALBEmulatorLoseNothing(t *testing.T) {
+func TestRolloutsThroughTheALBEmulatorLoseNothing(t *testing.T) {
 	runRollouts(t, stage.Service{Name: service, LB: spec.KindALB, Nacos: true, Rollout: stepsRollout})
 }
 

@@ -226,6 +226,9 @@ func setDefault[T comparable](v *T, def T) {
 // settled.
 func (g *Generator) Done() <-chan struct{} { return g.done }
 
+// Started is when the traffic started: a Point's At counts from it.
+func (g *Generator) Started() time.Time { return g.start }
+
 // Snapshot reports the counts so far.
 func (g *Generator) Snapshot() Report {
 	g.mu.Lock()

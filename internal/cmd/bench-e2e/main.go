@@ -11,6 +11,10 @@
 // OUT/e2e.csv, the traffic timelines (OUT/timeline-*.csv) and
 // OUT/timeline.png (gnuplot).
 //
+// With -rollout, releases and reverts move traffic in steps: it prints the
+// share of requests each step's new group answered against the configured
+// share, and the timeline marks each step.
+//
 //	go run ./internal/cmd/bench-e2e -releases 5 -out results
 package main
 
@@ -46,6 +50,7 @@ type options struct {
 	lb            string
 	rate, clients int
 	out           string
+	rollout       string // the service's rollout, a YAML flow mapping ("" none)
 }
 
 // The traffic through the Nacos consumer, beside the load balancer's.
@@ -61,6 +66,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.rate, "rate", 320, "POST requests per second through the load balancer")
 	fs.IntVar(&o.clients, "websockets", 50, "WebSocket clients through the load balancer")
 	fs.StringVar(&o.out, "out", "results", "directory for e2e.csv and the timelines")
+	fs.StringVar(&o.rollout, "rollout", "", `the service's rollout as YAML, e.g. "{steps: [{traffic: 10, pause: 3s}, {traffic: 50, pause: 3s}]}": releases and reverts move traffic in these steps; the bench prints each step's share of requests`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,6 +90,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("tandem run: %w", err)
 	}
 	tandem.print(stdout)
+	printSteps(stdout, tandem)
 
 	fmt.Fprintf(stdout, "\nNaive baseline: group A restarted in place %d times at a new version (no Tandem), same traffic\n\n", 2*o.releases)
 	naive, err := measureBaseline(ctx, o, log)
@@ -112,7 +119,7 @@ func newStage(ctx context.Context, o options, manual bool, log *slog.Logger) (*s
 		return nil, "", err
 	}
 	s, err := stage.Start(ctx, stage.Options{Dir: dir, Manual: manual, Log: log,
-		Services: []stage.Service{{Name: service, LB: o.lb, Nacos: true}}})
+		Services: []stage.Service{{Name: service, LB: o.lb, Nacos: true, Rollout: o.rollout}}})
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, "", err

@@ -113,7 +113,7 @@ func plot(out string, t *tandemRun, b *baselineRun) (string, error) {
 	script := filepath.Join(out, "timeline.gp")
 	png := filepath.Join(out, "timeline.png")
 	gp := fmt.Sprintf(gnuplotScript, png, t.lb,
-		len(t.transitions), t.all.Requests, t.all.Failed, t.all.Messages, t.all.Lost, filepath.Join(out, "timeline-tandem.dat"),
+		len(t.transitions), t.all.Requests, t.all.Failed, t.all.Messages, t.all.Lost, gnuplotMarks(t.started, t.marks), filepath.Join(out, "timeline-tandem.dat"),
 		len(b.restarts), b.all.Requests, b.all.Failed, b.all.Messages, b.all.Lost, filepath.Join(out, "timeline-naive.dat"))
 	if err := os.WriteFile(script, []byte(gp), 0o644); err != nil {
 		return "", err
@@ -178,10 +178,12 @@ set yrange [0:*]
 set key top right opaque box
 set style fill solid 1.0
 set title "Tandem: %d transitions (releases and their reverts); %d requests, %d failed; %d WebSocket messages, %d lost"
-plot '%s' using 1:2 with steps lw 1.5 lc rgb '#1f77b4' title 'group A (1.0.0)', \
+%splot '%s' using 1:2 with steps lw 1.5 lc rgb '#1f77b4' title 'group A (1.0.0)', \
      '' using 1:3 with steps lw 1.5 lc rgb '#ff7f0e' title 'group B (released 1.x.0)', \
      '' using 1:4 with impulses lw 3 lc rgb '#d62728' title 'failed'
 set xlabel "seconds since the traffic started"
+unset arrow
+unset label
 set title "Naive baseline: group A restarted in place %d times; %d requests, %d failed; %d WebSocket messages, %d lost"
 plot '%s' using 1:2 with steps lw 1.5 lc rgb '#1f77b4' title 'group A (restarted in place)', \
      '' using 1:4 with impulses lw 3 lc rgb '#d62728' title 'failed'

@@ -84,6 +84,11 @@ type tandemRun struct {
 	waitsText   string
 	report      loadgen.Report // through the load balancer, for the timeline
 	all         loss
+	// With a rollout: the steps reached, and when the traffic started
+	// (the timeline's origin).
+	rollout string
+	started time.Time
+	marks   []stepMark
 }
 
 func measureTandem(ctx context.Context, o options, log *slog.Logger) (*tandemRun, error) {
@@ -93,7 +98,7 @@ func measureTandem(ctx context.Context, o options, log *slog.Logger) (*tandemRun
 	}
 	defer closeStage(s, dir)
 	svc, _ := s.Service(service)
-	run := &tandemRun{lb: o.lb, nacos: s.NacosName()}
+	run := &tandemRun{lb: o.lb, nacos: s.NacosName(), rollout: o.rollout}
 	run.waits = svc.Drain.Propagation.D() + svc.Drain.Quiet.D() + svc.Verify.Window.D()
 	run.waitsText = fmt.Sprintf("drain.propagation %s + drain.quiet %s + verify.window %s", svc.Drain.Propagation, svc.Drain.Quiet, svc.Verify.Window)
 
@@ -108,6 +113,7 @@ func measureTandem(ctx context.Context, o options, log *slog.Logger) (*tandemRun
 	if err != nil {
 		return nil, err
 	}
+	run.started = tr.lb.Started()
 	sampler := startSampler(ctx, s, svc)
 	defer sampler.stop()
 
@@ -124,6 +130,7 @@ func measureTandem(ctx context.Context, o options, log *slog.Logger) (*tandemRun
 		t := transitionOf(s.Events(), rev)
 		t.Kind, t.Version, t.From, t.Commit = kind, version, from, at
 		t.DrainZero = sampler.zeroAfter(s.Events(), rev, from)
+		run.marks = append(run.marks, rolloutMarks(s.Events(), rev, from.Other(), len(run.transitions))...)
 		// Let the new group carry the traffic for a moment, so that what
 		// users saw of this transition is counted in it.
 		time.Sleep(time.Second)
