@@ -101,6 +101,14 @@ func measureTandem(ctx context.Context, o options, log *slog.Logger) (*tandemRun
 	run := &tandemRun{lb: o.lb, nacos: s.NacosName(), rollout: o.rollout}
 	run.waits = svc.Drain.Propagation.D() + svc.Drain.Quiet.D() + svc.Verify.Window.D()
 	run.waitsText = fmt.Sprintf("drain.propagation %s + drain.quiet %s + verify.window %s", svc.Drain.Propagation, svc.Drain.Quiet, svc.Verify.Window)
+	var pauses time.Duration
+	for _, st := range svc.Rollout.Plan() {
+		pauses += max(st.Pause.D(), st.Hold.D())
+	}
+	if pauses > 0 {
+		run.waits += pauses
+		run.waitsText += fmt.Sprintf(" + rollout pauses %s", pauses)
+	}
 
 	head, err := s.Head()
 	if err != nil {
