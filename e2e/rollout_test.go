@@ -80,9 +80,18 @@ func runRollouts(t *testing.T, svc stage.Service) {
 	rev, err = s.SetRollout(service, rampRollout)
 	require.NoError(t, err)
 	inSync(rev, "the ramp committed")
+	callsBefore := len(s.LBCalls())
 	rev, err = s.Release(ctx, service, "1.2.0")
 	require.NoError(t, err)
 	inSync(rev, "release 1.2.0 in a ramp")
+	if svc.LB == spec.KindALB {
+		// The ramp's 4 steps on one binding: one weight change each, plus
+		// one where the new group reaches its full weight and the old one
+		// starts to fall; none both raises and lowers.
+		calls := s.LBCalls()
+		require.LessOrEqual(t, len(calls)-callsBefore, 4+1, "ALB weight changes of the ramp: %v", calls[callsBefore:])
+		requireNoCallRaisesAndLowers(t, calls)
+	}
 	waitServed(t, ctx, viaLB, "1.2.0")
 	requireStepsReached(t, s.Events(), rev, "step 1/4 (25%)", "step 2/4 (50%)", "step 3/4 (75%)", "step 4/4 (100%)")
 	rev, err = s.Revert(ctx, service)
@@ -146,5 +155,25 @@ func pollJournal(ctx context.Context, s *stage.Stage, cond func(*reconcile.Trans
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
+	}
+}
+
+// requireNoCallRaisesAndLowers asserts make-before-break call by call: no
+// weight change to the ALB raises one server and lowers another. The stage
+// starts with group A at 100 and group B at 0.
+func requireNoCallRaisesAndLowers(t *testing.T, calls []stage.LBCall) {
+	t.Helper()
+	weights := map[string]int{}
+	for i, c := range calls {
+		var up, down bool
+		for id, w := range c.Weights {
+			old, seen := weights[id]
+			if !seen && stage.GroupOf(id) == spec.GroupA {
+				old = 100
+			}
+			up, down = up || w > old, down || w < old
+			weights[id] = w
+		}
+		require.False(t, up && down, "call %d raises and lowers at once: %v", i, c.Weights)
 	}
 }
