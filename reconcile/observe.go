@@ -27,6 +27,11 @@ func NeedsFor(svc *spec.Service, st State) Needs {
 	n := Needs{Probe: map[spec.Group]bool{}, Evidence: map[spec.Group]bool{}}
 	if t := st.Transition; t != nil {
 		n.Probe[t.To] = true
+		// While a rollout holds a step both groups carry traffic, and both
+		// must stay healthy (rollout.go).
+		if t.Phase == PhaseShift && t.Rollout != nil {
+			n.Probe[t.From] = true
+		}
 		if t.Phase == PhaseDrain && svc.Drain.Metrics != "" {
 			n.Evidence[t.From] = true
 		}

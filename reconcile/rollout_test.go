@@ -314,3 +314,13 @@ func TestRolloutServingGroupFailingAtAStepEndsTheRolloutOnTheTarget(t *testing.T
 	}
 	require.True(t, skipped, "the skip is announced")
 }
+
+func TestARolloutProbesTheServingGroupWhileItShifts(t *testing.T) {
+	svc := rolloutService(t, spec.GroupB, "1.1.0", stepsRollout)
+	tr := &reconcile.Transition{Kind: reconcile.KindRelease, From: spec.GroupA, To: spec.GroupB, Phase: reconcile.PhaseShift}
+	require.Equal(t, map[spec.Group]bool{spec.GroupB: true}, reconcile.NeedsFor(svc, reconcile.State{Transition: tr}).Probe, "a shift all at once probes the target only")
+	tr.Rollout = &reconcile.RolloutProgress{Steps: []reconcile.RolloutStep{{Share: 10}, {Share: 100}}}
+	require.Equal(t, map[spec.Group]bool{spec.GroupA: true, spec.GroupB: true}, reconcile.NeedsFor(svc, reconcile.State{Transition: tr}).Probe)
+	tr.Phase = reconcile.PhaseDrain
+	require.Equal(t, map[spec.Group]bool{spec.GroupB: true}, reconcile.NeedsFor(svc, reconcile.State{Transition: tr}).Probe, "after the shift the source is drained, not probed")
+}
