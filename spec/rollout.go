@@ -73,6 +73,9 @@ func (s *Service) validateRollout(bad func(path, format string, args ...any)) {
 		bad("rollout", "must set steps or ramp")
 		return
 	}
+	if len(s.Traffic) == 0 {
+		bad("rollout", "needs a traffic binding: shares are load-balancer weights, and a registry alone cannot split traffic")
+	}
 	if len(r.Steps) > MaxRolloutSteps {
 		bad("rollout.steps", "has %d steps; at most %d", len(r.Steps), MaxRolloutSteps)
 	}
