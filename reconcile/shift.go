@@ -163,8 +163,12 @@ func (p *planner) awaitLBHealth(t *Transition, bl BindingLive, w *ShiftWait) (ou
 	if notHealthy := lbNotHealthy(p.v, bl, t.To); len(notHealthy) > 0 {
 		w.HealthySince = time.Time{}
 		if waited >= timeout.D() {
-			return outcome{reverse: fmt.Sprintf("the load balancer did not report group %s healthy on %s within verify.lbHealthTimeout %s: %s; group %s was never lowered",
-				t.To, key, timeout, strings.Join(notHealthy, "; "), t.From)}, true
+			after := fmt.Sprintf("group %s was never lowered", t.From)
+			if r := t.Rollout; r != nil {
+				after = fmt.Sprintf("at rollout %s; all traffic goes back to group %s", r.Position(), t.From)
+			}
+			return outcome{reverse: fmt.Sprintf("the load balancer did not report group %s healthy on %s within verify.lbHealthTimeout %s: %s; %s",
+				t.To, key, timeout, strings.Join(notHealthy, "; "), after)}, true
 		}
 		p.wait("WaitingForLBHealth", min(PollInterval, timeout.D()-waited), fmt.Sprintf("verify.lbHealthTimeout %s", timeout),
 			"group %s is raised on %s; group %s keeps its weight until the LB reports group %s healthy (%s of %s): %s",
