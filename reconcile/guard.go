@@ -113,24 +113,18 @@ func Guard(svc *spec.Service, live *Live, s *Step) error {
 // carrying lists where group g takes new traffic: weight on a binding or
 // enabled in the registry.
 func (v view) carrying(g spec.Group) []string {
-	out := v.carryingWeight(g)
-	if v.hasRegistry() {
-		for _, in := range v.svc.Groups.Get(g) {
-			if r, ok := v.registryInstance(in); ok && r.Enabled {
-				out = append(out, fmt.Sprintf("%s enabled in %s", in, v.svc.Registry.Nacos))
-			}
-		}
-	}
-	return out
-}
-
-// carryingWeight lists where group g has weight on a binding.
-func (v view) carryingWeight(g spec.Group) []string {
 	var out []string
 	for _, bl := range v.live.Bindings {
 		for _, in := range v.svc.Groups.Get(g) {
 			if b, ok := v.backend(bl, in); ok && b.Weight > 0 {
 				out = append(out, fmt.Sprintf("%s weight %d on %s", in, b.Weight, bl.Binding.Key()))
+			}
+		}
+	}
+	if v.hasRegistry() {
+		for _, in := range v.svc.Groups.Get(g) {
+			if r, ok := v.registryInstance(in); ok && r.Enabled {
+				out = append(out, fmt.Sprintf("%s enabled in %s", in, v.svc.Registry.Nacos))
 			}
 		}
 	}

@@ -85,13 +85,14 @@ func rolloutSteps(r *spec.Rollout) []RolloutStep {
 
 // rollout returns t's rollout, starting it when the shift of a release
 // begins on a service that has one; nil when t shifts all at once. A
-// journal from before rollouts that is in the middle of a shift (a raise
-// waited on, or a target that carries weight already) finishes it at once.
+// journal from before rollouts that is in the middle of a shift finishes
+// it at once: its first raise journaled a ShiftWait, which stays until
+// the shift is done.
 func (p *planner) rollout(t *Transition) *RolloutProgress {
 	if t.Rollout != nil || !gated(t) || p.svc.Rollout == nil {
 		return t.Rollout
 	}
-	if t.ShiftWait != nil || len(p.v.carryingWeight(t.To)) > 0 {
+	if t.ShiftWait != nil {
 		return nil
 	}
 	steps := rolloutSteps(p.svc.Rollout)
