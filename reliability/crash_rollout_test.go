@@ -86,6 +86,7 @@ func TestSIGKILLAtEveryRolloutStepBreaksNoInvariant(t *testing.T) {
 	wg.Go(func() { results, driveErr = drive(ctx, e, "web", stop) })
 
 	kills := map[string]int{}
+	hit := map[string]bool{} // transition id + position: each position once per transition
 	for {
 		var needy []string
 		for _, p := range rolloutPositions {
@@ -96,14 +97,14 @@ func TestSIGKILLAtEveryRolloutStepBreaksNoInvariant(t *testing.T) {
 		if len(needy) == 0 {
 			break
 		}
-		var at string
+		var at, id string
 		err := poll(ctx, time.Millisecond, func() bool {
 			st, err := e.daemon.journal("web")
 			at = ""
-			if err == nil {
-				at = rolloutPosition(st.Transition)
+			if err == nil && st.Transition != nil {
+				at, id = rolloutPosition(st.Transition), st.Transition.ID
 			}
-			return slices.Contains(needy, at)
+			return slices.Contains(needy, at) && !hit[id+" "+at]
 		})
 		require.NoError(t, err, "seed %d: waiting for a rollout at %v (kills so far %v)", seed, needy, kills)
 		time.Sleep(time.Duration(rng.Int64N(int64(20 * time.Millisecond)))) // a random moment of the position, not a synchronisation
@@ -112,6 +113,7 @@ func TestSIGKILLAtEveryRolloutStepBreaksNoInvariant(t *testing.T) {
 		}
 		e.daemon.kill()
 		kills[at]++
+		hit[id+" "+at] = true
 		e.daemon.start()
 	}
 	close(stop)

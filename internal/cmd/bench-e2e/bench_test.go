@@ -88,5 +88,6 @@ func TestRolloutMarksAndStepCountsFollowTheEvents(t *testing.T) {
 	require.Len(t, counts, 2)
 	require.Equal(t, [2]int{89, 9}, [2]int{counts[0].requests, counts[0].toGroup})
 	require.Equal(t, [2]int{100, 50}, [2]int{counts[1].requests, counts[1].toGroup})
+	require.Equal(t, map[string]int{"web-a2": 50, "web-b1": 50}, counts[1].byBackend)
 	require.InDelta(t, 16.0, tolerance(50, 100), 0.01, "3 x 5 points + 1")
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sort"
 	"strings"
 	"time"
 
@@ -52,9 +53,10 @@ func rolloutMarks(events []reconcile.Event, rev string, to spec.Group, index int
 
 // stepCount is what the load balancer's POSTs did while a step held.
 type stepCount struct {
-	mark     stepMark
-	requests int // answered in the step's whole 100 ms buckets
-	toGroup  int // of which by the new group
+	mark      stepMark
+	requests  int            // answered in the step's whole 100 ms buckets
+	toGroup   int            // of which by the new group
+	byBackend map[string]int // of which by each backend
 }
 
 // countSteps counts the answers by group within each step but the last.
@@ -65,13 +67,16 @@ func countSteps(r loadgen.Report, started time.Time, marks []stepMark) []stepCou
 		if m.End.IsZero() || !m.End.After(m.At) {
 			continue
 		}
-		c := stepCount{mark: m}
+		c := stepCount{mark: m, byBackend: map[string]int{}}
 		for _, p := range r.Timeline {
 			from := started.Add(p.At)
 			if from.Before(m.At) || from.Add(bucket).After(m.End) {
 				continue
 			}
 			c.requests += p.Requests
+			if p.Backend != "" {
+				c.byBackend[p.Backend] += p.Requests
+			}
 			if stage.GroupOf(p.Backend) == m.To {
 				c.toGroup += p.Requests
 			}
@@ -101,7 +106,7 @@ func printSteps(w io.Writer, r *tandemRun) {
 		return
 	}
 	fmt.Fprintf(w, "\nrollout %s: POSTs through the load balancer while each step held (whole 100 ms buckets)\n", r.rollout)
-	fmt.Fprintf(w, "%-3s %-8s %-7s %-9s %7s %9s %8s %8s %9s %s\n", "#", "kind", "version", "step", "share", "requests", "by new", "measured", "tolerance", "")
+	fmt.Fprintf(w, "%-3s %-8s %-7s %-9s %7s %9s %8s %8s %9s %-7s %s\n", "#", "kind", "version", "step", "share", "requests", "by new", "measured", "tolerance", "", "by backend")
 	for _, c := range counts {
 		t := r.transitions[c.mark.Transition]
 		got := 100 * float64(c.toGroup) / math.Max(1, float64(c.requests))
@@ -110,8 +115,13 @@ func printSteps(w io.Writer, r *tandemRun) {
 		if math.Abs(got-float64(c.mark.Share)) > tol {
 			verdict = "OUTSIDE"
 		}
-		fmt.Fprintf(w, "%-3d %-8s %-7s %-9s %6d%% %9d %8d %7.1f%% %8.1fpt %s\n", c.mark.Transition+1, t.Kind, t.Version,
-			fmt.Sprintf("%d/%d", c.mark.Step, c.mark.Steps), c.mark.Share, c.requests, c.toGroup, got, tol, verdict)
+		backends := make([]string, 0, len(c.byBackend))
+		for b, n := range c.byBackend {
+			backends = append(backends, fmt.Sprintf("%s %d", b, n))
+		}
+		sort.Strings(backends)
+		fmt.Fprintf(w, "%-3d %-8s %-7s %-9s %6d%% %9d %8d %7.1f%% %8.1fpt %-7s %s\n", c.mark.Transition+1, t.Kind, t.Version,
+			fmt.Sprintf("%d/%d", c.mark.Step, c.mark.Steps), c.mark.Share, c.requests, c.toGroup, got, tol, verdict, strings.Join(backends, ", "))
 	}
 	fmt.Fprintln(w, "tolerance: 3 standard deviations of the step's requests (binomial) + 1 point for the rounding of the weights; printed, not asserted")
 }
