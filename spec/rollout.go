@@ -1,7 +1,6 @@
 package spec
 
 import (
-	"fmt"
 	"strconv"
 	"time"
 )
@@ -127,15 +126,4 @@ func (r *Rollout) Plan() []RolloutStep {
 		out = append(out, RolloutStep{Traffic: 100})
 	}
 	return out
-}
-
-func (st RolloutStep) String() string {
-	s := fmt.Sprintf("%d%%", st.Traffic)
-	if st.Pause > 0 {
-		s += " pause " + st.Pause.String()
-	}
-	if st.Hold > 0 {
-		s += " hold " + st.Hold.String()
-	}
-	return s
 }
