@@ -121,6 +121,9 @@ func (p *planner) shiftRollout(t *Transition, r *RolloutProgress) outcome {
 		if o, holding := p.holdStep(t, r); holding {
 			return o
 		}
+		if r.Reached.IsZero() {
+			continue // the rest was skipped: r is at its last step
+		}
 		r.Step++
 		r.Reached, r.HealthySince, r.Failures = time.Time{}, time.Time{}, 0
 	}

@@ -313,6 +313,11 @@ func TestRolloutServingGroupFailingAtAStepEndsTheRolloutOnTheTarget(t *testing.T
 		skipped = skipped || (ev.Reason == reconcile.ReasonRolloutStep && strings.Contains(ev.Message, "the rest of the rollout is skipped"))
 	}
 	require.True(t, skipped, "the skip is announced")
+	var reached100 bool
+	for _, ev := range e.events {
+		reached100 = reached100 || (ev.Reason == reconcile.ReasonRolloutStep && strings.HasPrefix(ev.Message, "rollout step 3/3 (100%) reached"))
+	}
+	require.True(t, reached100, "the shift itself takes the skipped rollout to 100%%, before the disable")
 }
 
 func TestARolloutProbesTheServingGroupWhileItShifts(t *testing.T) {
