@@ -76,19 +76,35 @@ func (e *env) sample(svc *spec.Service) sample {
 func TestRolloutStepsRaiseThenLowerAndHoldEveryStep(t *testing.T) {
 	old := rolloutService(t, spec.GroupA, "1.0.0", stepsRollout)
 	e := newEnv(t, old, spec.GroupA, "1.0.0", "1.0.0")
-	e.world.ModelLBHealth(2)
+	e.world.ModelLBHealth(5) // more checks than the passes of a step: a read below is one more check
 	want := rolloutService(t, spec.GroupB, "1.1.0", stepsRollout)
 
 	var samples []sample
+	checkedReach := false
 	for range 2000 {
 		err := e.pass(want)
 		require.Empty(t, e.world.Violations())
 		samples = append(samples, e.sample(want))
+		// The 10% step only raises B: it counts as reached only once the
+		// LB reports B healthy on every binding.
+		if tr := e.state(want.Name).Transition; !checkedReach && tr != nil && tr.Rollout != nil && !tr.Rollout.Reached.IsZero() {
+			checkedReach = true
+			for _, b := range want.Traffic {
+				backends, err := e.world.LoadBalancer().Backends(context.Background(), b)
+				require.NoError(t, err)
+				for _, be := range backends {
+					if g, _ := want.Groups.GroupOfID(be.ID); g == spec.GroupB {
+						require.Equal(t, providers.HealthHealthy, be.Health, "%s on %s when step 1 was reached", be.ID, b.Key())
+					}
+				}
+			}
+		}
 		if st, _ := e.rec.Status(want.Name); err == nil && st.InSync {
 			break
 		}
 	}
 	requireLive(t, e, want)
+	require.True(t, checkedReach)
 
 	// Every binding's share of B only rises, A keeps weight until the
 	// shift's last lower, and the registry enables B before any weight and
