@@ -130,6 +130,21 @@ func TestSIGKILLAtEveryRolloutStepBreaksNoInvariant(t *testing.T) {
 		}
 	}
 	t.Logf("transitions: %v", counts)
+	// Every kill resumed its rollout where the journal had it: within a
+	// transition, the steps reached never go back.
+	last := map[string]int{}
+	for _, ev := range e.daemon.eventsFile() {
+		var step, steps, share int
+		if ev.Reason != reconcile.ReasonRolloutStep {
+			continue
+		}
+		if _, err := fmt.Sscanf(ev.Message, "rollout step %d/%d (%d%%) reached", &step, &steps, &share); err != nil {
+			continue
+		}
+		require.GreaterOrEqual(t, step, last[ev.Transition], "seed %d: %s reached step %d after step %d", seed, ev.Transition, step, last[ev.Transition])
+		last[ev.Transition] = step
+	}
+	require.NotEmpty(t, last, "the events log records the steps reached")
 	g, version := serving(results)
 	e.requireLiveIs("web", g, version)
 	requireUnnoticed(t, "web (ALB)", web.Stop())
