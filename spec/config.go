@@ -117,6 +117,8 @@ type Providers struct {
 	SLB     []AlibabaProvider `yaml:"slb" json:"slb,omitempty"`
 	Nacos   []NacosProvider   `yaml:"nacos" json:"nacos,omitempty"`
 	HAProxy []HAProxyProvider `yaml:"haproxy" json:"haproxy,omitempty"`
+	// Prometheus are the servers analysis gates query (gate_analysis.go).
+	Prometheus []PrometheusProvider `yaml:"prometheus" json:"prometheus,omitempty"`
 	// Ext holds the provider instances of registered load-balancer kinds
 	// (RegisterLBKind), by kind, written in YAML like the built-in ones.
 	Ext map[string][]ProviderConfig `yaml:"-" json:"ext,omitempty"`
@@ -401,6 +403,9 @@ func (c *Config) Default() {
 	for i := range c.Providers.Nacos {
 		c.Providers.Nacos[i].Default()
 	}
+	for i := range c.Providers.Prometheus {
+		c.Providers.Prometheus[i].Default()
+	}
 	c.Policy.Default()
 	if c.HA != nil {
 		setDefault(&c.HA.Prefix, "/tandem")
@@ -506,6 +511,10 @@ func (c *Config) Validate() Problems {
 	for i, p := range c.Providers.Nacos {
 		unique(KindNacos, i, p.Name)
 		p.Validate(fmt.Sprintf("providers.nacos[%d]", i), bad)
+	}
+	for i, p := range c.Providers.Prometheus {
+		unique("prometheus", i, p.Name)
+		p.Validate(fmt.Sprintf("providers.prometheus[%d]", i), bad)
 	}
 	for i, n := range c.Notify {
 		base := fmt.Sprintf("notify[%d]", i)

@@ -12,8 +12,5 @@ type Gates struct {
 // SmokeGate: see gate_smoke.go (being written).
 type SmokeGate struct{}
 
-// AnalysisGate: see gate_analysis.go (being written).
-type AnalysisGate struct{}
-
 // ApprovalGate: see gate_approval.go (being written).
 type ApprovalGate struct{}
