@@ -240,6 +240,9 @@ type Set struct {
 	LoadBalancers map[string]LoadBalancer // key: kind + "/" + name, e.g. "alb/prod-hz"
 	Registries    map[string]Registry     // key: nacos provider name
 	Instances     Instances
+	// Metrics are the metrics servers analysis gates query, by the name of
+	// their providers.prometheus entry.
+	Metrics map[string]MetricsQuerier
 	// Deployer returns the deployer a service's spec asks for.
 	Deployer func(svc *spec.Service) (Deployer, error)
 	// Clock is the time source for waits; nil means the real clock.

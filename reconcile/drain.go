@@ -125,6 +125,9 @@ func (p *planner) watch(t *Transition) outcome {
 	if o, failing := p.watchTarget(t); failing {
 		return o
 	}
+	if o, failing := p.watchAnalysis(t); failing {
+		return o
+	}
 	if o, pending := p.reassert(t); pending {
 		return o
 	}
@@ -134,5 +137,6 @@ func (p *planner) watch(t *Transition) outcome {
 	}
 	p.wait("Watching", min(PollInterval, left), fmt.Sprintf("verify.window %s", p.svc.Verify.Window),
 		"watching group %s at %s: %s of %s left", t.To, t.Version, left.Round(time.Millisecond), p.svc.Verify.Window)
+	p.analysisWake(t)
 	return outcome{}
 }

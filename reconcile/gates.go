@@ -25,13 +25,6 @@ func (p *planner) smoke(t *Transition) outcome {
 	return pass
 }
 
-func (p *planner) analysis(t *Transition) outcome {
-	if !gated(t) {
-		return pass
-	}
-	return pass
-}
-
 func (p *planner) approval(t *Transition) outcome {
 	if !gated(t) {
 		return pass

@@ -21,6 +21,9 @@ type Live struct {
 	// EvidenceErrors says why the evidence of an instance could not be read
 	// (by ip:port), e.g. that its metrics have none of the configured series.
 	EvidenceErrors map[string]string `json:"evidenceErrors,omitempty"`
+	// Analysis is the measurement of the analysis gate taken in this pass
+	// (nil when none was due).
+	Analysis *AnalysisSample `json:"analysis,omitempty"`
 }
 
 // BindingLive is one binding as its load balancer reports it.

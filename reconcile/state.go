@@ -129,6 +129,10 @@ type Transition struct {
 	// onStepFailure), or a revert superseded the release; the next pass
 	// undoes the transition.
 	Failure string `json:"failure,omitempty"`
+	// Analysis is the metric analysis of the current stage (before the
+	// shift, or the watch), see gate_analysis.go; a reverse transition
+	// keeps the one that failed, to show it.
+	Analysis *AnalysisProgress `json:"analysis,omitempty"`
 }
 
 // Limits of the engine. They bound retries that are not covered by a
@@ -168,6 +172,7 @@ func (t *Transition) clone() *Transition {
 		w := *t.ShiftWait
 		c.ShiftWait = &w
 	}
+	c.Analysis = t.Analysis.clone()
 	if t.PhaseTimes != nil {
 		c.PhaseTimes = make(map[Phase]time.Duration, len(t.PhaseTimes))
 		for k, v := range t.PhaseTimes {

@@ -100,6 +100,7 @@ type GroupProbe struct {
 // status shows the idle group's version and health too.
 func (r *Reconciler) needs(svc *spec.Service, st State) Needs {
 	n := NeedsFor(svc, st)
+	n.Analysis = AnalysisDue(svc, st, r.now())
 	if st.Transition != nil {
 		return n
 	}

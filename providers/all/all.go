@@ -13,6 +13,7 @@ import (
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/deploy"
 	"github.com/tandemhq/tandem/providers/nacos"
+	"github.com/tandemhq/tandem/providers/prometheus"
 	"github.com/tandemhq/tandem/providers/probe"
 	"github.com/tandemhq/tandem/spec"
 
@@ -74,6 +75,16 @@ func New(cfg *spec.Config, log *slog.Logger) (*providers.Set, func() error, erro
 		}
 		closers = append(closers, reg.Close)
 		set.Registries[p.Name] = reg
+	}
+	for _, p := range cfg.Providers.Prometheus {
+		q, err := prometheus.New(p)
+		if err != nil {
+			return fail(fmt.Errorf("prometheus provider %s: %w", p.Name, err))
+		}
+		if set.Metrics == nil {
+			set.Metrics = map[string]providers.MetricsQuerier{}
+		}
+		set.Metrics[p.Name] = q
 	}
 	return set, closeAll, nil
 }
