@@ -66,7 +66,7 @@ func (a *AnalysisProgress) clone() *AnalysisProgress {
 // AnalysisSample is one measurement of every query, taken by Observe.
 type AnalysisSample struct {
 	At      time.Time        `json:"at"`
-	Group   spec.Group       `json:"group"` // the group measured
+	Group   spec.Group       `json:"group"`   // the group measured
 	Results []AnalysisResult `json:"results"` // in the order of the gate's queries
 }
 

@@ -13,8 +13,8 @@ import (
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/deploy"
 	"github.com/tandemhq/tandem/providers/nacos"
-	"github.com/tandemhq/tandem/providers/prometheus"
 	"github.com/tandemhq/tandem/providers/probe"
+	"github.com/tandemhq/tandem/providers/prometheus"
 	"github.com/tandemhq/tandem/spec"
 
 	// Load-balancer kinds: one line each.
