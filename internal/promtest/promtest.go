@@ -8,6 +8,7 @@ package promtest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -55,7 +56,7 @@ func SkipUnlessInstalled(t testing.TB) {
 // Options configure a server.
 type Options struct {
 	// Targets are host:port of the apps to scrape (GET /metrics), in one
-	// job named "apps".
+	// job named "apps"; SetTargets changes them.
 	Targets []string
 	// ScrapeInterval is also the scrape timeout and the rule evaluation
 	// interval (default 500ms).
@@ -64,11 +65,14 @@ type Options struct {
 
 // Server is a running Prometheus.
 type Server struct {
-	addr    string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	logPath string
-	api     v1.API
+	addr      string
+	cmd       *exec.Cmd
+	done      chan struct{}
+	logPath   string
+	transport *http.Transport // of the test's own requests
+	// targetsFile lists the targets (file_sd_configs).
+	targetsFile string
+	api         v1.API
 }
 
 // URL is the server's base URL (http://127.0.0.1:PORT).
@@ -99,19 +103,34 @@ func Start(t testing.TB, o Options) *Server {
 	return nil
 }
 
-func config(o Options) string {
-	var b strings.Builder
+func config(o Options, targetsFile string) string {
 	iv := model(o.ScrapeInterval)
-	fmt.Fprintf(&b, "global:\n  scrape_interval: %s\n  scrape_timeout: %s\n  evaluation_interval: %s\n", iv, iv, iv)
-	b.WriteString("scrape_configs:\n  - job_name: apps\n    static_configs:\n      - targets: [")
-	for i, tg := range o.Targets {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(strconv.Quote(tg))
+	return fmt.Sprintf(`global:
+  scrape_interval: %s
+  scrape_timeout: %s
+  evaluation_interval: %s
+scrape_configs:
+  - job_name: apps
+    file_sd_configs:
+      - files: [%q]
+        refresh_interval: 1s
+`, iv, iv, iv, targetsFile)
+}
+
+// SetTargets replaces the scraped targets (host:port); Prometheus picks the
+// file up on change (file_sd_configs).
+func (s *Server) SetTargets(targets []string) error { return writeTargets(s.targetsFile, targets) }
+
+func writeTargets(path string, targets []string) error {
+	data, err := json.Marshal([]map[string][]string{{"targets": append([]string{}, targets...)}})
+	if err != nil {
+		return err
 	}
-	b.WriteString("]\n")
-	return b.String()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path) // whole, never half-written
 }
 
 // model writes d as a Prometheus duration (whole milliseconds).
@@ -125,7 +144,11 @@ func launch(dir string, o Options) (*Server, error) {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(config(o)), 0o600); err != nil {
+	targetsFile := filepath.Join(dir, "targets.json")
+	if err := writeTargets(targetsFile, o.Targets); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(cfgPath, []byte(config(o, targetsFile)), 0o600); err != nil {
 		return nil, err
 	}
 	data := filepath.Join(dir, "data-"+strconv.Itoa(os.Getpid())+"-"+strings.ReplaceAll(addr, ":", "-"))
@@ -147,9 +170,10 @@ func launch(dir string, o Options) (*Server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &Server{addr: addr, cmd: cmd, done: make(chan struct{}), logPath: logPath}
+	s := &Server{addr: addr, cmd: cmd, done: make(chan struct{}), logPath: logPath, targetsFile: targetsFile}
 	go func() { _ = cmd.Wait(); close(s.done) }()
-	client, err := api.NewClient(api.Config{Address: s.URL()})
+	s.transport = &http.Transport{}
+	client, err := api.NewClient(api.Config{Address: s.URL(), RoundTripper: s.transport})
 	if err != nil {
 		s.stop()
 		return nil, err
@@ -167,7 +191,7 @@ func (s *Server) waitReady(bound time.Duration) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		resp, err := http.Get(s.URL() + "/-/ready")
+		resp, err := (&http.Client{Transport: s.transport}).Get(s.URL() + "/-/ready")
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -194,16 +218,16 @@ func (s *Server) Version(ctx context.Context) (string, error) {
 	return b.Version, nil
 }
 
-// WaitScraped waits until every target was scraped up at least once (at
-// most bound), so that a test's queries find series.
-func (s *Server) WaitScraped(ctx context.Context, bound time.Duration) error {
+// WaitScraped waits until Prometheus scrapes n targets and every one was
+// scraped up (at most bound), so that a test's queries find series.
+func (s *Server) WaitScraped(ctx context.Context, n int, bound time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		res, err := s.api.Targets(ctx)
-		if err == nil && len(res.Active) > 0 {
+		if err == nil && len(res.Active) == n {
 			up := 0
 			for _, tg := range res.Active {
 				if tg.Health == v1.HealthGood {
@@ -233,6 +257,9 @@ func (s *Server) logTail() string {
 
 // stop terminates prometheus (SIGTERM) and waits; after 5s it is killed.
 func (s *Server) stop() {
+	if s.transport != nil {
+		s.transport.CloseIdleConnections()
+	}
 	pgid := s.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	select {

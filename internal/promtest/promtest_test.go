@@ -24,7 +24,7 @@ func TestAStartedServerScrapesItsTargets(t *testing.T) {
 	v, err := srv.Version(ctx)
 	require.NoError(t, err)
 	t.Logf("prometheus %s at %s", v, srv.URL())
-	require.NoError(t, srv.WaitScraped(ctx, 30*time.Second))
+	require.NoError(t, srv.WaitScraped(ctx, 1, 30*time.Second))
 	val, _, _, err := srv.API().Query(ctx, "promtest_answer", time.Now())
 	require.NoError(t, err)
 	vec, ok := val.(model.Vector)

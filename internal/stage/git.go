@@ -220,6 +220,9 @@ func (s *Stage) daemonConfig() *spec.Config {
 		cfg.Providers.ALB = []spec.AlibabaProvider{a.provider}
 		cfg.Providers.SLB = []spec.AlibabaProvider{a.provider}
 	}
+	if s.opts.PrometheusURL != "" {
+		cfg.Providers.Prometheus = []spec.PrometheusProvider{{Name: providerName, URL: s.opts.PrometheusURL}}
+	}
 	if s.opts.DeployTokenEnv != "" {
 		// The test's own variable: let the service files name it.
 		cfg.Policy.SpecEnv.Names = []string{s.opts.DeployTokenEnv}
@@ -259,7 +262,7 @@ func (s *Stage) specFiles(apps instances) map[string][]byte {
 			f.Health.Preset, f.Health.PresetComment = "spring-boot", `/actuator/health {"status":"UP"}; version: build.version of /actuator/info`
 			f.Drain.Evidence, f.Drain.EvidenceComment = "spring-boot", "Micrometer's requests in flight at /actuator/prometheus"
 		}
-		files[svc.Name+".yaml"] = specfile.Render(f)
+		files[svc.Name+".yaml"] = append(specfile.Render(f), svc.Gates...)
 	}
 	return files
 }

@@ -63,6 +63,9 @@ type Service struct {
 	// Comment is written at the top of the service's file, each line as a
 	// YAML comment (what the service is, for a reader of the repository).
 	Comment string
+	// Gates is the service's gates block in YAML ("gates:" and what
+	// follows), appended to its file as written.
+	Gates string
 }
 
 // Timing are the durations written into every service spec. Zero fields
@@ -145,6 +148,11 @@ type Options struct {
 	// emulator checks on this interval with one second lasting
 	// LBHealthCheckUnit (default 25 ms), and routes only to servers it
 	// reports healthy (fail-open when none is), as Alibaba documents.
+	// PrometheusURL configures a Prometheus server (providers.prometheus
+	// "stage") for analysis gates; "" none.
+	PrometheusURL string
+	// Faults make versions of the demo apps misbehave (demoapp.Options.Faults).
+	Faults            map[string]demoapp.Fault
 	LBHealthCheck     *emulator.HealthCheck
 	LBHealthCheckUnit time.Duration
 	Recorder          reconcile.Recorder // also receives every event; nil: none

@@ -84,6 +84,7 @@ func New(cfg *spec.Config, log *slog.Logger) (*providers.Set, func() error, erro
 		if set.Metrics == nil {
 			set.Metrics = map[string]providers.MetricsQuerier{}
 		}
+		closers = append(closers, q.Close)
 		set.Metrics[p.Name] = q
 	}
 	return set, closeAll, nil

@@ -22,9 +22,10 @@ import (
 
 // Querier is one configured Prometheus server.
 type Querier struct {
-	name    string
-	api     v1.API
-	timeout time.Duration
+	name      string
+	api       v1.API
+	timeout   time.Duration
+	transport *http.Transport
 }
 
 var _ providers.MetricsQuerier = (*Querier)(nil)
@@ -51,7 +52,13 @@ func New(cfg spec.PrometheusProvider) (*Querier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s.url: %w", base, err)
 	}
-	return &Querier{name: cfg.Name, api: v1.NewAPI(client), timeout: cfg.Timeout.D()}, nil
+	return &Querier{name: cfg.Name, api: v1.NewAPI(client), timeout: cfg.Timeout.D(), transport: transport}, nil
+}
+
+// Close closes the idle connections to the server.
+func (q *Querier) Close() error {
+	q.transport.CloseIdleConnections()
+	return nil
 }
 
 type bearer struct {
