@@ -76,6 +76,8 @@ type AnalysisResult struct {
 	Query string                `json:"query"` // as rendered
 	Value providers.MetricValue `json:"value"`
 	Err   string                `json:"error,omitempty"`
+	// Assumed: not measured; tandem plan's simulation takes it as successful.
+	Assumed bool `json:"-"`
 }
 
 // analysisStage is the phase in which t measures, or "" when it does not.
@@ -154,6 +156,8 @@ func measure(ctx context.Context, ps *providers.Set, svc *spec.Service, vars spe
 func judge(q spec.AnalysisQuery, r AnalysisResult) (verdict, value, detail string) {
 	v := r.Value.Value
 	switch {
+	case r.Assumed:
+		return MeasurementSuccessful, "", "assumed"
 	case r.Err != "":
 		return MeasurementInconclusive, "", r.Err
 	case r.Value.Series == 0:
@@ -298,4 +302,37 @@ func (a *AnalysisProgress) summary() string {
 		parts[i] = fmt.Sprintf("%s %d ok/%d failed/%d inconclusive, last %s", q.Name, q.Successful, q.Failed, q.Inconclusive, orDash(q.Value))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// assumeAnalysed is a successful measurement when one is due, for the
+// preview's simulation (nil when none is due).
+func assumeAnalysed(svc *spec.Service, st State, now time.Time) *AnalysisSample {
+	vars := AnalysisDue(svc, st, now)
+	if vars == nil {
+		return nil
+	}
+	g := svc.Gates.Analysis
+	s := &AnalysisSample{At: now, Group: spec.Group(vars.Group)}
+	for _, q := range g.Queries {
+		text, _ := q.Render(*vars)
+		s.Results = append(s.Results, AnalysisResult{Name: q.Name, Query: text, Assumed: true})
+	}
+	return s
+}
+
+// analysisNote says what the analysis does, for tandem plan.
+func analysisNote(g *spec.AnalysisGate, onFailure string) string {
+	var qs []string
+	for _, q := range g.Queries {
+		var conds []string
+		if q.SuccessCondition != "" {
+			conds = append(conds, "success if "+q.SuccessCondition)
+		}
+		if q.FailureCondition != "" {
+			conds = append(conds, "failure if "+q.FailureCondition)
+		}
+		qs = append(qs, fmt.Sprintf("%s (%s)", q.Name, strings.Join(conds, ", ")))
+	}
+	return fmt.Sprintf("query Prometheus %s every %s: %s; more than failureLimit %d failed or inconclusiveLimit %d inconclusive measurements of a query %s",
+		g.Prometheus, g.Interval, strings.Join(qs, "; "), g.FailureLimit, g.InconclusiveLimit, onFailure)
 }

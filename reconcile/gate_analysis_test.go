@@ -193,3 +193,25 @@ func TestAnalysisCountsSurviveARestart(t *testing.T) {
 	require.Equal(t, 3, f.count())
 	require.Contains(t, e.state("user-service").Failed.Reason, "analysis query errors failed 2 times (failureLimit 1)")
 }
+
+func TestPlanShowsTheAnalysisBeforeTheShiftAndDuringTheWatch(t *testing.T) {
+	f := &fakeProm{answer: value(0.01)}
+	e, want := releaseWithAnalysis(t, "30s", 0, f)
+	live, err := reconcile.Observe(context.Background(), e.rec.Providers, want, reconcile.NeedsFor(want, reconcile.State{}))
+	require.NoError(t, err)
+	pv := reconcile.PreviewTransition(reconcile.Input{Service: want, Live: live, State: e.state("user-service"), Now: e.world.Clock().Now()})
+	require.True(t, pv.Complete, pv.Stalled)
+	require.Zero(t, f.count(), "the plan queries nothing")
+	require.Contains(t, pv.Assumes, "every measurement of the analysis gate is successful")
+	notes := map[reconcile.Phase]string{}
+	var phases []reconcile.Phase
+	for _, ph := range pv.Phases {
+		notes[ph.Phase] = ph.Note
+		phases = append(phases, ph.Phase)
+	}
+	require.Equal(t, []reconcile.Phase{reconcile.PhasePrepare, reconcile.PhaseVerify, reconcile.PhaseAnalysis, reconcile.PhaseEnable,
+		reconcile.PhaseShift, reconcile.PhaseDisable, reconcile.PhaseDrain, reconcile.PhaseWatch, reconcile.PhaseDone}, phases)
+	require.Equal(t, "for gates.analysis.beforeShift 30s, before any traffic moves: query Prometheus prom every 10s: errors (success if result < 0.05); more than failureLimit 0 failed or inconclusiveLimit 1 inconclusive measurements of a query aborts",
+		notes[reconcile.PhaseAnalysis])
+	require.Contains(t, notes[reconcile.PhaseWatch], "; query Prometheus prom every 10s: errors (success if result < 0.05); more than failureLimit 0 failed or inconclusiveLimit 1 inconclusive measurements of a query swaps back")
+}

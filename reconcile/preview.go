@@ -55,9 +55,13 @@ func PreviewTransition(in Input) Preview {
 	live := cloneLive(in.Live)
 	assumeDrained(svc, live)
 	in.Live = live
+	if svc.Gates.Analysis != nil {
+		pv.Assumes = append(pv.Assumes, "every measurement of the analysis gate is successful")
+	}
 	phase := Phase("")
 	started := false
 	for range maxPreviewPasses {
+		live.Analysis = assumeAnalysed(svc, in.State, in.Now)
 		p := Compute(in)
 		if pv.Summary == "" || !started {
 			pv.Summary = p.Summary
@@ -147,6 +151,11 @@ func (pv *Preview) notes(svc *spec.Service) {
 			pp.Note = drainText(svc)
 		case PhaseWatch:
 			pp.Note = fmt.Sprintf("watch the target group for verify.window %s (health is watched from the shift on); %d consecutive failed checks swap back to the warm group", svc.Verify.Window, svc.Verify.FailureThreshold)
+			if g := svc.Gates.Analysis; g != nil {
+				pp.Note += "; " + analysisNote(g, "swaps back")
+			}
+		case PhaseAnalysis:
+			pp.Note = fmt.Sprintf("for gates.analysis.beforeShift %s, before any traffic moves: %s", svc.Gates.Analysis.BeforeShift, analysisNote(svc.Gates.Analysis, "aborts"))
 		}
 	}
 }
