@@ -256,7 +256,7 @@ func (p *planner) analysis(t *Transition) outcome {
 	left := g.BeforeShift.D() - p.in.Now.Sub(t.PhaseSince)
 	if left <= 0 && a.Measurements > 0 {
 		p.event(EventNormal, ReasonAnalysisPassed, "analysis of group %s at %s passed: %d measurements over %s: %s",
-			t.To, t.Version, a.Measurements, g.BeforeShift, a.summary())
+			t.To, t.Version, a.Measurements, g.BeforeShift, a.Summary())
 		return outcome{done: true}
 	}
 	wait := p.nextMeasurement(t)
@@ -265,7 +265,7 @@ func (p *planner) analysis(t *Transition) outcome {
 	}
 	p.wait("Analysing", wait, fmt.Sprintf("gates.analysis.beforeShift %s", g.BeforeShift),
 		"analysing group %s at %s before the shift: %d measurements, %s left: %s",
-		t.To, t.Version, a.Measurements, max(left, 0).Round(time.Millisecond), a.summary())
+		t.To, t.Version, a.Measurements, max(left, 0).Round(time.Millisecond), a.Summary())
 	return outcome{}
 }
 
@@ -292,14 +292,17 @@ func (p *planner) analysisWake(t *Transition) {
 	}
 }
 
-// summary is one line per query: verdict counts and the last value.
-func (a *AnalysisProgress) summary() string {
+// Summary is one line per query: verdict counts and the last value.
+func (a *AnalysisProgress) Summary() string {
 	if a == nil || len(a.Queries) == 0 {
 		return "no measurement yet"
 	}
 	parts := make([]string, len(a.Queries))
 	for i, q := range a.Queries {
 		parts[i] = fmt.Sprintf("%s %d ok/%d failed/%d inconclusive, last %s", q.Name, q.Successful, q.Failed, q.Inconclusive, orDash(q.Value))
+		if q.Last != "" && q.Last != MeasurementSuccessful {
+			parts[i] += fmt.Sprintf(" (%s: %s)", q.Last, q.Detail)
+		}
 	}
 	return strings.Join(parts, "; ")
 }

@@ -47,6 +47,7 @@ type serviceView struct {
 	Drift       []string          `json:"drift"`
 	DriftMarkup int               `json:"driftMarkup"` // elements inside the drift list items: must be 0
 	Revision    string            `json:"revision"`
+	Analysis    []string          `json:"analysis"` // query counts value detail; nil without an analysis
 }
 
 type eventView struct {
@@ -83,6 +84,10 @@ const readPage = `(() => {
       drift: all(a, "[data-field=drift] li").map((li) => li.textContent),
       driftMarkup: all(a, "[data-field=drift] li *").length,
       revision: txt(a, "[data-field=revision]"),
+      analysis: (() => {
+        const rows = all(a, "[data-field=analysis] tr[data-query]");
+        return rows.length ? rows.map((r) => [r.dataset.query, txt(r, "[data-field=counts]"), txt(r, "[data-field=value]"), txt(r, "[data-field=detail]")].join(" | ")) : null;
+      })(),
     })),
     events: all(document, "#events li").map((li) => ({
       text: li.dataset.reason + " " + (li.dataset.service || "-") + ": " + txt(li, ".msg"),
@@ -171,6 +176,10 @@ func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
 		Transition: "release 2.4.1: group A → group B", Phase: ptr("drain"), Evidence: ptr(evidence),
 		Conditions: []string{"Ready=False Progressing cond c-false-bad", "Reconciling=True Draining cond c-true-busy", "Stalled=False None cond c-quiet"},
 		Drift:      []string{}, Revision: "desired 1a2b3c4 by Zhang Min — “user-service: release 2.4.1” · applied 0c0ffee",
+		Analysis: []string{
+			"error-rate | 3 ok · 0 failed · 0 inconclusive | 0.002 | successful",
+			"p99-latency | 2 ok · 0 failed · 1 inconclusive | NaN | inconclusive: the value is NaN (e.g. 0/0: no requests in the range)",
+		},
 	}, us)
 	require.NotNil(t, elapsed)
 	require.GreaterOrEqual(t, parseElapsed(t, *elapsed), 42*time.Second, "elapsed in phase is measured by the server's clock")

@@ -117,6 +117,12 @@ func fixtures() []reconcile.Status {
 			},
 			Deploy: reconcile.DeployProgress{Started: true, StartedAt: t0.Add(-3 * time.Minute), Done: true}, Served: true,
 			Drain: reconcile.DrainProgress{Signaled: true},
+			Analysis: &reconcile.AnalysisProgress{Phase: reconcile.PhaseAnalysis, LastAt: t0.Add(-70 * time.Second), Measurements: 3,
+				Queries: []reconcile.QueryProgress{
+					{Name: "error-rate", Successful: 3, Last: reconcile.MeasurementSuccessful, Value: "0.002"},
+					{Name: "p99-latency", Successful: 2, Inconclusive: 1, Last: reconcile.MeasurementInconclusive, Value: "NaN",
+						Detail: "the value is NaN (e.g. 0/0: no requests in the range)"},
+				}},
 		},
 		Summary: "release 2.4.1: group A -> group B, phase drain",
 		Message: evidence, Evidence: evidence,

@@ -3,7 +3,7 @@
 // calls only (never innerHTML), so that no status text can become markup.
 "use strict";
 
-const PHASES = ["prepare", "verify", "enable", "shift", "disable", "drain", "watch"];
+const PHASES = ["prepare", "verify", "analysis", "enable", "shift", "disable", "drain", "watch"];
 const GROUPS = ["A", "B"];
 const STALE_AFTER_MS = 15000; // the server sends a snapshot at least every 5 s
 const MAX_EVENTS = 200;
@@ -172,6 +172,25 @@ function renderPhase(s) {
   return el("div", { class: "phase" }, parts);
 }
 
+// renderAnalysis shows the metric analysis of the transition (gates.analysis):
+// per query, how many measurements were successful, failed, inconclusive,
+// and the last value with what it meant.
+function renderAnalysis(s) {
+  const a = s.transition && s.transition.analysis;
+  if (!a) return null;
+  const stage = a.phase === "watch" ? "during the watch" : "before the shift";
+  const head = el("div", { class: "wait" }, el("span", { class: "k" }, `${stage}: `),
+    `${a.measurements} measurement${a.measurements === 1 ? "" : "s"}`,
+    a.lastAt ? [", last ", el("span", { "data-since": a.lastAt }, duration(now() - ms(a.lastAt))), " ago"] : null);
+  const rows = (a.queries || []).map((q) => el("tr", { "data-query": q.name, class: `m-${q.last || "none"}` },
+    el("td", { class: "mono" }, q.name),
+    el("td", { "data-field": "counts" }, `${q.successful} ok · ${q.failed} failed · ${q.inconclusive} inconclusive`),
+    el("td", { class: "mono", "data-field": "value" }, q.value || "—"),
+    el("td", { "data-field": "detail" }, q.last ? q.last + (q.detail ? `: ${q.detail}` : "") : "")));
+  return [el("div", { class: "section-title" }, "Analysis"),
+    el("div", { class: "analysis", "data-field": "analysis" }, head, el("table", { class: "queries" }, el("tbody", {}, rows)))];
+}
+
 function renderConditions(s) {
   const chips = [], msgs = [];
   for (const c of s.conditions || []) {
@@ -225,6 +244,7 @@ function renderService(s) {
     (s.bindings || []).length ? [el("div", { class: "section-title" }, "Traffic"), (s.bindings || []).map((bl) => renderBinding(s, bl))] : null,
     el("div", { class: "section-title" }, "Phase"),
     renderPhase(s),
+    renderAnalysis(s),
     el("div", { class: "section-title" }, "Conditions"),
     renderConditions(s),
     (s.drift || []).length ? [el("div", { class: "section-title" }, "Drift"),
