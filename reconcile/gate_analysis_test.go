@@ -3,13 +3,16 @@ package reconcile_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
 
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/reconcile"
@@ -214,4 +217,75 @@ func TestPlanShowsTheAnalysisBeforeTheShiftAndDuringTheWatch(t *testing.T) {
 	require.Equal(t, "for gates.analysis.beforeShift 30s, before any traffic moves: query Prometheus prom every 10s: errors (success if result < 0.05); more than failureLimit 0 failed or inconclusiveLimit 1 inconclusive measurements of a query aborts",
 		notes[reconcile.PhaseAnalysis])
 	require.Contains(t, notes[reconcile.PhaseWatch], "; query Prometheus prom every 10s: errors (success if result < 0.05); more than failureLimit 0 failed or inconclusiveLimit 1 inconclusive measurements of a query swaps back")
+}
+
+// TestPropertyAnalysisKeepsTheInvariantsAndConverges: releases and reverts
+// of a service with an analysis gate (before the shift or not, random
+// limits), whose queries answer at random (good, bad, no data, errors), with
+// crash-restarts between passes. After every pass the world reports no
+// invariant violation; a release whose analysis failed before the shift
+// never gave its group weight; once the answers are good, the desired state
+// is reached (after a failed release: by the next release).
+func TestPropertyAnalysisKeepsTheInvariantsAndConverges(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		beforeShift := rapid.SampledFrom([]string{"0s", "30s"}).Draw(rt, "beforeShift")
+		limit := rapid.IntRange(0, 2).Draw(rt, "failureLimit")
+		svc := func(g spec.Group, v string) *spec.Service { return analysedService(rt, g, v, beforeShift, limit) }
+		initial := svc(spec.GroupA, "1.0.0")
+		e := newEnv(t, initial, spec.GroupA, "1.0.0", "1.0.0")
+		e.t = rt
+		e.store = &memStore{m: map[string]reconcile.State{}}
+		rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(rt, "seed"), 2))
+		good := false
+		f := &fakeProm{answer: func(string) (providers.MetricValue, error) {
+			// Called under f.mu: rng is never used concurrently.
+			switch n := rng.IntN(4); {
+			case good || n == 0:
+				return providers.MetricValue{Value: 0.01, Series: 1}, nil
+			case n == 1:
+				return providers.MetricValue{Value: 0.5, Series: 1}, nil
+			case n == 2:
+				return providers.MetricValue{}, nil
+			}
+			return providers.MetricValue{}, errors.New("unreachable")
+		}}
+		restart := func() {
+			e.rec = e.reconciler()
+			withProm(e, f)
+		}
+		restart()
+		desired, next := initial, 1
+		steps := rapid.IntRange(1, 80).Draw(rt, "steps")
+		for i := range steps {
+			switch rapid.IntRange(0, 5).Draw(rt, fmt.Sprintf("action%d", i)) {
+			case 0:
+				next++
+				desired = svc(desired.Active.Other(), fmt.Sprintf("1.%d.0", next))
+			case 1:
+				restart()
+			default:
+				_ = e.pass(desired)
+			}
+			require.Empty(rt, e.world.Violations())
+			if st := e.state("user-service"); st.Transition != nil && st.Transition.Kind == reconcile.KindAbort &&
+				st.Transition.Analysis != nil && st.Transition.Analysis.Phase == reconcile.PhaseAnalysis {
+				for _, in := range desired.Groups.Get(st.Transition.From) {
+					require.Zero(rt, e.world.Weight(desired.Traffic[0], in.ID), "aborted by the analysis before the shift, yet %s has weight", in)
+				}
+			}
+		}
+		good = true
+		restart()
+		err := e.converge(desired, 3000)
+		var stalled *reconcile.StalledError
+		if errors.As(err, &stalled) {
+			require.Contains(rt, []string{"ReleaseFailed", "VersionWithoutFlip"}, stalled.Reason, "unexpected stall: %v", err)
+			e.world.ServeOnly(desired, spec.GroupA)
+			next++
+			desired = svc(spec.GroupB, fmt.Sprintf("1.%d.0", next))
+			err = e.converge(desired, 3000)
+		}
+		require.NoError(rt, err)
+		requireLive(rt, e, desired)
+	})
 }
