@@ -84,7 +84,7 @@ type AnalysisResult struct {
 func analysisStage(svc *spec.Service, t *Transition) Phase {
 	g := svc.Gates.Analysis
 	switch {
-	case g == nil || t == nil || !gated(t):
+	case g == nil || t == nil || !gated(t) || t.Failure != "":
 		return ""
 	case t.Phase == PhaseAnalysis && g.BeforeShift > 0, t.Phase == PhaseWatch:
 		return t.Phase
