@@ -16,7 +16,7 @@ import (
 // Metric analysis (gates.analysis): PromQL queries judged by their
 // conditions, every interval, before the shift (phase analysis, for
 // beforeShift; a failure aborts) and during the watch (a failure swaps
-// back). The queries are I/O: Observe runs them when analysisDue says a
+// back). The queries are I/O: Observe runs them when AnalysisDue says a
 // measurement is due and hands the answers in Live.Analysis; the planner
 // only counts and judges them, and journals the counts in
 // Transition.Analysis so that a restart resumes them.

@@ -517,11 +517,12 @@ func (a *App) instrument(route string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		switch {
-		case faulty && f.Delay > 0 && !sleep(r.Context(), f.Delay):
-		case faulty && f.Status != 0:
+		if faulty && f.Delay > 0 && !sleep(r.Context(), f.Delay) {
+			return // the client went away
+		}
+		if faulty && f.Status != 0 {
 			http.Error(sw, fmt.Sprintf("fault injected for version %s", a.opts.Version), f.Status)
-		default:
+		} else {
 			h(sw, r)
 		}
 		a.httpReqs.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
