@@ -77,4 +77,6 @@ gates:
 
 type querierFunc func(ctx context.Context, q string) (providers.MetricValue, error)
 
-func (f querierFunc) Query(ctx context.Context, q string) (providers.MetricValue, error) { return f(ctx, q) }
+func (f querierFunc) Query(ctx context.Context, q string) (providers.MetricValue, error) {
+	return f(ctx, q)
+}
