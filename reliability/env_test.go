@@ -56,7 +56,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	s, err := stage.Start(t.Context(), stage.Options{Dir: dir, Services: o.services, Timing: o.timing, Manual: true,
 		DeployURL: deploys.url, DeployTokenEnv: o.deployTokenEnv, NacosPassword: o.nacosPassword, NacosMetadata: o.nacosMetadata,
 		PrometheusURL: o.prometheusURL,
-		Log: slog.New(slog.NewTextHandler(testkit.LogWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Log:           slog.New(slog.NewTextHandler(testkit.LogWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		deploys.close()
 	}
