@@ -55,8 +55,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	deploys := startDeploySystem(t, o.warmUp)
 	s, err := stage.Start(t.Context(), stage.Options{Dir: dir, Services: o.services, Timing: o.timing, Manual: true,
 		DeployURL: deploys.url, DeployTokenEnv: o.deployTokenEnv, NacosPassword: o.nacosPassword, NacosMetadata: o.nacosMetadata,
-		PrometheusURL: o.prometheusURL,
-		Log:           slog.New(slog.NewTextHandler(testkit.LogWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		PrometheusURL: o.prometheusURL, Log: slog.New(slog.NewTextHandler(testkit.LogWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		deploys.close()
 	}
