@@ -14,6 +14,3 @@ type SmokeGate struct{}
 
 // AnalysisGate: see gate_analysis.go (being written).
 type AnalysisGate struct{}
-
-// ApprovalGate: see gate_approval.go (being written).
-type ApprovalGate struct{}

@@ -211,6 +211,7 @@ func (s *Service) Validate() Problems {
 		bad("drain.metrics", "must be a path starting with /, got %q", m)
 	}
 	s.validatePresets(bad)
+	s.validateApproval(bad)
 	if s.Verify.FailureThreshold < 1 {
 		bad("verify.failureThreshold", "must be at least 1")
 	}
