@@ -31,10 +31,3 @@ func (p *planner) analysis(t *Transition) outcome {
 	}
 	return pass
 }
-
-func (p *planner) approval(t *Transition) outcome {
-	if !gated(t) {
-		return pass
-	}
-	return pass
-}

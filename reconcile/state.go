@@ -129,6 +129,9 @@ type Transition struct {
 	// onStepFailure), or a revert superseded the release; the next pass
 	// undoes the transition.
 	Failure string `json:"failure,omitempty"`
+	// Approval is the pause of the approval gate (gate_approval.go); set
+	// once the release reaches the gate.
+	Approval *ApprovalProgress `json:"approval,omitempty"`
 }
 
 // Limits of the engine. They bound retries that are not covered by a
@@ -168,6 +171,7 @@ func (t *Transition) clone() *Transition {
 		w := *t.ShiftWait
 		c.ShiftWait = &w
 	}
+	c.Approval = t.Approval.clone()
 	if t.PhaseTimes != nil {
 		c.PhaseTimes = make(map[Phase]time.Duration, len(t.PhaseTimes))
 		for k, v := range t.PhaseTimes {
