@@ -78,6 +78,7 @@ func (p *planner) approval(t *Transition) outcome {
 			t.Approval.Deadline, t.Approval.OnTimeout = now.Add(gate.Timeout.D()), gate.OnTimeout
 		}
 		p.event(EventNormal, ReasonApprovalPending, "%s", p.pauseMessage(t))
+		p.plan.Events[len(p.plan.Events)-1].Deadline = t.Approval.Deadline
 	}
 	a := t.Approval
 	if d := a.Decision; d != nil && d.Transition != t.ID {
