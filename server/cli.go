@@ -77,6 +77,9 @@ func printTable(w io.Writer, list ServiceList) error {
 		for _, d := range s.Drift {
 			notes = append(notes, fmt.Sprintf("%s: drift: %s", s.Service, d))
 		}
+		if n := approvalNote(s, list.Time); n != "" {
+			notes = append(notes, n)
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
