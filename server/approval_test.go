@@ -23,7 +23,9 @@ func (e *env) pause(service, id string) {
 	for i := range list {
 		if list[i].Service == service {
 			list[i].Phase = reconcile.PhaseApproval
-			list[i].Transition = &reconcile.Transition{ID: id, Phase: reconcile.PhaseApproval, Approval: &reconcile.ApprovalProgress{Since: t0}}
+			list[i].Transition = &reconcile.Transition{ID: id, Kind: reconcile.KindRelease, From: spec.GroupA, To: spec.GroupB, Version: "9.9.9",
+				Phase: reconcile.PhaseApproval, Started: t0.Add(-time.Minute), PhaseSince: t0.Add(-10 * time.Second),
+				Approval: &reconcile.ApprovalProgress{Since: t0.Add(-10 * time.Second), Deadline: t0.Add(time.Hour), OnTimeout: spec.ApprovalAbort}}
 		}
 	}
 	e.status.set(list)

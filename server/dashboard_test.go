@@ -310,3 +310,39 @@ func jsString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+// TestDashboardPromotesAPausedRelease: a release paused at its approval
+// gate shows since when, until when, who may decide, and Promote and Abort
+// buttons (only there), which call the API with the token typed.
+func TestDashboardPromotesAPausedRelease(t *testing.T) {
+	e := start(t, server.Options{Token: token})
+	e.pause("gateway", "gateway-1")
+	b := startBrowser(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	require.NoError(t, b.navigate(ctx, e.url+"/"))
+	b.waitFor(ctx, t, "the paused release", `(() => { const a = document.querySelector('article[data-service="gateway"]');
+		return a && a.querySelector("[data-field=state]").textContent === "PAUSED FOR APPROVAL"; })()`)
+	var view struct {
+		Buttons int    `json:"buttons"`
+		Pause   string `json:"pause"`
+	}
+	require.NoError(t, b.eval(ctx, `(() => ({ buttons: document.querySelectorAll("[data-action]").length,
+		pause: document.querySelector('article[data-service="gateway"] [data-field=approval-pause]').textContent }))()`, &view))
+	require.Equal(t, 2, view.Buttons, "Promote and Abort, on the paused service only")
+	require.Contains(t, view.Pause, "Paused since 2025-03-01T02:59:50.000Z")
+	require.Contains(t, view.Pause, "until 2025-03-01T04:00:00.000Z, then abort")
+
+	var ok bool
+	require.NoError(t, b.eval(ctx, `(() => { const a = document.querySelector('article[data-service="gateway"]');
+		const tok = a.querySelector("[data-field=approval-token]"); tok.value = `+jsString(token)+`;
+		tok.dispatchEvent(new Event("input")); a.querySelector("[data-action=promote]").click(); return true; })()`, &ok))
+	b.waitFor(ctx, t, "the answer", `(() => { const r = document.querySelector('article[data-service="gateway"] [data-field=approval-result]');
+		return r && r.textContent.startsWith("promote accepted"); })()`)
+	require.Equal(t, []decisionCall{{"promote", "gateway", "gateway-1", "dashboard (API token holder from 127.0.0.1)"}}, e.actions.decided())
+
+	e.status.set(fixtures()) // the pause is over: the buttons go
+	b.waitFor(ctx, t, "no buttons", `document.querySelectorAll("[data-action]").length === 0`)
+	require.Empty(t, b.pageErrors(), "the page threw or logged errors")
+}

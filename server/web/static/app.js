@@ -3,7 +3,7 @@
 // calls only (never innerHTML), so that no status text can become markup.
 "use strict";
 
-const PHASES = ["prepare", "verify", "enable", "shift", "disable", "drain", "watch"];
+const PHASES = ["prepare", "verify", "approval", "enable", "shift", "disable", "drain", "watch"];
 const GROUPS = ["A", "B"];
 const STALE_AFTER_MS = 15000; // the server sends a snapshot at least every 5 s
 const MAX_EVENTS = 200;
@@ -13,6 +13,10 @@ let events = [];
 let skew = 0; // server clock minus ours, from the last snapshot
 let lastMessage = 0;
 let connected = false;
+// The API token typed for the approval buttons, and each service's last
+// answer: kept across re-renders, never stored.
+let approvalToken = "";
+const approvalResults = new Map();
 
 // el builds an element: el("div", {class: "x", "data-field": "y"}, child, "text", ...)
 function el(tag, attrs, ...children) {
@@ -65,6 +69,9 @@ function state(s) {
   const stalled = condition(s, "Stalled");
   if (stalled && stalled.status) return ["STALLED", "s-bad"];
   if (s.suspended) return ["SUSPENDED", "s-muted"];
+  if (s.transition && s.transition.approval && !s.transition.approval.decision && s.transition.phase === "approval") {
+    return ["PAUSED FOR APPROVAL", "s-warn"];
+  }
   if (s.transition) {
     const words = { release: "RELEASING", heal: "HEALING", abort: "ABORTING", "swap-back": "SWAPPING BACK" };
     return [words[s.transition.kind] || s.transition.kind.toUpperCase(), "s-busy"];
@@ -172,6 +179,53 @@ function renderPhase(s) {
   return el("div", { class: "phase" }, parts);
 }
 
+// renderApproval shows a release at its approval gate (gates.approval):
+// since when, until when, and who can end the pause; while it lasts,
+// Promote and Abort buttons that call the same API as tandem promote|abort
+// (POST api/v1/services/NAME/promote|abort with the API token, typed here
+// and sent only with that request).
+function renderApproval(s) {
+  const t = s.transition;
+  const a = t && t.approval;
+  if (!a) return null;
+  const box = el("div", { class: "approval", "data-field": "approval" });
+  if (a.decision) {
+    const d = a.decision;
+    box.append(el("p", { "data-field": "approval-decision" },
+      `${d.action === "promote" ? "Promoted" : "Aborted"} by ${d.by} at ${new Date(ms(d.at)).toISOString()}`));
+    return [el("div", { class: "section-title" }, "Approval"), box];
+  }
+  const until = a.deadline && ms(a.deadline)
+    ? `until ${new Date(ms(a.deadline)).toISOString()}, then ${a.onTimeout}`
+    : "until someone decides";
+  box.append(
+    el("p", { "data-field": "approval-pause" }, `Paused since ${new Date(ms(a.since)).toISOString()} (`,
+      el("span", { "data-since": a.since }, duration(now() - ms(a.since))), ` ago), ${until}.`),
+    el("p", { class: "k" }, "Who can promote or abort: a holder of the API token (here, tandem promote|abort, the API) or of a link in the chat message."));
+  const token = el("input", { type: "password", autocomplete: "off", placeholder: "API token (api.tokenEnv), if set", "aria-label": "API token", "data-field": "approval-token" });
+  token.value = approvalToken;
+  token.addEventListener("input", () => { approvalToken = token.value; });
+  const result = el("p", { "data-field": "approval-result", role: "status" }, approvalResults.get(s.service) || "");
+  const show = (text) => { approvalResults.set(s.service, text); result.textContent = text; };
+  const act = (action) => {
+    const headers = { "Content-Type": "application/json" };
+    if (approvalToken) headers.Authorization = `Bearer ${approvalToken}`;
+    show(`${action}…`);
+    fetch(`api/v1/services/${encodeURIComponent(s.service)}/${action}`, {
+      method: "POST", headers, cache: "no-store",
+      body: JSON.stringify({ transition: t.id, by: "dashboard" }),
+    }).then((r) => r.json().then((b) => {
+      show(r.ok ? `${action} accepted (by ${b.by})` : `${action} refused: ${b.error || r.status}`);
+    }), (err) => { show(`${action} failed: ${err}`); });
+  };
+  const promote = el("button", { type: "button", class: "promote", "data-action": "promote" }, "Promote");
+  const abort = el("button", { type: "button", class: "abort", "data-action": "abort" }, "Abort");
+  promote.addEventListener("click", () => act("promote"));
+  abort.addEventListener("click", () => act("abort"));
+  box.append(el("div", { class: "approval-actions" }, token, promote, abort), result);
+  return [el("div", { class: "section-title" }, "Approval"), box];
+}
+
 function renderConditions(s) {
   const chips = [], msgs = [];
   for (const c of s.conditions || []) {
@@ -225,6 +279,7 @@ function renderService(s) {
     (s.bindings || []).length ? [el("div", { class: "section-title" }, "Traffic"), (s.bindings || []).map((bl) => renderBinding(s, bl))] : null,
     el("div", { class: "section-title" }, "Phase"),
     renderPhase(s),
+    renderApproval(s),
     el("div", { class: "section-title" }, "Conditions"),
     renderConditions(s),
     (s.drift || []).length ? [el("div", { class: "section-title" }, "Drift"),
