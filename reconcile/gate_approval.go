@@ -146,3 +146,24 @@ func decide(next *State, d ApprovalVerdict) string {
 	t.Approval.Decision = &d
 	return ""
 }
+
+// assumePromoted, for the preview (tandem plan), promotes a transition
+// paused at the approval gate; it reports whether there was one.
+func assumePromoted(st *State, now time.Time) bool {
+	t := st.Transition
+	if !t.Paused() {
+		return false
+	}
+	t.Approval.Decision = &ApprovalVerdict{Transition: t.ID, Action: spec.ApprovalPromote, By: "tandem plan (assumed)", At: now}
+	return true
+}
+
+// approvalText is what tandem plan says of the approval phase.
+func approvalText(svc *spec.Service) string {
+	g := svc.Gates.Approval
+	until := "until someone decides"
+	if g.Timeout > 0 {
+		until = fmt.Sprintf("up to gates.approval.timeout %s, then %s on its own", g.Timeout, g.OnTimeout)
+	}
+	return fmt.Sprintf("pause before any traffic reaches the target group, %s: tandem promote|abort %s, the API, the dashboard or the chat message's links; a new revision aborts the pause", until, svc.Name)
+}

@@ -240,3 +240,25 @@ func TestLinksAreNotServedWithoutAKey(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, code)
 	require.Empty(t, e.actions.decided())
 }
+
+func TestStatusTableShowsThePauseAndTheDecision(t *testing.T) {
+	e := start(t, server.Options{})
+	e.pause("gateway", "gateway-1")
+	var b strings.Builder
+	require.NoError(t, server.PrintServices(&b, server.ServiceList{Time: t0, Services: e.status.Statuses()}, server.FormatTable))
+	require.Contains(t, b.String(), "release:approval")
+	require.Contains(t, b.String(), "gateway: PAUSED for approval since 2025-03-01T02:59:50Z (10s ago), until 2025-03-01T04:00:00Z, then abort: "+
+		"release 9.9.9 to group B (transition gateway-1). Promote or abort: tandem promote|abort gateway, the dashboard, the API, or the chat message's links")
+
+	list := e.status.Statuses()
+	for i := range list {
+		if list[i].Service == "gateway" {
+			list[i].Transition.Phase = reconcile.PhaseEnable
+			list[i].Transition.Approval.Decision = &reconcile.ApprovalVerdict{Transition: "gateway-1", Action: spec.ApprovalPromote,
+				By: "link (nonce n1, from 10.0.0.9)", At: t0}
+		}
+	}
+	b.Reset()
+	require.NoError(t, server.PrintServices(&b, server.ServiceList{Time: t0, Services: list}, server.FormatTable))
+	require.Contains(t, b.String(), "gateway: 9.9.9 promoted at the approval gate by link (nonce n1, from 10.0.0.9) at 2025-03-01T03:00:00Z")
+}
