@@ -29,6 +29,8 @@ type Service struct {
 	Drain   *Drain  // nil: the spec's defaults
 	Verify  *Verify // nil: the spec's defaults
 	After   []string
+	// Approval is gates.approval as a YAML flow mapping ("" none).
+	Approval string
 }
 
 // Deploy is the deploy block: HTTP or Exec.
@@ -150,6 +152,10 @@ verify: {window: {{.Window}}{{with .LBHealthTimeout}}, lbHealthTimeout: {{.}}{{e
 {{- end}}
 {{- with .After}}
 after: [{{range $i, $a := .}}{{if $i}}, {{end}}{{$a}}{{end}}]
+{{- end}}
+{{- with .Approval}}
+gates:
+  approval: {{.}}   # paused before any traffic until promoted or aborted
 {{- end}}
 `))
 

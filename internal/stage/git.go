@@ -247,7 +247,7 @@ func (s *Stage) specFiles(apps instances) map[string][]byte {
 			Health: specfile.Health{VersionFromNacos: svc.VersionFromNacos, Timeout: time.Second, Deadline: t.HealthDeadline},
 			Drain:  &specfile.Drain{Propagation: t.propagation(svc), Quiet: t.Quiet, Timeout: t.DrainTimeout},
 			Verify: &specfile.Verify{Window: t.VerifyWindow, LBHealthTimeout: t.LBHealthTimeout},
-			After:  svc.After,
+			After:  svc.After, Approval: svc.Approval,
 		}
 		if svc.Nacos {
 			f.Nacos = providerName

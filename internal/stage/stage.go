@@ -63,6 +63,9 @@ type Service struct {
 	// Comment is written at the top of the service's file, each line as a
 	// YAML comment (what the service is, for a reader of the repository).
 	Comment string
+	// Approval is the service's gates.approval as a YAML flow mapping
+	// (e.g. "{}"; "" for no approval gate).
+	Approval string
 }
 
 // Timing are the durations written into every service spec. Zero fields
