@@ -244,7 +244,7 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	if s.opts.Token.Empty() {
-		s.log.Warn("api.tokenEnv is not set: sync and suspend are open to anyone who reaches the address", "address", ln.Addr().String())
+		s.log.Warn("api.tokenEnv is not set: sync, suspend, promote and abort are open to anyone who reaches the address", "address", ln.Addr().String())
 	}
 	if s.opts.ReadToken.Empty() {
 		s.log.Info("api.readTokenEnv is not set: status, events and the dashboard are open to anyone who reaches the address", "address", ln.Addr().String())
