@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 
 	"github.com/tandemhq/tandem/internal/approvallink"
 	"github.com/tandemhq/tandem/spec"
@@ -28,12 +29,12 @@ func approvalLinks(cfg *spec.Config, log *slog.Logger) (*approvallink.Signer, er
 	return s, nil
 }
 
-// externalHost is the host name of api.externalURL, which the API must
-// serve (the links point there), or "".
-func externalHost(cfg *spec.Config) string {
-	u, err := url.Parse(cfg.API.ExternalURL)
-	if err != nil {
-		return ""
+// externalHosts are api.allowedHosts plus the host of api.externalURL,
+// which the API must serve: the approval links point there.
+func externalHosts(cfg *spec.Config) []string {
+	hosts := slices.Clone(cfg.API.AllowedHosts)
+	if u, err := url.Parse(cfg.API.ExternalURL); err == nil && u.Hostname() != "" && !slices.Contains(hosts, u.Hostname()) {
+		hosts = append(hosts, u.Hostname())
 	}
-	return u.Hostname()
+	return hosts
 }

@@ -175,7 +175,7 @@ func Assemble(cfg *spec.Config, opts AssembleOptions) (_ *Assembly, err error) {
 	})
 	a.srv = server.New(server.Options{
 		Status: a.cur, Events: a.evlog, Actions: a.cur, Registry: a.reg, Token: token, GitWebhook: a.src.WebhookHandler(), Source: a.src, Log: log,
-		Ready: a.cur.ready, ReadToken: readToken, MetricsRequireToken: cfg.API.MetricsRequireToken, AllowedHosts: server.AllowedHosts(cfg.Listen, append(cfg.API.AllowedHosts, externalHost(cfg))),
+		Ready: a.cur.ready, ReadToken: readToken, MetricsRequireToken: cfg.API.MetricsRequireToken, AllowedHosts: server.AllowedHosts(cfg.Listen, externalHosts(cfg)),
 		MaxStreams: cfg.API.MaxStreams, Redactor: red, Links: links,
 	})
 	return a, nil

@@ -92,7 +92,7 @@ var linksOf = map[string]func(t *testing.T, body []byte) (promote, abort string)
 func TestAPauseIsAnnouncedWithSignedLinksOnEveryPlatform(t *testing.T) {
 	signer, err := approvallink.New("https://tandem.example.com", []byte("0123456789abcdef0123456789abcdef"), time.Hour)
 	require.NoError(t, err)
-	deadline := time.Now().Add(20 * time.Minute).Truncate(time.Second)
+	deadline := time.Now().UTC().Add(20 * time.Minute).Truncate(time.Second)
 	paths := map[string]string{"dingtalk": "/robot/send?access_token=t", "feishu": "/open-apis/bot/v2/hook/t",
 		"wecom": "/cgi-bin/webhook/send?key=k", "slack": "/services/T/B/t", "webhook": "/hook"}
 	answers := map[string]string{"dingtalk": `{"errcode":0,"errmsg":"ok"}`, "feishu": `{"code":0,"msg":"success"}`,

@@ -125,7 +125,7 @@ func (s *Signer) Check(service, action string, q url.Values, now time.Time) (Lin
 	if err != nil {
 		return l, ErrForged
 	}
-	l.Service, l.Transition, l.Expires, l.Nonce = service, q.Get("t"), time.Unix(exp, 0), q.Get("n")
+	l.Service, l.Transition, l.Expires, l.Nonce = service, q.Get("t"), time.Unix(exp, 0).UTC(), q.Get("n")
 	if !hmac.Equal([]byte(s.sign(l)), []byte(q.Get("s"))) {
 		return l, ErrForged
 	}
