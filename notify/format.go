@@ -183,7 +183,8 @@ func buildWebhook(s summary, e reconcile.Event, secret string, now time.Time, u 
 // link ("独立跳转ActionCard": {"msgtype":"actionCard","actionCard":{"title",
 // "text" (markdown),"btnOrientation":"1" (side by side),"btns":[{"title",
 // "actionURL"}]}}, same page, message types section; also
-// https://open.dingtalk.com/document/development/robot-message-type).
+// https://open.dingtalk.com/document/development/robot-message-type; read
+// through copies that quote it, as above).
 func buildDingTalk(s summary, _ reconcile.Event, secret string, now time.Time, u url.URL) (url.URL, http.Header, []byte, error) {
 	msg := map[string]any{
 		"msgtype":  "markdown",
@@ -226,8 +227,9 @@ func buildDingTalk(s summary, _ reconcile.Event, secret string, now time.Time, u
 //
 // Approval links are a last paragraph of "a" elements ({"tag":"a","text",
 // "href"}: the rich-text tags of the same page's post section, also
-// https://open.feishu.cn/document/server-docs/im-v1/message-content-description/create_json;
-// read through copies, as above).
+// https://open.feishu.cn/document/server-docs/im-v1/message-content-description/create_json).
+// UNVERIFIED: neither page was in the stored corpus for this shape; it is
+// the rich-text form open source clients send.
 func buildFeishu(s summary, _ reconcile.Event, secret string, now time.Time, u url.URL) (url.URL, http.Header, []byte, error) {
 	type element struct {
 		Tag  string `json:"tag"`
@@ -272,8 +274,9 @@ func buildFeishu(s summary, _ reconcile.Event, secret string, now time.Time, u u
 // come from copies of that page's markdown section, which the stored page
 // cut short.
 //
-// Approval links are markdown links [label](url) in a last paragraph (the
-// markdown subset of the same page lists links).
+// Approval links are markdown links [label](url) in a last paragraph.
+// UNVERIFIED: that the robot's markdown subset renders links is taken from
+// copies of the page's markdown section, not the stored page.
 func buildWeCom(s summary, _ reconcile.Event, _ string, _ time.Time, u url.URL) (url.URL, http.Header, []byte, error) {
 	title := s.title
 	if s.warning {
