@@ -339,7 +339,7 @@ func (d *Daemon) Decide(_ context.Context, service, transition string, action sp
 		return fmt.Errorf("%s %s: %w (transition %s is paused, not %s)", action, service, ErrNotPaused, t.ID, transition)
 	}
 	d.rec.Request(service, reconcile.Request{Decisions: []reconcile.ApprovalVerdict{
-		{Transition: t.ID, Action: action, By: by, At: time.Now()}}})
+		{Transition: t.ID, Action: action, By: by}}})
 	d.queue.Add(service)
 	return nil
 }

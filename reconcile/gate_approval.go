@@ -36,7 +36,7 @@ type ApprovalProgress struct {
 
 // ApprovalVerdict is a decision on one paused transition, with who took it
 // for the audit trail: "api" (and the caller), "cli", "dashboard", "link"
-// (and its nonce), "timeout" or "revision".
+// (and its nonce), "timeout" or "revision", and when it was journaled.
 type ApprovalVerdict struct {
 	Transition string                `json:"transition"`
 	Action     spec.ApprovalDecision `json:"action"`

@@ -92,6 +92,7 @@ func (r *Reconciler) applyRequest(ctx context.Context, st State, tgt Target) (St
 		event(ReasonResumed, "reconciliation resumed through the API")
 	}
 	for _, d := range req.Decisions {
+		d.At = r.now() // when it is journaled, by the reconciler's clock
 		if why := decide(&next, d); why != "" {
 			evs = append(evs, Event{Time: r.now(), Service: name, Type: EventWarning, Reason: ReasonApprovalRefused,
 				Message: fmt.Sprintf("%s by %s refused: %s", d.Action, d.By, why), Transition: d.Transition,
