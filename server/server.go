@@ -1,13 +1,16 @@
 // Package server is Tandem's HTTP face: health and readiness probes,
 // Prometheus metrics, the JSON status and events API, the actions an
-// operator may take (sync, suspend), the Git webhook, and the embedded
-// dashboard, which follows the daemon live over Server-Sent Events.
+// operator may take (sync, suspend, promote and abort a release paused for
+// approval), the signed approval links of chat messages, the Git webhook,
+// and the embedded dashboard, which follows the daemon live over
+// Server-Sent Events.
 //
 // Reads are open unless a read token is configured; then the API's GETs,
 // the stream and the dashboard need it (or the write token, or the session
 // cookie the dashboard's login form sets). Mutating endpoints (POST)
-// require `Authorization: Bearer <token>` when a token is configured, and
-// refuse cross-origin browser requests in any case. Requests naming a host
+// require `Authorization: Bearer <token>` when a token is configured (an
+// approval link's POST its signature instead), and refuse cross-origin
+// browser requests in any case. Requests naming a host
 // that is not allowed are refused (DNS rebinding), streams are limited in
 // number, and every answer is redacted. docs/security.md has the
 // policy, docs/api.md the JSON shapes.
