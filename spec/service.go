@@ -67,6 +67,7 @@ func (s *Service) Default() {
 	setDefault(&s.Verify.Window, Duration(DefaultVerifyWindow))
 	setDefault(&s.Verify.FailureThreshold, DefaultFailureThreshold)
 	setDefault(&s.Verify.LBHealthTimeout, Duration(DefaultLBHealthTimeout))
+	s.Gates.Smoke.defaults()
 }
 
 // Validate checks one service on its own; cross-service and cross-config
@@ -211,6 +212,7 @@ func (s *Service) Validate() Problems {
 		bad("drain.metrics", "must be a path starting with /, got %q", m)
 	}
 	s.validatePresets(bad)
+	s.Gates.Smoke.validate(bad)
 	if s.Verify.FailureThreshold < 1 {
 		bad("verify.failureThreshold", "must be at least 1")
 	}
