@@ -243,8 +243,13 @@ type SmokeRequest struct {
 	Revision  string          `json:"revision,omitempty"`
 }
 
-// MaxSmokeExcerpt bounds SmokeResult.Body.
-const MaxSmokeExcerpt = 512
+const (
+	// MaxSmokeExcerpt bounds SmokeResult.Body.
+	MaxSmokeExcerpt = 512
+	// SmokeParallel is how many instances a SmokeTester checks at once;
+	// the checks of one instance run one after the other.
+	SmokeParallel = 8
+)
 
 // SmokeResult is the outcome of one smoke check on one instance, or of the
 // exec hook on the whole group (Instance "").

@@ -18,13 +18,6 @@ func (p *planner) previewRoute(t *Transition) outcome {
 	return pass
 }
 
-func (p *planner) smoke(t *Transition) outcome {
-	if !gated(t) {
-		return pass
-	}
-	return pass
-}
-
 func (p *planner) analysis(t *Transition) outcome {
 	if !gated(t) {
 		return pass

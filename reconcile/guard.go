@@ -30,6 +30,11 @@ func Guard(svc *spec.Service, live *Live, s *Step) error {
 		if unknown := v.unlisted(s.Group); len(unknown) > 0 {
 			return refuse(3, "cannot tell whether group %s carries traffic: %s; fix the instance's id or address in the spec, or the server group", s.Group, strings.Join(unknown, "; "))
 		}
+	case ActionSmoke:
+		// Smoke checks may write (POST): they reach only a group with no traffic.
+		if busy := v.carrying(s.Group); len(busy) > 0 {
+			return refuse(3, "group %s carries traffic: %s", s.Group, strings.Join(busy, "; "))
+		}
 	case ActionSetWeights:
 		bl, ok := v.binding(*s.Binding)
 		if !ok {

@@ -42,10 +42,12 @@ type Status struct {
 	Registry        *providers.RegistryView `json:"registry,omitempty"`
 	Phase           Phase                   `json:"phase,omitempty"`
 	Transition      *Transition             `json:"transition,omitempty"`
-	Summary         string                  `json:"summary"`
-	Step            string                  `json:"step,omitempty"`
-	Message         string                  `json:"message,omitempty"`
-	Evidence        string                  `json:"evidence,omitempty"` // drain evidence of the source group
+	// Smoke is the run of gates.smoke of the transition, or the last one.
+	Smoke    *SmokeProgress `json:"smoke,omitempty"`
+	Summary  string         `json:"summary"`
+	Step     string         `json:"step,omitempty"`
+	Message  string         `json:"message,omitempty"`
+	Evidence string         `json:"evidence,omitempty"` // drain evidence of the source group
 	// Probed is the last probe of each group, also of the idle one, which
 	// a quiet pass does not probe: it is read at start and after each
 	// transition.
@@ -180,6 +182,7 @@ func (s *Status) planned(p Plan) {
 	s.Drift = p.Drift
 	s.InSync = p.InSync
 	s.Transition = p.Next.Transition
+	s.Smoke = shownSmoke(p.Next)
 	s.Phase = p.Phase
 	if p.Step != nil {
 		s.Step = p.Step.Describe

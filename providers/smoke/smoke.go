@@ -35,9 +35,6 @@ import (
 // maxBody bounds what is read of an answer to match it.
 const maxBody = 1 << 20
 
-// parallel bounds the instances checked at once.
-const parallel = 8
-
 // Runner implements providers.SmokeTester.
 type Runner struct {
 	client *http.Client
@@ -83,7 +80,7 @@ func (r *Runner) Smoke(ctx context.Context, svc *spec.Service, req providers.Smo
 		}
 	}
 	res := make([]providers.SmokeResult, len(g.HTTP)*len(req.Instances))
-	sem := make(chan struct{}, parallel)
+	sem := make(chan struct{}, providers.SmokeParallel)
 	var wg sync.WaitGroup
 	for j, in := range req.Instances {
 		wg.Go(func() {
