@@ -159,3 +159,16 @@ func shownSmoke(st State) *SmokeProgress {
 	}
 	return st.LastSmoke
 }
+
+// smokeNote says what the smoke phase checks, for tandem plan.
+func smokeNote(svc *spec.Service) string {
+	g := svc.Gates.Smoke
+	var what []string
+	if n := len(g.HTTP); n > 0 {
+		what = append(what, fmt.Sprintf("%d HTTP checks on each of the %d target instances", n, len(svc.Groups.Get(svc.Active))))
+	}
+	if g.Exec != nil {
+		what = append(what, fmt.Sprintf("exec once within gates.smoke.exec.timeout %s", g.Exec.Timeout))
+	}
+	return strings.Join(what, ", then ") + "; the group has no traffic yet; a failed check aborts the release and the serving group keeps serving"
+}

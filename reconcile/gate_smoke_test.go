@@ -188,3 +188,19 @@ func TestGuardRefusesSmokeTestsOnAServingGroup(t *testing.T) {
 	require.ErrorAs(t, err, &inv)
 	require.Equal(t, 3, inv.Invariant)
 }
+
+func TestPlanShowsTheSmokePhaseWithItsChecks(t *testing.T) {
+	world := memory.New()
+	world.AddService(smokeService(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
+	want := smokeService(t, spec.GroupB, "1.1.0")
+	live, err := reconcile.Observe(context.Background(), world.Set(), want, reconcile.NeedsFor(want, reconcile.State{}))
+	require.NoError(t, err)
+	pv := reconcile.PreviewTransition(reconcile.Input{Service: want, Live: live, Now: world.Clock().Now()})
+	require.True(t, pv.Complete, "%+v", pv)
+	out := reconcile.Render([]reconcile.Preview{pv})
+	require.Contains(t, out, "    3. smoke    smoke-test group B at 1.1.0 (i-b1(10.0.2.11:8080), i-b2(10.0.2.12:8080)): "+
+		`user (GET /api/users/1) -> status 200, body containing "\"id\""; POST /api/orders -> status 2xx; exec ./smoke.sh -> exit 0, at most 2m15s`+"\n"+
+		"                2 HTTP checks on each of the 2 target instances, then exec once within gates.smoke.exec.timeout 2m0s; "+
+		"the group has no traffic yet; a failed check aborts the release and the serving group keeps serving\n", out)
+	require.Contains(t, pv.Assumes, "every smoke check passes")
+}

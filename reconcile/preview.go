@@ -130,6 +130,9 @@ func (pv *Preview) notes(svc *spec.Service) {
 			}
 		case PhaseVerify:
 			pp.Note = fmt.Sprintf("check health (%s) and version (%s) of every target instance, up to health.deadline %s", probeText(svc), versionText(svc), svc.Health.Deadline)
+		case PhaseSmoke:
+			pp.Note = smokeNote(svc)
+			pv.Assumes = append(pv.Assumes, "every smoke check passes")
 		case PhaseEnable, PhaseDisable:
 			if none {
 				pp.Note = "no registry: nothing to do"
