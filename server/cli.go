@@ -77,6 +77,7 @@ func printTable(w io.Writer, list ServiceList) error {
 		for _, d := range s.Drift {
 			notes = append(notes, fmt.Sprintf("%s: drift: %s", s.Service, d))
 		}
+		notes = append(notes, smokeNotes(s)...)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
