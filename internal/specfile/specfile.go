@@ -29,6 +29,9 @@ type Service struct {
 	Drain   *Drain  // nil: the spec's defaults
 	Verify  *Verify // nil: the spec's defaults
 	After   []string
+	// Gates is the YAML of the gates mapping, rendered under "gates:"
+	// ("" none).
+	Gates string
 }
 
 // Deploy is the deploy block: HTTP or Exec.
@@ -84,7 +87,7 @@ func Render(s Service) []byte {
 	return b.Bytes()
 }
 
-var serviceTemplate = template.Must(template.New("service").Funcs(template.FuncMap{"comment": comment, "list": list}).Parse(`
+var serviceTemplate = template.Must(template.New("service").Funcs(template.FuncMap{"comment": comment, "list": list, "indent": indent}).Parse(`
 {{- with .Comment}}{{comment .}}{{end -}}
 # Written by {{.Writer}}.
 service: {{.Name}}
@@ -151,6 +154,10 @@ verify: {window: {{.Window}}{{with .LBHealthTimeout}}, lbHealthTimeout: {{.}}{{e
 {{- with .After}}
 after: [{{range $i, $a := .}}{{if $i}}, {{end}}{{$a}}{{end}}]
 {{- end}}
+{{- with .Gates}}
+gates:
+{{indent .}}
+{{- end}}
 `))
 
 // comment renders text as YAML comment lines.
@@ -169,4 +176,13 @@ func list(items []string) string {
 		q[i] = fmt.Sprintf("%q", it)
 	}
 	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// indent indents YAML text by two spaces, without a last newline.
+func indent(text string) string {
+	var b strings.Builder
+	for line := range strings.Lines(strings.TrimRight(text, "\n")) {
+		b.WriteString("  " + line)
+	}
+	return b.String()
 }

@@ -220,6 +220,7 @@ func (s *Stage) daemonConfig() *spec.Config {
 		cfg.Providers.ALB = []spec.AlibabaProvider{a.provider}
 		cfg.Providers.SLB = []spec.AlibabaProvider{a.provider}
 	}
+	cfg.Policy.Hooks.Commands = s.opts.HookCommands
 	if s.opts.DeployTokenEnv != "" {
 		// The test's own variable: let the service files name it.
 		cfg.Policy.SpecEnv.Names = []string{s.opts.DeployTokenEnv}
@@ -248,6 +249,7 @@ func (s *Stage) specFiles(apps instances) map[string][]byte {
 			Drain:  &specfile.Drain{Propagation: t.propagation(svc), Quiet: t.Quiet, Timeout: t.DrainTimeout},
 			Verify: &specfile.Verify{Window: t.VerifyWindow, LBHealthTimeout: t.LBHealthTimeout},
 			After:  svc.After,
+			Gates:  svc.Gates,
 		}
 		if svc.Nacos {
 			f.Nacos = providerName

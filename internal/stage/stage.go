@@ -63,6 +63,8 @@ type Service struct {
 	// Comment is written at the top of the service's file, each line as a
 	// YAML comment (what the service is, for a reader of the repository).
 	Comment string
+	// Gates is the YAML of the service's gates mapping ("" none).
+	Gates string
 }
 
 // Timing are the durations written into every service spec. Zero fields
@@ -149,6 +151,9 @@ type Options struct {
 	LBHealthCheckUnit time.Duration
 	Recorder          reconcile.Recorder // also receives every event; nil: none
 	Log               *slog.Logger
+	// HookCommands is policy.hooks.commands of the daemon's configuration:
+	// the exec hooks (gates.smoke.exec) service files may name.
+	HookCommands []string
 }
 
 // nameRE is the spec's rule for service names.
