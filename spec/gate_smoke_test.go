@@ -1,6 +1,7 @@
 package spec_test
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -135,4 +136,20 @@ func TestSmokeExecMustBeAllowedByTheHookPolicy(t *testing.T) {
 
 func replaceDeploy(s string) string {
 	return strings.Replace(s, `deploy: {exec: ["./deploy.sh"]}`, `deploy: {exec: ["/opt/deploy/user.sh"]}`, 1)
+}
+
+// The example of the README's "Smoke tests" section is a valid gates block.
+func TestTheReadmeSmokeExampleIsValid(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(readme), "### Smoke tests\n")
+	require.True(t, ok)
+	_, block, ok := strings.Cut(section, "```yaml\n")
+	require.True(t, ok)
+	block, _, ok = strings.Cut(block, "```")
+	require.True(t, ok)
+	svc, err := loadSmoke(t, strings.Replace(policyConfig, `commands: ["/opt/deploy/*.sh"]`, `commands: ["/opt/deploy/*.sh", "./deploy.sh"]`, 1), validService+block)
+	require.NoError(t, err)
+	require.Len(t, svc.Gates.Smoke.HTTP, 2)
+	require.NotNil(t, svc.Gates.Smoke.Exec)
 }
