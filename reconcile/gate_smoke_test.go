@@ -2,10 +2,13 @@ package reconcile_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
 
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/providers/memory"
@@ -203,4 +206,88 @@ func TestPlanShowsTheSmokePhaseWithItsChecks(t *testing.T) {
 		"                2 HTTP checks on each of the 2 target instances, then exec once within gates.smoke.exec.timeout 2m0s; "+
 		"the group has no traffic yet; a failed check aborts the release and the serving group keeps serving\n", out)
 	require.Contains(t, pv.Assumes, "every smoke check passes")
+}
+
+// TestPropertyABuildThatFailsItsSmokeTestsNeverServes drives random
+// releases (some of builds that fail their smoke tests), reverts, injected
+// faults (the smoke runner's too) and crash-restarts. After every pass no
+// invariant is broken and no instance running a broken build has weight or
+// is enabled; once faults stop, the desired state is reached or the
+// release is cleanly aborted.
+func TestPropertyABuildThatFailsItsSmokeTestsNeverServes(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		initial := smokeService(rt, spec.GroupA, "1.0.0")
+		e := newEnv(t, initial, spec.GroupA, "1.0.0", "1.0.0")
+		e.t = rt
+		e.store = &memStore{m: map[string]reconcile.State{}}
+		e.rec = e.reconciler()
+		broken := map[string]bool{}
+		rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(rt, "seed"), 2))
+		faultRate := rapid.Float64Range(0, 0.2).Draw(rt, "faultRate")
+		faults := true
+		e.world.SetFaults(memory.Faults{
+			Fail: func(op string) error {
+				// Probes run concurrently: faulting them would make the
+				// draws of rng depend on the schedule.
+				if faults && op != "probe" && op != "evidence" && rng.Float64() < faultRate {
+					return fmt.Errorf("%s: %w", op, memory.ErrInjected)
+				}
+				return nil
+			},
+			DeployHook: func(_ context.Context, req providers.DeployRequest) error {
+				for _, in := range req.Instances {
+					e.world.UpdateApp(in.Addr(), func(a *memory.App) {
+						a.SmokeAnswer = ""
+						if broken[req.Version] {
+							a.SmokeAnswer = "broken build " + req.Version
+						}
+					})
+				}
+				return nil
+			},
+		})
+		desired, next := initial, 0
+		neverServesBroken := func() {
+			for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
+				for _, in := range desired.Groups.Get(g) {
+					if app := e.world.App(in.Addr()); app.SmokeAnswer != "" {
+						require.False(rt, e.world.Enabled(*desired.Registry.Nacos, in.Addr()), "%s runs a broken build %s", in, app.Version)
+						for _, b := range desired.Traffic {
+							require.Zero(rt, e.world.Weight(b, in.ID), "%s runs a broken build %s", in, app.Version)
+						}
+					}
+				}
+			}
+		}
+		for i := range rapid.IntRange(1, 40).Draw(rt, "steps") {
+			switch rapid.IntRange(0, 5).Draw(rt, fmt.Sprintf("action%d", i)) {
+			case 0: // a release, of a broken build or not
+				next++
+				v := fmt.Sprintf("1.%d.0", next)
+				broken[v] = rapid.Bool().Draw(rt, "broken")
+				desired = smokeService(rt, desired.Active.Other(), v)
+			case 1: // git revert: back to the other group at what it runs
+				other := desired.Active.Other()
+				desired = smokeService(rt, other, e.world.App(desired.Groups.Get(other)[0].Addr()).Version)
+			case 2:
+				e.rec = e.reconciler()
+			default:
+				_ = e.pass(desired)
+			}
+			require.Empty(rt, e.world.Violations())
+			neverServesBroken()
+		}
+		faults = false
+		e.rec = e.reconciler()
+		err := e.converge(desired, 3000)
+		var stalled *reconcile.StalledError
+		if errors.As(err, &stalled) {
+			require.Contains(rt, []string{"ReleaseFailed", "VersionWithoutFlip"}, stalled.Reason, "unexpected stall: %v", err)
+		} else {
+			require.NoError(rt, err)
+			requireLive(rt, e, desired)
+		}
+		require.Empty(rt, e.world.Violations())
+		neverServesBroken()
+	})
 }
