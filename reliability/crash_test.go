@@ -35,6 +35,7 @@ const (
 var killJitter = map[reconcile.Phase]time.Duration{
 	reconcile.PhasePrepare: 300 * time.Millisecond, // the deploy: ~450ms
 	reconcile.PhaseVerify:  300 * time.Millisecond, // the warm-up: 500ms
+	reconcile.PhaseSmoke:   150 * time.Millisecond, // web's smoke checks: /echo?delay=200ms on every instance at once
 	reconcile.PhaseEnable:  300 * time.Millisecond, // the push delay: 500ms
 	reconcile.PhaseShift:   700 * time.Millisecond, // raise (an ALB job: 300ms; SLB: at once), the LB's 2 checks (~200ms), lower
 	reconcile.PhaseDisable: 300 * time.Millisecond,
@@ -44,7 +45,7 @@ var killJitter = map[reconcile.Phase]time.Duration{
 
 // crashPhases are the phases kills aim at. prepare counts only while a
 // deploy is in progress.
-var crashPhases = []reconcile.Phase{reconcile.PhasePrepare, reconcile.PhaseVerify, reconcile.PhaseEnable,
+var crashPhases = []reconcile.Phase{reconcile.PhasePrepare, reconcile.PhaseVerify, reconcile.PhaseSmoke, reconcile.PhaseEnable,
 	reconcile.PhaseShift, reconcile.PhaseDisable, reconcile.PhaseDrain, reconcile.PhaseWatch}
 
 // TestSIGKILLAtEveryPhaseBreaksNoInvariantAndDeploysNoGroupTwice runs two
@@ -72,7 +73,7 @@ func TestSIGKILLAtEveryPhaseBreaksNoInvariantAndDeploysNoGroupTwice(t *testing.T
 	}
 	services := []string{"web", "api"}
 	e := newEnv(t, envOptions{
-		services: []stage.Service{{Name: "web", LB: spec.KindALB, Nacos: true}, {Name: "api", LB: spec.KindSLB, Nacos: true}},
+		services: []stage.Service{{Name: "web", LB: spec.KindALB, Nacos: true, Gates: webSmoke}, {Name: "api", LB: spec.KindSLB, Nacos: true}},
 		timing: stage.Timing{Propagation: time.Second, Quiet: 100 * time.Millisecond, VerifyWindow: time.Second,
 			HealthDeadline: 20 * time.Second, DeployTimeout: 10 * time.Second, DrainTimeout: 15 * time.Second},
 		warmUp: 500 * time.Millisecond,
@@ -173,6 +174,14 @@ func TestSIGKILLAtEveryPhaseBreaksNoInvariantAndDeploysNoGroupTwice(t *testing.T
 	requireUnnoticed(t, "api (SLB)", api.Stop())
 	e.daemon.stop()
 }
+
+// webSmoke are web's smoke tests in the SIGKILL suite: slow enough to be
+// killed during (a restart runs them again), harmless to repeat.
+const webSmoke = `smoke:
+  http:
+    - {name: echo, method: POST, path: "/echo?delay=200ms", body: smoke, expect: {status: [200], bodyContains: smoke}}
+    - {name: version, path: /version, expect: {bodyContains: '"version"'}}
+`
 
 // transition is one commit a driver made and how it ended.
 type transition struct {
