@@ -42,12 +42,10 @@ type Status struct {
 	Registry        *providers.RegistryView `json:"registry,omitempty"`
 	Phase           Phase                   `json:"phase,omitempty"`
 	Transition      *Transition             `json:"transition,omitempty"`
-	// Smoke is the run of gates.smoke of the transition, or the last one.
-	Smoke    *SmokeProgress `json:"smoke,omitempty"`
-	Summary  string         `json:"summary"`
-	Step     string         `json:"step,omitempty"`
-	Message  string         `json:"message,omitempty"`
-	Evidence string         `json:"evidence,omitempty"` // drain evidence of the source group
+	Summary         string                  `json:"summary"`
+	Step            string                  `json:"step,omitempty"`
+	Message         string                  `json:"message,omitempty"`
+	Evidence        string                  `json:"evidence,omitempty"` // drain evidence of the source group
 	// Probed is the last probe of each group, also of the idle one, which
 	// a quiet pass does not probe: it is read at start and after each
 	// transition.
@@ -57,6 +55,9 @@ type Status struct {
 	Conditions []Condition               `json:"conditions"`
 	LastPass   time.Time                 `json:"lastPass"`
 	InSync     bool                      `json:"inSync"`
+
+	// Smoke is the run of gates.smoke of the transition, or the last one.
+	Smoke *SmokeProgress `json:"smoke,omitempty"`
 
 	mismatches []string // servers whose id and ip:port disagree with the spec
 }

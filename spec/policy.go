@@ -26,9 +26,10 @@ type Policy struct {
 // HookPolicy bounds exec hooks: deploy.exec and gates.smoke.exec.
 type HookPolicy struct {
 	// Commands are the deploy.exec[0] and gates.smoke.exec.command[0] a
-	// service may run: exact strings or path.Match globs (/opt/deploy/*.sh; * does not cross /). Empty: exec
-	// hooks are refused, because a command chosen in Git runs as the
-	// daemon's user and could read its environment and files.
+	// service may run: exact strings or path.Match globs (/opt/deploy/*.sh;
+	// * does not cross /). Empty: exec hooks are refused, because a command
+	// chosen in Git runs as the daemon's user and could read its
+	// environment and files.
 	Commands []string `yaml:"commands" json:"commands,omitempty"`
 	// Env are the daemon's environment variables (names or globs) hooks
 	// receive besides PATH, HOME, LANG and TZ. A variable that a *Env field

@@ -68,8 +68,11 @@ func (pol Policy) Exec(field string, argv []string, timeout time.Duration, log *
 	if field != "deploy" {
 		argv0 = field + ".command[0]"
 	}
-	if len(argv) == 0 || pol.CommandAllowed == nil || !pol.CommandAllowed(argv[0]) {
-		return nil, providers.Permanentf("PolicyRefused", "%s: %q is not one of the commands policy.hooks.commands of the daemon config allows", argv0, strings.Join(argv[:min(len(argv), 1)], ""))
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, providers.Permanentf("InvalidHook", "%s: the command is empty", argv0)
+	}
+	if pol.CommandAllowed == nil || !pol.CommandAllowed(argv[0]) {
+		return nil, providers.Permanentf("PolicyRefused", "%s: %q is not one of the commands policy.hooks.commands of the daemon config allows", argv0, argv[0])
 	}
 	return &Exec{Command: argv, Timeout: timeout, EnvAllowed: pol.EnvAllowed, Field: field, log: log}, nil
 }
