@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/tandemhq/tandem/spec"
@@ -34,6 +35,12 @@ func (p *planner) previewRoute(t *Transition) outcome {
 	p.event(EventNormal, ReasonPreviewRouted, "the preview route %s carries group %s at %s; the main traffic stays on group %s until the shift",
 		strings.Join(previewKeys(p.svc), ", "), t.To, t.Version, t.From)
 	return outcome{done: true}
+}
+
+// previewNote says what the preview phase does, for `tandem plan`.
+func previewNote(svc *spec.Service) string {
+	return fmt.Sprintf("per preview route (%s): raise the target, wait until the LB reports it healthy (up to verify.lbHealthTimeout %s; otherwise undo and fail), then lower the serving group; the main bindings keep the serving group until the shift",
+		strings.Join(previewKeys(svc), ", "), svc.Verify.LBHealthTimeout)
 }
 
 // hasPreview reports whether svc has a preview binding.
