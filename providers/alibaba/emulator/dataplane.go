@@ -93,6 +93,36 @@ func (e *Emulator) NewListenerFrontend(listenerID string, drain time.Duration) (
 	return f, nil
 }
 
+// NewSLBListenerFrontend returns the data plane of an SLB (CLB) listener:
+// a request goes to the vServer group the listener is associated with, or
+// to the load balancer's default server group when it has none ("Different
+// listeners can be bound to different server groups"; the default server
+// group is shared by every listener of the instance:
+// https://www.alibabacloud.com/help/en/slb/classic-load-balancer/user-guide/backend-server-overview).
+// The listener is read per request. A second listener with a vServer group
+// of its own is how a test listener (a preview route) reaches other
+// servers than the main one.
+func (e *Emulator) NewSLBListenerFrontend(lbID string, port int, drain time.Duration) (*Frontend, error) {
+	route := func(*http.Request) (Target, error) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		lb := e.state.lb(lbID)
+		if lb == nil {
+			return Target{}, fmt.Errorf("slb %s does not exist", lbID)
+		}
+		for _, l := range lb.Listeners {
+			if l.Port == port {
+				return Target{LoadBalancer: lbID, VServerGroup: l.VServerGroup}, nil
+			}
+		}
+		return Target{}, fmt.Errorf("slb %s has no listener on port %d", lbID, port)
+	}
+	if _, err := route(nil); err != nil {
+		return nil, err
+	}
+	return e.newFrontend(route, drain), nil
+}
+
 // matches reports whether r meets every condition of rule: a Header
 // condition when the header has one of the values, a Cookie condition when
 // the cookie has one of them. Values compare exactly (UNVERIFIED: ALB's
