@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -175,4 +176,24 @@ func TestAPreviewRouteLeftOnTheIdleGroupIsMovedBeforeTheDeploy(t *testing.T) {
 	require.True(t, strings.HasPrefix(steps[0], "raise group A on alb:prod/sgp-preview first"), "steps: %q", steps)
 	require.True(t, strings.HasPrefix(steps[1], "take group B (idle) back to weight 0 on alb:prod/sgp-preview"), "steps: %q", steps)
 	require.True(t, strings.HasPrefix(steps[2], "deploy 1.1.0 to group B"), "steps: %q", steps)
+}
+
+// TestGuardKeepsThePreviewRouteServing: invariant 1 holds on a preview
+// binding as on any: lowering the serving group there before the target
+// carries weight is refused, even though the main bindings serve.
+func TestGuardKeepsThePreviewRouteServing(t *testing.T) {
+	svc := previewService(t, spec.GroupB, "2.0.0")
+	serving := func(b spec.Binding) reconcile.BindingLive {
+		return reconcile.BindingLive{Binding: b, Backends: []providers.Backend{
+			{ID: "i-a1", Weight: 100, Health: providers.HealthHealthy}, {ID: "i-a2", Weight: 100, Health: providers.HealthHealthy},
+			{ID: "i-b1", Weight: 0, Health: providers.HealthUnknown}, {ID: "i-b2", Weight: 0, Health: providers.HealthUnknown},
+		}}
+	}
+	live := &reconcile.Live{Bindings: []reconcile.BindingLive{serving(svc.Traffic[0]), serving(svc.Traffic[1]), serving(svc.Traffic[2])}}
+	lower := &reconcile.Step{Action: reconcile.ActionSetWeights, Binding: &svc.Traffic[2], Describe: "lower group A on the preview route",
+		Weights: []providers.WeightChange{{ID: "i-a1", Weight: 0}, {ID: "i-a2", Weight: 0}}}
+	var inv *reconcile.InvariantError
+	require.ErrorAs(t, reconcile.Guard(svc, live, lower), &inv)
+	require.Equal(t, 1, inv.Invariant)
+	require.Contains(t, inv.Explain, "alb:prod/sgp-preview would have no weight on a healthy instance")
 }
