@@ -73,17 +73,7 @@ func (v view) previewRoutes() []PreviewRoute {
 		}
 		aOn, aTotal := v.weightState(bl, spec.GroupA)
 		bOn, bTotal := v.weightState(bl, spec.GroupB)
-		g := ActiveMixed
-		switch {
-		case aOn == aTotal && bOn == 0:
-			g = ActiveA
-		case bOn == bTotal && aOn == 0:
-			g = ActiveB
-		case aOn == aTotal && bOn == bTotal:
-			g = ActiveBoth
-		case aOn == 0 && bOn == 0:
-			g = ActiveNeither
-		}
+		g := activeOf(aOn == aTotal, bOn == bTotal, aOn == 0, bOn == 0)
 		out = append(out, PreviewRoute{Binding: bl.Binding.Key(), Group: g})
 	}
 	return out

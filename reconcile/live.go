@@ -200,8 +200,12 @@ func (v view) groupOff(g spec.Group) bool {
 
 // active derives the live active group (design §4).
 func (v view) active() Active {
-	aOn, bOn := v.groupOn(spec.GroupA), v.groupOn(spec.GroupB)
-	aOff, bOff := v.groupOff(spec.GroupA), v.groupOff(spec.GroupB)
+	return activeOf(v.groupOn(spec.GroupA), v.groupOn(spec.GroupB), v.groupOff(spec.GroupA), v.groupOff(spec.GroupB))
+}
+
+// activeOf names what carries traffic from whether each group is all on
+// and all off.
+func activeOf(aOn, bOn, aOff, bOff bool) Active {
 	switch {
 	case aOn && bOff:
 		return ActiveA

@@ -185,18 +185,6 @@ type Binding struct {
 	Preview bool `yaml:"preview" json:"preview,omitempty"`
 }
 
-// Main returns the bindings that carry the service's main traffic (every
-// binding not marked preview).
-func (s *Service) Main() []Binding {
-	var out []Binding
-	for _, b := range s.Traffic {
-		if !b.Preview {
-			out = append(out, b)
-		}
-	}
-	return out
-}
-
 // The built-in binding kinds, which are also provider kinds of the daemon
 // config, and the registry kind.
 const (
