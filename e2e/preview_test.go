@@ -2,8 +2,10 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/tandemhq/tandem/internal/haproxytest"
 	"github.com/tandemhq/tandem/internal/stage"
 	"github.com/tandemhq/tandem/internal/testkit"
+	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -52,7 +55,8 @@ func (p *pauseAt) Release() { p.release.Do(func() { close(p.resume) }) }
 // a test listener with a vServer group of its own) reach the new version on
 // the target group and requests through the main route the old version on
 // the serving group; once the release is done, the preview route follows
-// the serving group.
+// the serving group, and a weight changed on it by hand is reported as
+// drift.
 func TestPreviewRouteServesTheTargetDuringTheRelease(t *testing.T) {
 	for _, lb := range []string{spec.KindHAProxy, spec.KindALB, spec.KindSLB} {
 		t.Run(lb, func(t *testing.T) {
@@ -95,6 +99,7 @@ func TestPreviewRouteServesTheTargetDuringTheRelease(t *testing.T) {
 			for _, e := range s.Events() {
 				require.NotContains(t, []string{reconcile.ReasonAbortStarted, reconcile.ReasonStepFailed, reconcile.ReasonStalled}, e.Reason, e.Message)
 			}
+			requirePreviewDriftReported(t, ctx, s)
 		})
 	}
 }
@@ -117,4 +122,29 @@ func answered(t *testing.T, url string, preview bool, n int) map[string]int {
 		out[res.Header.Get("X-Group")+"@"+res.Header.Get("X-Version")]++
 	}
 	return out
+}
+
+// requirePreviewDriftReported changes a weight of the preview route by
+// hand, through the load balancer's own API (as a console would), and
+// waits until the daemon reports it as drift, with the preview route
+// carrying both groups in the status.
+func requirePreviewDriftReported(t *testing.T, ctx context.Context, s *stage.Stage) {
+	t.Helper()
+	svc, ok := s.Service(service)
+	require.True(t, ok)
+	i := slices.IndexFunc(svc.Traffic, func(b spec.Binding) bool { return b.Preview })
+	require.GreaterOrEqual(t, i, 0)
+	pb, in := svc.Traffic[i], svc.Groups.Get(spec.GroupA)[0]
+	rec := s.Daemon().Reconciler()
+	lb := rec.Providers.LoadBalancers[providers.LBKey(pb.Kind(), pb.Provider())]
+	require.NoError(t, lb.SetWeights(ctx, pb, []providers.WeightChange{{ID: in.ID, IP: in.IP, Port: in.Port, Weight: pb.Weight}}))
+	require.NoError(t, s.Daemon().Sync(ctx, service, false))
+	want := fmt.Sprintf("%s: %s (group A) has weight %d, want 0", pb.Key(), in, pb.Weight)
+	var st reconcile.Status
+	require.Eventually(t, func() bool {
+		st, _ = rec.Status(service)
+		return slices.Contains(st.Drift, want)
+	}, time.Minute, 20*time.Millisecond, "drift on the preview route: want %q, last status %s %q", want, st.Summary, st.Drift)
+	require.Equal(t, []reconcile.PreviewRoute{{Binding: pb.Key(), Group: reconcile.ActiveMixed}}, st.Preview)
+	require.Equal(t, reconcile.ActiveB, st.LiveActive, "drift on the preview route does not change the live active group")
 }
