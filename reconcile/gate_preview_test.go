@@ -197,3 +197,33 @@ func TestGuardKeepsThePreviewRouteServing(t *testing.T) {
 	require.Equal(t, 1, inv.Invariant)
 	require.Contains(t, inv.Explain, "alb:prod/sgp-preview would have no weight on a healthy instance")
 }
+
+// TestATargetTheLBCannotReachFailsAtThePreviewRoute: when the LB never
+// reports the target healthy on the preview route, the release fails
+// there: the preview route goes back to the serving group, and the main
+// bindings never carried the target.
+func TestATargetTheLBCannotReachFailsAtThePreviewRoute(t *testing.T) {
+	old := previewService(t, spec.GroupA, "1.0.0")
+	e := newEnv(t, old, spec.GroupA, "1.0.0", "1.0.0")
+	e.world.ModelLBHealth(2)
+	e.world.CutOffLB("10.0.2.11:8080", true)
+	want := previewService(t, spec.GroupB, "1.1.0")
+	var err error
+	for range 2000 {
+		err = e.pass(want)
+		for _, b := range want.Traffic[:2] {
+			require.Equal(t, 0, groupWeight(e, want, b, spec.GroupB), "the main binding %s never carries the target", b.Key())
+		}
+		if reconcile.Classify(err) == reconcile.ClassStalled {
+			break
+		}
+	}
+	var stalled *reconcile.StalledError
+	require.ErrorAs(t, err, &stalled)
+	require.Equal(t, "ReleaseFailed", stalled.Reason)
+	requireLive(t, e, old)
+	require.Empty(t, e.world.Violations())
+	st := e.state(want.Name)
+	require.Contains(t, st.Failed.Reason, "did not report group B healthy on alb:prod/sgp-preview")
+	require.Contains(t, st.Failed.Reason, "i-b1(10.0.2.11:8080) unhealthy")
+}
