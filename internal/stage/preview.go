@@ -33,7 +33,8 @@ const (
 // listener's for SLB; "" for a service without a preview route.
 func (s *Stage) PreviewURL(service string) string { return s.previews[service] }
 
-// previewHAProxy adds the preview backend of svc, whose main backend is b.
+// previewHAProxy returns the preview backend of main backend b (the same
+// servers and weights) and routes PreviewHeader from b's frontend to it.
 func previewHAProxy(b *haproxytest.Backend) haproxytest.Backend {
 	p := haproxytest.Backend{Name: b.Name + "_preview", Check: b.Check, Servers: append([]haproxytest.Server(nil), b.Servers...)}
 	b.Routes = append(b.Routes, haproxytest.Route{Header: PreviewHeader, Value: PreviewHeaderValue, Backend: p.Name})
@@ -41,7 +42,9 @@ func previewHAProxy(b *haproxytest.Backend) haproxytest.Backend {
 }
 
 // previewAlibaba adds the preview server group (ALB, with its forwarding
-// rule) or vServer group (SLB, with its test listener) of svc to state.
+// rule) or vServer group (SLB, with its test listener) of svc to state,
+// whose last server group or load balancer is svc's own; servers are its
+// main group's, copied with their weights.
 func previewAlibaba(state *emulator.State, svc Service, servers []*emulator.Server, check emulator.HealthCheck) {
 	var copies []*emulator.Server
 	for _, srv := range servers {
