@@ -187,7 +187,8 @@ func (v view) groupOff(g spec.Group) bool {
 	return true
 }
 
-// active derives the live active group (design §4).
+// active derives the live active group from groupOn and groupOff: A or B
+// when that group is on and the other off, otherwise both, neither or mixed.
 func (v view) active() Active {
 	aOn, bOn := v.groupOn(spec.GroupA), v.groupOn(spec.GroupB)
 	aOff, bOff := v.groupOff(spec.GroupA), v.groupOff(spec.GroupB)
