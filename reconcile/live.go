@@ -198,7 +198,8 @@ func (v view) groupOff(g spec.Group) bool {
 	return true
 }
 
-// active derives the live active group (design §4).
+// active derives the live active group from groupOn and groupOff: A or B
+// when that group is on and the other off, otherwise both, neither or mixed.
 func (v view) active() Active {
 	return activeOf(v.groupOn(spec.GroupA), v.groupOn(spec.GroupB), v.groupOff(spec.GroupA), v.groupOff(spec.GroupB))
 }

@@ -29,8 +29,10 @@ import (
 // the drain timeout has passed, then they are closed: the connection-drain
 // behaviour ALB documents for ConnectionDrainConfig.ConnectionDrainTimeout
 // (0–900 s; on removal or failed health checks) and CLB for its TCP
-// listeners' ConnectionDrainTimeout (ref §1, §2). Whether the real ALB
-// drains on weight 0 is UNVERIFIED (ref §1); the emulator drains then too.
+// listeners' ConnectionDrainTimeout (SDK doc; ALB:
+// https://www.alibabacloud.com/help/en/slb/application-load-balancer/user-guide/smooth-transition-of-alb-request-by-connection-graceful-interrupt).
+// Whether the real ALB drains on weight 0 is UNVERIFIED; the emulator drains
+// then too.
 //
 // A server's Port is where traffic goes; give servers of an SLB default
 // server group the listener's backend port.
