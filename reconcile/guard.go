@@ -8,11 +8,11 @@ import (
 	"github.com/tandemhq/tandem/spec"
 )
 
-// Guard checks a step against invariants 1-4 of design §5 on the live state
-// it is about to change, and refuses it with an *InvariantError if applying
-// it would break one. It is the last line of defence: the planner never
-// means to plan such a step, and the executor calls Guard before every side
-// effect all the same.
+// Guard checks a step against invariants 1-4 (README, "The transition":
+// Invariants) on the live state it is about to change, and refuses it with an
+// *InvariantError if applying it would break one. It is the last line of
+// defence: the planner never means to plan such a step, and the executor
+// calls Guard before every side effect all the same.
 func Guard(svc *spec.Service, live *Live, s *Step) error {
 	v := view{svc: svc, live: live}
 	refuse := func(inv int, format string, args ...any) error {

@@ -7,7 +7,7 @@ import (
 	"github.com/tandemhq/tandem/spec"
 )
 
-// Phase is a step of the drain-and-swap transition (design §5).
+// Phase is a step of the drain-and-swap transition (README, "The transition").
 type Phase string
 
 const (

@@ -39,6 +39,7 @@ type Status struct {
 	LiveActive      Active                  `json:"liveActive,omitempty"`
 	Versions        map[spec.Group]string   `json:"versions,omitempty"` // "" when unknown or mixed
 	Bindings        []BindingLive           `json:"bindings,omitempty"`
+	Preview         []PreviewRoute          `json:"preview,omitempty"` // the group each preview binding carries
 	Registry        *providers.RegistryView `json:"registry,omitempty"`
 	Phase           Phase                   `json:"phase,omitempty"`
 	Transition      *Transition             `json:"transition,omitempty"`
@@ -77,6 +78,7 @@ func (s *Status) observed(svc *spec.Service, live *Live, metadataKeys []string) 
 	s.Groups = svc.Groups
 	s.LiveActive = v.active()
 	s.Bindings = live.Bindings
+	s.Preview = v.previewRoutes()
 	s.Registry = shownRegistry(live.Registry, svc.Health.Version.NacosMetadata, metadataKeys)
 	s.mismatches = v.mismatches()
 	s.Versions = map[spec.Group]string{}

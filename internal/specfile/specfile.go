@@ -23,6 +23,7 @@ type Service struct {
 	Version string
 	A, B    []spec.Instance
 	Traffic string // one binding as a YAML flow mapping ("" none)
+	Preview string // a preview binding after it, the same way ("" none)
 	Nacos   string // the Nacos provider it is registered with ("" none)
 	Deploy  Deploy
 	Health  Health
@@ -107,6 +108,9 @@ groups:
 {{- with .Traffic}}
 traffic:
   - {{.}}
+{{- with $.Preview}}
+  - {{.}}
+{{- end}}
 {{- end}}
 {{- with .Nacos}}
 registry:

@@ -241,7 +241,7 @@ func (s *Stage) specFiles(apps instances) map[string][]byte {
 			Comment: svc.Comment, Writer: "internal/stage: demo apps on loopback",
 			Name: svc.Name, Active: svc.Active, Version: svc.Version,
 			A: apps[svc.Name][spec.GroupA], B: apps[svc.Name][spec.GroupB],
-			Traffic: s.lbs.binding(svc),
+			Traffic: s.lbs.binding(svc), Preview: previewBinding(svc),
 			Deploy: specfile.Deploy{Comment: "the demo fleet's deploy system restarts the group's apps at the version",
 				HTTP:    &specfile.DeployHTTP{URL: s.deployURL(), PollInterval: 50 * time.Millisecond, TokenEnv: s.opts.DeployTokenEnv},
 				Timeout: t.DeployTimeout},

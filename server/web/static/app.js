@@ -131,8 +131,13 @@ function renderBinding(s, bl) {
       bar.append(seg);
     }
   }
-  return el("div", { class: "binding", "data-binding": key, "data-weight-a": sa, "data-weight-b": sb },
-    el("span", { class: "key mono" }, key),
+  // A preview route: the group it carries, as the server derived it.
+  const route = bl.binding.preview ? (s.preview || []).find((r) => r.binding === key) : null;
+  const attrs = { class: "binding", "data-binding": key, "data-weight-a": sa, "data-weight-b": sb };
+  if (route) attrs["data-preview"] = route.group;
+  return el("div", attrs,
+    el("span", { class: "key mono" }, key,
+      route ? el("span", { class: "preview", "data-field": "preview" }, ` preview route → ${route.group}`) : null),
     bar,
     el("div", { class: "wlabels" },
       el("span", { class: "wa" }, "A weight ", el("b", { "data-field": "weight-A" }, weightLabel(wa))),
