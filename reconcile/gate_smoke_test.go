@@ -291,3 +291,37 @@ func TestPropertyABuildThatFailsItsSmokeTestsNeverServes(t *testing.T) {
 		neverServesBroken()
 	})
 }
+
+// TestGuardLetsSmokeTestsReachAGroupOnlyThePreviewRouteCarries: phase
+// preview comes before smoke, so the target may already carry the preview
+// route (testers' traffic); smoke checks may run, and still not once a main
+// binding carries it.
+func TestGuardLetsSmokeTestsReachAGroupOnlyThePreviewRouteCarries(t *testing.T) {
+	svc := previewService(t, spec.GroupB, "1.1.0")
+	live := func(mainB int) *reconcile.Live {
+		l := &reconcile.Live{}
+		for _, b := range svc.Traffic {
+			bl := reconcile.BindingLive{Binding: b}
+			wA, wB := 100, mainB
+			if b.Preview {
+				wA, wB = 0, 100
+			}
+			for _, in := range svc.Instances(spec.GroupA) {
+				bl.Backends = append(bl.Backends, providers.Backend{ID: in.ID, Weight: wA})
+			}
+			for _, in := range svc.Instances(spec.GroupB) {
+				bl.Backends = append(bl.Backends, providers.Backend{ID: in.ID, Weight: wB})
+			}
+			l.Bindings = append(l.Bindings, bl)
+		}
+		return l
+	}
+	smoke := &reconcile.Step{Action: reconcile.ActionSmoke, Group: spec.GroupB, Describe: "smoke-test group B"}
+	require.NoError(t, reconcile.Guard(svc, live(0), smoke))
+
+	err := reconcile.Guard(svc, live(100), smoke)
+	var inv *reconcile.InvariantError
+	require.ErrorAs(t, err, &inv)
+	require.Equal(t, 3, inv.Invariant)
+	require.NotContains(t, err.Error(), "sgp-preview", "the preview route is not counted")
+}
