@@ -64,8 +64,8 @@ func (p *planner) smoke(t *Transition) outcome {
 	if !gated(t) || g == nil {
 		return pass
 	}
-	if s := p.ensureIdle(t.To); s != nil {
-		return outcome{step: s} // smoke checks only reach a group with no traffic
+	if s := p.ensureIdle(t.To, false); s != nil {
+		return outcome{step: s} // smoke checks only reach a group with no users' traffic
 	}
 	sp := t.Smoke
 	if sp == nil || !sp.Done {

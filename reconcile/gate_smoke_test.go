@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -324,4 +325,23 @@ func TestGuardLetsSmokeTestsReachAGroupOnlyThePreviewRouteCarries(t *testing.T) 
 	require.ErrorAs(t, err, &inv)
 	require.Equal(t, 3, inv.Invariant)
 	require.NotContains(t, err.Error(), "sgp-preview", "the preview route is not counted")
+}
+
+// TestSmokeTestsRunWhileThePreviewRouteCarriesTheTarget: phase preview moves
+// the preview route to the target before the smoke tests; the smoke phase
+// must not take it back (it did, and the release stalled on invariant 4).
+func TestSmokeTestsRunWhileThePreviewRouteCarriesTheTarget(t *testing.T) {
+	svc := func(active spec.Group, version string) *spec.Service {
+		text := strings.Replace(fmt.Sprintf(fullService, active, version), "registry:\n", previewBinding+"registry:\n", 1) + smokeGates
+		svcs, ps := spec.ParseServices("services/user.yaml", []byte(text))
+		require.NoError(t, ps.Err())
+		return svcs[0]
+	}
+	e := newEnv(t, svc(spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
+	want := svc(spec.GroupB, "1.1.0")
+	require.NoError(t, e.converge(want, 500))
+	requireLive(t, e, want)
+	require.Equal(t, []reconcile.Phase{reconcile.PhasePrepare, reconcile.PhaseVerify, reconcile.PhasePreviewRoute, reconcile.PhaseSmoke,
+		reconcile.PhaseEnable, reconcile.PhaseShift, reconcile.PhaseDisable, reconcile.PhaseDrain, reconcile.PhaseWatch}, completedPhases(e))
+	require.Equal(t, 1, e.world.Calls()["smoke"])
 }

@@ -10,10 +10,15 @@ import (
 
 // ensureIdle returns a step that takes traffic away from g when g, which is
 // about to be deployed or verified, carries some (e.g. its apps came back
-// enabled in the registry after a restart).
-func (p *planner) ensureIdle(g spec.Group) *Step {
+// enabled in the registry after a restart). Preview bindings count only
+// withPreview: once phase preview has moved them to g, their traffic is
+// testers' and the smoke tests may run.
+func (p *planner) ensureIdle(g spec.Group, withPreview bool) *Step {
 	for i := range p.v.live.Bindings {
 		bl := &p.v.live.Bindings[i]
+		if bl.Binding.Preview && !withPreview {
+			continue
+		}
 		var changes []providers.WeightChange
 		for _, in := range p.svc.Groups.Get(g) {
 			if b, ok := p.v.backend(*bl, in); ok && b.Weight > 0 {
@@ -79,7 +84,7 @@ func (p *planner) prepare(t *Transition) outcome {
 	if t.Kind != KindRelease {
 		return outcome{done: true}
 	}
-	if s := p.ensureIdle(t.To); s != nil {
+	if s := p.ensureIdle(t.To, true); s != nil {
 		return outcome{step: s}
 	}
 	if t.Deploy.Done || (p.v.versionKnown(t.To) && p.v.groupVersion(t.To) == t.Version) {
@@ -125,7 +130,7 @@ func (p *planner) deployer() string {
 
 func (p *planner) verify(t *Transition) outcome {
 	if t.Kind == KindRelease {
-		if s := p.ensureIdle(t.To); s != nil {
+		if s := p.ensureIdle(t.To, true); s != nil {
 			return outcome{step: s}
 		}
 	}
