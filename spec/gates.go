@@ -9,8 +9,5 @@ type Gates struct {
 	Approval *ApprovalGate `yaml:"approval" json:"approval,omitempty"`
 }
 
-// SmokeGate: see gate_smoke.go (being written).
-type SmokeGate struct{}
-
 // AnalysisGate: see gate_analysis.go (being written).
 type AnalysisGate struct{}
