@@ -151,6 +151,9 @@ const (
 	// of the drain signal, and each sample costs the reads of one pass.
 	EvidenceFastPoll = 50 * time.Millisecond
 	EvidenceFastFor  = time.Second
+	// DependencyBackstop is when a service waiting for its dependencies
+	// (after:) looks again if no pass of theirs woke it first.
+	DependencyBackstop = 30 * time.Second
 )
 
 // advance moves t to phase p at now, recording how long the last phase took.
