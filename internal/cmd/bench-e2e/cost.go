@@ -55,8 +55,6 @@ func scrapeCost(ctx context.Context, addr string) (cost, error) {
 		switch {
 		case name == "tandem_reconcile_total" && strings.Contains(labels, `service="`+service+`"`):
 			c.Passes += int(v)
-		case name == "tandem_provider_requests_total":
-			c.ProviderRequests += int(v)
 		}
 	}
 	return c, sc.Err()

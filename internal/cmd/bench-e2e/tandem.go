@@ -206,8 +206,8 @@ func (r *tandemRun) print(w io.Writer) {
 		c, took = c.plus(t.Cost), took+t.Total
 	}
 	if n := len(r.transitions); n > 0 {
-		fmt.Fprintf(w, "daemon cost per transition (its /metrics, commit to in sync): %.1f reconcile passes of %s (%.1f/s), %.1f LB and registry API requests (%.1f/s)\n",
-			float64(c.Passes)/float64(n), service, float64(c.Passes)/took.Seconds(), float64(c.ProviderRequests)/float64(n), float64(c.ProviderRequests)/took.Seconds())
+		fmt.Fprintf(w, "daemon cost per transition (its /metrics, commit to in sync): %.1f reconcile passes of %s (%.1f/s)\n",
+			float64(c.Passes)/float64(n), service, float64(c.Passes)/took.Seconds())
 	}
 	fmt.Fprintf(w, "users saw: %d requests, %d failed; %d WebSocket messages, %d lost; %d abnormal closes, %d failed connection attempts\n",
 		r.all.Requests, r.all.Failed, r.all.Messages, r.all.Lost, r.all.Abnormal, r.all.DialFailures)
