@@ -45,17 +45,14 @@ func scrapeCost(ctx context.Context, addr string) (cost, error) {
 			continue
 		}
 		labels, value, ok := strings.Cut(rest, "} ")
-		if !ok {
+		if !ok || name != "tandem_reconcile_total" || !strings.Contains(labels, `service="`+service+`"`) {
 			continue
 		}
 		v, err := strconv.ParseFloat(value, 64)
 		if err != nil {
 			return cost{}, fmt.Errorf("reading the daemon's metrics: %q: %w", line, err)
 		}
-		switch {
-		case name == "tandem_reconcile_total" && strings.Contains(labels, `service="`+service+`"`):
-			c.Passes += int(v)
-		}
+		c.Passes += int(v)
 	}
 	return c, sc.Err()
 }
