@@ -18,15 +18,16 @@ type DeployProgress struct {
 // DrainProgress is what a transition remembers of the drain of its source
 // group.
 type DrainProgress struct {
+	Signaled  bool      `json:"signaled,omitempty"` // every instance was asked to close its sessions
+	ZeroSince time.Time `json:"zeroSince,omitzero"` // evidence at 0 since
+	Ceiling   bool      `json:"ceiling,omitempty"`  // the drain reached drain.timeout
+	Closed    int       `json:"closed,omitempty"`   // sessions closed at the ceiling
+	ClosedOn  []string  `json:"closedOn,omitempty"` // bindings whose sessions were closed at the ceiling
+
 	// DisableSent is when the disable of the source group in the registry
 	// was last planned (journaled just before it is sent): the drain counts
 	// drain.propagation from it when the registry's push delay is known.
 	DisableSent time.Time `json:"disableSent,omitzero"`
-	Signaled    bool      `json:"signaled,omitempty"` // every instance was asked to close its sessions
-	ZeroSince   time.Time `json:"zeroSince,omitzero"` // evidence at 0 since
-	Ceiling     bool      `json:"ceiling,omitempty"`  // the drain reached drain.timeout
-	Closed      int       `json:"closed,omitempty"`   // sessions closed at the ceiling
-	ClosedOn    []string  `json:"closedOn,omitempty"` // bindings whose sessions were closed at the ceiling
 }
 
 // flatProgress is how journals written before Deploy and Drain existed
