@@ -36,6 +36,7 @@ const (
 	ActionSetEnabled    Action = "set-enabled"
 	ActionSignalDrain   Action = "signal-drain"
 	ActionCloseSessions Action = "close-sessions"
+	ActionSmoke         Action = "smoke" // run gates.smoke against the target group
 )
 
 // Step is one side effect. A pass applies at most one step; every step is
@@ -46,8 +47,8 @@ type Step struct {
 	Binding   *spec.Binding            `json:"binding,omitempty"`   // set-weights, close-sessions
 	Weights   []providers.WeightChange `json:"weights,omitempty"`   // set-weights
 	Enabled   bool                     `json:"enabled,omitempty"`   // set-enabled
-	Instances []spec.Instance          `json:"instances,omitempty"` // deploy, set-enabled, signal-drain, close-sessions
-	Version   string                   `json:"version,omitempty"`   // deploy: the version; set-weights/set-enabled: the verified version
+	Instances []spec.Instance          `json:"instances,omitempty"` // deploy, set-enabled, signal-drain, close-sessions, smoke
+	Version   string                   `json:"version,omitempty"`   // deploy, smoke: the version; set-weights/set-enabled: the verified version
 	Timeout   time.Duration            `json:"timeout,omitempty"`
 	Describe  string                   `json:"describe"`
 }

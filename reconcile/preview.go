@@ -130,6 +130,11 @@ func (pv *Preview) notes(svc *spec.Service) {
 			}
 		case PhaseVerify:
 			pp.Note = fmt.Sprintf("check health (%s) and version (%s) of every target instance, up to health.deadline %s", probeText(svc), versionText(svc), svc.Health.Deadline)
+		case PhasePreviewRoute:
+			pp.Note = previewNote(svc)
+		case PhaseSmoke:
+			pp.Note = smokeNote(svc)
+			pv.Assumes = append(pv.Assumes, "every smoke check passes")
 		case PhaseEnable, PhaseDisable:
 			if none {
 				pp.Note = "no registry: nothing to do"
@@ -205,6 +210,9 @@ func describeLive(v view) string {
 			ver = orDash(v.groupVersion(g))
 		}
 		parts = append(parts, fmt.Sprintf("group %s %s at %s", g, state, ver))
+	}
+	for _, r := range v.previewRoutes() {
+		parts = append(parts, fmt.Sprintf("preview route %s on %s", r.Binding, r.Group))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -206,6 +206,7 @@ func (r *Reconciler) wakeAfter(svc *spec.Service, w *Wait) time.Duration {
 type stepOutput struct {
 	Output string // for the events log (deploy output, notes)
 	Closed int    // close-sessions: how many were closed
+	Smoke  []providers.SmokeResult
 }
 
 // complete records the outcome of a step in the state to journal. absorbed
@@ -226,6 +227,10 @@ func complete(st State, s *Step, out stepOutput, err error) (State, bool) {
 			// Recorded once every instance was asked: a restart during the
 			// step asks them all again (closing sessions is idempotent).
 			t.Drain.Signaled = true
+		case ActionSmoke:
+			if t.Smoke != nil {
+				t.Smoke.Done, t.Smoke.Results = true, out.Smoke
+			}
 		case ActionCloseSessions:
 			t.Drain.Closed += out.Closed
 			t.Drain.ClosedOn = append(t.Drain.ClosedOn, s.Binding.Key())
@@ -314,6 +319,21 @@ func (r *Reconciler) apply(ctx context.Context, svc *spec.Service, rev Revision,
 			return stepOutput{Output: "signal failed on some instances (sessions will be closed at the ceiling): " + err.Error()}, nil
 		}
 		return stepOutput{}, nil
+	case ActionSmoke:
+		if ps.Smoke == nil {
+			return stepOutput{}, providers.Permanentf("SmokeUnavailable", "%s has gates.smoke, but the daemon has no smoke runner", svc.Name)
+		}
+		sctx, cancel := context.WithTimeout(ctx, s.Timeout)
+		defer cancel()
+		if err := fenced(); err != nil {
+			return stepOutput{}, err
+		}
+		res, err := ps.Smoke.Smoke(sctx, svc, providers.SmokeRequest{Service: svc.Name, Group: s.Group, Version: s.Version,
+			Instances: s.Instances, Revision: rev.Hash})
+		if err != nil {
+			return stepOutput{}, err
+		}
+		return stepOutput{Output: smokeSummary(res), Smoke: res}, nil
 	case ActionCloseSessions:
 		lb := ps.LoadBalancers[providers.LBKey(s.Binding.Kind(), s.Binding.Provider())]
 		closer, ok := lb.(providers.SessionCloser)

@@ -26,7 +26,7 @@ func (p *planner) enableStep(t *Transition) *Step {
 // the drain): later phases stand on them. pending is false when nothing
 // needs repeating; otherwise o holds the step, a wait or a reversal.
 func (p *planner) reassert(t *Transition) (o outcome, pending bool) {
-	if o, pending := p.shiftNext(t); pending {
+	if o, pending := p.shiftNext(t, false); pending {
 		return o, true
 	}
 	if s := p.enableStep(t); s != nil {

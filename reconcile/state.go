@@ -7,7 +7,7 @@ import (
 	"github.com/tandemhq/tandem/spec"
 )
 
-// Phase is a step of the drain-and-swap transition (design §5).
+// Phase is a step of the drain-and-swap transition (README, "The transition").
 type Phase string
 
 const (
@@ -65,6 +65,9 @@ type State struct {
 	// with the rest, so that it holds across a restart and, under HA, a
 	// change of leader; the spec's own suspend is read from Git instead.
 	Suspended *Suspension `json:"suspended,omitempty"`
+	// LastSmoke is the last judged run of gates.smoke, kept for the status
+	// once its transition has ended.
+	LastSmoke *SmokeProgress `json:"lastSmoke,omitempty"`
 }
 
 // Suspension records when reconciliation was suspended through the API.
@@ -125,6 +128,8 @@ type Transition struct {
 	// ShiftWait is set between the raise and the lower of a binding (see
 	// shift.go); absent in journals written before make-before-break.
 	ShiftWait *ShiftWait `json:"shiftWait,omitempty"`
+	// Smoke is the run of gates.smoke on the target group (gate_smoke.go).
+	Smoke *SmokeProgress `json:"smoke,omitempty"`
 	// Failure is set when a step up to the shift failed for good (see
 	// onStepFailure), or a revert superseded the release; the next pass
 	// undoes the transition.
@@ -177,6 +182,7 @@ func (t *Transition) clone() *Transition {
 		w := *t.ShiftWait
 		c.ShiftWait = &w
 	}
+	c.Smoke = t.Smoke.clone()
 	if t.PhaseTimes != nil {
 		c.PhaseTimes = make(map[Phase]time.Duration, len(t.PhaseTimes))
 		for k, v := range t.PhaseTimes {
@@ -202,5 +208,6 @@ func (s State) Clone() State {
 		p := *s.Suspended
 		c.Suspended = &p
 	}
+	c.LastSmoke = s.LastSmoke.clone()
 	return c
 }

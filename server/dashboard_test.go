@@ -72,7 +72,8 @@ const readPage = `(() => {
       bindings: all(a, "[data-binding]").map((b) =>
         b.dataset.binding + " A=" + txt(b, "[data-field=weight-A]") + " B=" + txt(b, "[data-field=weight-B]") +
         " sums=" + b.dataset.weightA + "/" + b.dataset.weightB +
-        " bar=" + all(b, ".seg").map((s) => s.textContent).join(",")),
+        " bar=" + all(b, ".seg").map((s) => s.textContent).join(",") +
+        (b.dataset.preview ? " preview=" + b.dataset.preview + " (" + txt(b, "[data-field=preview]") + ")" : "")),
       transition: txt(a, "[data-field=transition]"),
       phase: txt(a, "[data-field=phase]"),
       elapsed: txt(a, "[data-field=elapsed]"),
@@ -136,8 +137,9 @@ func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
 
 	require.Equal(t, serviceView{
 		Name: "gateway", State: "READY", Desired: "A @ 1.8.0", Live: "A",
-		Groups:     map[string]string{"A": "1.8.0 | SERVING | no registry", "B": "1.7.9 | idle | no registry"},
-		Bindings:   []string{"slb:prod-hz/lb-bp1gateway/rsp-bp1gateway A=100 B=0 sums=200/0 bar=A 100%"},
+		Groups: map[string]string{"A": "1.8.0 | SERVING | no registry", "B": "1.7.9 | idle | no registry"},
+		Bindings: []string{"slb:prod-hz/lb-bp1gateway/rsp-bp1gateway A=100 B=0 sums=200/0 bar=A 100%",
+			"slb:prod-hz/lb-bp1gateway/rsp-bp1gwpreview A=100 B=0 sums=200/0 bar=A 100% preview=A (preview route → A)"},
 		Transition: "no transition",
 		Conditions: []string{"Ready=True InSync cond c-true-good", "Reconciling=False Idle cond c-quiet", "Stalled=False None cond c-quiet"},
 		Drift:      []string{}, Revision: "desired 9f8e7d6 by Li Wei — “gateway: release 1.8.0” · applied same",

@@ -77,7 +77,11 @@ func fixtures() []reconcile.Status {
 		Bindings: []reconcile.BindingLive{{
 			Binding:  spec.Binding{SLB: "prod-hz", LoadBalancer: "lb-bp1gateway", VServerGroup: "rsp-bp1gateway", Weight: 100},
 			Backends: backends(map[string]int{"i-bp1gwa01": 100, "i-bp1gwa02": 100, "i-bp1gwb01": 0, "i-bp1gwb02": 0}, -1),
+		}, {
+			Binding:  spec.Binding{SLB: "prod-hz", LoadBalancer: "lb-bp1gateway", VServerGroup: "rsp-bp1gwpreview", Weight: 100, Preview: true},
+			Backends: backends(map[string]int{"i-bp1gwa01": 100, "i-bp1gwa02": 100, "i-bp1gwb01": 0, "i-bp1gwb02": 0}, -1),
 		}},
+		Preview:    []reconcile.PreviewRoute{{Binding: "slb:prod-hz/lb-bp1gateway/rsp-bp1gwpreview", Group: reconcile.ActiveA}},
 		Summary:    "in sync: group A serves 1.8.0",
 		Conditions: conds(true, "InSync", "in sync: group A serves 1.8.0", false, "Idle", "", false, "None", ""),
 		LastPass:   t0.Add(-4 * time.Second), InSync: true,

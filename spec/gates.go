@@ -9,9 +9,6 @@ type Gates struct {
 	Approval *ApprovalGate `yaml:"approval" json:"approval,omitempty"`
 }
 
-// SmokeGate: see gate_smoke.go (being written).
-type SmokeGate struct{}
-
 // AnalysisGate: see gate_analysis.go (being written).
 type AnalysisGate struct{}
 

@@ -25,6 +25,7 @@ func TestRenderedFilesParseToWhatWasAsked(t *testing.T) {
 			Evidence: "demo", EvidenceComment: "in flight at /metrics"},
 		Verify: &specfile.Verify{Window: time.Second, LBHealthTimeout: 3 * time.Second},
 		After:  []string{"gateway"},
+		Gates:  "smoke:\n  http:\n    - {name: echo, method: POST, path: /echo, body: hi, expect: {bodyContains: hi}}\n",
 	}
 	java := full
 	java.Name = "java"
@@ -47,6 +48,7 @@ func TestRenderedFilesParseToWhatWasAsked(t *testing.T) {
 	require.Equal(t, 9*time.Second, u.Drain.Timeout.D())
 	require.Equal(t, []string{"gateway"}, u.After)
 	require.Equal(t, "demo", u.Drain.Evidence.Preset)
+	require.Equal(t, "hi", u.Gates.Smoke.HTTP[0].Expect.BodyContains)
 
 	svcs, ps = spec.ParseServices("java.yaml", specfile.Render(java))
 	require.NoError(t, ps.Err())

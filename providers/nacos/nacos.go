@@ -11,7 +11,7 @@
 // Tandem never registers instances with its own SDK client: the SDK's
 // UpdateInstance re-registers on the daemon's connection, which would make
 // the daemon a second publisher of the app's address and take nothing
-// offline (ref §2).
+// offline (SDK clients/naming_client/naming_client.go, UpdateInstance).
 package nacos
 
 import (

@@ -3,7 +3,7 @@
 // calls only (never innerHTML), so that no status text can become markup.
 "use strict";
 
-const PHASES = ["prepare", "verify", "enable", "shift", "disable", "drain", "watch"];
+const PHASES = ["prepare", "verify", "preview", "smoke", "analysis", "approval", "enable", "shift", "disable", "drain", "watch"];
 const GROUPS = ["A", "B"];
 const STALE_AFTER_MS = 15000; // the server sends a snapshot at least every 5 s
 const MAX_EVENTS = 200;
@@ -131,8 +131,13 @@ function renderBinding(s, bl) {
       bar.append(seg);
     }
   }
-  return el("div", { class: "binding", "data-binding": key, "data-weight-a": sa, "data-weight-b": sb },
-    el("span", { class: "key mono" }, key),
+  // A preview route: the group it carries, as the server derived it.
+  const route = bl.binding.preview ? (s.preview || []).find((r) => r.binding === key) : null;
+  const attrs = { class: "binding", "data-binding": key, "data-weight-a": sa, "data-weight-b": sb };
+  if (route) attrs["data-preview"] = route.group;
+  return el("div", attrs,
+    el("span", { class: "key mono" }, key,
+      route ? el("span", { class: "preview", "data-field": "preview" }, ` preview route → ${route.group}`) : null),
     bar,
     el("div", { class: "wlabels" },
       el("span", { class: "wa" }, "A weight ", el("b", { "data-field": "weight-A" }, weightLabel(wa))),
@@ -170,6 +175,30 @@ function renderPhase(s) {
   }
   if (s.step) parts.push(el("div", { class: "wait" }, el("span", { class: "k" }, "next step: "), el("span", { "data-field": "step" }, s.step)));
   return el("div", { class: "phase" }, parts);
+}
+
+// renderSmoke shows the smoke tests of the transition, or the last run:
+// each check on each instance, with the answer of a failed one.
+function renderSmoke(s) {
+  const sm = s.smoke;
+  if (!sm) return null;
+  const results = sm.results || [];
+  const failed = results.filter((r) => !r.passed).length;
+  let summary = `group ${sm.group} at ${sm.version}: `;
+  if (!sm.done) summary += `running (run ${sm.runs})`;
+  else if (failed) summary += `${failed} of ${results.length} checks failed`;
+  else summary += `all ${results.length} checks passed`;
+  return [
+    el("div", { class: "section-title" }, "Smoke tests"),
+    el("div", { class: "smoke" + (failed ? " bad" : ""), "data-field": "smoke" },
+      el("div", { "data-field": "smoke-summary" }, summary),
+      results.length ? el("ul", { class: "smoke-results" }, results.map((r) =>
+        el("li", { class: r.passed ? "pass" : "fail", "data-smoke": r.check },
+          el("span", { class: "mono" }, `${r.passed ? "✓" : "✗"} ${r.check}${r.instance ? " @ " + r.instance : ""}`),
+          r.status ? el("span", { class: "dim" }, ` ${r.status}`) : null,
+          r.error ? el("div", { class: "smoke-error", "data-field": "smoke-error" }, r.error) : null,
+          !r.passed && r.body ? el("pre", { class: "smoke-body mono", "data-field": "smoke-body" }, r.body) : null))) : null),
+  ];
 }
 
 function renderConditions(s) {
@@ -225,6 +254,7 @@ function renderService(s) {
     (s.bindings || []).length ? [el("div", { class: "section-title" }, "Traffic"), (s.bindings || []).map((bl) => renderBinding(s, bl))] : null,
     el("div", { class: "section-title" }, "Phase"),
     renderPhase(s),
+    renderSmoke(s),
     el("div", { class: "section-title" }, "Conditions"),
     renderConditions(s),
     (s.drift || []).length ? [el("div", { class: "section-title" }, "Drift"),
