@@ -127,6 +127,12 @@ type RegistryView struct {
 	// healthy instances, as pushed to Tandem's own subscriber). Nil when the
 	// provider has no subscription for this service yet.
 	Visible []Addr `json:"visible"`
+	// PushDelay is how long the registry waits after a change before it
+	// pushes it to subscribers, when the provider knows it (0: unknown).
+	// The drain counts drain.propagation from the disable itself when it is
+	// known, and from when Tandem's subscription showed the disable when it
+	// is not (docs/propagation.md).
+	PushDelay time.Duration `json:"pushDelay,omitempty"`
 }
 
 // RegistryObserver reads one service of a registry.

@@ -56,10 +56,12 @@ type Step struct {
 // Wait says why a pass made no change and when to look again: For is the
 // time until the clock alone can change the decision (a duration of the
 // spec ends), or until the next sample of evidence that is read rather than
-// pushed (PollInterval, EvidencePoll), whichever comes first. A wait on the
-// registry (Registry true) is ended by the registry's push, which re-queues
-// the service (daemon: providers.RegistryWatcher); For is then the time
-// left to its bound.
+// pushed (PollInterval for probes, versions and the LB's health;
+// EvidencePoll, or EvidenceFastPoll while it may end it, for a drain's
+// evidence), whichever comes first. A wait on the registry (Registry true)
+// is ended by the registry's push, which re-queues the service (daemon:
+// providers.RegistryWatcher); For is then the time left to its bound. A
+// wait for dependencies (after:) is ended by their passes (Worker).
 type Wait struct {
 	Reason   string        `json:"reason"`
 	Message  string        `json:"message"`

@@ -153,6 +153,15 @@ const (
 	// a registry that does not push its changes samples the registry: the
 	// wait ends at most this long after the evidence allows it.
 	EvidencePoll = 250 * time.Millisecond
+	// EvidenceFastPoll is how often a drain samples its evidence while the
+	// evidence may end it, for EvidenceFastFor after drain.propagation
+	// (evidenceInterval): sessions close within a few hundred milliseconds
+	// of the drain signal, and each sample costs the reads of one pass.
+	EvidenceFastPoll = 50 * time.Millisecond
+	EvidenceFastFor  = time.Second
+	// DependencyBackstop is when a service waiting for its dependencies
+	// (after:) looks again if no pass of theirs woke it first.
+	DependencyBackstop = 30 * time.Second
 )
 
 // advance moves t to phase p at now, recording how long the last phase took.
