@@ -34,32 +34,30 @@ const errorRate = `(sum(rate(tandem_demo_http_requests_total{instance=~"{{.Insta
 
 // watchGate analyses the watch only: every second, the error rate and
 // the 90th percentile latency of /echo.
-const watchGate = `gates:
-  analysis:
-    interval: 1s
-    failureLimit: 1
-    inconclusiveLimit: 3
-    queries:
-      - name: error-rate
-        query: |
-          ` + errorRate + `
-        successCondition: result < 0.05
-      - name: p90-latency
-        query: histogram_quantile(0.9, sum by (le) (rate(tandem_demo_http_request_duration_seconds_bucket{instance=~"{{.Instances}}",version="{{.Version}}",route="/echo"}[3s])))
-        failureCondition: result > 0.2
+const watchGate = `analysis:
+  interval: 1s
+  failureLimit: 1
+  inconclusiveLimit: 3
+  queries:
+    - name: error-rate
+      query: |
+        ` + errorRate + `
+      successCondition: result < 0.05
+    - name: p90-latency
+      query: histogram_quantile(0.9, sum by (le) (rate(tandem_demo_http_request_duration_seconds_bucket{instance=~"{{.Instances}}",version="{{.Version}}",route="/echo"}[3s])))
+      failureCondition: result > 0.2
 `
 
 // preShiftGate analyses the target group for 3s before any traffic moves.
-const preShiftGate = `gates:
-  analysis:
-    interval: 500ms
-    beforeShift: 3s
-    inconclusiveLimit: 2
-    queries:
-      - name: error-rate
-        query: |
-          ` + errorRate + `
-        successCondition: result < 0.05
+const preShiftGate = `analysis:
+  interval: 500ms
+  beforeShift: 3s
+  inconclusiveLimit: 2
+  queries:
+    - name: error-rate
+      query: |
+        ` + errorRate + `
+      successCondition: result < 0.05
 `
 
 var faults = map[string]demoapp.Fault{

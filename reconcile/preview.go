@@ -52,6 +52,9 @@ func PreviewTransition(in Input) Preview {
 			"drain evidence reaches 0 as soon as it is read (a real drain lasts at least drain.propagation)",
 		},
 	}
+	if svc.Gates.Approval != nil {
+		pv.Assumes = append(pv.Assumes, "someone promotes the release at the approval gate (gates.approval)")
+	}
 	live := cloneLive(in.Live)
 	assumeDrained(svc, live)
 	in.Live = live
@@ -90,6 +93,9 @@ func PreviewTransition(in Input) Preview {
 		case p.Wait != nil:
 			pv.phase(phase)
 			in.State = p.Next
+			if assumePromoted(&in.State, in.Now) {
+				continue
+			}
 			in.Now = in.Now.Add(max(p.Wait.For, time.Millisecond))
 		default:
 			in.State = p.Next
@@ -134,6 +140,11 @@ func (pv *Preview) notes(svc *spec.Service) {
 			}
 		case PhaseVerify:
 			pp.Note = fmt.Sprintf("check health (%s) and version (%s) of every target instance, up to health.deadline %s", probeText(svc), versionText(svc), svc.Health.Deadline)
+		case PhasePreviewRoute:
+			pp.Note = previewNote(svc)
+		case PhaseSmoke:
+			pp.Note = smokeNote(svc)
+			pv.Assumes = append(pv.Assumes, "every smoke check passes")
 		case PhaseEnable, PhaseDisable:
 			if none {
 				pp.Note = "no registry: nothing to do"
@@ -147,6 +158,8 @@ func (pv *Preview) notes(svc *spec.Service) {
 				pp.Note = fmt.Sprintf("per binding: raise the target, wait until the LB reports it healthy (up to verify.lbHealthTimeout %s; otherwise undo the raise and fail), then lower the source; each change is read back; %d failed attempts restore the source group's weights",
 					svc.Verify.LBHealthTimeout, MaxShiftFailures)
 			}
+		case PhaseApproval:
+			pp.Note = approvalText(svc)
 		case PhaseDrain:
 			pp.Note = drainText(svc)
 		case PhaseWatch:
@@ -214,6 +227,9 @@ func describeLive(v view) string {
 			ver = orDash(v.groupVersion(g))
 		}
 		parts = append(parts, fmt.Sprintf("group %s %s at %s", g, state, ver))
+	}
+	for _, r := range v.previewRoutes() {
+		parts = append(parts, fmt.Sprintf("preview route %s on %s", r.Binding, r.Group))
 	}
 	return strings.Join(parts, "; ")
 }

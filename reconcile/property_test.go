@@ -15,7 +15,8 @@ import (
 )
 
 // TestPropertyInvariantsHoldAndStateConverges drives random sequences of
-// desired-state changes (releases, reverts, drift by hand), injected provider
+// desired-state changes (releases, reverts, drift by hand, on a service with
+// or without a preview route), injected provider
 // faults, unhealthy instances, servers the LB's own health checks cannot
 // reach (with LB health modelled: weighted servers start initial and become
 // healthy after a threshold of checks) and crash-restarts from the journal against the
@@ -25,6 +26,12 @@ import (
 // which a new release must succeed).
 func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
+		// With a preview route: it carries the target from the preview
+		// phase on, and invariant 1 holds on it as on every binding.
+		service := service
+		if rapid.Bool().Draw(rt, "previewRoute") {
+			service = previewService
+		}
 		initial := service(rt, spec.GroupA, "1.0.0")
 		e := newEnv(t, initial, spec.GroupA, "1.0.0", "1.0.0")
 		e.t = rt
@@ -69,7 +76,8 @@ func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 				e.world.CutOffLB(addr, rapid.Bool().Draw(rt, "cut"))
 			case 4: // drift: a console weight change
 				id := rapid.SampledFrom([]string{"i-a1", "i-b2"}).Draw(rt, "id")
-				e.world.SetWeight(desired.Traffic[0], id, rapid.IntRange(0, 100).Draw(rt, "w"))
+				b := rapid.SampledFrom(desired.Traffic).Draw(rt, "binding")
+				e.world.SetWeight(b, id, rapid.IntRange(0, 100).Draw(rt, "w"))
 			default:
 				_ = e.pass(desired)
 			}

@@ -50,7 +50,7 @@ type ShiftWait struct {
 }
 
 func (p *planner) shift(t *Transition) outcome {
-	if o, pending := p.shiftNext(t); pending {
+	if o, pending := p.shiftNext(t, false); pending {
 		return o
 	}
 	return outcome{done: true}
@@ -58,9 +58,15 @@ func (p *planner) shift(t *Transition) outcome {
 
 // shiftNext plans the next step of the shift: the first binding not yet at
 // the target weights is raised, waited on or lowered. pending is false when
-// every binding is at the target weights.
-func (p *planner) shiftNext(t *Transition) (o outcome, pending bool) {
+// every binding is at the target weights. previewOnly restricts it to the
+// preview bindings (the preview phase, gate_preview.go); otherwise every
+// binding is shifted, and a preview binding already on the target is
+// skipped like any binding that is.
+func (p *planner) shiftNext(t *Transition, previewOnly bool) (o outcome, pending bool) {
 	for _, bl := range p.v.live.Bindings {
+		if previewOnly && !bl.Binding.Preview {
+			continue
+		}
 		raise, lower := p.shiftChanges(t, bl)
 		if len(raise)+len(lower) == 0 {
 			continue

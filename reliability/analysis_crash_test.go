@@ -15,14 +15,13 @@ import (
 
 // upGate analyses the target group before the shift and during the watch
 // with a query that always has data: every instance scraped up.
-const upGate = `gates:
-  analysis:
-    interval: 300ms
-    beforeShift: 3s
-    queries:
-      - name: up
-        query: min(up{instance=~"{{.Instances}}"})
-        successCondition: result == 1
+const upGate = `analysis:
+  interval: 300ms
+  beforeShift: 3s
+  queries:
+    - name: up
+      query: min(up{instance=~"{{.Instances}}"})
+      successCondition: result == 1
 `
 
 // TestSIGKILLDuringTheAnalysisResumesItsCounts kills `tandem run` twice

@@ -91,7 +91,17 @@ type APIConfig struct {
 	// shows besides each service's health.version.nacosMetadata; the values
 	// of other keys are shown as <redacted>.
 	MetadataKeys []string `yaml:"metadataKeys" json:"metadataKeys,omitempty"`
+
+	// Signed approval links (gates.approval): ExternalURL is where people
+	// reach this API (the links' base); LinkKeyEnv names the HMAC-SHA256
+	// key that signs them. Without both, chat messages carry no links.
+	ExternalURL string   `yaml:"externalURL" json:"externalURL,omitempty"`
+	LinkKeyEnv  string   `yaml:"linkKeyEnv" json:"linkKeyEnv,omitempty"`
+	LinkTTL     Duration `yaml:"linkTTL" json:"linkTTL"` // how long a link is valid (bounded by the gate's timeout)
 }
+
+// MinLinkKeyBytes is the shortest key api.linkKeyEnv may name.
+const MinLinkKeyBytes = 32
 
 // ReconcileConfig tunes the loop.
 type ReconcileConfig struct {
@@ -389,6 +399,7 @@ func (c *Config) Default() {
 	setDefault(&c.StateDir, "/var/lib/tandem")
 	setDefault(&c.Listen, "127.0.0.1:8080")
 	setDefault(&c.API.MaxStreams, 32)
+	setDefault(&c.API.LinkTTL, Duration(time.Hour))
 	setDefault(&c.Reconcile.Interval, Duration(30*time.Second))
 	setDefault(&c.Reconcile.Concurrency, 4)
 	setDefault(&c.Drift.Mode, DriftAlert)
@@ -467,6 +478,7 @@ func (c *Config) Validate() Problems {
 			bad(fmt.Sprintf("api.allowedHosts[%d]", i), "must be a host name without scheme or port (e.g. tandem.internal), or \"*\", got %q", h)
 		}
 	}
+	c.validateLinks(bad)
 	if c.API.MaxStreams < 1 || c.API.MaxStreams > 10000 {
 		bad("api.maxStreams", "must be from 1 to 10000, got %d", c.API.MaxStreams)
 	}

@@ -23,12 +23,19 @@ type Service struct {
 	Version string
 	A, B    []spec.Instance
 	Traffic string // one binding as a YAML flow mapping ("" none)
+	Preview string // a preview binding after it, the same way ("" none)
 	Nacos   string // the Nacos provider it is registered with ("" none)
 	Deploy  Deploy
 	Health  Health
 	Drain   *Drain  // nil: the spec's defaults
 	Verify  *Verify // nil: the spec's defaults
 	After   []string
+	// Gates is the YAML of the gates mapping, rendered under "gates:"
+	// ("" none).
+	Gates string
+	// Approval is gates.approval as a YAML flow mapping ("" none), added
+	// to Gates.
+	Approval string
 }
 
 // Deploy is the deploy block: HTTP or Exec.
@@ -84,7 +91,7 @@ func Render(s Service) []byte {
 	return b.Bytes()
 }
 
-var serviceTemplate = template.Must(template.New("service").Funcs(template.FuncMap{"comment": comment, "list": list}).Parse(`
+var serviceTemplate = template.Must(template.New("service").Funcs(template.FuncMap{"comment": comment, "list": list, "indent": indent}).Parse(`
 {{- with .Comment}}{{comment .}}{{end -}}
 # Written by {{.Writer}}.
 service: {{.Name}}
@@ -104,6 +111,9 @@ groups:
 {{- with .Traffic}}
 traffic:
   - {{.}}
+{{- with $.Preview}}
+  - {{.}}
+{{- end}}
 {{- end}}
 {{- with .Nacos}}
 registry:
@@ -151,6 +161,15 @@ verify: {window: {{.Window}}{{with .LBHealthTimeout}}, lbHealthTimeout: {{.}}{{e
 {{- with .After}}
 after: [{{range $i, $a := .}}{{if $i}}, {{end}}{{$a}}{{end}}]
 {{- end}}
+{{- if or .Gates .Approval}}
+gates:
+{{- with .Gates}}
+{{indent .}}
+{{- end}}
+{{- with .Approval}}
+  approval: {{.}}   # paused before any traffic until promoted or aborted
+{{- end}}
+{{- end}}
 `))
 
 // comment renders text as YAML comment lines.
@@ -169,4 +188,13 @@ func list(items []string) string {
 		q[i] = fmt.Sprintf("%q", it)
 	}
 	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// indent indents YAML text by two spaces, without a last newline.
+func indent(text string) string {
+	var b strings.Builder
+	for line := range strings.Lines(strings.TrimRight(text, "\n")) {
+		b.WriteString("  " + line)
+	}
+	return b.String()
 }

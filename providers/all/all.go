@@ -15,6 +15,7 @@ import (
 	"github.com/tandemhq/tandem/providers/nacos"
 	"github.com/tandemhq/tandem/providers/probe"
 	"github.com/tandemhq/tandem/providers/prometheus"
+	"github.com/tandemhq/tandem/providers/smoke"
 	"github.com/tandemhq/tandem/spec"
 
 	// Load-balancer kinds: one line each.
@@ -38,6 +39,8 @@ func New(cfg *spec.Config, log *slog.Logger) (*providers.Set, func() error, erro
 		Deployer: func(svc *spec.Service) (providers.Deployer, error) {
 			return deploy.New(svc.Deploy, deployPolicy, log)
 		},
+		// Smoke requests go where probes go; its exec hook is a deploy hook.
+		Smoke: smoke.New(cfg.ProbeHosts(), deployPolicy, log),
 	}
 	var closers []func() error
 	closeAll := func() error {
