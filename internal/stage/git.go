@@ -264,7 +264,7 @@ func (s *Stage) specFiles(apps instances) map[string][]byte {
 			f.Health.Preset, f.Health.PresetComment = "spring-boot", `/actuator/health {"status":"UP"}; version: build.version of /actuator/info`
 			f.Drain.Evidence, f.Drain.EvidenceComment = "spring-boot", "Micrometer's requests in flight at /actuator/prometheus"
 		}
-		files[svc.Name+".yaml"] = append(specfile.Render(f), svc.Gates...)
+		files[svc.Name+".yaml"] = specfile.Render(f)
 	}
 	return files
 }
