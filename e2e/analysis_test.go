@@ -98,14 +98,14 @@ func analysisStage(t *testing.T, ctx context.Context, gates string) (*stage.Stag
 
 // waitReleaseFailed waits until the release committed as rev has failed
 // and been undone, and returns why.
-func waitReleaseFailed(t *testing.T, ctx context.Context, s *stage.Stage, rev string) string {
+func waitReleaseFailed(t *testing.T, ctx context.Context, s *stage.Stage, svc, rev string) string {
 	t.Helper()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		st, ok := s.Daemon().Reconciler().Status(analysed)
+		st, ok := s.Daemon().Reconciler().Status(svc)
 		if ok && st.Revision.Hash == rev && st.Transition == nil {
-			if j, err := s.Journal(ctx, analysed); err == nil && j.Failed != nil && j.Failed.Revision == rev {
+			if j, err := s.Journal(ctx, svc); err == nil && j.Failed != nil && j.Failed.Revision == rev {
 				return j.Failed.Reason
 			}
 			require.False(t, st.InSync, "the release at %s succeeded: %s", rev, st.Summary)
@@ -164,7 +164,7 @@ func TestWatchAnalysisSwapsBackBadVersionsPromotesGood(t *testing.T) {
 		before := load.Snapshot()
 		rev, err := s.Release(ctx, analysed, c.version)
 		require.NoError(t, err)
-		why := waitReleaseFailed(t, ctx, s, rev)
+		why := waitReleaseFailed(t, ctx, s, analysed, rev)
 		t.Logf("%s: %s", c.version, why)
 		require.Contains(t, why, c.want)
 		require.NotContains(t, why, "health check")
@@ -205,7 +205,7 @@ func TestPreShiftAnalysisAbortsInconclusiveAndFailing(t *testing.T) {
 	// Nothing is sent to the idle group: the query selects no series.
 	rev, err := s.Release(ctx, analysed, "3.0.0")
 	require.NoError(t, err)
-	why := waitReleaseFailed(t, ctx, s, rev)
+	why := waitReleaseFailed(t, ctx, s, analysed, rev)
 	require.Contains(t, why, "analysis query error-rate was inconclusive 3 times (inconclusiveLimit 2): no data: the query selects no series")
 	revert(t, ctx, s)
 
@@ -219,7 +219,7 @@ func TestPreShiftAnalysisAbortsInconclusiveAndFailing(t *testing.T) {
 	}
 	rev, err = s.Release(ctx, analysed, "3.1.0")
 	require.NoError(t, err)
-	why = waitReleaseFailed(t, ctx, s, rev)
+	why = waitReleaseFailed(t, ctx, s, analysed, rev)
 	require.Contains(t, why, "analysis query error-rate failed 1 times (failureLimit 0): value 1")
 	requireHealthy(t, s, spec.GroupB)
 

@@ -66,7 +66,7 @@ func TestAReleasePausedForApprovalThroughHAProxyLosesNothing(t *testing.T) {
 	require.Equal(t, spec.GroupB, paused.From)
 	watch := watchServing(t, ctx, s, paused.From)
 	decide(t, s, "abort", paused.ID)
-	waitReleaseFailed(t, ctx, s, rev2)
+	waitReleaseFailed(t, ctx, s, service, rev2)
 	changes, samples := watch()
 	require.Empty(t, changes, "the serving group's weights and registrations changed")
 	require.Greater(t, samples, 1)
@@ -103,21 +103,6 @@ func waitPaused(t *testing.T, ctx context.Context, s *stage.Stage, rev string) *
 		return st.Revision.Hash == rev && st.Transition.Paused()
 	}), "paused at %.12s (last: %s)", rev, st.Summary)
 	return st.Transition
-}
-
-// waitReleaseFailed waits until the release at rev ended in a clean abort.
-func waitReleaseFailed(t *testing.T, ctx context.Context, s *stage.Stage, rev string) {
-	t.Helper()
-	var st reconcile.Status
-	require.NoError(t, pollUntil(ctx, func() bool {
-		st, _ = s.Daemon().Reconciler().Status(service)
-		for _, c := range st.Conditions {
-			if c.Type == reconcile.ConditionStalled && c.Status && c.Reason == "ReleaseFailed" && st.Revision.Hash == rev {
-				return st.Transition == nil
-			}
-		}
-		return false
-	}), "aborted at %.12s (last: %s %+v)", rev, st.Summary, st.Conditions)
 }
 
 func pollUntil(ctx context.Context, cond func() bool) error {
