@@ -24,6 +24,7 @@ test: deps-test fmt-check vet lint unit fuzz-short
 deps-test:
 	GO=$(GO) scripts/install-staticcheck.sh
 	scripts/install-haproxy.sh
+	scripts/install-prometheus.sh
 	scripts/nacos/install-rnacos.sh
 	scripts/nacos/install-nacos3.sh
 	scripts/build-java-apps.sh
@@ -44,7 +45,7 @@ lint:
 
 # Under make test a missing real server fails its tests instead of skipping them.
 unit:
-	TANDEM_REQUIRE_HAPROXY=1 TANDEM_REQUIRE_REAL_NACOS=1 TANDEM_REQUIRE_CHROMIUM=1 TANDEM_REQUIRE_JAVA_APPS=1 $(GO) test -timeout 25m ./...
+	TANDEM_REQUIRE_HAPROXY=1 TANDEM_REQUIRE_PROMETHEUS=1 TANDEM_REQUIRE_REAL_NACOS=1 TANDEM_REQUIRE_CHROMIUM=1 TANDEM_REQUIRE_JAVA_APPS=1 $(GO) test -timeout 25m ./...
 
 # A short fuzz run of every decoder of untrusted input; the seeds are hostile
 # files (huge, deep, alias bombs, invalid UTF-8, duplicate keys). Longer:

@@ -11,7 +11,8 @@
 // fix.
 //
 // It changes nothing: it calls only Backends, Inspect (reads, and ALB's
-// DryRun) and the registries' operator reads.
+// DryRun), the registries' operator reads and the instant queries of
+// analysis gates (analysis.go).
 package check
 
 import (
@@ -105,7 +106,10 @@ type Input struct {
 	// Evidence reads the apps' drain evidence (drain.metrics): an instance
 	// that answers but exports none of the configured series is an error
 	// here rather than a drain that waits for its ceiling. Nil: not checked.
-	Evidence    providers.EvidenceReader
+	Evidence providers.EvidenceReader
+	// Metrics runs the queries of analysis gates once (analysis.go), by
+	// providers.prometheus name. Nil: not checked.
+	Metrics     map[string]providers.MetricsQuerier
 	Concurrency int // bindings read at once; default 8
 }
 
@@ -120,6 +124,9 @@ func Run(ctx context.Context, in Input) (Report, error) {
 		}
 		if svc.Registry != nil && svc.Registry.Nacos != nil {
 			jobs = append(jobs, func(ctx context.Context) { c.registry(ctx, svc, *svc.Registry.Nacos) })
+		}
+		if svc.Gates.Analysis != nil && in.Metrics != nil {
+			jobs = append(jobs, func(ctx context.Context) { c.analysis(ctx, svc) })
 		}
 		if svc.Drain.Metrics != "" && in.Evidence != nil {
 			for _, g := range []spec.Group{spec.GroupA, spec.GroupB} {
@@ -468,4 +475,5 @@ func (in *Input) UseProviders(ps *providers.Set) {
 	if ps.Instances != nil {
 		in.Evidence = ps.Instances
 	}
+	in.Metrics = ps.Metrics
 }

@@ -124,7 +124,11 @@ func Assemble(cfg *spec.Config, opts AssembleOptions) (_ *Assembly, err error) {
 		return nil, err
 	}
 	a.closers = append(a.closers, a.evlog.Close)
-	if a.notifier, err = notify.New(cfg.Notify, log, notify.WithRegisterer(a.reg), notify.WithRedactor(red)); err != nil {
+	links, err := approvalLinks(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if a.notifier, err = notify.New(cfg.Notify, log, notify.WithRegisterer(a.reg), notify.WithRedactor(red), notify.WithApprovalLinks(links)); err != nil {
 		return nil, err
 	}
 	if cfg.HA == nil {
@@ -171,8 +175,8 @@ func Assemble(cfg *spec.Config, opts AssembleOptions) (_ *Assembly, err error) {
 	})
 	a.srv = server.New(server.Options{
 		Status: a.cur, Events: a.evlog, Actions: a.cur, Registry: a.reg, Token: token, GitWebhook: a.src.WebhookHandler(), Source: a.src, Log: log,
-		Ready: a.cur.ready, ReadToken: readToken, MetricsRequireToken: cfg.API.MetricsRequireToken, AllowedHosts: server.AllowedHosts(cfg.Listen, cfg.API.AllowedHosts),
-		MaxStreams: cfg.API.MaxStreams, Redactor: red,
+		Ready: a.cur.ready, ReadToken: readToken, MetricsRequireToken: cfg.API.MetricsRequireToken, AllowedHosts: server.AllowedHosts(cfg.Listen, externalHosts(cfg)),
+		MaxStreams: cfg.API.MaxStreams, Redactor: red, Links: links,
 	})
 	return a, nil
 }
@@ -369,6 +373,24 @@ func (c *current) Suspend(ctx context.Context, service string, suspend bool) err
 		return c.notActing(ctx)
 	}
 	return notFound(service, d.Suspend(ctx, service, suspend))
+}
+
+func (c *current) Promote(ctx context.Context, service, transition, by string) error {
+	return c.decide(ctx, service, transition, spec.ApprovalPromote, by)
+}
+
+func (c *current) Abort(ctx context.Context, service, transition, by string) error {
+	return c.decide(ctx, service, transition, spec.ApprovalAbort, by)
+}
+
+// decide is carried out by the leader only (a follower names it); the
+// journal it writes to is the one the next leader reads.
+func (c *current) decide(ctx context.Context, service, transition string, action spec.ApprovalDecision, by string) error {
+	d := c.d.Load()
+	if d == nil {
+		return c.notActing(ctx)
+	}
+	return notFound(service, d.Decide(ctx, service, transition, action, by))
 }
 
 // ready: a daemon acts and has a desired state in force.

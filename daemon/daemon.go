@@ -18,6 +18,7 @@ import (
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/redact"
+	"github.com/tandemhq/tandem/server"
 	"github.com/tandemhq/tandem/spec"
 	"github.com/tandemhq/tandem/spec/gitsource"
 )
@@ -312,6 +313,33 @@ func (d *Daemon) Suspend(_ context.Context, service string, suspend bool) error 
 		return fmt.Errorf("suspend %s: %w", service, ErrNotFound)
 	}
 	d.rec.Request(service, reconcile.Request{Suspend: &suspend})
+	d.queue.Add(service)
+	return nil
+}
+
+// ErrNotPaused is returned by Decide when the service has no release paused
+// for approval, or not the transition named (the API answers 409).
+var ErrNotPaused = server.ErrNotPaused
+
+// Decide promotes or aborts the release of service paused at its approval
+// gate: transition names it ("" for whichever is paused now, as the last
+// pass saw it), by says who asks. The decision is bound to that transition
+// and journaled by the service's own pass, so it holds across restarts and
+// leader changes and never ends a later pause.
+func (d *Daemon) Decide(_ context.Context, service, transition string, action spec.ApprovalDecision, by string) error {
+	if _, ok := d.Desired(service); !ok {
+		return fmt.Errorf("%s %s: %w", action, service, ErrNotFound)
+	}
+	st, _ := d.rec.Status(service)
+	t := st.Transition
+	switch {
+	case !t.Paused():
+		return fmt.Errorf("%s %s: %w", action, service, ErrNotPaused)
+	case transition != "" && transition != t.ID:
+		return fmt.Errorf("%s %s: %w (transition %s is paused, not %s)", action, service, ErrNotPaused, t.ID, transition)
+	}
+	d.rec.Request(service, reconcile.Request{Decisions: []reconcile.ApprovalVerdict{
+		{Transition: t.ID, Action: action, By: by}}})
 	d.queue.Add(service)
 	return nil
 }

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -19,7 +20,8 @@ import (
 )
 
 // requestWorld is the user service serving 1.0.0 from group A, Git asking
-// for active at version, and a daemon over store whose source is in force.
+// for active at version (with extra lines of spec), and a daemon over store
+// whose source is in force.
 type requestWorld struct {
 	cfg   *spec.Config
 	world *memory.World
@@ -27,14 +29,14 @@ type requestWorld struct {
 	rec   *recorder
 }
 
-func newRequestWorld(t *testing.T, active, version string) *requestWorld {
+func newRequestWorld(t *testing.T, active, version string, extra ...string) *requestWorld {
 	cfg := &spec.Config{Git: spec.GitConfig{URL: "https://git.example.com/desired.git"}, StateDir: t.TempDir(),
 		Providers: spec.Providers{HAProxy: []spec.HAProxyProvider{{Name: "edge", Socket: "/nonexistent"}},
 			Nacos: []spec.NacosProvider{{Name: "prod", Servers: []string{"127.0.0.1:8848"}}}},
 		Policy: spec.Policy{Hooks: spec.HookPolicy{Commands: []string{"./deploy.sh"}}}}
 	cfg.Default()
 	require.NoError(t, cfg.Validate().Err())
-	set, err := spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(userSpec(active, version))}}, "services", cfg)
+	set, err := spec.Load(fstest.MapFS{"services/user.yaml": {Data: []byte(userSpec(active, version) + strings.Join(extra, ""))}}, "services", cfg)
 	require.NoError(t, err)
 	svc, _ := set.Get("user")
 	world := memory.New()

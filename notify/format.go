@@ -26,6 +26,7 @@ type summary struct {
 	title   string   // "Tandem: user-service: drift detected"
 	lines   []string // the message, then revision, author and subject, then phase
 	warning bool
+	links   []actionLink // promote and abort of an approval pause (approval.go)
 }
 
 // headlines says in words what a reason means; other reasons show as they are.
@@ -42,6 +43,9 @@ var headlines = map[string]string{
 	reconcile.ReasonStallResolved:       "stall resolved",
 	reconcile.ReasonRevisionRejected:    "revision rejected",
 	reconcile.ReasonDrainCeiling:        "drain reached its ceiling",
+	reconcile.ReasonApprovalPending:     "release paused for approval",
+	reconcile.ReasonPromoted:            "release promoted",
+	reconcile.ReasonAborted:             "release aborted at the approval gate",
 }
 
 // maxMessage and maxSubject bound the free text of a notification, so that
@@ -149,8 +153,9 @@ func hmacSHA256(key, msg string) []byte {
 func buildWebhook(s summary, e reconcile.Event, secret string, now time.Time, u url.URL) (url.URL, http.Header, []byte, error) {
 	body, err := json.Marshal(struct {
 		reconcile.Event
-		Text string `json:"text"`
-	}{e, s.text()})
+		Text  string            `json:"text"`
+		Links map[string]string `json:"links,omitempty"` // promote, abort: signed links of an approval pause
+	}{e, s.text(), s.linkMap()})
 	if err != nil {
 		return u, nil, nil, err
 	}
@@ -173,11 +178,29 @@ func buildWebhook(s summary, e reconcile.Event, secret string, now time.Time, u 
 // timestamp= and sign=. The timestamp must be within one hour of DingTalk's
 // clock. Read through copies that quote the official page and its Java and
 // Python examples; the official page itself was not in the stored corpus.
+//
+// With approval links the message is an ActionCard with one button per
+// link ("独立跳转ActionCard": {"msgtype":"actionCard","actionCard":{"title",
+// "text" (markdown),"btnOrientation":"1" (side by side),"btns":[{"title",
+// "actionURL"}]}}, same page, message types section; also
+// https://open.dingtalk.com/document/development/robot-message-type; read
+// through copies that quote it, as above).
 func buildDingTalk(s summary, _ reconcile.Event, secret string, now time.Time, u url.URL) (url.URL, http.Header, []byte, error) {
-	body, err := json.Marshal(map[string]any{
+	msg := map[string]any{
 		"msgtype":  "markdown",
 		"markdown": map[string]string{"title": s.title, "text": s.markdown(s.title)},
-	})
+	}
+	if len(s.links) > 0 {
+		btns := make([]map[string]string, len(s.links))
+		for i, l := range s.links {
+			btns[i] = map[string]string{"title": l.label, "actionURL": l.url}
+		}
+		msg = map[string]any{
+			"msgtype":    "actionCard",
+			"actionCard": map[string]any{"title": s.title, "text": s.markdown(s.title), "btnOrientation": "1", "btns": btns},
+		}
+	}
+	body, err := json.Marshal(msg)
 	if err != nil {
 		return u, nil, nil, err
 	}
@@ -201,14 +224,31 @@ func buildDingTalk(s summary, _ reconcile.Event, secret string, now time.Time, u
 // clients; the official page itself was not in the stored corpus). Unverified:
 // that Lark (the international service) shows a zh_cn-only post; the
 // request shape is documented as the same.
+//
+// Approval links are a last paragraph of "a" elements ({"tag":"a","text",
+// "href"}: the rich-text tags of the same page's post section, also
+// https://open.feishu.cn/document/server-docs/im-v1/message-content-description/create_json).
+// UNVERIFIED: neither page was in the stored corpus for this shape; it is
+// the rich-text form open source clients send.
 func buildFeishu(s summary, _ reconcile.Event, secret string, now time.Time, u url.URL) (url.URL, http.Header, []byte, error) {
 	type element struct {
 		Tag  string `json:"tag"`
 		Text string `json:"text"`
+		Href string `json:"href,omitempty"`
 	}
-	content := make([][]element, 0, len(s.lines))
+	content := make([][]element, 0, len(s.lines)+1)
 	for _, l := range s.lines {
 		content = append(content, []element{{Tag: "text", Text: l}})
+	}
+	if len(s.links) > 0 {
+		var p []element
+		for i, l := range s.links {
+			if i > 0 {
+				p = append(p, element{Tag: "text", Text: "  "})
+			}
+			p = append(p, element{Tag: "a", Text: l.label, Href: l.url})
+		}
+		content = append(content, p)
 	}
 	msg := map[string]any{
 		"msg_type": "post",
@@ -233,14 +273,26 @@ func buildFeishu(s summary, _ reconcile.Event, secret string, now time.Time, u u
 // 4096 bytes and <font color="warning"> being one of three built-in colours
 // come from copies of that page's markdown section, which the stored page
 // cut short.
+//
+// Approval links are markdown links [label](url) in a last paragraph.
+// UNVERIFIED: that the robot's markdown subset renders links is taken from
+// copies of the page's markdown section, not the stored page.
 func buildWeCom(s summary, _ reconcile.Event, _ string, _ time.Time, u url.URL) (url.URL, http.Header, []byte, error) {
 	title := s.title
 	if s.warning {
 		title = `<font color="warning">` + title + `</font>`
 	}
+	content := s.markdown(title)
+	if len(s.links) > 0 {
+		parts := make([]string, len(s.links))
+		for i, l := range s.links {
+			parts[i] = "[" + l.label + "](" + l.url + ")"
+		}
+		content += "\n\n" + strings.Join(parts, "    ")
+	}
 	body, err := json.Marshal(map[string]any{
 		"msgtype":  "markdown",
-		"markdown": map[string]string{"content": s.markdown(title)},
+		"markdown": map[string]string{"content": content},
 	})
 	return u, jsonHeader(), body, err
 }
@@ -255,13 +307,33 @@ var slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 // (Sending messages using incoming webhooks,
 // https://api.slack.com/messaging/webhooks; the status codes per
 // https://api.slack.com/changelog/2016-05-17-changes-to-errors-for-incoming-webhooks).
+//
+// Approval links are mrkdwn links <url|label> on a last line (Formatting
+// text, https://api.slack.com/reference/surfaces/formatting#linking-urls),
+// with unfurl_links false so that Slack shows no preview of them
+// (https://api.slack.com/reference/messaging/link-unfurling#classic_unfurl;
+// that incoming webhooks honour it is UNVERIFIED: the confirmation page
+// makes a fetched link harmless either way).
 func buildSlack(s summary, _ reconcile.Event, _ string, _ time.Time, u url.URL) (url.URL, http.Header, []byte, error) {
 	var b strings.Builder
 	b.WriteString("*" + slackEscaper.Replace(s.title) + "*")
 	for _, l := range s.lines {
 		b.WriteString("\n" + slackEscaper.Replace(l))
 	}
-	body, err := json.Marshal(map[string]string{"text": b.String()})
+	msg := map[string]any{}
+	if len(s.links) > 0 {
+		b.WriteString("\n")
+		for i, l := range s.links {
+			if i > 0 {
+				b.WriteString("   ")
+			}
+			// The link's query is percent-encoded: it holds no <, > or |.
+			b.WriteString("<" + slackEscaper.Replace(l.url) + "|" + slackEscaper.Replace(l.label) + ">")
+		}
+		msg["unfurl_links"] = false
+	}
+	msg["text"] = b.String()
+	body, err := json.Marshal(msg)
 	return u, jsonHeader(), body, err
 }
 

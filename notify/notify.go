@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandemhq/tandem/internal/approvallink"
 	"github.com/tandemhq/tandem/internal/backoff"
 	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/reconcile"
@@ -34,13 +35,14 @@ var defaultEvents = []string{
 	reconcile.ReasonSwappedBack, reconcile.ReasonAbortStarted, reconcile.ReasonSwapBackStarted,
 	reconcile.ReasonDriftDetected, reconcile.ReasonDriftResolved, reconcile.ReasonStalled, reconcile.ReasonStallResolved,
 	reconcile.ReasonRevisionRejected, reconcile.ReasonDrainCeiling, reconcile.ReasonGitFetchFailed, reconcile.ReasonGitFetchRecovered,
+	reconcile.ReasonApprovalPending, reconcile.ReasonPromoted, reconcile.ReasonAborted,
 }
 
 // knownReasons are every reason the engine emits; an events list may name
 // only these. Keep in step with the constants in reconcile/event.go.
 var knownReasons = append(slices.Clone(defaultEvents),
 	reconcile.ReasonPhaseCompleted, reconcile.ReasonStepApplied, reconcile.ReasonStepFailed, reconcile.ReasonAdopted,
-	reconcile.ReasonRetryRequested, reconcile.ReasonSuspended, reconcile.ReasonResumed)
+	reconcile.ReasonRetryRequested, reconcile.ReasonSuspended, reconcile.ReasonResumed, reconcile.ReasonApprovalRefused)
 
 // Notifier sends events to the configured sinks. It is a reconcile.Recorder.
 type Notifier struct {
@@ -59,6 +61,7 @@ type options struct {
 	timeout  time.Duration
 	queue    int
 	redactor *redact.Redactor
+	links    *approvallink.Signer
 }
 
 // Option changes a default of New.
@@ -89,6 +92,11 @@ func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.ti
 // credential, from every event before it is formatted for a sink. Without
 // it only the credential patterns of package redact apply.
 func WithRedactor(r *redact.Redactor) Option { return func(o *options) { o.redactor = r } }
+
+// WithApprovalLinks adds signed promote and abort links to the messages
+// that announce an approval pause (nil: the messages say that there are
+// none, and why).
+func WithApprovalLinks(s *approvallink.Signer) Option { return func(o *options) { o.links = s } }
 
 // WithQueueSize bounds the messages waiting per sink (default 100); when
 // full, the oldest is dropped.
@@ -200,6 +208,7 @@ type sink struct {
 	timeout  time.Duration
 	capacity int
 	log      *slog.Logger
+	links    *approvallink.Signer
 
 	sent, failed, dropped prometheus.Counter
 
@@ -272,7 +281,7 @@ func newSink(i int, c spec.Notifier, o *options, log *slog.Logger, counts *prome
 	return &sink{
 		name: name, vendor: v, url: *u, where: redactURL(u, v.tokenInPath), secret: secret, events: events,
 		client: o.client, attempts: o.attempts, backoff: o.backoff, timeout: o.timeout, capacity: o.queue,
-		log:  log.With("notifier", name),
+		log: log.With("notifier", name), links: o.links,
 		sent: counts.WithLabelValues(name, "sent"), failed: counts.WithLabelValues(name, "failed"),
 		dropped: counts.WithLabelValues(name, "dropped"),
 		wake:    make(chan struct{}, 1),
@@ -452,7 +461,11 @@ func (s *sink) send(ctx context.Context, e reconcile.Event) error {
 func (s *sink) post(ctx context.Context, e reconcile.Event) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	u, header, body, err := s.vendor.build(summarize(e), e, s.secret.Reveal(), time.Now(), s.url)
+	sum := summarize(e)
+	if err := sum.addLinks(s.links, e, time.Now()); err != nil {
+		return err
+	}
+	u, header, body, err := s.vendor.build(sum, e, s.secret.Reveal(), time.Now(), s.url)
 	if err != nil {
 		return fmt.Errorf("building the message: %w", err)
 	}

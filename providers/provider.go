@@ -127,6 +127,12 @@ type RegistryView struct {
 	// healthy instances, as pushed to Tandem's own subscriber). Nil when the
 	// provider has no subscription for this service yet.
 	Visible []Addr `json:"visible"`
+	// PushDelay is how long the registry waits after a change before it
+	// pushes it to subscribers, when the provider knows it (0: unknown).
+	// The drain counts drain.propagation from the disable itself when it is
+	// known, and from when Tandem's subscription showed the disable when it
+	// is not (docs/propagation.md).
+	PushDelay time.Duration `json:"pushDelay,omitempty"`
 }
 
 // RegistryObserver reads one service of a registry.
@@ -233,6 +239,46 @@ type Instances interface {
 	DrainSignaler
 }
 
+// SmokeRequest asks for a service's gates.smoke to be run against the
+// instances of a group that carries no traffic.
+type SmokeRequest struct {
+	Service   string          `json:"service"`
+	Group     spec.Group      `json:"group"`
+	Version   string          `json:"version"`
+	Instances []spec.Instance `json:"instances"`
+	Revision  string          `json:"revision,omitempty"`
+}
+
+const (
+	// MaxSmokeExcerpt bounds SmokeResult.Body.
+	MaxSmokeExcerpt = 512
+	// SmokeParallel is how many instances a SmokeTester checks at once;
+	// the checks of one instance run one after the other.
+	SmokeParallel = 8
+)
+
+// SmokeResult is the outcome of one smoke check on one instance, or of the
+// exec hook on the whole group (Instance "").
+type SmokeResult struct {
+	Check    string `json:"check"`
+	Instance string `json:"instance,omitempty"` // ip:port
+	Passed   bool   `json:"passed"`
+	Status   int    `json:"status,omitempty"` // the HTTP status, when an answer came
+	// Body is the start of the answer (the end of the exec hook's output),
+	// at most MaxSmokeExcerpt bytes of valid UTF-8.
+	Body  string `json:"body,omitempty"`
+	Error string `json:"error,omitempty"` // why it failed
+}
+
+// SmokeTester runs a service's gates.smoke. Every check runs, also after
+// one failed; the results list the HTTP checks in spec order, each on every
+// instance in order, then the exec hook. The error is for a smoke that
+// could not run at all (providers.Permanent when retrying cannot help, e.g.
+// policy.hooks refuses the command).
+type SmokeTester interface {
+	Smoke(ctx context.Context, svc *spec.Service, req SmokeRequest) ([]SmokeResult, error)
+}
+
 // Set is the wiring the reconciler receives: every provider instance by
 // kind and name, and the per-service deployers. providers/all builds it from
 // the daemon config; tests build it from providers/memory.
@@ -240,8 +286,14 @@ type Set struct {
 	LoadBalancers map[string]LoadBalancer // key: kind + "/" + name, e.g. "alb/prod-hz"
 	Registries    map[string]Registry     // key: nacos provider name
 	Instances     Instances
+	// Metrics are the metrics servers analysis gates query, by the name of
+	// their providers.prometheus entry.
+	Metrics map[string]MetricsQuerier
 	// Deployer returns the deployer a service's spec asks for.
 	Deployer func(svc *spec.Service) (Deployer, error)
+	// Smoke runs gates.smoke; nil when no service may have smoke tests
+	// (a release whose service has them then aborts).
+	Smoke SmokeTester
 	// Clock is the time source for waits; nil means the real clock.
 	Clock Clock
 }

@@ -22,22 +22,15 @@ func (p *planner) drain(t *Transition) outcome {
 	if !drainNeeded(t) {
 		return outcome{done: true}
 	}
-	// drain.propagation counts from the start of the drain: once Tandem's
-	// own subscription no longer lists the group (the registry's push has
-	// come, and consumers' caches start to age), or after the shift without
-	// a registry. Counting from the moment the disable was sent instead
-	// (500 ms sooner with Nacos' push delay) left too little margin when
-	// the push came late on a loaded machine: a consumer's cache still held
-	// the group at the signal, a WebSocket reconnected to it, and the drain
-	// ran to its ceiling (make bench-e2e).
 	elapsed := p.in.Now.Sub(t.PhaseSince)
+	propEnd := p.propagationEnd(t)
 	if d.Signal != nil && !t.Drain.Signaled {
 		// Clients reconnect at once when their sessions close. Until
 		// drain.propagation has passed, registry consumers may still hold
 		// the old group in their caches and send a reconnect right back to
 		// it, where no second signal would ever close it; so the signal
 		// waits for propagation (which validation keeps below the timeout).
-		if left := d.Propagation.D() - elapsed; left > 0 {
+		if left := propEnd.Sub(p.in.Now); left > 0 {
 			p.wait("WaitingForPropagation", left, fmt.Sprintf("drain.propagation %s", d.Propagation),
 				"draining group %s: the drain signal waits until consumers stopped routing to it (%s of drain.propagation %s left)",
 				t.From, left.Round(time.Millisecond), d.Propagation)
@@ -70,7 +63,7 @@ func (p *planner) drain(t *Transition) outcome {
 	}
 	if !known || total > 0 {
 		t.Drain.ZeroSince = time.Time{}
-		p.wait("Draining", min(EvidencePoll, d.Timeout.D()-elapsed), fmt.Sprintf("drain.timeout %s", d.Timeout),
+		p.wait("Draining", min(evidenceInterval(p.in.Now, propEnd, d.Quiet.D()), d.Timeout.D()-elapsed), fmt.Sprintf("drain.timeout %s", d.Timeout),
 			"draining group %s: %s", t.From, detail)
 		return outcome{}
 	}
@@ -78,14 +71,55 @@ func (p *planner) drain(t *Transition) outcome {
 		t.Drain.ZeroSince = p.in.Now
 	}
 	quietLeft := d.Quiet.D() - p.in.Now.Sub(t.Drain.ZeroSince)
-	propLeft := d.Propagation.D() - elapsed
+	propLeft := propEnd.Sub(p.in.Now)
 	if left := max(quietLeft, propLeft); left > 0 {
 		p.wait("Draining", left, fmt.Sprintf("drain.propagation %s, drain.quiet %s", d.Propagation, d.Quiet),
-			"draining group %s: evidence at 0 for %s (quiet %s), %s since the shift (propagation %s)",
-			t.From, p.in.Now.Sub(t.Drain.ZeroSince).Round(time.Millisecond), d.Quiet, elapsed.Round(time.Millisecond), d.Propagation)
+			"draining group %s: evidence at 0 for %s (quiet %s), %s of drain.propagation %s left",
+			t.From, p.in.Now.Sub(t.Drain.ZeroSince).Round(time.Millisecond), d.Quiet, max(propLeft, 0).Round(time.Millisecond), d.Propagation)
 		return outcome{}
 	}
 	return outcome{done: true}
+}
+
+// propagationEnd is when drain.propagation is over: from then on no
+// consumer sends new work to the source group (docs/propagation.md), so
+// the drain signal may go and the evidence may end the drain.
+//
+// With a registry whose push delay is known (providers.RegistryView
+// PushDelay), it counts from the disable itself, as docs/propagation.md
+// measures it, and never ends sooner than drain.propagation minus the push
+// delay after Tandem's own subscription showed the disable (the start of
+// the drain): consumers are pushed the change about when Tandem is, so a
+// push that comes later than the registry's delay (a loaded server or
+// daemon) moves the end back by as much. Otherwise it counts from the
+// start of the drain: after the disable showed in the subscription, or
+// after the shift without a registry.
+func (p *planner) propagationEnd(t *Transition) time.Time {
+	prop := p.svc.Drain.Propagation.D()
+	fromDrain := t.PhaseSince.Add(prop)
+	r := p.v.live.Registry
+	if t.Drain.DisableSent.IsZero() || r == nil || r.PushDelay <= 0 {
+		return fromDrain
+	}
+	fromDisable := t.Drain.DisableSent.Add(prop)
+	if afterPush := fromDrain.Add(-r.PushDelay); afterPush.After(fromDisable) {
+		return afterPush
+	}
+	return fromDisable
+}
+
+// evidenceInterval is how long a drain waiting for its evidence waits
+// before it samples again: EvidenceFastPoll from drain.quiet before the end
+// of propagation until EvidenceFastFor after it (the moment the evidence
+// may end the drain, and the time the apps take to close their sessions
+// after the signal), EvidencePoll otherwise. The fast window bounds what
+// fast sampling costs: at most (quiet + EvidenceFastFor) / EvidenceFastPoll
+// samples per drain.
+func evidenceInterval(now, propEnd time.Time, quiet time.Duration) time.Duration {
+	if !now.Before(propEnd.Add(-quiet)) && now.Before(propEnd.Add(EvidenceFastFor)) {
+		return EvidenceFastPoll
+	}
+	return EvidencePoll
 }
 
 func (p *planner) sessions(bl BindingLive, g spec.Group) int {
@@ -125,6 +159,9 @@ func (p *planner) watch(t *Transition) outcome {
 	if o, failing := p.watchTarget(t); failing {
 		return o
 	}
+	if o, failing := p.watchAnalysis(t); failing {
+		return o
+	}
 	if o, pending := p.reassert(t); pending {
 		return o
 	}
@@ -134,5 +171,6 @@ func (p *planner) watch(t *Transition) outcome {
 	}
 	p.wait("Watching", min(PollInterval, left), fmt.Sprintf("verify.window %s", p.svc.Verify.Window),
 		"watching group %s at %s: %s of %s left", t.To, t.Version, left.Round(time.Millisecond), p.svc.Verify.Window)
+	p.analysisWake(t)
 	return outcome{}
 }

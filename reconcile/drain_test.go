@@ -115,3 +115,117 @@ func TestTheDrainSignalIsJournaledAsSentOnlyOnceEveryInstanceWasAsked(t *testing
 	// WebSockets open until the load balancer cut them).
 	require.Equal(t, []bool{false, false}, during)
 }
+
+// drainPlan brings a release to its drain and returns what the planner
+// needs to plan a drain pass by hand: the service, the journaled state
+// and the live state with the registry's push delay set to pushDelay.
+func drainPlan(t *testing.T, pushDelay time.Duration, prepare func(*env)) (*spec.Service, reconcile.State, *reconcile.Live) {
+	t.Helper()
+	e := newEnv(t, service(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
+	want := service(t, spec.GroupB, "1.1.0")
+	for range 500 {
+		_ = e.pass(want)
+		if st := e.state(want.Name); st.Transition != nil && st.Transition.Phase == reconcile.PhaseDrain {
+			break
+		}
+	}
+	st := e.state(want.Name)
+	require.Equal(t, reconcile.PhaseDrain, st.Transition.Phase)
+	d := st.Transition.Drain
+	require.False(t, d.DisableSent.IsZero(), "the disable's time is journaled")
+	require.False(t, d.DisableSent.After(st.Transition.PhaseSince))
+	if prepare != nil {
+		prepare(e)
+	}
+	live, err := reconcile.Observe(context.Background(), e.world.Set(), want, reconcile.NeedsFor(want, st))
+	require.NoError(t, err)
+	live.Registry.PushDelay = pushDelay
+	return want, st, live
+}
+
+// signalAt follows the planner's waits from `from`, as the worker does,
+// to the pass that sends the drain signal, and checks that the last wait
+// ended exactly when the signal became due (a pass 1 ms sooner still waits).
+func signalAt(t *testing.T, svc *spec.Service, st reconcile.State, live *reconcile.Live, from time.Time) time.Time {
+	t.Helper()
+	plan := func(now time.Time) reconcile.Plan {
+		return reconcile.Compute(reconcile.Input{Service: svc, Live: live, State: st, Now: now})
+	}
+	now := from
+	for range 10 {
+		p := plan(now)
+		if p.Step != nil {
+			require.Equal(t, reconcile.ActionSignalDrain, p.Step.Action)
+			require.NotNil(t, plan(now.Add(-time.Millisecond)).Wait, "the signal was due before the wait ended")
+			return now
+		}
+		require.NotNil(t, p.Wait)
+		require.Equal(t, "WaitingForPropagation", p.Wait.Reason)
+		require.Positive(t, p.Wait.For)
+		now = now.Add(p.Wait.For)
+	}
+	t.Fatal("no drain signal after 10 waits")
+	return time.Time{}
+}
+
+// drain.propagation (30s in fullService) counts from the disable when the
+// registry's push delay is known, and a push that shows late pushes the
+// signal back by its lateness: consumers are pushed the change about when
+// Tandem's subscription is.
+func TestPropagationCountsFromTheDisableAndAPushThatComesLateMovesItBack(t *testing.T) {
+	const prop, delay = 30 * time.Second, 500 * time.Millisecond
+	for _, c := range []struct {
+		name      string
+		delay     time.Duration
+		pushAfter time.Duration // from the disable to the drain's start (the push seen)
+		want      time.Duration // from the disable to the signal
+	}{
+		{"push delay unknown: from the push seen", 0, delay, delay + prop},
+		{"push on time: from the disable", delay, delay, prop},
+		{"push merged into an earlier one: from the disable", delay, 100 * time.Millisecond, prop},
+		{"push 1.3s late: from the push seen, less the push delay", delay, 1300 * time.Millisecond, 1300*time.Millisecond + prop - delay},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			svc, st, live := drainPlan(t, c.delay, nil)
+			tr := st.Transition
+			tr.Drain.DisableSent = tr.PhaseSince.Add(-c.pushAfter)
+			require.Equal(t, c.want, signalAt(t, svc, st, live, tr.PhaseSince).Sub(tr.Drain.DisableSent))
+		})
+	}
+}
+
+// A journal written before DisableSent existed (or a drain whose disable
+// was not sent in this transition) counts from the drain's start.
+func TestPropagationWithoutARecordedDisableCountsFromTheDrain(t *testing.T) {
+	svc, st, live := drainPlan(t, 500*time.Millisecond, nil)
+	st.Transition.Drain.DisableSent = time.Time{}
+	require.Equal(t, 30*time.Second, signalAt(t, svc, st, live, st.Transition.PhaseSince).Sub(st.Transition.PhaseSince))
+}
+
+// After the signal the drain samples its evidence every EvidenceFastPoll
+// from drain.quiet before the end of propagation until EvidenceFastFor
+// after it, and every EvidencePoll otherwise.
+func TestTheDrainSamplesEvidenceFastOnlyAroundTheEndOfPropagation(t *testing.T) {
+	svc, st, live := drainPlan(t, 0, func(e *env) {
+		e.world.UpdateApp("10.0.1.11:8080", func(a *memory.App) { a.InFlight = 1 })
+	})
+	tr := st.Transition
+	tr.Drain.Signaled = true
+	propEnd := tr.PhaseSince.Add(svc.Drain.Propagation.D())
+	for _, c := range []struct {
+		at   time.Time
+		want time.Duration
+	}{
+		{tr.PhaseSince, reconcile.EvidencePoll},
+		{propEnd.Add(-svc.Drain.Quiet.D() - time.Millisecond), reconcile.EvidencePoll},
+		{propEnd.Add(-svc.Drain.Quiet.D()), reconcile.EvidenceFastPoll},
+		{propEnd, reconcile.EvidenceFastPoll},
+		{propEnd.Add(reconcile.EvidenceFastFor - time.Millisecond), reconcile.EvidenceFastPoll},
+		{propEnd.Add(reconcile.EvidenceFastFor), reconcile.EvidencePoll},
+	} {
+		p := reconcile.Compute(reconcile.Input{Service: svc, Live: live, State: st, Now: c.at})
+		require.NotNil(t, p.Wait, "at %s", c.at.Sub(tr.PhaseSince))
+		require.Equal(t, "Draining", p.Wait.Reason)
+		require.Equal(t, c.want, p.Wait.For, "at %s after the drain's start", c.at.Sub(tr.PhaseSince))
+	}
+}

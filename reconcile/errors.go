@@ -45,8 +45,9 @@ type WaitingError struct {
 func (e *WaitingError) Error() string { return e.Message }
 
 // InvariantError is a step refused because it would break one of the
-// invariants of design §5. It is a stalled condition: the plan and the live
-// state disagree in a way Tandem will not paper over.
+// invariants listed in the README ("The transition"). It is a stalled
+// condition: the plan and the live state disagree in a way Tandem will not
+// paper over.
 type InvariantError struct {
 	Invariant int    // 1..4
 	Step      string // the refused step, as described in plans

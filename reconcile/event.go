@@ -16,6 +16,9 @@ type Event struct {
 	Transition string        `json:"transition,omitempty"`
 	Phase      Phase         `json:"phase,omitempty"`
 	Duration   time.Duration `json:"duration,omitempty"`
+	// Deadline, on ApprovalPending, is when the pause ends on its own
+	// (zero: never); it bounds the expiry of the chat links.
+	Deadline time.Time `json:"deadline,omitzero"`
 }
 
 // Event types.

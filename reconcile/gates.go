@@ -10,31 +10,3 @@ var pass = outcome{done: true, silent: true}
 
 // gated reports whether t goes through the release gates.
 func gated(t *Transition) bool { return t.Kind == KindRelease }
-
-func (p *planner) previewRoute(t *Transition) outcome {
-	if !gated(t) {
-		return pass
-	}
-	return pass
-}
-
-func (p *planner) smoke(t *Transition) outcome {
-	if !gated(t) {
-		return pass
-	}
-	return pass
-}
-
-func (p *planner) analysis(t *Transition) outcome {
-	if !gated(t) {
-		return pass
-	}
-	return pass
-}
-
-func (p *planner) approval(t *Transition) outcome {
-	if !gated(t) {
-		return pass
-	}
-	return pass
-}

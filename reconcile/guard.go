@@ -8,11 +8,11 @@ import (
 	"github.com/tandemhq/tandem/spec"
 )
 
-// Guard checks a step against invariants 1-4 of design §5 on the live state
-// it is about to change, and refuses it with an *InvariantError if applying
-// it would break one. It is the last line of defence: the planner never
-// means to plan such a step, and the executor calls Guard before every side
-// effect all the same.
+// Guard checks a step against invariants 1-4 (README, "The transition":
+// Invariants) on the live state it is about to change, and refuses it with an
+// *InvariantError if applying it would break one. It is the last line of
+// defence: the planner never means to plan such a step, and the executor
+// calls Guard before every side effect all the same.
 func Guard(svc *spec.Service, live *Live, s *Step) error {
 	v := view{svc: svc, live: live}
 	refuse := func(inv int, format string, args ...any) error {
@@ -24,11 +24,18 @@ func Guard(svc *spec.Service, live *Live, s *Step) error {
 		// nothing enabled in the registry. An instance a binding does not
 		// list (by id and ip:port) may be serving under another name: its
 		// traffic is unknown, never taken for none.
-		if busy := v.carrying(s.Group); len(busy) > 0 {
+		if busy := v.carrying(s.Group, true); len(busy) > 0 {
 			return refuse(3, "group %s still carries traffic: %s", s.Group, strings.Join(busy, "; "))
 		}
 		if unknown := v.unlisted(s.Group); len(unknown) > 0 {
 			return refuse(3, "cannot tell whether group %s carries traffic: %s; fix the instance's id or address in the spec, or the server group", s.Group, strings.Join(unknown, "; "))
+		}
+	case ActionSmoke:
+		// Smoke checks may write (POST): they reach only a group with no
+		// users' traffic. A preview route that already carries the group
+		// (phase preview comes first) serves testers, not users.
+		if busy := v.carrying(s.Group, false); len(busy) > 0 {
+			return refuse(3, "group %s carries traffic: %s", s.Group, strings.Join(busy, "; "))
 		}
 	case ActionSetWeights:
 		bl, ok := v.binding(*s.Binding)
@@ -101,7 +108,7 @@ func Guard(svc *spec.Service, live *Live, s *Step) error {
 		}
 	case ActionSignalDrain, ActionCloseSessions:
 		// Only a group that no longer takes new traffic is asked to let go.
-		if busy := v.carrying(s.Group); len(busy) > 0 {
+		if busy := v.carrying(s.Group, true); len(busy) > 0 {
 			return refuse(1, "group %s still takes new traffic: %s", s.Group, strings.Join(busy, "; "))
 		}
 	default:
@@ -111,10 +118,14 @@ func Guard(svc *spec.Service, live *Live, s *Step) error {
 }
 
 // carrying lists where group g takes new traffic: weight on a binding or
-// enabled in the registry.
-func (v view) carrying(g spec.Group) []string {
+// enabled in the registry; on preview bindings (testers' traffic) only
+// withPreview.
+func (v view) carrying(g spec.Group, withPreview bool) []string {
 	var out []string
 	for _, bl := range v.live.Bindings {
+		if bl.Binding.Preview && !withPreview {
+			continue
+		}
 		for _, in := range v.svc.Groups.Get(g) {
 			if b, ok := v.backend(bl, in); ok && b.Weight > 0 {
 				out = append(out, fmt.Sprintf("%s weight %d on %s", in, b.Weight, bl.Binding.Key()))

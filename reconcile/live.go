@@ -21,6 +21,9 @@ type Live struct {
 	// EvidenceErrors says why the evidence of an instance could not be read
 	// (by ip:port), e.g. that its metrics have none of the configured series.
 	EvidenceErrors map[string]string `json:"evidenceErrors,omitempty"`
+	// Analysis is the measurement of the analysis gate taken in this pass
+	// (nil when none was due).
+	Analysis *AnalysisSample `json:"analysis,omitempty"`
 }
 
 // BindingLive is one binding as its load balancer reports it.
@@ -153,9 +156,16 @@ func (v view) weightState(bl BindingLive, g spec.Group) (on, total int) {
 }
 
 // groupOn reports whether every instance of g has weight > 0 on every
-// binding and is enabled in the registry.
+// main binding and is enabled in the registry. The preview bindings do not
+// count towards the live active group: during a release they carry the
+// target before the main traffic moves (gate_preview.go), and when idle a
+// preview binding on the wrong group is drift (idle.go), not a change of
+// the active group.
 func (v view) groupOn(g spec.Group) bool {
 	for _, bl := range v.live.Bindings {
+		if bl.Binding.Preview {
+			continue
+		}
 		if on, total := v.weightState(bl, g); on != total {
 			return false
 		}
@@ -170,9 +180,13 @@ func (v view) groupOn(g spec.Group) bool {
 	return true
 }
 
-// groupOff reports whether no instance of g has weight or is enabled.
+// groupOff reports whether no instance of g has weight on a main binding
+// or is enabled.
 func (v view) groupOff(g spec.Group) bool {
 	for _, bl := range v.live.Bindings {
+		if bl.Binding.Preview {
+			continue
+		}
 		if on, _ := v.weightState(bl, g); on > 0 {
 			return false
 		}
@@ -187,10 +201,15 @@ func (v view) groupOff(g spec.Group) bool {
 	return true
 }
 
-// active derives the live active group (design §4).
+// active derives the live active group from groupOn and groupOff: A or B
+// when that group is on and the other off, otherwise both, neither or mixed.
 func (v view) active() Active {
-	aOn, bOn := v.groupOn(spec.GroupA), v.groupOn(spec.GroupB)
-	aOff, bOff := v.groupOff(spec.GroupA), v.groupOff(spec.GroupB)
+	return activeOf(v.groupOn(spec.GroupA), v.groupOn(spec.GroupB), v.groupOff(spec.GroupA), v.groupOff(spec.GroupB))
+}
+
+// activeOf names what carries traffic from whether each group is all on
+// and all off.
+func activeOf(aOn, bOn, aOff, bOff bool) Active {
 	switch {
 	case aOn && bOff:
 		return ActiveA

@@ -17,6 +17,9 @@ type Needs struct {
 	// SlowStart: read the slow-start duration of bindings whose LB has one
 	// (providers.SlowStarter), which the shift waits out.
 	SlowStart bool
+	// Analysis: run the analysis gate's queries about this group
+	// (AnalysisDue); nil: no measurement is due.
+	Analysis *spec.AnalysisVars
 }
 
 // NeedsFor decides what to probe: the target of a transition (and its source
@@ -116,6 +119,9 @@ func Observe(ctx context.Context, ps *providers.Set, svc *spec.Service, needs Ne
 				})
 			}
 		}
+	}
+	if needs.Analysis != nil && svc.Gates.Analysis != nil {
+		wg.Go(func() { live.Analysis = measure(ctx, ps, svc, *needs.Analysis) })
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {

@@ -36,6 +36,7 @@ const (
 	ActionSetEnabled    Action = "set-enabled"
 	ActionSignalDrain   Action = "signal-drain"
 	ActionCloseSessions Action = "close-sessions"
+	ActionSmoke         Action = "smoke" // run gates.smoke against the target group
 )
 
 // Step is one side effect. A pass applies at most one step; every step is
@@ -46,8 +47,8 @@ type Step struct {
 	Binding   *spec.Binding            `json:"binding,omitempty"`   // set-weights, close-sessions
 	Weights   []providers.WeightChange `json:"weights,omitempty"`   // set-weights
 	Enabled   bool                     `json:"enabled,omitempty"`   // set-enabled
-	Instances []spec.Instance          `json:"instances,omitempty"` // deploy, set-enabled, signal-drain, close-sessions
-	Version   string                   `json:"version,omitempty"`   // deploy: the version; set-weights/set-enabled: the verified version
+	Instances []spec.Instance          `json:"instances,omitempty"` // deploy, set-enabled, signal-drain, close-sessions, smoke
+	Version   string                   `json:"version,omitempty"`   // deploy, smoke: the version; set-weights/set-enabled: the verified version
 	Timeout   time.Duration            `json:"timeout,omitempty"`
 	Describe  string                   `json:"describe"`
 }
@@ -55,10 +56,12 @@ type Step struct {
 // Wait says why a pass made no change and when to look again: For is the
 // time until the clock alone can change the decision (a duration of the
 // spec ends), or until the next sample of evidence that is read rather than
-// pushed (PollInterval, EvidencePoll), whichever comes first. A wait on the
-// registry (Registry true) is ended by the registry's push, which re-queues
-// the service (daemon: providers.RegistryWatcher); For is then the time
-// left to its bound.
+// pushed (PollInterval for probes, versions and the LB's health;
+// EvidencePoll, or EvidenceFastPoll while it may end it, for a drain's
+// evidence), whichever comes first. A wait on the registry (Registry true)
+// is ended by the registry's push, which re-queues the service (daemon:
+// providers.RegistryWatcher); For is then the time left to its bound. A
+// wait for dependencies (after:) is ended by their passes (Worker).
 type Wait struct {
 	Reason   string        `json:"reason"`
 	Message  string        `json:"message"`

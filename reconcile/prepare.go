@@ -10,19 +10,29 @@ import (
 
 // ensureIdle returns a step that takes traffic away from g when g, which is
 // about to be deployed or verified, carries some (e.g. its apps came back
-// enabled in the registry after a restart).
-func (p *planner) ensureIdle(g spec.Group) *Step {
+// enabled in the registry after a restart). Preview bindings count only
+// withPreview: once phase preview has moved them to g, their traffic is
+// testers' and the smoke tests may run.
+func (p *planner) ensureIdle(g spec.Group, withPreview bool) *Step {
 	for i := range p.v.live.Bindings {
 		bl := &p.v.live.Bindings[i]
+		if bl.Binding.Preview && !withPreview {
+			continue
+		}
 		var changes []providers.WeightChange
 		for _, in := range p.svc.Groups.Get(g) {
 			if b, ok := p.v.backend(*bl, in); ok && b.Weight > 0 {
 				changes = append(changes, providers.WeightChange{ID: in.ID, IP: in.IP, Port: in.Port, Weight: 0})
 			}
 		}
-		if len(changes) > 0 {
-			return p.weightStep(bl.Binding, g, changes, "", fmt.Sprintf("take group %s (idle) back to weight 0 on %s", g, bl.Binding.Key()))
+		if len(changes) == 0 {
+			continue
 		}
+		if raise := p.raiseFirst(*bl, g.Other(), changes); len(raise) > 0 {
+			return p.weightStep(bl.Binding, g.Other(), raise, "", fmt.Sprintf("raise group %s on %s first: %s; group %s (idle) is taken back to 0 once the LB reports group %s healthy there",
+				g.Other(), bl.Binding.Key(), moves(*bl, raise), g, g.Other()))
+		}
+		return p.weightStep(bl.Binding, g, changes, "", fmt.Sprintf("take group %s (idle) back to weight 0 on %s", g, bl.Binding.Key()))
 	}
 	if p.v.hasRegistry() {
 		if addrs := p.registryFilter(g, func(r providers.RegistryInstance, ok bool) bool { return ok && r.Enabled }); len(addrs) > 0 {
@@ -31,6 +41,27 @@ func (p *planner) ensureIdle(g spec.Group) *Step {
 		}
 	}
 	return nil
+}
+
+// raiseFirst returns the raises of group o on bl that must come before
+// lower when lower would leave bl with no weight at all (e.g. a preview
+// binding pointed at the idle group by hand, whose group is about to be
+// deployed): make-before-break, as in the shift. nil when something keeps
+// weight anyway.
+func (p *planner) raiseFirst(bl BindingLive, o spec.Group, lower []providers.WeightChange) []providers.WeightChange {
+	after := weightsAfter(bl, lower)
+	for _, b := range bl.Backends {
+		if after[b.ID] > 0 {
+			return nil
+		}
+	}
+	var raise []providers.WeightChange
+	for _, in := range p.svc.Groups.Get(o) {
+		if b, ok := p.v.backend(bl, in); ok && b.Weight == 0 {
+			raise = append(raise, providers.WeightChange{ID: in.ID, IP: in.IP, Port: in.Port, Weight: bl.Binding.Weight})
+		}
+	}
+	return raise
 }
 
 func (p *planner) registryFilter(g spec.Group, keep func(providers.RegistryInstance, bool) bool) []spec.Instance {
@@ -53,7 +84,7 @@ func (p *planner) prepare(t *Transition) outcome {
 	if t.Kind != KindRelease {
 		return outcome{done: true}
 	}
-	if s := p.ensureIdle(t.To); s != nil {
+	if s := p.ensureIdle(t.To, true); s != nil {
 		return outcome{step: s}
 	}
 	if t.Deploy.Done || (p.v.versionKnown(t.To) && p.v.groupVersion(t.To) == t.Version) {
@@ -99,7 +130,7 @@ func (p *planner) deployer() string {
 
 func (p *planner) verify(t *Transition) outcome {
 	if t.Kind == KindRelease {
-		if s := p.ensureIdle(t.To); s != nil {
+		if s := p.ensureIdle(t.To, true); s != nil {
 			return outcome{step: s}
 		}
 	}

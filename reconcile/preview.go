@@ -52,12 +52,19 @@ func PreviewTransition(in Input) Preview {
 			"drain evidence reaches 0 as soon as it is read (a real drain lasts at least drain.propagation)",
 		},
 	}
+	if svc.Gates.Approval != nil {
+		pv.Assumes = append(pv.Assumes, "someone promotes the release at the approval gate (gates.approval)")
+	}
 	live := cloneLive(in.Live)
 	assumeDrained(svc, live)
 	in.Live = live
+	if svc.Gates.Analysis != nil {
+		pv.Assumes = append(pv.Assumes, "every measurement of the analysis gate is successful")
+	}
 	phase := Phase("")
 	started := false
 	for range maxPreviewPasses {
+		live.Analysis = assumeAnalysed(svc, in.State, in.Now)
 		p := Compute(in)
 		if pv.Summary == "" || !started {
 			pv.Summary = p.Summary
@@ -86,6 +93,9 @@ func PreviewTransition(in Input) Preview {
 		case p.Wait != nil:
 			pv.phase(phase)
 			in.State = p.Next
+			if assumePromoted(&in.State, in.Now) {
+				continue
+			}
 			in.Now = in.Now.Add(max(p.Wait.For, time.Millisecond))
 		default:
 			in.State = p.Next
@@ -130,6 +140,11 @@ func (pv *Preview) notes(svc *spec.Service) {
 			}
 		case PhaseVerify:
 			pp.Note = fmt.Sprintf("check health (%s) and version (%s) of every target instance, up to health.deadline %s", probeText(svc), versionText(svc), svc.Health.Deadline)
+		case PhasePreviewRoute:
+			pp.Note = previewNote(svc)
+		case PhaseSmoke:
+			pp.Note = smokeNote(svc)
+			pv.Assumes = append(pv.Assumes, "every smoke check passes")
 		case PhaseEnable, PhaseDisable:
 			if none {
 				pp.Note = "no registry: nothing to do"
@@ -146,10 +161,17 @@ func (pv *Preview) notes(svc *spec.Service) {
 					pp.Note += "; " + r
 				}
 			}
+		case PhaseApproval:
+			pp.Note = approvalText(svc)
 		case PhaseDrain:
 			pp.Note = drainText(svc)
 		case PhaseWatch:
 			pp.Note = fmt.Sprintf("watch the target group for verify.window %s (health is watched from the shift on); %d consecutive failed checks swap back to the warm group", svc.Verify.Window, svc.Verify.FailureThreshold)
+			if g := svc.Gates.Analysis; g != nil {
+				pp.Note += "; " + analysisNote(g, "swaps back")
+			}
+		case PhaseAnalysis:
+			pp.Note = fmt.Sprintf("for gates.analysis.beforeShift %s, before any traffic moves: %s", svc.Gates.Analysis.BeforeShift, analysisNote(svc.Gates.Analysis, "aborts"))
 		}
 	}
 }
@@ -241,6 +263,9 @@ func describeLive(v view) string {
 			ver = orDash(v.groupVersion(g))
 		}
 		parts = append(parts, fmt.Sprintf("group %s %s at %s", g, state, ver))
+	}
+	for _, r := range v.previewRoutes() {
+		parts = append(parts, fmt.Sprintf("preview route %s on %s", r.Binding, r.Group))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -23,6 +23,11 @@ type DrainProgress struct {
 	Ceiling   bool      `json:"ceiling,omitempty"`  // the drain reached drain.timeout
 	Closed    int       `json:"closed,omitempty"`   // sessions closed at the ceiling
 	ClosedOn  []string  `json:"closedOn,omitempty"` // bindings whose sessions were closed at the ceiling
+
+	// DisableSent is when the disable of the source group in the registry
+	// was last planned (journaled just before it is sent): the drain counts
+	// drain.propagation from it when the registry's push delay is known.
+	DisableSent time.Time `json:"disableSent,omitzero"`
 }
 
 // flatProgress is how journals written before Deploy and Drain existed

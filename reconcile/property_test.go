@@ -3,6 +3,7 @@ package reconcile_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"math/rand/v2"
 	"testing"
 
@@ -15,7 +16,8 @@ import (
 )
 
 // TestPropertyInvariantsHoldAndStateConverges drives random sequences of
-// desired-state changes (releases, reverts, drift by hand), injected provider
+// desired-state changes (releases, reverts, drift by hand, on a service with
+// or without a preview route), injected provider
 // faults, unhealthy instances, servers the LB's own health checks cannot
 // reach (with LB health modelled: weighted servers start initial and become
 // healthy after a threshold of checks) and crash-restarts from the journal against the
@@ -25,9 +27,20 @@ import (
 // which a new release must succeed).
 func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
-		// The service shifts all at once, in weight steps, or in a ramp.
+		// The service shifts all at once, in weight steps, or in a ramp;
+		// with or without a preview route (it carries the target from the
+		// preview phase on, and invariant 1 holds on it as on every binding).
 		rollout := rapid.SampledFrom(propertyRollouts).Draw(rt, "rollout")
-		svc := func(g spec.Group, version string) *spec.Service { return rolloutService(rt, g, version, rollout) }
+		preview := rapid.Bool().Draw(rt, "previewRoute")
+		svc := func(g spec.Group, version string) *spec.Service {
+			text := fmt.Sprintf(fullService, g, version)
+			if preview {
+				text = strings.Replace(text, "registry:\n", previewBinding+"registry:\n", 1)
+			}
+			svcs, ps := spec.ParseServices("services/user.yaml", []byte(text+rollout))
+			require.NoError(rt, ps.Err())
+			return svcs[0]
+		}
 		initial := svc(spec.GroupA, "1.0.0")
 		e := newEnv(t, initial, spec.GroupA, "1.0.0", "1.0.0")
 		e.t = rt
@@ -72,7 +85,8 @@ func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 				e.world.CutOffLB(addr, rapid.Bool().Draw(rt, "cut"))
 			case 4: // drift: a console weight change
 				id := rapid.SampledFrom([]string{"i-a1", "i-b2"}).Draw(rt, "id")
-				e.world.SetWeight(desired.Traffic[0], id, rapid.IntRange(0, 100).Draw(rt, "w"))
+				b := rapid.SampledFrom(desired.Traffic).Draw(rt, "binding")
+				e.world.SetWeight(b, id, rapid.IntRange(0, 100).Draw(rt, "w"))
 			default:
 				_ = e.pass(desired)
 			}

@@ -309,8 +309,11 @@ func TestRevertDuringReleaseUndoesItAtOnce(t *testing.T) {
 	require.Empty(t, e.world.Violations())
 }
 
-func TestAfterOrdersTransitionsOfOneCommit(t *testing.T) {
-	gateway := service(t, spec.GroupA, "1.0.0")
+// afterPair is a gateway and a user-service that comes after it (after:),
+// both on group A at 1.0.0 in one memory world.
+func afterPair(t *testing.T) (gateway, user *spec.Service, e *env) {
+	t.Helper()
+	gateway = service(t, spec.GroupA, "1.0.0")
 	gateway.Name = "gateway"
 	for i, b := range gateway.Traffic {
 		b.ServerGroup, b.VServerGroup = "sgp-gw", "rsp-gw"
@@ -325,11 +328,16 @@ func TestAfterOrdersTransitionsOfOneCommit(t *testing.T) {
 			insts[i].ID = "gw-" + insts[i].ID
 		}
 	}
-	user := service(t, spec.GroupA, "1.0.0")
+	user = service(t, spec.GroupA, "1.0.0")
 	user.After = []string{"gateway"}
-	e := newEnv(t, user, spec.GroupA, "1.0.0", "1.0.0")
+	e = newEnv(t, user, spec.GroupA, "1.0.0", "1.0.0")
 	e.world.AddService(gateway, spec.GroupA, "1.0.0", "1.0.0")
 	e.rec = e.reconciler()
+	return gateway, user, e
+}
+
+func TestAfterOrdersTransitionsOfOneCommit(t *testing.T) {
+	gateway, user, e := afterPair(t)
 	pass := func(svc *spec.Service, rev string) error {
 		_, err := e.rec.Reconcile(context.Background(), reconcile.Target{Service: svc, Revision: reconcile.Revision{Hash: rev}})
 		return err

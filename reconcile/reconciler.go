@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -48,6 +50,7 @@ type Reconciler struct {
 	probed   map[string]map[spec.Group]GroupProbe // last probe of each group, by service
 	requests map[string]Request                   // from the API, for the next pass of each service
 	stalls   map[string]string                    // service -> reason of the stall last announced
+	waiting  map[string]map[string]bool           // service -> services waiting for its next pass (after:)
 }
 
 type driftMemo struct {
@@ -203,6 +206,7 @@ func (r *Reconciler) wakeAfter(svc *spec.Service, w *Wait) time.Duration {
 type stepOutput struct {
 	Output string // for the events log (deploy output, notes)
 	Closed int    // close-sessions: how many were closed
+	Smoke  []providers.SmokeResult
 }
 
 // complete records the outcome of a step in the state to journal. absorbed
@@ -223,6 +227,10 @@ func complete(st State, s *Step, out stepOutput, err error) (State, bool) {
 			// Recorded once every instance was asked: a restart during the
 			// step asks them all again (closing sessions is idempotent).
 			t.Drain.Signaled = true
+		case ActionSmoke:
+			if t.Smoke != nil {
+				t.Smoke.Done, t.Smoke.Results = true, out.Smoke
+			}
 		case ActionCloseSessions:
 			t.Drain.Closed += out.Closed
 			t.Drain.ClosedOn = append(t.Drain.ClosedOn, s.Binding.Key())
@@ -311,6 +319,21 @@ func (r *Reconciler) apply(ctx context.Context, svc *spec.Service, rev Revision,
 			return stepOutput{Output: "signal failed on some instances (sessions will be closed at the ceiling): " + err.Error()}, nil
 		}
 		return stepOutput{}, nil
+	case ActionSmoke:
+		if ps.Smoke == nil {
+			return stepOutput{}, providers.Permanentf("SmokeUnavailable", "%s has gates.smoke, but the daemon has no smoke runner", svc.Name)
+		}
+		sctx, cancel := context.WithTimeout(ctx, s.Timeout)
+		defer cancel()
+		if err := fenced(); err != nil {
+			return stepOutput{}, err
+		}
+		res, err := ps.Smoke.Smoke(sctx, svc, providers.SmokeRequest{Service: svc.Name, Group: s.Group, Version: s.Version,
+			Instances: s.Instances, Revision: rev.Hash})
+		if err != nil {
+			return stepOutput{}, err
+		}
+		return stepOutput{Output: smokeSummary(res), Smoke: res}, nil
 	case ActionCloseSessions:
 		lb := ps.LoadBalancers[providers.LBKey(s.Binding.Kind(), s.Binding.Provider())]
 		closer, ok := lb.(providers.SessionCloser)
@@ -332,20 +355,45 @@ func (r *Reconciler) apply(ctx context.Context, svc *spec.Service, rev Revision,
 
 // dependenciesReady refuses to start a transition while a service this one
 // comes after is not in sync at the same revision: of a commit that
-// releases both, the dependency moves first.
+// releases both, the dependency moves first. The service is woken by the
+// end of each pass of a dependency it waits for (the only thing that
+// changes a dependency's status; Worker takes them with takeWaiting), so
+// its wait names no sample interval, only a backstop.
 func (r *Reconciler) dependenciesReady(svc *spec.Service, rev Revision) error {
 	var waiting []string
+	// Under the status lock: a dependency's pass that ends after this check
+	// finds the service registered as waiting for it.
+	r.statusMu.Lock()
 	for _, dep := range svc.After {
-		st, ok := r.Status(dep)
+		st, ok := r.status[dep]
 		if !ok || !st.Ready() || st.Transition != nil || st.Revision.Hash != rev.Hash {
 			waiting = append(waiting, dep)
+			if r.waiting == nil {
+				r.waiting = map[string]map[string]bool{}
+			}
+			if r.waiting[dep] == nil {
+				r.waiting[dep] = map[string]bool{}
+			}
+			r.waiting[dep][svc.Name] = true
 		}
 	}
+	r.statusMu.Unlock()
 	if len(waiting) > 0 {
-		return &WaitingError{Reason: "WaitingForDependencies", RequeueAfter: 2 * PollInterval,
+		return &WaitingError{Reason: "WaitingForDependencies", RequeueAfter: DependencyBackstop,
 			Message: fmt.Sprintf("waiting for %s to be in sync first (after:)", strings.Join(waiting, ", "))}
 	}
 	return nil
+}
+
+// takeWaiting returns the services waiting for a pass of service to end
+// (dependenciesReady) and forgets them: each is woken once, and waits
+// again if it still must.
+func (r *Reconciler) takeWaiting(service string) []string {
+	r.statusMu.Lock()
+	defer r.statusMu.Unlock()
+	w := r.waiting[service]
+	delete(r.waiting, service)
+	return slices.Sorted(maps.Keys(w))
 }
 
 // announceDrift emits DriftDetected when drift appears or changes, again

@@ -26,7 +26,7 @@ func (p *planner) enableStep(t *Transition) *Step {
 // the drain): later phases stand on them. pending is false when nothing
 // needs repeating; otherwise o holds the step, a wait or a reversal.
 func (p *planner) reassert(t *Transition) (o outcome, pending bool) {
-	if o, pending := p.shiftNext(t, nil); pending {
+	if o, pending := p.shiftNext(t, nil, false); pending {
 		return o, true
 	}
 	if s := p.enableStep(t); s != nil {
@@ -84,6 +84,7 @@ func (p *planner) disable(t *Transition) outcome {
 		return outcome{done: true}
 	}
 	if addrs := p.registryFilter(t.From, func(r providers.RegistryInstance, ok bool) bool { return ok && r.Enabled }); len(addrs) > 0 {
+		t.Drain.DisableSent = p.in.Now
 		return outcome{step: &Step{Action: ActionSetEnabled, Group: t.From, Enabled: false, Instances: addrs,
 			Describe: fmt.Sprintf("disable group %s in %s: %s; done when Tandem's subscription no longer lists them", t.From, p.svc.Registry.Nacos, instList(addrs))}}
 	}

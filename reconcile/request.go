@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 )
 
 // Request is what an operator asks of one service through the API. It is
@@ -14,16 +15,21 @@ import (
 type Request struct {
 	Retry   bool  // forget a failed release, so that it is tried again
 	Suspend *bool // suspend (true) or resume (false); nil: unchanged
+	// Decisions promote or abort a paused release (gate_approval.go), in
+	// the order they came; the first that applies ends the pause.
+	Decisions []ApprovalVerdict
 }
 
-func (q Request) empty() bool { return !q.Retry && q.Suspend == nil }
+func (q Request) empty() bool { return !q.Retry && q.Suspend == nil && len(q.Decisions) == 0 }
 
-// merge adds a later request to q: retries add up, the last suspend wins.
+// merge adds a later request to q: retries add up, the last suspend wins,
+// decisions queue up.
 func (q Request) merge(later Request) Request {
 	q.Retry = q.Retry || later.Retry
 	if later.Suspend != nil {
 		q.Suspend = later.Suspend
 	}
+	q.Decisions = append(slices.Clip(q.Decisions), later.Decisions...)
 	return q
 }
 
@@ -85,7 +91,16 @@ func (r *Reconciler) applyRequest(ctx context.Context, st State, tgt Target) (St
 		next.Suspended = nil
 		event(ReasonResumed, "reconciliation resumed through the API")
 	}
+	for _, d := range req.Decisions {
+		d.At = r.now() // when it is journaled, by the reconciler's clock
+		if why := decide(&next, d); why != "" {
+			evs = append(evs, Event{Time: r.now(), Service: name, Type: EventWarning, Reason: ReasonApprovalRefused,
+				Message: fmt.Sprintf("%s by %s refused: %s", d.Action, d.By, why), Transition: d.Transition,
+				Revision: tgt.Revision.Hash, Author: tgt.Revision.Author, Subject: tgt.Revision.Subject})
+		}
+	}
 	if reflect.DeepEqual(next, st) {
+		r.record(evs...)
 		return st, nil
 	}
 	if err := r.save(ctx, next); err != nil {

@@ -47,6 +47,7 @@ func (p *planner) reverse(t *Transition, why string) bool {
 		Revision: t.Revision, Author: t.Author, Subject: t.Subject, Reason: why,
 		DesiredActive: t.DesiredActive, DesiredVersion: t.DesiredVersion,
 		Phase: PhaseVerify, Started: now, PhaseSince: now, Served: t.Served,
+		Analysis: t.Analysis.clone(),
 	}
 	p.plan.Next.Transition = r
 	p.event(EventWarning, reason, "%s %s from group %s to group %s: %s", kind, t.Version, t.To, t.From, why)

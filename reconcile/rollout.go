@@ -108,7 +108,7 @@ func (p *planner) rollout(t *Transition) *RolloutProgress {
 // weights, then its hold, then the next step.
 func (p *planner) shiftRollout(t *Transition, r *RolloutProgress) outcome {
 	for r.Step < len(r.Steps) {
-		if o, pending := p.shiftNext(t, r); pending {
+		if o, pending := p.shiftNext(t, r, false); pending {
 			return o
 		}
 		if r.Reached.IsZero() {

@@ -57,7 +57,7 @@ func (p *planner) shift(t *Transition) outcome {
 	if r := p.rollout(t); r != nil {
 		return p.shiftRollout(t, r)
 	}
-	if o, pending := p.shiftNext(t, nil); pending {
+	if o, pending := p.shiftNext(t, nil, false); pending {
 		return o
 	}
 	return outcome{done: true}
@@ -66,13 +66,24 @@ func (p *planner) shift(t *Transition) outcome {
 // shiftNext plans the next step of the shift: the first binding not yet at
 // the target weights (those of r's current step, or all traffic to the
 // target when r is nil) is raised, waited on or lowered. pending is false
-// when every binding is at the target weights.
-func (p *planner) shiftNext(t *Transition, r *RolloutProgress) (o outcome, pending bool) {
-	share, at := 100, ""
+// when every binding is at the target weights. previewOnly restricts it to
+// the preview bindings (the preview phase, gate_preview.go); otherwise every
+// binding is shifted, and a preview binding, which carries the target alone
+// from the preview phase on whatever the rollout's step, is skipped like any
+// binding already at its weights.
+func (p *planner) shiftNext(t *Transition, r *RolloutProgress, previewOnly bool) (o outcome, pending bool) {
+	step, at := 100, ""
 	if r != nil {
-		share, at = r.Current().Share, fmt.Sprintf(" for rollout %s", r.Position())
+		step, at = r.Current().Share, fmt.Sprintf(" for rollout %s", r.Position())
 	}
 	for _, bl := range p.v.live.Bindings {
+		if previewOnly && !bl.Binding.Preview {
+			continue
+		}
+		share := step
+		if bl.Binding.Preview {
+			share = 100
+		}
 		raise, lower := p.shiftChanges(t, bl, share)
 		key := bl.Binding.Key()
 		w := t.ShiftWait

@@ -7,7 +7,7 @@ import (
 	"github.com/tandemhq/tandem/spec"
 )
 
-// Phase is a step of the drain-and-swap transition (design §5).
+// Phase is a step of the drain-and-swap transition (README, "The transition").
 type Phase string
 
 const (
@@ -65,6 +65,9 @@ type State struct {
 	// with the rest, so that it holds across a restart and, under HA, a
 	// change of leader; the spec's own suspend is read from Git instead.
 	Suspended *Suspension `json:"suspended,omitempty"`
+	// LastSmoke is the last judged run of gates.smoke, kept for the status
+	// once its transition has ended.
+	LastSmoke *SmokeProgress `json:"lastSmoke,omitempty"`
 }
 
 // Suspension records when reconciliation was suspended through the API.
@@ -128,10 +131,19 @@ type Transition struct {
 	// Rollout is the position of a release that shifts in steps (see
 	// rollout.go); absent for a shift all at once and in older journals.
 	Rollout *RolloutProgress `json:"rollout,omitempty"`
+	// Smoke is the run of gates.smoke on the target group (gate_smoke.go).
+	Smoke *SmokeProgress `json:"smoke,omitempty"`
 	// Failure is set when a step up to the shift failed for good (see
 	// onStepFailure), or a revert superseded the release; the next pass
 	// undoes the transition.
 	Failure string `json:"failure,omitempty"`
+	// Analysis is the metric analysis of the current stage (before the
+	// shift, or the watch), see gate_analysis.go; a reverse transition
+	// keeps the one that failed, to show it.
+	Analysis *AnalysisProgress `json:"analysis,omitempty"`
+	// Approval is the pause of the approval gate (gate_approval.go); set
+	// once the release reaches the gate.
+	Approval *ApprovalProgress `json:"approval,omitempty"`
 }
 
 // Limits of the engine. They bound retries that are not covered by a
@@ -148,6 +160,15 @@ const (
 	// a registry that does not push its changes samples the registry: the
 	// wait ends at most this long after the evidence allows it.
 	EvidencePoll = 250 * time.Millisecond
+	// EvidenceFastPoll is how often a drain samples its evidence while the
+	// evidence may end it, for EvidenceFastFor after drain.propagation
+	// (evidenceInterval): sessions close within a few hundred milliseconds
+	// of the drain signal, and each sample costs the reads of one pass.
+	EvidenceFastPoll = 50 * time.Millisecond
+	EvidenceFastFor  = time.Second
+	// DependencyBackstop is when a service waiting for its dependencies
+	// (after:) looks again if no pass of theirs woke it first.
+	DependencyBackstop = 30 * time.Second
 )
 
 // advance moves t to phase p at now, recording how long the last phase took.
@@ -172,6 +193,9 @@ func (t *Transition) clone() *Transition {
 		c.ShiftWait = &w
 	}
 	c.Rollout = t.Rollout.clone()
+	c.Analysis = t.Analysis.clone()
+	c.Approval = t.Approval.clone()
+	c.Smoke = t.Smoke.clone()
 	if t.PhaseTimes != nil {
 		c.PhaseTimes = make(map[Phase]time.Duration, len(t.PhaseTimes))
 		for k, v := range t.PhaseTimes {
@@ -197,5 +221,6 @@ func (s State) Clone() State {
 		p := *s.Suspended
 		c.Suspended = &p
 	}
+	c.LastSmoke = s.LastSmoke.clone()
 	return c
 }

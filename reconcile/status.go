@@ -39,6 +39,7 @@ type Status struct {
 	LiveActive      Active                  `json:"liveActive,omitempty"`
 	Versions        map[spec.Group]string   `json:"versions,omitempty"` // "" when unknown or mixed
 	Bindings        []BindingLive           `json:"bindings,omitempty"`
+	Preview         []PreviewRoute          `json:"preview,omitempty"` // the group each preview binding carries
 	Registry        *providers.RegistryView `json:"registry,omitempty"`
 	Phase           Phase                   `json:"phase,omitempty"`
 	Transition      *Transition             `json:"transition,omitempty"`
@@ -55,6 +56,9 @@ type Status struct {
 	Conditions []Condition               `json:"conditions"`
 	LastPass   time.Time                 `json:"lastPass"`
 	InSync     bool                      `json:"inSync"`
+
+	// Smoke is the run of gates.smoke of the transition, or the last one.
+	Smoke *SmokeProgress `json:"smoke,omitempty"`
 
 	mismatches []string // servers whose id and ip:port disagree with the spec
 }
@@ -74,6 +78,7 @@ func (s *Status) observed(svc *spec.Service, live *Live, metadataKeys []string) 
 	s.Groups = svc.Groups
 	s.LiveActive = v.active()
 	s.Bindings = live.Bindings
+	s.Preview = v.previewRoutes()
 	s.Registry = shownRegistry(live.Registry, svc.Health.Version.NacosMetadata, metadataKeys)
 	s.mismatches = v.mismatches()
 	s.Versions = map[spec.Group]string{}
@@ -100,6 +105,7 @@ type GroupProbe struct {
 // status shows the idle group's version and health too.
 func (r *Reconciler) needs(svc *spec.Service, st State) Needs {
 	n := NeedsFor(svc, st)
+	n.Analysis = AnalysisDue(svc, st, r.now())
 	if st.Transition != nil {
 		return n
 	}
@@ -180,6 +186,7 @@ func (s *Status) planned(p Plan) {
 	s.Drift = p.Drift
 	s.InSync = p.InSync
 	s.Transition = p.Next.Transition
+	s.Smoke = shownSmoke(p.Next)
 	s.Phase = p.Phase
 	if p.Step != nil {
 		s.Step = p.Step.Describe

@@ -1,8 +1,11 @@
 package reconcile_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,4 +100,64 @@ type watching struct{ *lagging }
 func (watching) Watch(ctx context.Context, _ spec.NacosRef, _ func()) error {
 	<-ctx.Done()
 	return nil
+}
+
+// A service waiting for its dependencies (after:) is woken by the end of a
+// dependency's pass, the only thing that changes what it waits for, not by
+// a sample interval: here the wait's own time (DependencyBackstop) is never
+// reached before the test's deadline.
+func TestAWaitForADependencyIsEndedByTheDependencysPass(t *testing.T) {
+	gateway, user, e := afterPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), reconcile.DependencyBackstop/2)
+	defer cancel()
+	revs := map[string]string{"gateway": "r1", "user-service": "r2"}
+	var mu sync.Mutex
+	svcs := map[string]*spec.Service{"gateway": gateway, "user-service": user}
+	passes := make(chan string, 100)
+	q := reconcile.NewQueue()
+	w := &reconcile.Worker{
+		Queue: q, Reconciler: e.rec, Concurrency: 2, Resync: time.Hour,
+		Desired: func(name string) (reconcile.Target, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			return reconcile.Target{Service: svcs[name], Revision: reconcile.Revision{Hash: revs[name]}}, true
+		},
+		OnPass: func(name string, class reconcile.Class, _ time.Duration) {
+			select {
+			case passes <- fmt.Sprintf("%s %s", name, cmp.Or(class, "none")):
+			default: // the transition's later passes are not looked at
+			}
+		},
+	}
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	next := func() string {
+		select {
+		case p := <-passes:
+			return p
+		case <-ctx.Done():
+			t.Fatal("no pass before the deadline")
+			return ""
+		}
+	}
+	q.Add("gateway")
+	require.Equal(t, "gateway none", next()) // in sync at r1
+	require.Equal(t, "gateway none", next()) // the live state adopted as applied: once more
+	// user-service at r2 (a change) waits: its dependency is at r1.
+	user2 := *user
+	user2.Active, user2.Version = spec.GroupB, "1.1.0"
+	mu.Lock()
+	svcs["user-service"] = &user2
+	mu.Unlock()
+	q.Add("user-service")
+	require.Equal(t, "user-service waiting", next())
+	// The gateway reaches r2 with nothing to change: its pass wakes user-service.
+	mu.Lock()
+	revs["gateway"] = "r2"
+	mu.Unlock()
+	q.Add("gateway")
+	require.Equal(t, "gateway none", next())
+	require.Equal(t, "user-service none", next(), "user-service starts its transition (a step was applied)")
+	cancel()
+	<-done
 }

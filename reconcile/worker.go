@@ -251,6 +251,11 @@ func (w *Worker) process(ctx context.Context, log *slog.Logger, key string) {
 	if ctx.Err() != nil {
 		return
 	}
+	// Services that wait for this one (after:) look again now that its
+	// status changed.
+	for _, k := range w.Reconciler.takeWaiting(key) {
+		w.Queue.Add(k)
+	}
 	switch class {
 	case ClassNone:
 		w.failures.Delete(key)

@@ -19,7 +19,7 @@ import (
 )
 
 // The kill schedule: at least killsPerPhase SIGKILLs in each phase of a
-// transition (7 phases: 56 kills), each at a random moment of the phase.
+// transition (8 phases: 64 kills), each at a random moment of the phase.
 const (
 	killsPerPhase = 8
 	// seedEnv replays a kill schedule; killsEnv asks for more kills per
@@ -35,20 +35,24 @@ const (
 var killJitter = map[reconcile.Phase]time.Duration{
 	reconcile.PhasePrepare: 300 * time.Millisecond, // the deploy: ~450ms
 	reconcile.PhaseVerify:  300 * time.Millisecond, // the warm-up: 500ms
-	reconcile.PhaseEnable:  300 * time.Millisecond, // the push delay: 500ms
-	reconcile.PhaseShift:   700 * time.Millisecond, // raise (an ALB job: 300ms; SLB: at once), the LB's 2 checks (~200ms), lower
-	reconcile.PhaseDisable: 300 * time.Millisecond,
-	reconcile.PhaseDrain:   800 * time.Millisecond, // propagation 1s, then quiet
-	reconcile.PhaseWatch:   700 * time.Millisecond, // verify.window 1s
+	// The preview route (both services have one): raise, the LB's 2 checks, lower, as in the shift.
+	reconcile.PhasePreviewRoute: 700 * time.Millisecond,
+	reconcile.PhaseSmoke:        150 * time.Millisecond, // web's smoke checks: /echo?delay=200ms on every instance at once
+	reconcile.PhaseEnable:       300 * time.Millisecond, // the push delay: 500ms
+	reconcile.PhaseShift:        700 * time.Millisecond, // raise (an ALB job: 300ms; SLB: at once), the LB's 2 checks (~200ms), lower
+	reconcile.PhaseDisable:      300 * time.Millisecond,
+	reconcile.PhaseDrain:        800 * time.Millisecond, // propagation 1s, then quiet
+	reconcile.PhaseWatch:        700 * time.Millisecond, // verify.window 1s
 }
 
 // crashPhases are the phases kills aim at. prepare counts only while a
 // deploy is in progress.
-var crashPhases = []reconcile.Phase{reconcile.PhasePrepare, reconcile.PhaseVerify, reconcile.PhaseEnable,
+var crashPhases = []reconcile.Phase{reconcile.PhasePrepare, reconcile.PhaseVerify, reconcile.PhasePreviewRoute, reconcile.PhaseSmoke, reconcile.PhaseEnable,
 	reconcile.PhaseShift, reconcile.PhaseDisable, reconcile.PhaseDrain, reconcile.PhaseWatch}
 
 // TestSIGKILLAtEveryPhaseBreaksNoInvariantAndDeploysNoGroupTwice runs two
-// services (one behind ALB, one behind SLB, both in Nacos) through releases
+// services (one behind ALB, one behind SLB, both in Nacos, each with a
+// preview route, whose binding the monitor checks like the others) through releases
 // and reverts back to back, while the `tandem run` process is killed with
 // SIGKILL at random moments of every phase and restarted at once. A monitor
 // samples the live state throughout and checks invariants 1-4; at the end
@@ -72,7 +76,7 @@ func TestSIGKILLAtEveryPhaseBreaksNoInvariantAndDeploysNoGroupTwice(t *testing.T
 	}
 	services := []string{"web", "api"}
 	e := newEnv(t, envOptions{
-		services: []stage.Service{{Name: "web", LB: spec.KindALB, Nacos: true}, {Name: "api", LB: spec.KindSLB, Nacos: true}},
+		services: []stage.Service{{Name: "web", LB: spec.KindALB, Nacos: true, Preview: true, Gates: webSmoke}, {Name: "api", LB: spec.KindSLB, Nacos: true, Preview: true}},
 		timing: stage.Timing{Propagation: time.Second, Quiet: 100 * time.Millisecond, VerifyWindow: time.Second,
 			HealthDeadline: 20 * time.Second, DeployTimeout: 10 * time.Second, DrainTimeout: 15 * time.Second},
 		warmUp: 500 * time.Millisecond,
@@ -173,6 +177,14 @@ func TestSIGKILLAtEveryPhaseBreaksNoInvariantAndDeploysNoGroupTwice(t *testing.T
 	requireUnnoticed(t, "api (SLB)", api.Stop())
 	e.daemon.stop()
 }
+
+// webSmoke are web's smoke tests in the SIGKILL suite: slow enough to be
+// killed during (a restart runs them again), harmless to repeat.
+const webSmoke = `smoke:
+  http:
+    - {name: echo, method: POST, path: "/echo?delay=200ms", body: smoke, expect: {status: [200], bodyContains: smoke}}
+    - {name: version, path: /version, expect: {bodyContains: '"version"'}}
+`
 
 // transition is one commit a driver made and how it ended.
 type transition struct {

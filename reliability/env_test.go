@@ -27,6 +27,7 @@ type envOptions struct {
 	nacosPassword  spec.Secret
 	deployTokenEnv string
 	nacosMetadata  map[string]string // added to every app's registration
+	prometheusURL  string            // a Prometheus for analysis gates ("" none)
 	// config edits the daemon's configuration before it is written.
 	config func(*stage.Stage, *spec.Config)
 }
@@ -54,7 +55,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	deploys := startDeploySystem(t, o.warmUp)
 	s, err := stage.Start(t.Context(), stage.Options{Dir: dir, Services: o.services, Timing: o.timing, Manual: true,
 		DeployURL: deploys.url, DeployTokenEnv: o.deployTokenEnv, NacosPassword: o.nacosPassword, NacosMetadata: o.nacosMetadata,
-		Log: slog.New(slog.NewTextHandler(testkit.LogWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		PrometheusURL: o.prometheusURL, Log: slog.New(slog.NewTextHandler(testkit.LogWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		deploys.close()
 	}

@@ -7,7 +7,7 @@
 // internal/stage that outlives it: the Alibaba ALB/SLB emulator and its
 // data plane, the Nacos emulator, the demo fleets, a Git repository, and the
 // test's own deploy system. A monitor samples that environment continuously
-// and checks invariants 1-4 of design §5 at every sample.
+// and checks invariants 1-4 of the README ("The transition") at every sample.
 package reliability_test
 
 import (

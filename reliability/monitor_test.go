@@ -21,7 +21,7 @@ const sampleInterval = 5 * time.Millisecond
 // monitor samples the live state of the environment continuously, straight
 // from the systems (the Alibaba emulator's weights, the Nacos emulator's
 // enabled flags, the apps' health and versions), and checks invariants 1-4
-// of design §5 at every sample:
+// of the README ("The transition") at every sample:
 //
 //  1. every binding has weight on a healthy instance that the load
 //     balancer itself reports healthy (the emulator's own health checks:

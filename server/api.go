@@ -68,8 +68,9 @@ type SuspendRequest struct {
 // ActionResult is the answer of an accepted action.
 type ActionResult struct {
 	Service string `json:"service"`
-	Action  string `json:"action"` // sync, suspend or resume
+	Action  string `json:"action"` // sync, suspend, resume, promote or abort
 	Retry   bool   `json:"retry,omitempty"`
+	By      string `json:"by,omitempty"` // promote, abort: who, as the audit trail records it
 }
 
 // ErrorBody is the answer of a refused or failed request.
@@ -192,6 +193,8 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request, res ActionResult, d
 	switch {
 	case errors.Is(err, ErrNotFound):
 		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, ErrNotPaused):
+		writeError(w, http.StatusConflict, err)
 	case err != nil:
 		s.log.Error("action failed", "target", res.Service, "action", res.Action, "error", err)
 		writeError(w, http.StatusInternalServerError, err)

@@ -12,8 +12,8 @@ import (
 )
 
 // BenchmarkServicesList measures GET /api/v1/services over loopback with
-// 1,000 services (the scale target of design §8) and reports the size of
-// the answer: go test -run - -bench ServicesList ./server
+// 1,000 services (the scale target in README, "Benchmarks") and reports the
+// size of the answer: go test -run - -bench ServicesList ./server
 func BenchmarkServicesList(b *testing.B) {
 	e := start(b, server.Options{})
 	base := fixtures()

@@ -74,9 +74,19 @@ func printTable(w io.Writer, list ServiceList) error {
 				notes = append(notes, fmt.Sprintf("%s: Stalled (%s): %s", s.Service, c.Reason, c.Message))
 			}
 		}
+		for _, r := range s.Preview {
+			notes = append(notes, fmt.Sprintf("%s: preview route %s carries group %s", s.Service, r.Binding, r.Group))
+		}
 		for _, d := range s.Drift {
 			notes = append(notes, fmt.Sprintf("%s: drift: %s", s.Service, d))
 		}
+		if n := analysisNote(s); n != "" {
+			notes = append(notes, n)
+		}
+		if n := approvalNote(s, list.Time); n != "" {
+			notes = append(notes, n)
+		}
+		notes = append(notes, smokeNotes(s)...)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -47,6 +47,7 @@ type serviceView struct {
 	Drift       []string          `json:"drift"`
 	DriftMarkup int               `json:"driftMarkup"` // elements inside the drift list items: must be 0
 	Revision    string            `json:"revision"`
+	Analysis    []string          `json:"analysis"` // query counts value detail; nil without an analysis
 }
 
 type eventView struct {
@@ -72,7 +73,8 @@ const readPage = `(() => {
       bindings: all(a, "[data-binding]").map((b) =>
         b.dataset.binding + " A=" + txt(b, "[data-field=weight-A]") + " B=" + txt(b, "[data-field=weight-B]") +
         " sums=" + b.dataset.weightA + "/" + b.dataset.weightB +
-        " bar=" + all(b, ".seg").map((s) => s.textContent).join(",")),
+        " bar=" + all(b, ".seg").map((s) => s.textContent).join(",") +
+        (b.dataset.preview ? " preview=" + b.dataset.preview + " (" + txt(b, "[data-field=preview]") + ")" : "")),
       transition: txt(a, "[data-field=transition]"),
       phase: txt(a, "[data-field=phase]"),
       elapsed: txt(a, "[data-field=elapsed]"),
@@ -83,6 +85,10 @@ const readPage = `(() => {
       drift: all(a, "[data-field=drift] li").map((li) => li.textContent),
       driftMarkup: all(a, "[data-field=drift] li *").length,
       revision: txt(a, "[data-field=revision]"),
+      analysis: (() => {
+        const rows = all(a, "[data-field=analysis] tr[data-query]");
+        return rows.length ? rows.map((r) => [r.dataset.query, txt(r, "[data-field=counts]"), txt(r, "[data-field=value]"), txt(r, "[data-field=detail]")].join(" | ")) : null;
+      })(),
     })),
     events: all(document, "#events li").map((li) => ({
       text: li.dataset.reason + " " + (li.dataset.service || "-") + ": " + txt(li, ".msg"),
@@ -136,8 +142,9 @@ func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
 
 	require.Equal(t, serviceView{
 		Name: "gateway", State: "READY", Desired: "A @ 1.8.0", Live: "A",
-		Groups:     map[string]string{"A": "1.8.0 | SERVING | no registry", "B": "1.7.9 | idle | no registry"},
-		Bindings:   []string{"slb:prod-hz/lb-bp1gateway/rsp-bp1gateway A=100 B=0 sums=200/0 bar=A 100%"},
+		Groups: map[string]string{"A": "1.8.0 | SERVING | no registry", "B": "1.7.9 | idle | no registry"},
+		Bindings: []string{"slb:prod-hz/lb-bp1gateway/rsp-bp1gateway A=100 B=0 sums=200/0 bar=A 100%",
+			"slb:prod-hz/lb-bp1gateway/rsp-bp1gwpreview A=100 B=0 sums=200/0 bar=A 100% preview=A (preview route → A)"},
 		Transition: "no transition",
 		Conditions: []string{"Ready=True InSync cond c-true-good", "Reconciling=False Idle cond c-quiet", "Stalled=False None cond c-quiet"},
 		Drift:      []string{}, Revision: "desired 9f8e7d6 by Li Wei — “gateway: release 1.8.0” · applied same",
@@ -171,6 +178,10 @@ func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
 		Transition: "release 2.4.1: group A → group B", Phase: ptr("drain"), Evidence: ptr(evidence),
 		Conditions: []string{"Ready=False Progressing cond c-false-bad", "Reconciling=True Draining cond c-true-busy", "Stalled=False None cond c-quiet"},
 		Drift:      []string{}, Revision: "desired 1a2b3c4 by Zhang Min — “user-service: release 2.4.1” · applied 0c0ffee",
+		Analysis: []string{
+			"error-rate | 3 ok · 0 failed · 0 inconclusive | 0.002 | successful",
+			"p99-latency | 2 ok · 0 failed · 1 inconclusive | NaN | inconclusive: the value is NaN (e.g. 0/0: no requests in the range)",
+		},
 	}, us)
 	require.NotNil(t, elapsed)
 	require.GreaterOrEqual(t, parseElapsed(t, *elapsed), 42*time.Second, "elapsed in phase is measured by the server's clock")
@@ -323,4 +334,40 @@ func TestDashboardBehindAReadToken(t *testing.T) {
 func jsString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// TestDashboardPromotesAPausedRelease: a release paused at its approval
+// gate shows since when, until when, who may decide, and Promote and Abort
+// buttons (only there), which call the API with the token typed.
+func TestDashboardPromotesAPausedRelease(t *testing.T) {
+	e := start(t, server.Options{Token: token})
+	e.pause("gateway", "gateway-1")
+	b := startBrowser(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	require.NoError(t, b.navigate(ctx, e.url+"/"))
+	b.waitFor(ctx, t, "the paused release", `(() => { const a = document.querySelector('article[data-service="gateway"]');
+		return a && a.querySelector("[data-field=state]").textContent === "PAUSED FOR APPROVAL"; })()`)
+	var view struct {
+		Buttons int    `json:"buttons"`
+		Pause   string `json:"pause"`
+	}
+	require.NoError(t, b.eval(ctx, `(() => ({ buttons: document.querySelectorAll("[data-action]").length,
+		pause: document.querySelector('article[data-service="gateway"] [data-field=approval-pause]').textContent }))()`, &view))
+	require.Equal(t, 2, view.Buttons, "Promote and Abort, on the paused service only")
+	require.Contains(t, view.Pause, "Paused since 2025-03-01T02:59:50.000Z")
+	require.Contains(t, view.Pause, "until 2025-03-01T04:00:00.000Z, then abort")
+
+	var ok bool
+	require.NoError(t, b.eval(ctx, `(() => { const a = document.querySelector('article[data-service="gateway"]');
+		const tok = a.querySelector("[data-field=approval-token]"); tok.value = `+jsString(token)+`;
+		tok.dispatchEvent(new Event("input")); a.querySelector("[data-action=promote]").click(); return true; })()`, &ok))
+	b.waitFor(ctx, t, "the answer", `(() => { const r = document.querySelector('article[data-service="gateway"] [data-field=approval-result]');
+		return r && r.textContent.startsWith("promote accepted"); })()`)
+	require.Equal(t, []decisionCall{{"promote", "gateway", "gateway-1", "dashboard (API token holder from 127.0.0.1)"}}, e.actions.decided())
+
+	e.status.set(fixtures()) // the pause is over: the buttons go
+	b.waitFor(ctx, t, "no buttons", `document.querySelectorAll("[data-action]").length === 0`)
+	require.Empty(t, b.pageErrors(), "the page threw or logged errors")
 }

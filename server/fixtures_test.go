@@ -77,7 +77,11 @@ func fixtures() []reconcile.Status {
 		Bindings: []reconcile.BindingLive{{
 			Binding:  spec.Binding{SLB: "prod-hz", LoadBalancer: "lb-bp1gateway", VServerGroup: "rsp-bp1gateway", Weight: 100},
 			Backends: backends(map[string]int{"i-bp1gwa01": 100, "i-bp1gwa02": 100, "i-bp1gwb01": 0, "i-bp1gwb02": 0}, -1),
+		}, {
+			Binding:  spec.Binding{SLB: "prod-hz", LoadBalancer: "lb-bp1gateway", VServerGroup: "rsp-bp1gwpreview", Weight: 100, Preview: true},
+			Backends: backends(map[string]int{"i-bp1gwa01": 100, "i-bp1gwa02": 100, "i-bp1gwb01": 0, "i-bp1gwb02": 0}, -1),
 		}},
+		Preview:    []reconcile.PreviewRoute{{Binding: "slb:prod-hz/lb-bp1gateway/rsp-bp1gwpreview", Group: reconcile.ActiveA}},
 		Summary:    "in sync: group A serves 1.8.0",
 		Conditions: conds(true, "InSync", "in sync: group A serves 1.8.0", false, "Idle", "", false, "None", ""),
 		LastPass:   t0.Add(-4 * time.Second), InSync: true,
@@ -117,6 +121,12 @@ func fixtures() []reconcile.Status {
 			},
 			Deploy: reconcile.DeployProgress{Started: true, StartedAt: t0.Add(-3 * time.Minute), Done: true}, Served: true,
 			Drain: reconcile.DrainProgress{Signaled: true},
+			Analysis: &reconcile.AnalysisProgress{Phase: reconcile.PhaseAnalysis, LastAt: t0.Add(-70 * time.Second), Measurements: 3,
+				Queries: []reconcile.QueryProgress{
+					{Name: "error-rate", Successful: 3, Last: reconcile.MeasurementSuccessful, Value: "0.002"},
+					{Name: "p99-latency", Successful: 2, Inconclusive: 1, Last: reconcile.MeasurementInconclusive, Value: "NaN",
+						Detail: "the value is NaN (e.g. 0/0: no requests in the range)"},
+				}},
 		},
 		Summary: "release 2.4.1: group A -> group B, phase drain",
 		Message: evidence, Evidence: evidence,
@@ -224,6 +234,9 @@ type fakeActions struct {
 	mu    sync.Mutex
 	calls []call
 	err   error // returned for known services when set
+
+	paused    map[string]string // service -> its transition paused for approval
+	decisions []decisionCall
 }
 
 func (f *fakeActions) do(action, service string, flag bool) error {
@@ -244,6 +257,38 @@ func (f *fakeActions) Sync(_ context.Context, service string, retry bool) error 
 
 func (f *fakeActions) Suspend(_ context.Context, service string, suspend bool) error {
 	return f.do("suspend", service, suspend)
+}
+
+// decisionCall is a Promote or Abort the fake was asked for.
+type decisionCall struct {
+	Action, Service, Transition, By string
+}
+
+// decide records a decision when paused names service's paused transition.
+func (f *fakeActions) decide(action, service, transition, by string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	paused, ok := f.paused[service]
+	if !ok || (transition != "" && transition != paused) {
+		return fmt.Errorf("%s %s: %w", action, service, server.ErrNotPaused)
+	}
+	delete(f.paused, service) // decided: the pause is over
+	f.decisions = append(f.decisions, decisionCall{action, service, transition, by})
+	return f.err
+}
+
+func (f *fakeActions) Promote(_ context.Context, service, transition, by string) error {
+	return f.decide("promote", service, transition, by)
+}
+
+func (f *fakeActions) Abort(_ context.Context, service, transition, by string) error {
+	return f.decide("abort", service, transition, by)
+}
+
+func (f *fakeActions) decided() []decisionCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.decisions)
 }
 
 func (f *fakeActions) recorded() []call {

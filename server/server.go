@@ -1,13 +1,16 @@
 // Package server is Tandem's HTTP face: health and readiness probes,
 // Prometheus metrics, the JSON status and events API, the actions an
-// operator may take (sync, suspend), the Git webhook, and the embedded
-// dashboard, which follows the daemon live over Server-Sent Events.
+// operator may take (sync, suspend, promote and abort a release paused for
+// approval), the signed approval links of chat messages, the Git webhook,
+// and the embedded dashboard, which follows the daemon live over
+// Server-Sent Events.
 //
 // Reads are open unless a read token is configured; then the API's GETs,
 // the stream and the dashboard need it (or the write token, or the session
 // cookie the dashboard's login form sets). Mutating endpoints (POST)
-// require `Authorization: Bearer <token>` when a token is configured, and
-// refuse cross-origin browser requests in any case. Requests naming a host
+// require `Authorization: Bearer <token>` when a token is configured (an
+// approval link's POST its signature instead), and refuse cross-origin
+// browser requests in any case. Requests naming a host
 // that is not allowed are refused (DNS rebinding), streams are limited in
 // number, and every answer is redacted. docs/security.md has the
 // policy, docs/api.md the JSON shapes.
@@ -29,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tandemhq/tandem/events"
+	"github.com/tandemhq/tandem/internal/approvallink"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/redact"
 	"github.com/tandemhq/tandem/spec"
@@ -48,11 +52,22 @@ type Actions interface {
 	Sync(ctx context.Context, service string, retry bool) error
 	// Suspend stops (true) or resumes (false) acting on a service.
 	Suspend(ctx context.Context, service string, suspend bool) error
+	// Promote and Abort end the approval pause of a service's release
+	// (gates.approval): transition names the paused transition ("" for
+	// whichever is paused), by who asked, for the audit trail. They return
+	// ErrNotPaused (wrapped) when nothing, or another transition, is paused.
+	Promote(ctx context.Context, service, transition, by string) error
+	Abort(ctx context.Context, service, transition, by string) error
 }
 
 // ErrNotFound is what Actions return (wrapped) for a service that is not in
 // the desired state; the API answers 404.
 var ErrNotFound = errors.New("no such service in the desired state")
+
+// ErrNotPaused is what Promote and Abort return (wrapped) when the service
+// has no release paused for approval, or not the one named; the API
+// answers 409.
+var ErrNotPaused = errors.New("no release of this service is paused for approval")
 
 // Options configure a Server. Status, Events and Actions are required.
 type Options struct {
@@ -85,6 +100,9 @@ type Options struct {
 	// Source is the desired-state source, shown as the services list's
 	// `source` (nil: not shown).
 	Source interface{ Current() gitsource.Status }
+	// Links checks the signed promote/abort links of approval pauses (nil:
+	// api.linkKeyEnv is not set, and links are not served).
+	Links *approvallink.Signer
 	// Ready reports whether the daemon is ready (nil: always).
 	Ready func() error
 	Log   *slog.Logger
@@ -97,6 +115,7 @@ type Server struct {
 	now     func() time.Time // for tests
 	tokens  *tokens
 	streams *streamSlots
+	nonces  usedNonces
 	// writeTimeout bounds each write of a stream (for tests).
 	writeTimeout time.Duration
 
@@ -127,6 +146,8 @@ func New(opts Options) *Server {
 //	GET  /healthz, /readyz, /metrics
 //	GET  /api/v1/services, /api/v1/services/{name}, /api/v1/events, /api/v1/stream
 //	POST /api/v1/services/{name}/sync[?retry=true], /api/v1/services/{name}/suspend
+//	POST /api/v1/services/{name}/promote, /api/v1/services/{name}/abort
+//	GET, POST /approval/{name}/{action} (signed links; approval.go)
 //	POST /hooks/git
 //	GET  / (the dashboard) and /static/
 //	POST /login (the dashboard's login form, with a read token)
@@ -151,6 +172,9 @@ func (s *Server) Handler() http.Handler {
 	}))
 	mux.Handle("POST /api/v1/services/{name}/sync", csrf.Handler(s.authorized(s.sync)))
 	mux.Handle("POST /api/v1/services/{name}/suspend", csrf.Handler(s.authorized(s.suspend)))
+	mux.Handle("POST /api/v1/services/{name}/promote", csrf.Handler(s.authorized(s.decision(spec.ApprovalPromote))))
+	mux.Handle("POST /api/v1/services/{name}/abort", csrf.Handler(s.authorized(s.decision(spec.ApprovalAbort))))
+	s.linkRoutes(mux, csrf)
 	if s.opts.GitWebhook != nil {
 		mux.Handle("POST /hooks/git", s.opts.GitWebhook)
 	}
@@ -223,7 +247,7 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	if s.opts.Token.Empty() {
-		s.log.Warn("api.tokenEnv is not set: sync and suspend are open to anyone who reaches the address", "address", ln.Addr().String())
+		s.log.Warn("api.tokenEnv is not set: sync, suspend, promote and abort are open to anyone who reaches the address", "address", ln.Addr().String())
 	}
 	if s.opts.ReadToken.Empty() {
 		s.log.Info("api.readTokenEnv is not set: status, events and the dashboard are open to anyone who reaches the address", "address", ln.Addr().String())

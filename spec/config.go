@@ -91,7 +91,17 @@ type APIConfig struct {
 	// shows besides each service's health.version.nacosMetadata; the values
 	// of other keys are shown as <redacted>.
 	MetadataKeys []string `yaml:"metadataKeys" json:"metadataKeys,omitempty"`
+
+	// Signed approval links (gates.approval): ExternalURL is where people
+	// reach this API (the links' base); LinkKeyEnv names the HMAC-SHA256
+	// key that signs them. Without both, chat messages carry no links.
+	ExternalURL string   `yaml:"externalURL" json:"externalURL,omitempty"`
+	LinkKeyEnv  string   `yaml:"linkKeyEnv" json:"linkKeyEnv,omitempty"`
+	LinkTTL     Duration `yaml:"linkTTL" json:"linkTTL"` // how long a link is valid (bounded by the gate's timeout)
 }
+
+// MinLinkKeyBytes is the shortest key api.linkKeyEnv may name.
+const MinLinkKeyBytes = 32
 
 // ReconcileConfig tunes the loop.
 type ReconcileConfig struct {
@@ -117,6 +127,8 @@ type Providers struct {
 	SLB     []AlibabaProvider `yaml:"slb" json:"slb,omitempty"`
 	Nacos   []NacosProvider   `yaml:"nacos" json:"nacos,omitempty"`
 	HAProxy []HAProxyProvider `yaml:"haproxy" json:"haproxy,omitempty"`
+	// Prometheus are the servers analysis gates query (gate_analysis.go).
+	Prometheus []PrometheusProvider `yaml:"prometheus" json:"prometheus,omitempty"`
 	// Ext holds the provider instances of registered load-balancer kinds
 	// (RegisterLBKind), by kind, written in YAML like the built-in ones.
 	Ext map[string][]ProviderConfig `yaml:"-" json:"ext,omitempty"`
@@ -387,6 +399,7 @@ func (c *Config) Default() {
 	setDefault(&c.StateDir, "/var/lib/tandem")
 	setDefault(&c.Listen, "127.0.0.1:8080")
 	setDefault(&c.API.MaxStreams, 32)
+	setDefault(&c.API.LinkTTL, Duration(time.Hour))
 	setDefault(&c.Reconcile.Interval, Duration(30*time.Second))
 	setDefault(&c.Reconcile.Concurrency, 4)
 	setDefault(&c.Drift.Mode, DriftAlert)
@@ -400,6 +413,9 @@ func (c *Config) Default() {
 	}
 	for i := range c.Providers.Nacos {
 		c.Providers.Nacos[i].Default()
+	}
+	for i := range c.Providers.Prometheus {
+		c.Providers.Prometheus[i].Default()
 	}
 	c.Policy.Default()
 	if c.HA != nil {
@@ -462,6 +478,7 @@ func (c *Config) Validate() Problems {
 			bad(fmt.Sprintf("api.allowedHosts[%d]", i), "must be a host name without scheme or port (e.g. tandem.internal), or \"*\", got %q", h)
 		}
 	}
+	c.validateLinks(bad)
 	if c.API.MaxStreams < 1 || c.API.MaxStreams > 10000 {
 		bad("api.maxStreams", "must be from 1 to 10000, got %d", c.API.MaxStreams)
 	}
@@ -506,6 +523,10 @@ func (c *Config) Validate() Problems {
 	for i, p := range c.Providers.Nacos {
 		unique(KindNacos, i, p.Name)
 		p.Validate(fmt.Sprintf("providers.nacos[%d]", i), bad)
+	}
+	for i, p := range c.Providers.Prometheus {
+		unique("prometheus", i, p.Name)
+		p.Validate(fmt.Sprintf("providers.prometheus[%d]", i), bad)
 	}
 	for i, n := range c.Notify {
 		base := fmt.Sprintf("notify[%d]", i)

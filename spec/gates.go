@@ -8,12 +8,3 @@ type Gates struct {
 	Analysis *AnalysisGate `yaml:"analysis" json:"analysis,omitempty"`
 	Approval *ApprovalGate `yaml:"approval" json:"approval,omitempty"`
 }
-
-// SmokeGate: see gate_smoke.go (being written).
-type SmokeGate struct{}
-
-// AnalysisGate: see gate_analysis.go (being written).
-type AnalysisGate struct{}
-
-// ApprovalGate: see gate_approval.go (being written).
-type ApprovalGate struct{}

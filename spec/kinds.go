@@ -46,6 +46,13 @@ type LBKind struct {
 	// Check reports problems of a binding beyond required and foreign
 	// fields and the weight; nil: none.
 	Check func(b Binding, bad func(field, format string, args ...any))
+	// PreviewClash returns why preview binding p, whose key differs from
+	// that of main binding m, would still receive m's traffic (e.g. an SLB
+	// listener shared with m), "" when it has a route of its own; nil: the
+	// binding keys alone tell (ALB: the server group; HAProxy: the
+	// backend). A preview route that shares the main route is no preview:
+	// moving it would move main traffic.
+	PreviewClash func(p, m Binding) string
 	// Unconfirmed returns a warning when the load balancer's own health
 	// checks cannot confirm a shift on b; nil: never.
 	Unconfirmed func(b Binding) string
@@ -120,6 +127,15 @@ func init() {
 				if b.ListenerPort < 0 || b.ListenerPort > 65535 {
 					bad("listenerPort", "must be 1..65535")
 				}
+			},
+			PreviewClash: func(p, m Binding) string {
+				if p.SLB != m.SLB || p.LoadBalancer != m.LoadBalancer {
+					return ""
+				}
+				if p.ListenerPort != 0 && p.ListenerPort == m.ListenerPort {
+					return fmt.Sprintf("listenerPort %d is the listener of main binding %s; a preview route needs a listener of its own (a test listener that forwards to %s)", p.ListenerPort, m.Key(), valueOr(p.VServerGroup, "default"))
+				}
+				return ""
 			},
 			Unconfirmed: func(b Binding) string {
 				if b.ListenerPort != 0 {

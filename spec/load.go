@@ -216,6 +216,14 @@ func (s *Set) validate(cfg *Config) Problems {
 					"no %s provider named %q in %s", k, b.Provider(), cfg.fileName()))
 			}
 		}
+		if a := svc.Gates.Analysis; a != nil {
+			// The server is resolved here, so that the daemon finds it by name.
+			if p, err := cfg.prometheusFor(a.Prometheus); err != nil {
+				ps = append(ps, svc.Problem("gates.analysis.prometheus", "%v", err))
+			} else {
+				a.Prometheus = p.Name
+			}
+		}
 		if svc.Registry == nil || svc.Registry.Nacos == nil || svc.Registry.Nacos.Provider == "" {
 			continue
 		}

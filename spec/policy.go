@@ -23,12 +23,13 @@ type Policy struct {
 	SpecEnv SpecEnvPolicy `yaml:"specEnv" json:"specEnv"`
 }
 
-// HookPolicy bounds deploy.exec hooks.
+// HookPolicy bounds exec hooks: deploy.exec and gates.smoke.exec.
 type HookPolicy struct {
-	// Commands are the deploy.exec[0] a service may run: exact strings or
-	// path.Match globs (/opt/deploy/*.sh; * does not cross /). Empty: exec
-	// hooks are refused, because a command chosen in Git runs as the
-	// daemon's user and could read its environment and files.
+	// Commands are the deploy.exec[0] and gates.smoke.exec.command[0] a
+	// service may run: exact strings or path.Match globs (/opt/deploy/*.sh;
+	// * does not cross /). Empty: exec hooks are refused, because a command
+	// chosen in Git runs as the daemon's user and could read its
+	// environment and files.
 	Commands []string `yaml:"commands" json:"commands,omitempty"`
 	// Env are the daemon's environment variables (names or globs) hooks
 	// receive besides PATH, HOME, LANG and TZ. A variable that a *Env field
@@ -233,12 +234,19 @@ func (c *Config) policyRef(field string) string {
 func (c *Config) checkPolicy(svc *Service) Problems {
 	var ps Problems
 	bad := func(path, format string, args ...any) { ps = append(ps, svc.Problem(path, format, args...)) }
-	if d := svc.Deploy; len(d.Exec) > 0 && d.Exec[0] != "" && !c.Policy.Hooks.CommandAllowed(d.Exec[0]) {
-		if len(c.Policy.Hooks.Commands) == 0 {
-			bad("deploy.exec[0]", "%q may not run: exec hooks are refused until %s lists the commands the daemon may run for Git", d.Exec[0], c.policyRef("policy.hooks.commands"))
-		} else {
-			bad("deploy.exec[0]", "%q is not one of the commands %s allows", d.Exec[0], c.policyRef("policy.hooks.commands"))
+	hook := func(field string, argv []string) {
+		if len(argv) == 0 || argv[0] == "" || c.Policy.Hooks.CommandAllowed(argv[0]) {
+			return
 		}
+		if len(c.Policy.Hooks.Commands) == 0 {
+			bad(field, "%q may not run: exec hooks are refused until %s lists the commands the daemon may run for Git", argv[0], c.policyRef("policy.hooks.commands"))
+		} else {
+			bad(field, "%q is not one of the commands %s allows", argv[0], c.policyRef("policy.hooks.commands"))
+		}
+	}
+	hook("deploy.exec[0]", svc.Deploy.Exec)
+	if g := svc.Gates.Smoke; g != nil && g.Exec != nil {
+		hook("gates.smoke.exec.command[0]", g.Exec.Command)
 	}
 	if h := svc.Deploy.HTTP; h != nil {
 		if h.TokenEnv != "" && !c.SpecEnvAllowed(h.TokenEnv) {

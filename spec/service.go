@@ -68,6 +68,8 @@ func (s *Service) Default() {
 	setDefault(&s.Verify.Window, Duration(DefaultVerifyWindow))
 	setDefault(&s.Verify.FailureThreshold, DefaultFailureThreshold)
 	setDefault(&s.Verify.LBHealthTimeout, Duration(DefaultLBHealthTimeout))
+	s.Gates.Analysis.defaults()
+	s.Gates.Smoke.defaults()
 }
 
 // Validate checks one service on its own; cross-service and cross-config
@@ -147,6 +149,7 @@ func (s *Service) Validate() Problems {
 			seenBinding[b.Key()] = i
 		}
 	}
+	validatePreview(s.Traffic, bad)
 
 	if s.Registry != nil {
 		switch n := s.Registry.Nacos; {
@@ -213,6 +216,9 @@ func (s *Service) Validate() Problems {
 	}
 	s.validatePresets(bad)
 	s.validateRollout(bad)
+	s.Gates.Analysis.validate(bad)
+	s.validateApproval(bad)
+	s.Gates.Smoke.validate(bad)
 	if s.Verify.FailureThreshold < 1 {
 		bad("verify.failureThreshold", "must be at least 1")
 	}
@@ -225,4 +231,42 @@ func (s *Service) Validate() Problems {
 		}
 	}
 	return ps
+}
+
+// validatePreview checks the preview bindings: the service has a main
+// binding, and no preview binding shares the route of a main one (a binding
+// key used twice is refused with the other duplicates; beyond that, what
+// the kind's PreviewClash finds). A service may have several
+// preview bindings, e.g. one per load balancer.
+func validatePreview(traffic []Binding, bad func(path, format string, args ...any)) {
+	main := 0
+	for _, b := range traffic {
+		if !b.Preview {
+			main++
+		}
+	}
+	for i, b := range traffic {
+		if !b.Preview {
+			continue
+		}
+		p := "traffic[" + strconv.Itoa(i) + "].preview"
+		if main == 0 {
+			bad(p, "a preview binding needs a main binding (one without preview) for the service's traffic")
+			return
+		}
+		k, ok := b.LBKind()
+		if !ok {
+			continue
+		}
+		for j, m := range traffic {
+			if m.Preview || m.Kind() != k.Name {
+				continue
+			}
+			if k.PreviewClash != nil && m.Key() != b.Key() { // the same key is refused above
+				if why := k.PreviewClash(b, m); why != "" {
+					bad(p, "%s (traffic[%d])", why, j)
+				}
+			}
+		}
+	}
 }

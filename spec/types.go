@@ -174,6 +174,16 @@ type Binding struct {
 
 	// Weight is what each instance of the active group gets (default 100).
 	Weight int `yaml:"weight" json:"weight"`
+
+	// Preview marks the binding as a preview route: a server group,
+	// vserver group or backend that users reach through a route of their
+	// own (a header or cookie forwarding rule, a test listener, an ACL),
+	// not the service's main traffic. During a release it carries the
+	// target group from the preview phase on, so the new version can be
+	// tried through the real load balancer before the shift; otherwise it
+	// follows the serving group like the main bindings. See README
+	// "Preview route".
+	Preview bool `yaml:"preview" json:"preview,omitempty"`
 }
 
 // The built-in binding kinds, which are also provider kinds of the daemon

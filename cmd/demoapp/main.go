@@ -6,7 +6,7 @@
 // deregisters before it shuts down.
 //
 //	demoapp --listen 127.0.0.1:9001 --name a1 --group A --version 1.0.0 \
-//	        [--nacos-addr 127.0.0.1:8848 --nacos-service demo]
+//	        [--nacos-addr 127.0.0.1:8848 --nacos-service demo] [--fault 1.1.0=status:500@/echo]
 package main
 
 import (
@@ -44,6 +44,17 @@ func run(args []string) error {
 	fs.DurationVar(&o.DrainJitter, "drain-jitter", 0, "upper bound of the random delay before each WebSocket is closed on POST /drain (default 500ms)")
 	fs.DurationVar(&o.ShutdownDelay, "shutdown-delay", 0, "how long to keep serving with /healthz at 503 after SIGTERM")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 0, "bound of the graceful shutdown (default 10s)")
+	fs.Func("fault", "make a version misbehave while /healthz stays green: VERSION=status:CODE[@PATH] or VERSION=delay:DURATION[@PATH] (path default /echo; repeatable)", func(s string) error {
+		v, f, err := demoapp.ParseFault(s)
+		if err != nil {
+			return err
+		}
+		if o.Faults == nil {
+			o.Faults = map[string]demoapp.Fault{}
+		}
+		o.Faults[v] = f
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -16,11 +16,11 @@ import (
 )
 
 // registerNacos registers the app in the Nacos server at addr (host:port of
-// its HTTP API; the SDK speaks gRPC on port+1000) as an ephemeral instance
-// of service in DEFAULT_GROUP, with metadata version and group, through the
+// its HTTP API; the SDK speaks gRPC on port+1000) as an ephemeral instance of
+// service in DEFAULT_GROUP, with metadata version and group, through the
 // official SDK. An ephemeral instance belongs to the SDK's gRPC connection
-// (reference nacos.md §1-2): the returned function deregisters it and closes
-// the connection. providers/nacos may replace this once it lands.
+// (Nacos AbstractClient.publishers): the returned function deregisters it and
+// closes the connection. providers/nacos may replace this once it lands.
 func registerNacos(addr, service, ip string, port int, o demoapp.Options, log *slog.Logger) (func(), error) {
 	if parsed := net.ParseIP(ip); parsed == nil || parsed.IsUnspecified() {
 		return nil, fmt.Errorf("registering in nacos: --listen must name the IP consumers reach, got %q", ip)

@@ -63,7 +63,7 @@ zero-loss report. Then it keeps running, dashboard and traffic live, until Ctrl-
 // difference: user-service reports its version on GET /version, not in its
 // Nacos metadata. The Nacos provider writes the instance's metadata into
 // the operator override when it disables a group, and Nacos applies that
-// override over a re-registration for up to 60 s (reference nacos.md §1),
+// override over a re-registration for up to 60 s (docs/nacos-servers.md),
 // so after a redeploy the metadata would still show the old version.
 var demoServices = []stage.Service{
 	{Name: "gateway", LB: spec.KindSLB, Version: "1.8.0", Active: spec.GroupA,

@@ -8,10 +8,15 @@
 //	POST|GET /echo     echoes the request body; ?delay=300ms holds the request (at most 30s)
 //	GET      /ws       WebSocket echo of every message, in order
 //	GET      /version  {"version": ..., "name": ..., "group": ...}
+//	                   500 "broken build" with Options.BrokenEcho (a release that is healthy but
+//	                   serves errors: smoke tests catch it)
 //	GET      /healthz  200 "ok"; 503 once shutdown has begun (see Options.ShutdownDelay)
 //	                   or after SetHealthy(false)
 //	GET      /metrics  Prometheus text: tandem_demo_inflight_requests,
-//	                   tandem_demo_websockets_open, tandem_demo_requests_total
+//	                   tandem_demo_websockets_open, tandem_demo_requests_total,
+//	                   tandem_demo_http_requests_total{route,code,version,group} and
+//	                   tandem_demo_http_request_duration_seconds{route,version,group}
+//	                   (every HTTP route but /metrics and /ws; Prometheus adds instance)
 //	POST     /drain    closes every open WebSocket with 1001 after a random
 //	                   delay in [0, DrainJitter); new upgrades are still accepted
 //
@@ -27,6 +32,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +51,10 @@ const (
 	MetricInFlight   = "tandem_demo_inflight_requests"
 	MetricWebSockets = "tandem_demo_websockets_open"
 	MetricRequests   = "tandem_demo_requests_total"
+	// For metric analysis: responses by route and status code, and their
+	// latency, labelled with the app's version and group.
+	MetricHTTPRequests = "tandem_demo_http_requests_total"
+	MetricHTTPDuration = "tandem_demo_http_request_duration_seconds"
 )
 
 // Options configures one instance.
@@ -71,7 +82,21 @@ type Options struct {
 	// deregisters the app and runs first when the app stops, as Spring
 	// Cloud applications deregister at shutdown.
 	Register func(ctx context.Context, a *App) (deregister func(), err error)
-	Log      *slog.Logger
+	// BrokenEcho makes /echo answer 500 while /healthz and /version stay
+	// as they are: a bad build that passes every health check.
+	BrokenEcho bool
+	// Faults make some versions misbehave while /healthz stays green (a
+	// release that only metric analysis can catch), keyed by version: an
+	// instance restarted at another version by Fleet.Restart keeps the map.
+	Faults map[string]Fault
+	Log    *slog.Logger
+}
+
+// Fault is how one version misbehaves on one route.
+type Fault struct {
+	Path   string        // the route, e.g. /echo (default)
+	Status int           // answer this status (e.g. 500) instead of serving; 0: serve
+	Delay  time.Duration // hold every request this long first
 }
 
 // App is a running instance.
@@ -96,6 +121,8 @@ type App struct {
 	inFlight   prometheus.Gauge
 	webSockets prometheus.Gauge
 	requests   *prometheus.CounterVec
+	httpReqs   *prometheus.CounterVec
+	httpTime   *prometheus.HistogramVec
 	registry   *prometheus.Registry
 }
 
@@ -136,6 +163,15 @@ func Start(ctx context.Context, o Options) (*App, error) {
 		registry: prometheus.NewRegistry(),
 	}
 	a.registry.MustRegister(a.inFlight, a.webSockets, a.requests)
+	a.httpReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: MetricHTTPRequests, Help: "HTTP responses by route and status code.",
+	}, []string{"route", "code"})
+	a.httpTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: MetricHTTPDuration, Help: "Time to answer HTTP requests, by route.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"route"})
+	prometheus.WrapRegistererWith(prometheus.Labels{"version": o.Version, "group": o.Group}, a.registry).
+		MustRegister(a.httpReqs, a.httpTime)
 	if o.Register != nil {
 		// Connections wait in the listen backlog meanwhile.
 		dereg, err := o.Register(ctx, a)
@@ -262,12 +298,12 @@ func (a *App) serve(ctx context.Context, ln net.Listener) error {
 
 func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/echo", a.echo)
+	mux.Handle("/echo", a.instrument("/echo", a.echo))
 	mux.HandleFunc("GET /ws", a.ws)
-	mux.HandleFunc("GET /version", a.version)
-	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.Handle("GET /version", a.instrument("/version", a.version))
+	mux.Handle("GET /healthz", a.instrument("/healthz", a.healthz))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("POST /drain", a.drain)
+	mux.Handle("POST /drain", a.instrument("/drain", a.drain))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Backend", a.opts.Name)
 		w.Header().Set("X-Version", a.opts.Version)
@@ -299,6 +335,10 @@ func (a *App) echo(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
+	}
+	if a.opts.BrokenEcho {
+		http.Error(w, fmt.Sprintf("broken build %s: echo handler failed", a.opts.Version), http.StatusInternalServerError)
+		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxEchoBody))
 	if err != nil {
@@ -473,4 +513,86 @@ func (s *sockets) closeAll(code websocket.StatusCode) {
 		wg.Go(func() { _ = c.Close(code, "shutting down") })
 	}
 	wg.Wait()
+}
+
+// instrument counts and times route's responses, and applies the fault of
+// the app's version on it, if any.
+func (a *App) instrument(route string, h http.HandlerFunc) http.Handler {
+	f, faulty := a.opts.Faults[a.opts.Version]
+	if faulty && f.Path == "" {
+		f.Path = "/echo"
+	}
+	faulty = faulty && f.Path == route
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		if faulty && f.Delay > 0 && !sleep(r.Context(), f.Delay) {
+			return // the client went away
+		}
+		if faulty && f.Status != 0 {
+			http.Error(sw, fmt.Sprintf("fault injected for version %s", a.opts.Version), f.Status)
+		} else {
+			h(sw, r)
+		}
+		a.httpReqs.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		a.httpTime.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+// sleep waits d unless ctx ends first; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// statusWriter remembers the status code written.
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	wrote bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.code, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// ParseFault parses VERSION=status:CODE[@PATH] or VERSION=delay:DURATION[@PATH]
+// (the demoapp command's --fault).
+func ParseFault(s string) (version string, f Fault, err error) {
+	version, rest, ok := strings.Cut(s, "=")
+	if !ok || version == "" {
+		return "", Fault{}, fmt.Errorf("fault %q: want VERSION=status:CODE[@PATH] or VERSION=delay:DURATION[@PATH]", s)
+	}
+	rest, f.Path, _ = strings.Cut(rest, "@")
+	kind, arg, _ := strings.Cut(rest, ":")
+	switch kind {
+	case "status":
+		if f.Status, err = strconv.Atoi(arg); err != nil || f.Status < 100 || f.Status > 599 {
+			return "", Fault{}, fmt.Errorf("fault %q: status must be an HTTP status code, got %q", s, arg)
+		}
+	case "delay":
+		if f.Delay, err = time.ParseDuration(arg); err != nil || f.Delay <= 0 {
+			return "", Fault{}, fmt.Errorf("fault %q: delay must be a positive duration, got %q", s, arg)
+		}
+	default:
+		return "", Fault{}, fmt.Errorf("fault %q: want status:CODE or delay:DURATION after the version", s)
+	}
+	if f.Path != "" && !strings.HasPrefix(f.Path, "/") {
+		return "", Fault{}, fmt.Errorf("fault %q: the path must start with /", s)
+	}
+	return version, f, nil
 }

@@ -261,3 +261,44 @@ func TestAFailedRegistrationFailsStartAndFreesTheListener(t *testing.T) {
 	require.NoError(t, err, "the listener was closed")
 	require.NoError(t, ln2.Close())
 }
+
+func TestAFaultyVersionFailsOneRouteWithHealthGreenAndItsMetricsSayIt(t *testing.T) {
+	faults := map[string]demoapp.Fault{"2.0.0": {Status: 500}, "3.0.0": {Path: "/version", Delay: 50 * time.Millisecond}}
+	good := start(t, demoapp.Options{Name: "a1", Version: "1.0.0", Group: "A", Faults: faults})
+	bad := start(t, demoapp.Options{Name: "b1", Version: "2.0.0", Group: "B", Faults: faults})
+	slow := start(t, demoapp.Options{Name: "b2", Version: "3.0.0", Group: "B", Faults: faults})
+
+	resp, _ := get(t, "http://"+good.Addr()+"/echo")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	resp, body := get(t, "http://"+bad.Addr()+"/echo")
+	require.Equal(t, http.StatusInternalServerError, resp.StatusCode)
+	require.Contains(t, body, "fault injected for version 2.0.0")
+	resp, _ = get(t, "http://"+bad.Addr()+"/healthz")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "health stays green")
+	resp, _ = get(t, "http://"+slow.Addr()+"/echo")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the fault is on another route")
+	resp, _ = get(t, "http://"+slow.Addr()+"/version")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	_, metrics := get(t, "http://"+bad.Addr()+"/metrics")
+	require.Contains(t, metrics, `tandem_demo_http_requests_total{code="500",group="B",route="/echo",version="2.0.0"} 1`)
+	require.Contains(t, metrics, `tandem_demo_http_requests_total{code="200",group="B",route="/healthz",version="2.0.0"} 1`)
+	_, metrics = get(t, "http://"+slow.Addr()+"/metrics")
+	// The slow answer is in a bucket above 50ms and none below.
+	require.Contains(t, metrics, `tandem_demo_http_request_duration_seconds_bucket{group="B",route="/version",version="3.0.0",le="0.025"} 0`)
+	require.Contains(t, metrics, `tandem_demo_http_request_duration_seconds_count{group="B",route="/version",version="3.0.0"} 1`)
+}
+
+func TestFaultsParseFromTheCommandLine(t *testing.T) {
+	v, f, err := demoapp.ParseFault("2.0.0=status:503@/version")
+	require.NoError(t, err)
+	require.Equal(t, "2.0.0", v)
+	require.Equal(t, demoapp.Fault{Path: "/version", Status: 503}, f)
+	_, f, err = demoapp.ParseFault("2.0.0=delay:300ms")
+	require.NoError(t, err)
+	require.Equal(t, demoapp.Fault{Delay: 300 * time.Millisecond}, f)
+	for _, bad := range []string{"2.0.0", "=status:500", "2.0.0=status:abc", "2.0.0=status:42", "2.0.0=delay:-1s", "2.0.0=boom", "2.0.0=status:500@echo"} {
+		_, _, err := demoapp.ParseFault(bad)
+		require.Error(t, err, bad)
+	}
+}

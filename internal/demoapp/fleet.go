@@ -24,6 +24,8 @@ type Fleet struct {
 	mu   sync.Mutex
 	apps map[string]*App
 	jobs *DeployJobs
+	// broken are the versions whose apps answer /echo with 500 (BreakEcho).
+	broken map[string]bool
 }
 
 // NewFleet returns an empty fleet whose apps and deploy jobs live at most
@@ -91,6 +93,9 @@ func (f *Fleet) Restart(addrs []string, version string) error {
 			continue // it was not running
 		}
 		o.Version = version
+		f.mu.Lock()
+		o.BrokenEcho = f.broken[version]
+		f.mu.Unlock()
 		if _, err := f.Start(o); err != nil {
 			errs = append(errs, err)
 		}
@@ -99,6 +104,18 @@ func (f *Fleet) Restart(addrs []string, version string) error {
 		return fmt.Errorf("restarting demo apps: %w", err)
 	}
 	return nil
+}
+
+// BreakEcho makes the apps the fleet deploys at version from now on answer
+// /echo with 500 while their health checks pass (Options.BrokenEcho): a
+// bad build that only smoke tests or metrics can tell.
+func (f *Fleet) BreakEcho(version string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.broken == nil {
+		f.broken = map[string]bool{}
+	}
+	f.broken[version] = true
 }
 
 // App returns the app running at addr.

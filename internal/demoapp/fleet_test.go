@@ -1,10 +1,12 @@
 package demoapp_test
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,4 +53,39 @@ func TestFleetDeployRestartsTheInstancesAtTheNewVersionThroughTheHTTPDeployer(t 
 	require.ErrorContains(t, err, "no app runs at 127.0.0.1:1")
 	resp, _ := get(t, srv.URL+"/deploy/jobs/7")
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+}
+
+func TestABrokenVersionAnswersEchoWith500WhileItsHealthChecksPass(t *testing.T) {
+	fleet := demoapp.NewFleet(t.Context(), nil)
+	t.Cleanup(func() { require.NoError(t, fleet.Close()) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	a, err := fleet.Start(demoapp.Options{Name: "b1", Version: "1.0.0", Group: "B", Listener: ln})
+	require.NoError(t, err)
+	fleet.BreakEcho("2.0.0-bad")
+
+	// A new connection each time: the app restarts between the requests.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	echo := func() (int, string) {
+		resp, err := client.Post("http://"+a.Addr()+"/echo", "text/plain", strings.NewReader("ping"))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(body)
+	}
+	code, body := echo()
+	require.Equal(t, http.StatusOK, code, "only the broken version is broken")
+	require.Equal(t, "ping", body)
+
+	require.NoError(t, fleet.Restart([]string{a.Addr()}, "2.0.0-bad"))
+	code, body = echo()
+	require.Equal(t, http.StatusInternalServerError, code)
+	require.Equal(t, "broken build 2.0.0-bad: echo handler failed\n", body)
+	resp, _ := get(t, "http://"+a.Addr()+"/healthz")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the health check stays green")
+
+	require.NoError(t, fleet.Restart([]string{a.Addr()}, "2.0.1"))
+	code, _ = echo()
+	require.Equal(t, http.StatusOK, code, "the next version is fine again")
 }

@@ -36,6 +36,18 @@ type Backend struct {
 	Servers []Server
 	Balance string // default roundrobin (static algorithms only accept weights 0 and 100%)
 	Check   string // path of the servers' health check; default /healthz
+	// Routes send requests that enter through this backend's frontend to
+	// other backends of the Config by a header (a preview route).
+	Routes []Route
+}
+
+// Route sends the requests whose header Header has the value Value to
+// backend Backend instead of the frontend's default backend:
+// `use_backend Backend if { req.hdr(Header) -m str Value }`
+// (https://docs.haproxy.org/2.6/configuration.html#4.2-use_backend,
+// https://docs.haproxy.org/2.6/configuration.html#7.3.6-req.hdr).
+type Route struct {
+	Header, Value, Backend string
 }
 
 // Config is what the test passes to Start.
@@ -276,6 +288,9 @@ defaults
 {{range .C.Backends}}
 frontend fe_{{.Name}}
 	bind {{index $.F .Name}}
+{{- range .Routes}}
+	use_backend {{.Backend}} if { req.hdr({{.Header}}) -m str {{.Value}} }
+{{- end}}
 	default_backend {{.Name}}
 
 backend {{.Name}}

@@ -52,7 +52,7 @@ type Options struct {
 	Log    *slog.Logger // progress; nil: none
 }
 
-// Targets of the scale benchmark (design §8, issue 7).
+// Targets of the scale benchmark (README, "Benchmarks"; docs/bench-scale.md).
 const (
 	TargetPass = 2 * time.Second
 	TargetRSS  = 150 << 10 // kB

@@ -23,6 +23,7 @@ type Service struct {
 	Version string
 	A, B    []spec.Instance
 	Traffic string // one binding as a YAML flow mapping ("" none)
+	Preview string // a preview binding after it, the same way ("" none)
 	Nacos   string // the Nacos provider it is registered with ("" none)
 	Deploy  Deploy
 	Health  Health
@@ -32,6 +33,12 @@ type Service struct {
 	// Rollout is the rollout block's value as a YAML flow mapping, e.g.
 	// "{steps: [{traffic: 10, pause: 1s}]}" ("" none).
 	Rollout string
+	// Gates is the YAML of the gates mapping, rendered under "gates:"
+	// ("" none).
+	Gates string
+	// Approval is gates.approval as a YAML flow mapping ("" none), added
+	// to Gates.
+	Approval string
 }
 
 // Deploy is the deploy block: HTTP or Exec.
@@ -87,7 +94,7 @@ func Render(s Service) []byte {
 	return b.Bytes()
 }
 
-var serviceTemplate = template.Must(template.New("service").Funcs(template.FuncMap{"comment": comment, "list": list}).Parse(`
+var serviceTemplate = template.Must(template.New("service").Funcs(template.FuncMap{"comment": comment, "list": list, "indent": indent}).Parse(`
 {{- with .Comment}}{{comment .}}{{end -}}
 # Written by {{.Writer}}.
 service: {{.Name}}
@@ -107,6 +114,9 @@ groups:
 {{- with .Traffic}}
 traffic:
   - {{.}}
+{{- with $.Preview}}
+  - {{.}}
+{{- end}}
 {{- end}}
 {{- with .Nacos}}
 registry:
@@ -157,6 +167,15 @@ after: [{{range $i, $a := .}}{{if $i}}, {{end}}{{$a}}{{end}}]
 {{- with .Rollout}}
 rollout: {{.}}
 {{- end}}
+{{- if or .Gates .Approval}}
+gates:
+{{- with .Gates}}
+{{indent .}}
+{{- end}}
+{{- with .Approval}}
+  approval: {{.}}   # paused before any traffic until promoted or aborted
+{{- end}}
+{{- end}}
 `))
 
 // comment renders text as YAML comment lines.
@@ -175,4 +194,13 @@ func list(items []string) string {
 		q[i] = fmt.Sprintf("%q", it)
 	}
 	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// indent indents YAML text by two spaces, without a last newline.
+func indent(text string) string {
+	var b strings.Builder
+	for line := range strings.Lines(strings.TrimRight(text, "\n")) {
+		b.WriteString("  " + line)
+	}
+	return b.String()
 }

@@ -24,7 +24,8 @@ func TestRenderedFilesParseToWhatWasAsked(t *testing.T) {
 		Drain: &specfile.Drain{Propagation: 2 * time.Second, PropagationComment: "consumers' caches", Quiet: 200 * time.Millisecond, Timeout: 9 * time.Second,
 			Evidence: "demo", EvidenceComment: "in flight at /metrics"},
 		Verify: &specfile.Verify{Window: time.Second, LBHealthTimeout: 3 * time.Second},
-		After:  []string{"gateway"},
+		After:  []string{"gateway"}, Approval: "{timeout: 1h, onTimeout: abort}",
+		Gates: "smoke:\n  http:\n    - {name: echo, method: POST, path: /echo, body: hi, expect: {bodyContains: hi}}\n",
 	}
 	java := full
 	java.Name = "java"
@@ -47,6 +48,8 @@ func TestRenderedFilesParseToWhatWasAsked(t *testing.T) {
 	require.Equal(t, 9*time.Second, u.Drain.Timeout.D())
 	require.Equal(t, []string{"gateway"}, u.After)
 	require.Equal(t, "demo", u.Drain.Evidence.Preset)
+	require.Equal(t, &spec.ApprovalGate{Timeout: spec.Duration(time.Hour), OnTimeout: spec.ApprovalAbort}, u.Gates.Approval)
+	require.Equal(t, "hi", u.Gates.Smoke.HTTP[0].Expect.BodyContains)
 
 	svcs, ps = spec.ParseServices("java.yaml", specfile.Render(java))
 	require.NoError(t, ps.Err())
@@ -57,4 +60,5 @@ func TestRenderedFilesParseToWhatWasAsked(t *testing.T) {
 	require.NoError(t, ps.Err())
 	require.Equal(t, []string{"false"}, svcs[0].Deploy.Exec)
 	require.Nil(t, svcs[0].Registry)
+	require.Nil(t, svcs[0].Gates.Approval)
 }

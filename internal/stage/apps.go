@@ -53,6 +53,7 @@ func (s *Stage) startApps(ctx context.Context) (instances, error) {
 				o := demoapp.Options{
 					Name: name, Version: svc.Version,
 					Group: string(g), Listen: "127.0.0.1:0", DrainJitter: drainJitter,
+					Faults: s.opts.Faults,
 				}
 				if svc.Nacos {
 					o.Register = s.nacos.register(svc.Name, g)

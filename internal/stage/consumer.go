@@ -13,14 +13,14 @@ import (
 )
 
 // consumer is a Nacos consumer in front of one service, as a Spring Cloud
-// Gateway route to lb://service is: an HTTP and WebSocket reverse proxy
-// that calls the instances its Nacos subscription lists (nacosapp.Subscribe,
+// Gateway route to lb://service is: an HTTP and WebSocket reverse proxy that
+// calls the instances its Nacos subscription lists (nacosapp.Subscribe,
 // pushed by the server), round robin. Like Spring Cloud LoadBalancer's
-// CachingServiceInstanceListSupplier it keeps the list it took for ttl
-// before it takes the subscription's current one again (reference nacos.md
-// §3: TTL 35 s there), so it keeps calling an instance for up to ttl plus
-// the push delay after the instance went out of view: what
-// drain.propagation must cover.
+// CachingServiceInstanceListSupplier it keeps the list it took for ttl before
+// it takes the subscription's current one again (spring-cloud-commons
+// LoadBalancerCacheProperties: TTL 35 s there), so it keeps calling an
+// instance for up to ttl plus the push delay after the instance went out of
+// view: what drain.propagation must cover.
 type consumer struct {
 	service string
 	ttl     time.Duration

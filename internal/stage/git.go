@@ -254,6 +254,10 @@ func (s *Stage) daemonConfig() *spec.Config {
 		cfg.Providers.ALB = []spec.AlibabaProvider{a.provider}
 		cfg.Providers.SLB = []spec.AlibabaProvider{a.provider}
 	}
+	if s.opts.PrometheusURL != "" {
+		cfg.Providers.Prometheus = []spec.PrometheusProvider{{Name: providerName, URL: s.opts.PrometheusURL}}
+	}
+	cfg.Policy.Hooks.Commands = s.opts.HookCommands
 	if s.opts.DeployTokenEnv != "" {
 		// The test's own variable: let the service files name it.
 		cfg.Policy.SpecEnv.Names = []string{s.opts.DeployTokenEnv}
@@ -274,14 +278,15 @@ func (s *Stage) specFiles(apps instances) map[string][]byte {
 			Comment: svc.Comment, Writer: "internal/stage: demo apps on loopback",
 			Name: svc.Name, Active: svc.Active, Version: svc.Version,
 			A: apps[svc.Name][spec.GroupA], B: apps[svc.Name][spec.GroupB],
-			Traffic: s.lbs.binding(svc),
+			Traffic: s.lbs.binding(svc), Preview: previewBinding(svc),
 			Deploy: specfile.Deploy{Comment: "the demo fleet's deploy system restarts the group's apps at the version",
 				HTTP:    &specfile.DeployHTTP{URL: s.deployURL(), PollInterval: 50 * time.Millisecond, TokenEnv: s.opts.DeployTokenEnv},
 				Timeout: t.DeployTimeout},
 			Health: specfile.Health{VersionFromNacos: svc.VersionFromNacos, Timeout: time.Second, Deadline: t.HealthDeadline},
 			Drain:  &specfile.Drain{Propagation: t.propagation(svc), Quiet: t.Quiet, Timeout: t.DrainTimeout},
 			Verify: &specfile.Verify{Window: t.VerifyWindow, LBHealthTimeout: t.LBHealthTimeout},
-			After:  svc.After, Rollout: svc.Rollout,
+			After:  svc.After, Approval: svc.Approval,
+			Gates: svc.Gates, Rollout: svc.Rollout,
 		}
 		if svc.Nacos {
 			f.Nacos = providerName

@@ -75,6 +75,9 @@ func (s *Stage) startLoadBalancers(apps instances) (*loadBalancers, error) {
 					b.Servers = append(b.Servers, haproxytest.Server{Name: in.ID, Addr: in.Addr(), Weight: weight(svc, g)})
 				}
 			}
+			if svc.Preview {
+				backends = append(backends, previewHAProxy(&b))
+			}
 			backends = append(backends, b)
 		case spec.KindALB, spec.KindSLB:
 			alb = append(alb, svc)
@@ -100,6 +103,9 @@ func (s *Stage) startLoadBalancers(apps instances) (*loadBalancers, error) {
 		s.closers = append(s.closers, func() error { h.Stop(); return nil })
 		for _, b := range backends {
 			s.entries[b.Name] = h.URL(b.Name)
+			if len(b.Routes) > 0 {
+				s.previews[b.Name] = h.URL(b.Name)
+			}
 		}
 		s.log.Info("stage haproxy running", "socket", h.Socket)
 	}
@@ -153,6 +159,9 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 			state.ServerGroups = append(state.ServerGroups, &emulator.ServerGroup{ID: group, Name: svc.Name, Servers: servers, HealthCheck: &check})
 			state.Listeners = append(state.Listeners, &emulator.Listener{ID: "lsn-" + svc.Name, Port: 80, ServerGroup: group})
 			targets[svc.Name] = emulator.Target{ServerGroup: group}
+			if svc.Preview {
+				previewAlibaba(&state, svc, servers, check)
+			}
 			continue
 		}
 		lb, group := "lb-"+svc.Name, "rsp-"+svc.Name
@@ -160,6 +169,9 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 			VServerGroups: []*emulator.VServerGroup{{ID: group, Name: svc.Name, Servers: servers}},
 			Listeners:     []*emulator.SLBListener{{Port: 80, Protocol: "http", VServerGroup: group, HealthCheck: &check}}})
 		targets[svc.Name] = emulator.Target{LoadBalancer: lb, VServerGroup: group}
+		if svc.Preview {
+			previewAlibaba(&state, svc, servers, check)
+		}
 	}
 	if err := emu.Seed(state); err != nil {
 		return nil, err
@@ -186,6 +198,13 @@ func (s *Stage) startAlibaba(services []Service, apps instances) (*alibabaSide, 
 		}
 		s.bg.Go(func() { _ = f.Serve(s.ctx, ln) })
 		s.entries[name] = "http://" + ln.Addr().String()
+	}
+	for _, svc := range services {
+		if svc.Preview {
+			if err := s.previewEntry(emu, svc, s.entries[svc.Name]); err != nil {
+				return nil, err
+			}
+		}
 	}
 	s.log.Info("stage alibaba emulator running", "endpoint", endpoint)
 	return &alibabaSide{emu: emu, addrs: addrs, calls: calls, provider: spec.AlibabaProvider{

@@ -60,12 +60,20 @@ type Service struct {
 	Version  string     // the version both groups run at the start; default 1.0.0
 	Active   spec.Group // the group serving at the start; default A
 	After    []string
+	// Preview gives the service a preview route behind its load balancer
+	// (see preview.go and PreviewURL); it needs LB.
+	Preview bool
 	// Comment is written at the top of the service's file, each line as a
 	// YAML comment (what the service is, for a reader of the repository).
 	Comment string
 	// Rollout is the spec's rollout as a YAML flow mapping ("" none): the
 	// release shifts in weight steps or a ramp.
 	Rollout string
+	// Gates is the YAML of the service's gates mapping ("" none).
+	Gates string
+	// Approval is the service's gates.approval as a YAML flow mapping
+	// (e.g. "{}"; "" for no approval gate).
+	Approval string
 }
 
 // Timing are the durations written into every service spec. Zero fields
@@ -148,10 +156,18 @@ type Options struct {
 	// emulator checks on this interval with one second lasting
 	// LBHealthCheckUnit (default 25 ms), and routes only to servers it
 	// reports healthy (fail-open when none is), as Alibaba documents.
+	// PrometheusURL configures a Prometheus server (providers.prometheus
+	// "stage") for analysis gates; "" none.
+	PrometheusURL string
+	// Faults make versions of the demo apps misbehave (demoapp.Options.Faults).
+	Faults            map[string]demoapp.Fault
 	LBHealthCheck     *emulator.HealthCheck
 	LBHealthCheckUnit time.Duration
 	Recorder          reconcile.Recorder // also receives every event; nil: none
 	Log               *slog.Logger
+	// HookCommands is policy.hooks.commands of the daemon's configuration:
+	// the exec hooks (gates.smoke.exec) service files may name.
+	HookCommands []string
 }
 
 // nameRE is the spec's rule for service names.
@@ -177,6 +193,7 @@ type Stage struct {
 	lbs    *loadBalancers
 
 	entries   map[string]string // service -> users' entry URL
+	previews  map[string]string // service -> its preview route's entry URL (PreviewURL)
 	consumers map[string]string // service -> Nacos consumer URL
 
 	closers  []func() error // run in reverse order by Close
@@ -205,7 +222,7 @@ func Start(ctx context.Context, o Options) (*Stage, error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
 	s := &Stage{opts: o, log: log, ctx: runCtx, cancel: cancel, events: &recorder{next: o.Recorder},
-		entries: map[string]string{}, consumers: map[string]string{}}
+		entries: map[string]string{}, previews: map[string]string{}, consumers: map[string]string{}}
 	s.closers = append(s.closers, func() error { stop(); return nil })
 	startCtx, cancelStart := context.WithTimeout(ctx, startTimeout)
 	defer cancelStart()
@@ -232,6 +249,8 @@ func (o *Options) validate() error {
 			return fmt.Errorf("stage: service %s is listed twice", svc.Name)
 		case !slices.Contains([]string{"", spec.KindHAProxy, spec.KindALB, spec.KindSLB}, svc.LB):
 			return fmt.Errorf("stage: service %s: LB must be haproxy, alb, slb or empty, got %q", svc.Name, svc.LB)
+		case svc.Preview && svc.LB == "":
+			return fmt.Errorf("stage: service %s: Preview needs a load balancer", svc.Name)
 		case svc.LB == "" && !svc.Nacos:
 			return fmt.Errorf("stage: service %s has neither a load balancer nor Nacos: users could not reach it", svc.Name)
 		case svc.VersionFromNacos && !svc.Nacos:

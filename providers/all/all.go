@@ -14,6 +14,8 @@ import (
 	"github.com/tandemhq/tandem/providers/deploy"
 	"github.com/tandemhq/tandem/providers/nacos"
 	"github.com/tandemhq/tandem/providers/probe"
+	"github.com/tandemhq/tandem/providers/prometheus"
+	"github.com/tandemhq/tandem/providers/smoke"
 	"github.com/tandemhq/tandem/spec"
 
 	// Load-balancer kinds: one line each.
@@ -37,6 +39,8 @@ func New(cfg *spec.Config, log *slog.Logger) (*providers.Set, func() error, erro
 		Deployer: func(svc *spec.Service) (providers.Deployer, error) {
 			return deploy.New(svc.Deploy, deployPolicy, log)
 		},
+		// Smoke requests go where probes go; its exec hook is a deploy hook.
+		Smoke: smoke.New(cfg.ProbeHosts(), deployPolicy, log),
 	}
 	var closers []func() error
 	closeAll := func() error {
@@ -74,6 +78,17 @@ func New(cfg *spec.Config, log *slog.Logger) (*providers.Set, func() error, erro
 		}
 		closers = append(closers, reg.Close)
 		set.Registries[p.Name] = reg
+	}
+	for _, p := range cfg.Providers.Prometheus {
+		q, err := prometheus.New(p)
+		if err != nil {
+			return fail(fmt.Errorf("prometheus provider %s: %w", p.Name, err))
+		}
+		if set.Metrics == nil {
+			set.Metrics = map[string]providers.MetricsQuerier{}
+		}
+		closers = append(closers, q.Close)
+		set.Metrics[p.Name] = q
 	}
 	return set, closeAll, nil
 }

@@ -172,7 +172,7 @@ func TestARegisteredKindsBadInputsAreLocated(t *testing.T) {
 		"{haproxy: edge, backend: be, pool: p1}":           "traffic[0].pool: does not apply to a haproxy binding",
 		"{fakelb: two, pool: p1, weight: 10}":              `traffic[0].fakelb: no fakelb provider named "two" in tandem.yaml`,
 		"{fakelb: one, alb: a, serverGroup: s}":            "traffic[0]: must name exactly one of alb, slb, haproxy or fakelb",
-		"{fakelb: one, pool: p1, weight: 10, poll: 1}":     "traffic[0].poll: unknown field; expected one of: alb, backend, fakelb, haproxy, listener, listenerPort, loadBalancer, pool, serverGroup, slb, vServerGroup, weight",
+		"{fakelb: one, pool: p1, weight: 10, poll: 1}":     "traffic[0].poll: unknown field; expected one of: alb, backend, fakelb, haproxy, listener, listenerPort, loadBalancer, pool, preview, serverGroup, slb, vServerGroup, weight",
 	} {
 		doc := strings.Replace(fakeServiceYAML, "{fakelb: one, pool: p1, weight: 10}", traffic, 1)
 		_, err := spec.Load(fstest.MapFS{"services/web.yaml": {Data: []byte(doc)}}, "services", cfg)

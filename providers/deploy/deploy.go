@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tandemhq/tandem/internal/egress"
 	"github.com/tandemhq/tandem/providers"
@@ -47,14 +48,33 @@ func New(d spec.Deploy, pol Policy, log *slog.Logger) (providers.Deployer, error
 	}
 	switch {
 	case len(d.Exec) > 0 && d.HTTP == nil:
-		if pol.CommandAllowed == nil || !pol.CommandAllowed(d.Exec[0]) {
-			return nil, providers.Permanentf("PolicyRefused", "deploy.exec[0]: %q is not one of the commands policy.hooks.commands of the daemon config allows", d.Exec[0])
-		}
-		return &Exec{Command: d.Exec, Timeout: d.Timeout.D(), EnvAllowed: pol.EnvAllowed, log: log}, nil
+		return pol.Exec("deploy", d.Exec, d.Timeout.D(), log)
 	case d.HTTP != nil && len(d.Exec) == 0:
 		return newHTTP(*d.HTTP, d.Timeout.D(), pol, log)
 	}
 	return nil, errors.New("deploy: set exactly one of exec and http")
+}
+
+// Exec returns the hook that runs argv, if policy.hooks.commands allows
+// argv[0]; field names the hook in the spec (deploy, gates.smoke.exec).
+// Every exec hook a service file names is built here, so that each obeys
+// the same policy: the allowed commands, and only the allowed part of the
+// daemon's environment (policy.hooks.env).
+func (pol Policy) Exec(field string, argv []string, timeout time.Duration, log *slog.Logger) (*Exec, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	argv0 := field + ".exec[0]"
+	if field != "deploy" {
+		argv0 = field + ".command[0]"
+	}
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, providers.Permanentf("InvalidHook", "%s: the command is empty", argv0)
+	}
+	if pol.CommandAllowed == nil || !pol.CommandAllowed(argv[0]) {
+		return nil, providers.Permanentf("PolicyRefused", "%s: %q is not one of the commands policy.hooks.commands of the daemon config allows", argv0, argv[0])
+	}
+	return &Exec{Command: argv, Timeout: timeout, EnvAllowed: pol.EnvAllowed, Field: field, log: log}, nil
 }
 
 // errTimeout is the cause of a deploy's context when deploy.timeout passed.

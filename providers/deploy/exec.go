@@ -41,7 +41,10 @@ type Exec struct {
 	// EnvAllowed says which of the daemon's variables the command gets;
 	// nil: spec.BaseHookEnv.
 	EnvAllowed func(name string) bool
-	log        *slog.Logger
+	// Field names the hook in the spec for messages: "deploy" (the
+	// default) or "gates.smoke.exec"; its timeout is Field + ".timeout".
+	Field string
+	log   *slog.Logger
 }
 
 var _ providers.Deployer = (*Exec)(nil)
@@ -52,46 +55,21 @@ const waitDelay = 2 * time.Second
 
 // Deploy runs the command for req and waits for it.
 func (e *Exec) Deploy(ctx context.Context, req providers.DeployRequest) (providers.DeployResult, error) {
-	if len(e.Command) == 0 || e.Command[0] == "" {
-		return providers.DeployResult{}, providers.Permanentf("InvalidDeploy", "%s: deploy.exec is empty", describe(req))
-	}
-	if e.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, e.Timeout, errTimeout)
-		defer cancel()
-	}
 	addrs := make([]string, len(req.Instances))
 	for i, in := range req.Instances {
 		addrs[i] = in.Addr()
 	}
-	out := newTail()
-	cmd := exec.CommandContext(ctx, e.Command[0], e.Command[1:]...)
-	cmd.Dir = e.Dir
-	cmd.Env = append(e.environ(),
+	log := e.logger().With("target", req.Service, "revision", req.Revision, "action", "deploy")
+	log.Info("deploy started", "group", req.Group, "version", req.Version, "command", e.command())
+	start := time.Now()
+	out, err := e.Run(ctx, describe(req),
 		"TANDEM_SERVICE="+req.Service,
 		"TANDEM_GROUP="+string(req.Group),
 		"TANDEM_VERSION="+req.Version,
 		"TANDEM_INSTANCES="+strings.Join(addrs, ","),
 	)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
-	cmd.WaitDelay = waitDelay
-
-	log := e.logger().With("target", req.Service, "revision", req.Revision, "action", "deploy")
-	log.Info("deploy started", "group", req.Group, "version", req.Version, "command", e.Command[0])
-	start := time.Now()
-	err := cmd.Run()
-	if ctx.Err() != nil && cmd.Process != nil {
-		// The command was cancelled: make sure nothing of its group survives.
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
-	res := providers.DeployResult{Output: out.String()}
-	if errors.Is(err, exec.ErrWaitDelay) && ctx.Err() == nil {
-		err = nil // exited 0; only a background process kept the output open
-	}
+	res := providers.DeployResult{Output: out}
 	if err != nil {
-		err = e.failure(ctx, req, err, res.Output)
 		log.Warn("deploy failed", "group", req.Group, "version", req.Version, "duration", time.Since(start), "err", err)
 		return res, err
 	}
@@ -99,13 +77,51 @@ func (e *Exec) Deploy(ctx context.Context, req providers.DeployRequest) (provide
 	return res, nil
 }
 
+// Run runs the command with vars (NAME=value) added to the part of the
+// daemon's environment it may see, and waits for it. It returns the
+// command's output (the last 64 KiB of stdout and stderr together) and,
+// when it did not exit 0, an error that starts with what and ends with the
+// last lines of the output.
+func (e *Exec) Run(ctx context.Context, what string, vars ...string) (string, error) {
+	if len(e.Command) == 0 || e.Command[0] == "" {
+		return "", providers.Permanentf("InvalidHook", "%s: %s is empty", what, e.field())
+	}
+	if e.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, e.Timeout, errTimeout)
+		defer cancel()
+	}
+	out := newTail()
+	cmd := exec.CommandContext(ctx, e.Command[0], e.Command[1:]...)
+	cmd.Dir = e.Dir
+	cmd.Env = append(e.environ(), vars...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = waitDelay
+
+	err := cmd.Run()
+	if ctx.Err() != nil && cmd.Process != nil {
+		// The command was cancelled: make sure nothing of its group survives.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	output := out.String()
+	if errors.Is(err, exec.ErrWaitDelay) && ctx.Err() == nil {
+		err = nil // exited 0; only a background process kept the output open
+	}
+	if err != nil {
+		return output, e.failure(ctx, what, err, output)
+	}
+	return output, nil
+}
+
 // failure classifies a failed run.
-func (e *Exec) failure(ctx context.Context, req providers.DeployRequest, err error, output string) error {
-	what := fmt.Sprintf("%s: %s", describe(req), e.Command[0])
+func (e *Exec) failure(ctx context.Context, what string, err error, output string) error {
+	what = fmt.Sprintf("%s: %s", what, e.Command[0])
 	var exitErr *exec.ExitError
 	switch {
 	case timedOut(ctx):
-		return providers.Permanent("DeployTimeout", fmt.Errorf("%s: killed after deploy.timeout %s%s", what, e.Timeout, lastLines(output)))
+		return providers.Permanent("DeployTimeout", fmt.Errorf("%s: killed after %s.timeout %s%s", what, e.field(), e.Timeout, lastLines(output)))
 	case ctx.Err() != nil:
 		return fmt.Errorf("%s: %w", what, context.Cause(ctx))
 	case errors.As(err, &exitErr):
@@ -113,6 +129,20 @@ func (e *Exec) failure(ctx context.Context, req providers.DeployRequest, err err
 	}
 	// The command could not start: not found, not executable, bad directory.
 	return providers.Permanent("DeployFailed", fmt.Errorf("%s: %w", what, err))
+}
+
+func (e *Exec) field() string {
+	if e.Field == "" {
+		return "deploy"
+	}
+	return e.Field
+}
+
+func (e *Exec) command() string {
+	if len(e.Command) == 0 {
+		return ""
+	}
+	return e.Command[0]
 }
 
 // environ is the part of the daemon's environment the command gets.

@@ -1,8 +1,8 @@
 // Package haproxy is the load-balancer provider for HAProxy, driven through
 // its runtime API (the admin-level stats socket, unix or TCP). Seen with the
-// Debian HAProxy 2.6 package; the semantics relied on are in
-// /work/shared/reference/haproxy-and-harness.md §1 and were re-checked by
-// this package's tests against the real binary.
+// Debian HAProxy 2.6 package; the semantics relied on are those of the
+// HAProxy 2.6 management guide (https://docs.haproxy.org/2.6/management.html)
+// and were re-checked by this package's tests against the real binary.
 //
 // Weights map onto HAProxy as follows, so that a weight-0 server gets no new
 // load-balanced traffic and `ready` alone restores it:

@@ -30,6 +30,9 @@ type App struct {
 	InFlight  int
 	Sessions  int // open WebSockets
 	Signalled bool
+	// SmokeAnswer, when set, is the body of a 500 answer every smoke check
+	// gets from the app: a release that is healthy but serves errors.
+	SmokeAnswer string
 }
 
 // Faults are failure knobs, read on every call.
@@ -353,6 +356,7 @@ func (w *World) Set() *providers.Set {
 		Registries:    map[string]providers.Registry{},
 		Instances:     instances{w},
 		Deployer:      func(*spec.Service) (providers.Deployer, error) { return deployer{w}, nil },
+		Smoke:         smoke{w},
 	}
 	if !w.realTime {
 		s.Clock = w.clock
@@ -376,6 +380,7 @@ var (
 	_ providers.Registry      = registry{}
 	_ providers.Instances     = instances{}
 	_ providers.Deployer      = deployer{}
+	_ providers.SmokeTester   = smoke{}
 )
 
 func (l lb) Backends(_ context.Context, b spec.Binding) ([]providers.Backend, error) {
@@ -649,6 +654,45 @@ func (d deployer) Deploy(ctx context.Context, req providers.DeployRequest) (prov
 	}
 	w.deploys = append(w.deploys, req)
 	return providers.DeployResult{Output: fmt.Sprintf("deployed %s to %d instances", req.Version, len(req.Instances))}, nil
+}
+
+type smoke struct{ w *World }
+
+// Smoke answers every HTTP check of gates.smoke on every instance with 200,
+// or 500 and App.SmokeAnswer when it is set; the exec hook passes unless
+// an instance has a SmokeAnswer. Fault op: "smoke".
+func (s smoke) Smoke(_ context.Context, svc *spec.Service, req providers.SmokeRequest) ([]providers.SmokeResult, error) {
+	w := s.w
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.enter("smoke"); err != nil {
+		return nil, err
+	}
+	g := svc.Gates.Smoke
+	if g == nil {
+		return nil, nil
+	}
+	var out []providers.SmokeResult
+	broken := ""
+	for _, c := range g.HTTP {
+		for _, in := range req.Instances {
+			r := providers.SmokeResult{Check: c.Name, Instance: in.Addr(), Passed: true, Status: 200}
+			if app := w.apps[in.Addr()]; app != nil && app.SmokeAnswer != "" {
+				r.Passed, r.Status, r.Body = false, 500, app.SmokeAnswer
+				r.Error = fmt.Sprintf("%s http://%s%s: status 500 (want %s)", c.Method, in.Addr(), c.Path, c.Expect.Describe())
+				broken = app.SmokeAnswer
+			}
+			out = append(out, r)
+		}
+	}
+	if g.Exec != nil {
+		r := providers.SmokeResult{Check: "exec", Passed: broken == ""}
+		if !r.Passed {
+			r.Error, r.Body = "exit status 1", broken
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // Clock is a fake clock that moves only when told.

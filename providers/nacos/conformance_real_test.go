@@ -10,12 +10,13 @@ import (
 // (docs/nacos-servers.md records the observations).
 var realExpectations = map[string]expectations{
 	// r-nacos keeps enabled=false on the stored instance and loses it when
-	// the app re-registers (ref §4c) or the server restarts, its catalog list leaves disabled
-	// instances out, and it pins an address's first metadata.
+	// the app re-registers (docs/nacos-servers.md) or the server restarts,
+	// its catalog list leaves disabled instances out, and it pins an
+	// address's first metadata.
 	nacostest.KindRNacos: {restartKeepsOverride: false, serverRestartKeepsOverride: false, listOmitsDisabled: true, firstMetadataPinned: true},
-	// Nacos 3 keeps the override 60 s after the owner left and across its
-	// own restart, and refuses the
-	// v1 write API with 410 (ref §1); it answers a wrong password with 500.
+	// Nacos 3 keeps the override 60 s after the owner left and across its own
+	// restart, and refuses the v1 write API with 410 (docs/nacos-servers.md);
+	// it answers a wrong password with 500.
 	nacostest.KindNacos3: {restartKeepsOverride: true, serverRestartKeepsOverride: true, v1WritesGone: true, badLoginTransient: true},
 }
 

@@ -51,9 +51,9 @@ type server struct {
 type expectations struct {
 	// restartKeepsOverride: an app that re-registers on the same ip:port
 	// right after stopping comes back with the operator's enabled=false
-	// (Nacos: the override outlives the connection by 60 s, ref §1).
-	// r-nacos keeps the state on the instance and loses it on reconnect
-	// (ref §4c).
+	// (Nacos: the override outlives the connection by 60 s,
+	// docs/nacos-servers.md). r-nacos keeps the state on the instance and
+	// loses it on reconnect (docs/nacos-servers.md).
 	restartKeepsOverride bool
 	// serverRestartKeepsOverride: after the server itself restarts, an
 	// instance the operator disabled comes back disabled when its app's
@@ -61,7 +61,8 @@ type expectations struct {
 	// r-nacos forgets it (docs/nacos-servers.md).
 	serverRestartKeepsOverride bool
 	// v1WritesGone: the server answers the v1 write API with 410 (Nacos 3.x,
-	// ref §1), so a provider configured with api v1 fails permanently.
+	// docs/nacos-servers.md), so a provider configured with api v1 fails
+	// permanently.
 	v1WritesGone bool
 	// listOmitsDisabled: the operator list (v1 catalog) leaves disabled
 	// instances out; they are only shown one by one by GET /v1/ns/instance

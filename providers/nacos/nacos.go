@@ -11,7 +11,7 @@
 // Tandem never registers instances with its own SDK client: the SDK's
 // UpdateInstance re-registers on the daemon's connection, which would make
 // the daemon a second publisher of the app's address and take nothing
-// offline (ref §2).
+// offline (SDK clients/naming_client/naming_client.go, UpdateInstance).
 package nacos
 
 import (
@@ -163,7 +163,27 @@ func (p *Provider) InstancesExpecting(ctx context.Context, ref spec.NacosRef, ex
 		return providers.RegistryView{}, err
 	}
 	visible, _ := s.visible(ref.Cluster)
-	return providers.RegistryView{Instances: list, Visible: visible}, nil
+	return providers.RegistryView{Instances: list, Visible: visible, PushDelay: p.pushDelay()}, nil
+}
+
+// nacosPushDelay is how long the official Nacos 2.x and 3.x server waits
+// after a change before it pushes the service to its subscribers:
+// nacos.naming.push.pushTaskDelay, 500 ms unless the server's
+// configuration changes it (DEFAULT_PUSH_TASK_DELAY in
+// https://github.com/alibaba/nacos/blob/develop/naming/src/main/java/com/alibaba/nacos/naming/constants/PushConstants.java).
+// A server configured with a shorter delay takes that much from the
+// margin drain.propagation keeps beyond consumers' caches when a push
+// comes late (docs/propagation.md).
+const nacosPushDelay = 500 * time.Millisecond
+
+// pushDelay is the server's push delay where it is known: the official
+// Nacos server's default. r-nacos's is not documented (UNVERIFIED): 0, so
+// the drain counts from when Tandem's subscription showed the change.
+func (p *Provider) pushDelay() time.Duration {
+	if p.cfg.Server == spec.NacosServerNacos {
+		return nacosPushDelay
+	}
+	return 0
 }
 
 // operatorView lists the service and, with the v1 API, looks up each

@@ -19,7 +19,7 @@ import (
 	"github.com/tandemhq/tandem/spec"
 )
 
-// operator is a small client of the Nacos operator HTTP API (ref §2: the
+// operator is a small client of the Nacos operator HTTP API (the
 // SDK has no maintainer API). It logs in when credentials are set, keeps
 // the token until about 90% of its tokenTtl, and logs in again once when a
 // request is refused with 401/403. The token travels as the accessToken
@@ -55,10 +55,11 @@ type instanceJSON struct {
 
 // list reads every instance of the service in ref's cluster, disabled ones
 // included: v3 GET /v3/admin/ns/instance/list, v1 GET
-// /v1/ns/catalog/instances (ref §1 "What consumers receive"). A service
-// that does not exist has no instances, but only when the server says so
-// (see unknownAnswer): any other 404, a 5xx or no answer fails the read, so
-// that a registry that cannot be read is never taken for an empty one.
+// /v1/ns/catalog/instances (the only reads that show disabled instances,
+// docs/nacos-servers.md). A service that does not exist has no instances, but
+// only when the server says so (see unknownAnswer): any other 404, a 5xx or
+// no answer fails the read, so that a registry that cannot be read is never
+// taken for an empty one.
 func (o *operator) list(ctx context.Context, ref spec.NacosRef) ([]providers.RegistryInstance, error) {
 	q := url.Values{
 		"namespaceId": {ref.Namespace},
@@ -164,8 +165,9 @@ func toInstance(in instanceJSON) providers.RegistryInstance {
 }
 
 // update sets enabled on one instance with the full PUT, which on Nacos
-// replaces the instance's whole operator override (ref §1: omitted fields
-// reset), so weight and enabled are always sent.
+// replaces the instance's whole operator override (Nacos
+// HttpRequestInstanceBuilder: omitted fields reset), so weight and enabled
+// are always sent.
 //
 // Metadata is never sent. Nacos merges the override's metadata over the
 // app's own (InstanceUtil.updateInstanceMetadata) and keeps the override

@@ -123,10 +123,11 @@ func (p *Provider) Backends(ctx context.Context, b spec.Binding) ([]providers.Ba
 				continue
 			}
 			// ServerHealthStatus: normal | abnormal | unavailable, the last
-			// meaning no health check (ref §2). A server listed more than
-			// once (one entry per listener protocol on the port) is as
-			// healthy as its worst entry. CLB has no initial status: a
-			// server not yet past its healthy threshold is abnormal too
+			// meaning no health check
+			// (https://developer.aliyun.com/ask/208742). A server listed more
+			// than once (one entry per listener protocol on the port) is as
+			// healthy as its worst entry. CLB has no initial status: a server
+			// not yet past its healthy threshold is abnormal too
 			// (https://www.alibabacloud.com/help/en/slb/classic-load-balancer/developer-reference/api-slb-2014-05-15-describehealthstatus).
 			status := tea.StringValue(h.ServerHealthStatus)
 			switch {
@@ -186,7 +187,8 @@ func (p *Provider) members(ctx context.Context, b spec.Binding) ([]alibaba.Membe
 	}
 	var out []alibaba.Member
 	if res.Body.BackendServers != nil {
-		// The default server group has no ports (ref §2).
+		// The default server group has no ports (SDK model of
+		// DescribeLoadBalancerAttribute's BackendServer).
 		for _, s := range res.Body.BackendServers.BackendServer {
 			out = append(out, alibaba.Member{
 				ID: tea.StringValue(s.ServerId), IP: tea.StringValue(s.ServerIp),

@@ -70,6 +70,7 @@ type transition struct {
 	Deploy        time.Duration                     // the deploy step
 	DrainZero     time.Duration                     // shift completed -> old group's evidence at 0 for good; -1 unknown
 	Loss          loss
+	Cost          cost // what the daemon spent on it, from its /metrics
 }
 
 // overhead is the total minus the deploy and the configured waits.
@@ -127,6 +128,10 @@ func measureTandem(ctx context.Context, o options, log *slog.Logger) (*tandemRun
 
 	step := func(kind, version string, from spec.Group, commit func() (string, error)) error {
 		before := tr.counts()
+		costBefore, err := scrapeCost(ctx, s.APIAddr())
+		if err != nil {
+			return err
+		}
 		at := time.Now()
 		rev, err := commit()
 		if err != nil {
@@ -139,6 +144,11 @@ func measureTandem(ctx context.Context, o options, log *slog.Logger) (*tandemRun
 		t.Kind, t.Version, t.From, t.Commit = kind, version, from, at
 		t.DrainZero = sampler.zeroAfter(s.Events(), rev, from)
 		run.marks = append(run.marks, rolloutMarks(s.Events(), rev, from.Other(), len(run.transitions))...)
+		costAfter, err := scrapeCost(ctx, s.APIAddr())
+		if err != nil {
+			return err
+		}
+		t.Cost = costAfter.minus(costBefore)
 		// Let the new group carry the traffic for a moment, so that what
 		// users saw of this transition is counted in it.
 		time.Sleep(time.Second)
@@ -205,6 +215,15 @@ func (r *tandemRun) print(w io.Writer) {
 			t.Loss.Requests, t.Loss.Failed, t.Loss.Messages, t.Loss.Lost)
 	}
 	fmt.Fprintf(w, "commit>: commit to the first action; drain>0: shift completed to the old group's evidence (HAProxy sessions, in-flight requests, WebSockets) at 0 for good; overhead: total - deploy - (%s)\n", r.waitsText)
+	var c cost
+	var took time.Duration
+	for _, t := range r.transitions {
+		c, took = c.plus(t.Cost), took+t.Total
+	}
+	if n := len(r.transitions); n > 0 {
+		fmt.Fprintf(w, "daemon cost per transition (its /metrics, commit to in sync): %.1f reconcile passes of %s (%.1f/s)\n",
+			float64(c.Passes)/float64(n), service, float64(c.Passes)/took.Seconds())
+	}
 	fmt.Fprintf(w, "users saw: %d requests, %d failed; %d WebSocket messages, %d lost; %d abnormal closes, %d failed connection attempts\n",
 		r.all.Requests, r.all.Failed, r.all.Messages, r.all.Lost, r.all.Abnormal, r.all.DialFailures)
 }

@@ -32,7 +32,7 @@ const (
 	maxJobs = 10000
 )
 
-// job is an ALB asynchronous job (ref §1: JobId, then ListAsynJobs).
+// job is an ALB asynchronous job (SDK doc: JobId, then ListAsynJobs).
 type job struct {
 	id, api, resource string
 	status            string // Processing | Succeeded | Failed (SDK doc, ListAsynJobsResponseBodyJobs.Status)
@@ -105,13 +105,13 @@ func (e *Emulator) configuringLocked(groupID string) (bool, map[*Server]bool) {
 	return busy, servers
 }
 
-// albGroupNotFound: ResourceNotFound.serverGroup, HTTP 404 (ref §1 error
-// codes, from the NLB sibling table; UNVERIFIED for ALB).
+// albGroupNotFound: ResourceNotFound.serverGroup, HTTP 404 (error table
+// and the NLB sibling table; UNVERIFIED for ALB).
 func albGroupNotFound(id string) *apiError {
 	return errf(http.StatusNotFound, "ResourceNotFound.serverGroup", "The specified resource %s is not found.", id)
 }
 
-// illegalParam: IllegalParam.<name>, HTTP 400 (ref §1 "IllegalParam.%s";
+// illegalParam: IllegalParam.<name>, HTTP 400 (error table "IllegalParam.%s";
 // UNVERIFIED whether ALB also uses it for missing parameters).
 func illegalParam(name, format string, args ...any) *apiError {
 	return errf(http.StatusBadRequest, "IllegalParam."+name, "The param of %s is illegal: "+format, append([]any{name}, args...)...)
@@ -141,7 +141,7 @@ func page(r *request, def, maxResults int) (offset, size int, aerr *apiError) {
 	return offset, size, nil
 }
 
-// nextToken is "" when nothing follows (ref §1: empty NextToken = last page).
+// nextToken is "" when nothing follows (SDK doc: empty NextToken = last page).
 // pageAnswer is one page of a paginated ALB list answer: the items under
 // key, MaxResults, TotalCount and, when more follow, NextToken.
 func pageAnswer[T any](r *request, key string, all []T, offset, size int) map[string]any {
@@ -299,7 +299,7 @@ func (e *Emulator) updateServerGroupServersAttribute(r *request) (any, *apiError
 		}
 		switch {
 		case len(match) == 0:
-			// ResourceNotFound.BackendServer, HTTP 404 (ref §1).
+			// ResourceNotFound.BackendServer, HTTP 404 (error table).
 			return nil, errf(http.StatusNotFound, "ResourceNotFound.BackendServer", "The specified resource %s is not found.", c.id)
 		case len(match) > 1:
 			return nil, illegalParam("Port", "server %s is in the group on several ports; name the port", c.id)
@@ -309,7 +309,7 @@ func (e *Emulator) updateServerGroupServersAttribute(r *request) (any, *apiError
 
 	// DryRun: a request that passes the checks is answered DryRunOperation
 	// (SDK doc, UpdateServerGroupServersAttributeRequest.DryRun); HTTP 400
-	// as in the NLB sibling docs (ref §1; UNVERIFIED for ALB).
+	// as in the NLB sibling docs (UNVERIFIED for ALB).
 	if r.get("DryRun") == "true" {
 		return nil, errf(http.StatusBadRequest, "DryRunOperation", "Request validation has been passed with DryRun flag set.")
 	}
@@ -317,7 +317,7 @@ func (e *Emulator) updateServerGroupServersAttribute(r *request) (any, *apiError
 	// ClientToken: the same token with the same request returns the first
 	// call's job instead of starting another (SDK doc, ClientToken
 	// "ensure the idempotence of the request"); the same token with a
-	// different request is IdempotenceSignatureMismatch (ref §1).
+	// different request is IdempotenceSignatureMismatch (error table).
 	token := r.get("ClientToken")
 	digest := requestDigest(r)
 	if token != "" {
@@ -329,7 +329,7 @@ func (e *Emulator) updateServerGroupServersAttribute(r *request) (any, *apiError
 		}
 	}
 	// IncorrectStatus.serverGroup, HTTP 400: a job is still configuring the
-	// group (ref §1, Terraform's retry list for ALB server groups).
+	// group (Terraform's retry list for ALB server groups).
 	if busy, _ := e.configuringLocked(groupID); busy {
 		return nil, errf(http.StatusBadRequest, "IncorrectStatus.serverGroup", "The status of %s is incorrect: Configuring.", groupID)
 	}
@@ -450,7 +450,7 @@ func (e *Emulator) listAsynJobs(r *request) (any, *apiError) {
 // getListenerHealthStatus reports, for the listener's default server group
 // (ListenerHealthStatus) and, with IncludeRule=true, for the groups its
 // forwarding rules point at (RuleHealthStatus), the servers that are not
-// healthy (ref §1: NonNormalServers; a healthy server is not listed) with
+// healthy (SDK doc: NonNormalServers; a healthy server is not listed) with
 // their Status and Reason (see health.go). MaxResults 1..30, default 20
 // (SDK doc); the pages run over all non-normal servers of the answer, and
 // every group's entry is on the first page (UNVERIFIED). An Initial server

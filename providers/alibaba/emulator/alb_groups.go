@@ -262,7 +262,7 @@ func (e *Emulator) describeListenerAttribute(r *request, protocol string) (any, 
 		}
 	}
 	if l == nil {
-		// ListenerNotFound (ref §5: CLB error codes), HTTP 404 UNVERIFIED here.
+		// ListenerNotFound (error table, CLB), HTTP 404 UNVERIFIED here.
 		return nil, errf(http.StatusNotFound, "ListenerNotFound", "The specified listener %d/%s does not exist.", port, protocol)
 	}
 	hc := l.check()

@@ -29,8 +29,10 @@ import (
 // the drain timeout has passed, then they are closed: the connection-drain
 // behaviour ALB documents for ConnectionDrainConfig.ConnectionDrainTimeout
 // (0–900 s; on removal or failed health checks) and CLB for its TCP
-// listeners' ConnectionDrainTimeout (ref §1, §2). Whether the real ALB
-// drains on weight 0 is UNVERIFIED (ref §1); the emulator drains then too.
+// listeners' ConnectionDrainTimeout (SDK doc; ALB:
+// https://www.alibabacloud.com/help/en/slb/application-load-balancer/user-guide/smooth-transition-of-alb-request-by-connection-graceful-interrupt).
+// Whether the real ALB drains on weight 0 is UNVERIFIED; the emulator drains
+// then too.
 //
 // A server's Port is where traffic goes; give servers of an SLB default
 // server group the listener's backend port.
@@ -91,6 +93,36 @@ func (e *Emulator) NewListenerFrontend(listenerID string, drain time.Duration) (
 		return Target{ServerGroup: l.ServerGroup}, nil
 	}, drain)
 	return f, nil
+}
+
+// NewSLBListenerFrontend returns the data plane of an SLB (CLB) listener:
+// a request goes to the vServer group the listener is associated with, or
+// to the load balancer's default server group when it has none ("Different
+// listeners can be bound to different server groups"; the default server
+// group is shared by every listener of the instance:
+// https://www.alibabacloud.com/help/en/slb/classic-load-balancer/user-guide/backend-server-overview).
+// The listener is read per request. A second listener with a vServer group
+// of its own is how a test listener (a preview route) reaches other
+// servers than the main one.
+func (e *Emulator) NewSLBListenerFrontend(lbID string, port int, drain time.Duration) (*Frontend, error) {
+	route := func(*http.Request) (Target, error) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		lb := e.state.lb(lbID)
+		if lb == nil {
+			return Target{}, fmt.Errorf("slb %s does not exist", lbID)
+		}
+		for _, l := range lb.Listeners {
+			if l.Port == port {
+				return Target{LoadBalancer: lbID, VServerGroup: l.VServerGroup}, nil
+			}
+		}
+		return Target{}, fmt.Errorf("slb %s has no listener on port %d", lbID, port)
+	}
+	if _, err := route(nil); err != nil {
+		return nil, err
+	}
+	return e.newFrontend(route, drain), nil
 }
 
 // matches reports whether r meets every condition of rule: a Header

@@ -14,8 +14,10 @@
 // Every behaviour carries a comment naming its source. "SDK doc" means the
 // doc comment of the request or response model in
 // github.com/alibabacloud-go/alb-20200616/v2 v2.3.2 or slb-20140515/v4
-// v4.0.14; "ref" means shared/reference/alibaba-lb.md. Facts that no source
-// settled are marked UNVERIFIED with the choice made.
+// v4.0.14; "error table" means the one in providers/alibaba/errors.go, which
+// cites Alibaba's ALB and CLB error-code pages; "Terraform" means
+// aliyun/terraform-provider-alicloud alicloud/errors.go. Facts that no
+// source settled are marked UNVERIFIED with the choice made.
 package emulator
 
 import (
@@ -749,12 +751,13 @@ func errf(status int, code, format string, args ...any) *apiError {
 
 // ServeHTTP answers one OpenAPI request.
 //
-// Wire format (ref §3, verified against darabonba-openapi v2.2.1): POST /
+// Wire format (verified by pointing darabonba-openapi v2.2.1 at a local
+// server): POST /
 // with the parameters in the query, and for some calls in a form body;
 // Action and Version in the x-acs-action/x-acs-version headers (ACS3) or
 // in the query (legacy RPC signature). Success is HTTP 200 with a JSON
 // body; an error is HTTP 4xx/5xx with {"RequestId","HostId","Code",
-// "Message","Recommend"} (ref §3, darabonba doRequest_opResponse).
+// "Message","Recommend"} (darabonba-openapi doRequest_opResponse).
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req, aerr := e.authenticate(r)
 	action := ""
@@ -845,7 +848,7 @@ func (e *Emulator) injectFaults(r *http.Request, action string) *apiError {
 		// (darabonba doRequest_opResponse); message as the gateway words it.
 		return errf(http.StatusBadRequest, "Throttling.User", "Request was denied due to user flow control.")
 	case roll < f.ThrottleRate+f.ErrorRate:
-		// ServiceUnavailable, HTTP 503: retried by Terraform's NeedRetry (ref §1).
+		// ServiceUnavailable, HTTP 503: retried by Terraform's NeedRetry.
 		return errf(http.StatusServiceUnavailable, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.")
 	}
 	return nil

@@ -48,7 +48,8 @@ import (
 // (or HTTP), HTTP listeners by HTTP; recommended (default) settings 5 s
 // timeout, 2 s interval, thresholds 3 and 3 ("FAQ about health checks",
 // https://www.alibabacloud.com/help/en/slb/classic-load-balancer/support/faq-about-health-checks).
-// DescribeHealthStatus reports normal | abnormal | unavailable (ref §2).
+// DescribeHealthStatus reports normal | abnormal | unavailable (SDK doc;
+// unavailable: no health check, https://developer.aliyun.com/ask/208742).
 //
 // UNVERIFIED, with the choice made:
 //   - whether ALB routes to servers still in Initial while others of the

@@ -10,7 +10,7 @@ import (
 )
 
 // SLB (CLB, version 2014-05-15) actions. All are synchronous: the answer
-// reflects the new state (ref §2).
+// reflects the new state (SDK doc: no SLB answer carries a JobId).
 var slbActions = map[string]func(*Emulator, *request) (any, *apiError){
 	"DescribeVServerGroupAttribute": (*Emulator).describeVServerGroupAttribute,
 	"SetVServerGroupAttribute":      (*Emulator).setVServerGroupAttribute,
@@ -28,7 +28,7 @@ var slbActions = map[string]func(*Emulator, *request) (any, *apiError){
 // slbMaxServersPerCall: "You can specify at most 20 backend servers in each
 // call" (SDK doc, SetVServerGroupAttributeRequest.BackendServers and
 // SetBackendServersRequest.BackendServers). cloud-provider-alibaba-cloud
-// batches 39, so the real limit may be higher (ref §2, UNVERIFIED); the
+// batches 39 (MaxBackendNum), so the real limit may be higher (UNVERIFIED); the
 // emulator enforces the documented 20.
 const slbMaxServersPerCall = 20
 
@@ -42,7 +42,7 @@ func (e *Emulator) slbRegion(r *request) *apiError {
 	return nil
 }
 
-// lbNotFound: InvalidLoadBalancerId.NotFound (ref §2, Terraform's not-found
+// lbNotFound: InvalidLoadBalancerId.NotFound (Terraform's not-found
 // check for SLB); HTTP 404 UNVERIFIED.
 func lbNotFound(id string) *apiError {
 	return errf(http.StatusNotFound, "InvalidLoadBalancerId.NotFound", "The specified LoadBalancerId %s does not exist.", id)
@@ -106,7 +106,7 @@ func slbType(t string) string {
 }
 
 // describeVServerGroupAttribute: BackendServers.BackendServer[] with
-// ServerId, ServerIp, Port, Weight, Type, Description; no pagination (ref §2).
+// ServerId, ServerIp, Port, Weight, Type, Description; no pagination (SDK doc).
 func (e *Emulator) describeVServerGroupAttribute(r *request) (any, *apiError) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -143,15 +143,15 @@ func (e *Emulator) setVServerGroupAttribute(r *request) (any, *apiError) {
 	return map[string]any{
 		"VServerGroupId":   vg.ID,
 		"VServerGroupName": vg.Name,
-		// The answer echoes the backend servers (ref §2); echoing the whole
-		// group rather than only those named is UNVERIFIED.
+		// The answer echoes the backend servers (SDK response model); echoing
+		// the whole group rather than only those named is UNVERIFIED.
 		"BackendServers": slbServers(vg.Servers, true),
 	}, nil
 }
 
 // describeLoadBalancerAttribute: the default server group is
 // BackendServers.BackendServer[] with ServerId, ServerIp, Type, Description,
-// Weight and no Port (ref §2, SDK response model).
+// Weight and no Port (SDK response model).
 func (e *Emulator) describeLoadBalancerAttribute(r *request) (any, *apiError) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -180,7 +180,7 @@ func (e *Emulator) describeLoadBalancerAttribute(r *request) (any, *apiError) {
 
 // setBackendServers sets weights in the default server group. Its answer
 // carries Weight as a string (SDK model SetBackendServersResponseBody...
-// Weight *string, ref §2).
+// Weight *string).
 func (e *Emulator) setBackendServers(r *request) (any, *apiError) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -207,7 +207,7 @@ func (e *Emulator) setBackendServers(r *request) (any, *apiError) {
 
 // setWeightsLocked applies a BackendServers JSON list to group. The list is
 // a JSON string with string values in the docs and numbers in
-// cloud-provider-alibaba-cloud; both are accepted (ref §2).
+// cloud-provider-alibaba-cloud; both are accepted.
 func (e *Emulator) setWeightsLocked(r *request, lb *LoadBalancer, vg *VServerGroup) *apiError {
 	group, vserver, target := lb.Servers, false, Target{LoadBalancer: lb.ID}
 	if vg != nil {
@@ -215,7 +215,7 @@ func (e *Emulator) setWeightsLocked(r *request, lb *LoadBalancer, vg *VServerGro
 	}
 	// BackendServer.configuring: "A previous configuration of the load
 	// balancer is pending" when another change of the same load balancer
-	// is under way, whichever group it touches (ref §2; Terraform SlbIsBusy;
+	// is under way, whichever group it touches (Terraform SlbIsBusy;
 	// a note in yunion cloudpods: concurrent changes to different groups
 	// of one SLB fail the same way). HTTP 400 UNVERIFIED.
 	if until, ok := e.slbBusy[lb.ID]; ok && r.now.Before(until) {
@@ -324,10 +324,10 @@ func slbProtocol(p string) string {
 }
 
 // describeHealthStatus: one entry per listener and backend server, with
-// ServerHealthStatus normal | abnormal | unavailable (unavailable: no
-// health check) (ref §2). ListenerPort and ListenerProtocol filter.
-// Initial is reported abnormal and Unused (weight 0) unavailable
-// (UNVERIFIED, see health.go).
+// ServerHealthStatus normal | abnormal | unavailable (unavailable: no health
+// check, https://developer.aliyun.com/ask/208742). ListenerPort and
+// ListenerProtocol filter. Initial is reported abnormal and Unused (weight 0)
+// unavailable (UNVERIFIED, see health.go).
 func (e *Emulator) describeHealthStatus(r *request) (any, *apiError) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -345,7 +345,7 @@ func (e *Emulator) describeHealthStatus(r *request) (any, *apiError) {
 	}
 	if p := r.get("ListenerPort"); p != "" && !slices.ContainsFunc(lb.Listeners, func(l *SLBListener) bool { return strconv.Itoa(l.Port) == p }) {
 		// ListenerNotFound, HTTP 404: CLB's error-code list names it for
-		// DescribeHealthStatus (ref §5); that a missing listener port is
+		// DescribeHealthStatus (error table); that a missing listener port is
 		// what triggers it is UNVERIFIED.
 		return nil, errf(http.StatusNotFound, "ListenerNotFound", "The specified listener %s does not exist.", p)
 	}

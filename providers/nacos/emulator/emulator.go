@@ -4,9 +4,9 @@
 // the operator HTTP subset Tandem uses, in two modes: "v1" behaves like
 // Nacos 2.x, "v3" like Nacos 3.x (the v3 admin API; v1 writes answer 410).
 //
-// Every behaviour is commented with its source: a section of
-// /work/shared/reference/nacos.md ("ref §N", which names the Nacos source
-// files), or an observation on a real server recorded in
+// Every behaviour is commented with its source: a class or method of the
+// Nacos server (github.com/alibaba/nacos, "Nacos") or of nacos-sdk-go v2
+// ("SDK"), or an observation on a real server recorded in
 // docs/nacos-servers.md. The same conformance suite
 // (providers/nacos/conformance_test.go) runs against this emulator and
 // against real servers to keep it honest.
@@ -42,7 +42,7 @@ const (
 // Defaults taken from Nacos.
 const (
 	// DefaultOverrideExpiry is how long an operator override outlives the
-	// connection that owned the instance (ref §1:
+	// connection that owned the instance (Nacos
 	// GlobalConfig.getExpiredMetadataExpiredTime, 60 s).
 	DefaultOverrideExpiry = 60 * time.Second
 	// DefaultTokenTTL is the lifetime of a login token
@@ -57,15 +57,16 @@ type Options struct {
 	Mode string // ModeV1 (default) or ModeV3
 	// Username and Password turn authentication on: logins must match, and
 	// every other HTTP request and every naming gRPC request must carry
-	// the token (ref §1 "Auth").
+	// the token (docs/nacos-servers.md, "Auth").
 	Username string
 	Password spec.Secret
-	// GRPCPort is the gRPC port; 0 means the HTTP port + 1000, as Nacos
-	// and the SDK assume (ref §5), or any free port when the HTTP port is 0.
+	// GRPCPort is the gRPC port; 0 means the HTTP port + 1000, as Nacos and
+	// the SDK assume (SDK ServerConfig.GrpcPort), or any free port when the
+	// HTTP port is 0.
 	GRPCPort int
 	// PushDelay delays pushes after a change, as Nacos does
-	// (nacos.naming.push.pushTaskDelay, 500 ms; ref §1). Changes within the
-	// delay are merged into one push. 0 pushes at once.
+	// (nacos.naming.push.pushTaskDelay, 500 ms; Nacos PushConstants). Changes
+	// within the delay are merged into one push. 0 pushes at once.
 	PushDelay time.Duration
 	// OverrideExpiry replaces DefaultOverrideExpiry (tests use a short one).
 	OverrideExpiry time.Duration
@@ -207,17 +208,18 @@ func (e *Emulator) serve(hl, gl net.Listener) error {
 	return nil
 }
 
-// Restart stops the started server and starts it again on the same
-// addresses, as a restart of Nacos does. Every client connection drops, so
-// the ephemeral instances and subscriptions are gone until their clients
-// reconnect and redo them (the SDK redoes them on every reconnect, ref §2
-// "Registration"); what Nacos keeps on disk survives: the operator overrides
-// (InstanceMetadata is written through Raft, ref §1) and login tokens (JWTs
-// signed with the configured secret key, ref §1 "Auth"). Pending override
-// expiries are forgotten, as they are kept in memory only
+// Restart stops the started server and starts it again on the same addresses,
+// as a restart of Nacos does. Every client connection drops, so the ephemeral
+// instances and subscriptions are gone until their clients reconnect and redo
+// them (the SDK redoes them on every reconnect, SDK
+// naming_grpc/connection_event_listener.go); what Nacos keeps on disk
+// survives: the operator overrides (InstanceMetadata is written through Raft,
+// Nacos InstanceOperatorClientImpl) and login tokens (JWTs signed with the
+// configured secret key, Nacos JwtTokenManager). Pending override expiries
+// are forgotten, as they are kept in memory only
 // (NamingMetadataManager.expiredMetadataInfos; UNVERIFIED what a restarted
-// server does with overrides whose instance never comes back). down is
-// called while the server is stopped, e.g. to keep it down for a while.
+// server does with overrides whose instance never comes back). down is called
+// while the server is stopped, e.g. to keep it down for a while.
 func (e *Emulator) Restart(down func()) error {
 	e.mu.Lock()
 	if e.closed || e.grpcSrv == nil {

@@ -27,7 +27,8 @@ const (
 	codeNoHandler  = 302 // NacosException.NO_HANDLER
 )
 
-// Payload types, the Java simple class names (ref §5 "Wire format").
+// Payload types, the Java simple class names (SDK
+// common/remote/rpc/rpc_request).
 const (
 	typeServerCheck     = "ServerCheckRequest"
 	typeConnectionSetup = "ConnectionSetupRequest"
@@ -58,9 +59,10 @@ func peerAddr(ctx context.Context) string {
 }
 
 // RequestBiStream serves the client's stream: the first message is
-// ConnectionSetupRequest, which registers the connection (ref §5
-// "Handshake"); NotifySubscriberResponse acks that follow are ignored. When
-// the stream ends the connection is gone with everything it published.
+// ConnectionSetupRequest, which registers the connection (SDK
+// common/remote/rpc/grpc_client.go); NotifySubscriberResponse acks that
+// follow are ignored. When the stream ends the connection is gone with
+// everything it published.
 func (s streamServer) RequestBiStream(stream auto.BiRequestStream_RequestBiStreamServer) error {
 	e := s.e
 	c := &conn{
@@ -118,8 +120,9 @@ func (s requestServer) Request(ctx context.Context, p *auto.Payload) (*auto.Payl
 	c := e.conns[peerAddr(ctx)]
 	e.mu.Unlock()
 	if c == nil {
-		// GrpcRequestAcceptor: a request on a connection that has not set
-		// up its stream is refused, and the SDK reconnects (ref §5).
+		// GrpcRequestAcceptor: a request on a connection that has not set up
+		// its stream is refused, and the SDK reconnects (SDK rpc_client.go,
+		// UN_REGISTER).
 		return respond(&rpc_response.ErrorResponse{Response: failure(codeUnregister, "Connection is unregistered.")}), nil
 	}
 	switch typ {
@@ -130,8 +133,8 @@ func (s requestServer) Request(ctx context.Context, p *auto.Payload) (*auto.Payl
 		return respond(&rpc_response.ErrorResponse{Response: failure(codeNoHandler, "RequestHandler Not Found")}), nil
 	}
 	// RemoteRequestAuthFilter: naming requests need the token the SDK got
-	// from the HTTP login and sends as the accessToken header (ref §1
-	// "Auth"; SDK security/nacos_auth_client.go).
+	// from the HTTP login and sends as the accessToken header (SDK
+	// security/nacos_auth_client.go).
 	authErr := e.checkToken(p.GetMetadata().GetHeaders()["accessToken"])
 	switch typ {
 	case typeInstance:
@@ -210,8 +213,9 @@ func (e *Emulator) instanceRequest(c *conn, r *rpc_request.InstanceRequest) erro
 }
 
 // batchInstanceRequest registers several instances on one connection. The
-// emulator keeps one instance per service and connection (ref §1), so a
-// batch is accepted only with one instance.
+// emulator keeps one instance per service and connection (Nacos
+// AbstractClient.publishers), so a batch is accepted only with one
+// instance.
 func (e *Emulator) batchInstanceRequest(c *conn, r *rpc_request.BatchInstanceRequest) error {
 	if r.Type != "batchRegisterInstance" || len(r.Instances) != 1 {
 		return fmt.Errorf("%w: the emulator supports batchRegisterInstance with one instance only", errInvalid)
@@ -220,9 +224,10 @@ func (e *Emulator) batchInstanceRequest(c *conn, r *rpc_request.BatchInstanceReq
 }
 
 // subscribe adds or removes the connection as a subscriber and answers with
-// the current service info (ref §5 "Naming requests"). A subscription does
-// not create the service (EphemeralClientOperationServiceImpl
-// .subscribeService uses getSingletonIfExist).
+// the current service info (Nacos SubscribeServiceRequestHandler). A
+// subscription does not create the service
+// (EphemeralClientOperationServiceImpl.subscribeService uses
+// getSingletonIfExist).
 func (e *Emulator) subscribe(c *conn, r *rpc_request.SubscribeServiceRequest) model.Service {
 	k := newServiceKey(r.Namespace, r.GroupName, r.ServiceName)
 	e.mu.Lock()
@@ -254,7 +259,7 @@ func (e *Emulator) serviceList(k serviceKey, pageNo, pageSize int) ([]string, in
 
 // notifyPayload builds the push. The body must carry requestId: without it
 // the SDK's handler dereferences a nil pointer and the client process
-// crashes (ref §5 "Push").
+// crashes (SDK rpc_request Request.PutAllHeaders; seen in a test).
 func notifyPayload(k serviceKey, info model.Service) *auto.Payload {
 	r := &rpc_request.NotifySubscriberRequest{
 		NamingRequest: &rpc_request.NamingRequest{
@@ -280,7 +285,8 @@ func failure(code int, msg string) *rpc_response.Response {
 func respond(r rpc_response.IResponse) *auto.Payload { return payload(r.GetResponseType(), r) }
 
 // payload wraps a JSON body: Payload{metadata.type, body=Any{Value: JSON}}
-// with an empty type URL (ref §5 "Wire format").
+// with an empty type URL (SDK common/remote/rpc/grpc_connection.go
+// convertRequest).
 func payload(typ string, body any) *auto.Payload {
 	b, _ := json.Marshal(body)
 	return &auto.Payload{Metadata: &auto.Metadata{Type: typ}, Body: &anypb.Any{Value: b}}

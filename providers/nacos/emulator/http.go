@@ -35,7 +35,8 @@ func (e *Emulator) httpHandler() http.Handler {
 		mux.ServeHTTP(w, r)
 	})
 	cp := ContextPath
-	// Login: 2.x and 3.x (ref §1 "Auth"); the SDK always uses the v1 path.
+	// Login: 2.x and 3.x (docs/nacos-servers.md, "Auth"); the SDK always uses
+	// the v1 path.
 	mux.HandleFunc("POST "+cp+"/v1/auth/users/login", e.login)
 	if e.opts.Mode == ModeV1 {
 		mux.HandleFunc("PUT "+cp+"/v1/ns/instance", e.authed(e.v1Update))
@@ -48,8 +49,8 @@ func (e *Emulator) httpHandler() http.Handler {
 	mux.HandleFunc("PUT "+cp+"/v3/admin/ns/instance/partial", e.authed(e.v3Update(true)))
 	mux.HandleFunc("GET "+cp+"/v3/admin/ns/instance/list", e.authed(e.v3List))
 	// Nacos 3.x answers the v1/v2 admin API with 410 unless
-	// nacos.core.api.compatibility.admin.enabled=true (ref §1 "Operator
-	// APIs": ApiCompatibilityFilter). That the console read
+	// nacos.core.api.compatibility.admin.enabled=true (Nacos
+	// ApiCompatibilityFilter). That the console read
 	// /v1/ns/catalog/instances is refused the same way is unverified.
 	gone := func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, errMsgAPIDeprecatedInV3, http.StatusGone)
@@ -59,8 +60,8 @@ func (e *Emulator) httpHandler() http.Handler {
 	return counted
 }
 
-// login answers {accessToken, tokenTtl, globalAdmin} (ref §1 "Auth"). The
-// SDK reads tokenTtl as a number and panics without it
+// login answers {accessToken, tokenTtl, globalAdmin} (docs/nacos-servers.md,
+// "Auth"). The SDK reads tokenTtl as a number and panics without it
 // (security/nacos_auth_client.go). With auth off any user gets a token.
 func (e *Emulator) login(w http.ResponseWriter, r *http.Request) {
 	user, pass := r.FormValue("username"), r.FormValue("password")
@@ -126,7 +127,7 @@ func (e *Emulator) checkToken(token string) error {
 }
 
 // authed checks the token of an HTTP request: the accessToken parameter or
-// header, or Authorization: Bearer (ref §1 "Auth":
+// header, or Authorization: Bearer (Nacos
 // NacosAuthPluginService.resolveToken). Refusals are 403 as on Nacos 2.x.
 func (e *Emulator) authed(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -149,8 +150,8 @@ func (e *Emulator) authed(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// instanceForm is the operator's update form, shared by v1 and v3 (ref §1
-// "Operator APIs").
+// instanceForm is the operator's update form, shared by v1 and v3 (Nacos
+// InstanceController and InstanceControllerV3).
 type instanceForm struct {
 	key     serviceKey
 	ip      string
@@ -161,7 +162,7 @@ type instanceForm struct {
 }
 
 // parseInstanceForm reads the form. Omitted fields reset: weight 1,
-// enabled true, metadata empty (ref §1: HttpRequestInstanceBuilder,
+// enabled true, metadata empty (Nacos HttpRequestInstanceBuilder,
 // InstanceForm.validate). An override without metadata, or with "{}",
 // merges nothing, so the app's own metadata shows again: the override is
 // InstanceOperatorClientImpl.buildMetadata of the request's instance,
@@ -236,9 +237,9 @@ func (e *Emulator) v1Update(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok"))
 }
 
-// v1List is Nacos 2.x GET /v1/ns/catalog/instances: every instance,
-// disabled ones included, as {count, list} (ref §1: it needs clusterName,
-// pageNo and pageSize).
+// v1List is Nacos 2.x GET /v1/ns/catalog/instances: every instance, disabled
+// ones included, as {count, list} (Nacos CatalogController: it needs
+// clusterName, pageNo and pageSize).
 func (e *Emulator) v1List(w http.ResponseWriter, r *http.Request) {
 	k := newServiceKey(r.FormValue("namespaceId"), r.FormValue("groupName"), r.FormValue("serviceName"))
 	pageNo, err1 := strconv.Atoi(r.FormValue("pageNo"))
@@ -294,7 +295,7 @@ type v3Result struct {
 
 // v3Update is Nacos 3.x PUT /v3/admin/ns/instance, or .../partial, which
 // keeps the current override metadata when none is sent but still resets
-// weight and enabled (ref §1).
+// weight and enabled (Nacos InstanceForm.validate).
 func (e *Emulator) v3Update(partial bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		f, err := parseInstanceForm(r)

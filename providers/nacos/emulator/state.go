@@ -21,7 +21,7 @@ const (
 	groupSeparator   = "@@"            // constant.SERVICE_INFO_SPLITER
 	// cacheMillis is what Nacos 2.x puts in every ServiceInfo (10 s).
 	cacheMillis = 10000
-	maxWeight   = 10000 // ref §1: weight may be 0–10000
+	maxWeight   = 10000 // Nacos naming Constants: weight may be 0–10000
 )
 
 type serviceKey struct{ namespace, group, name string }
@@ -31,7 +31,7 @@ func (k serviceKey) grouped() string { return k.group + groupSeparator + k.name 
 func (k serviceKey) String() string { return k.namespace + "/" + k.grouped() }
 
 // newServiceKey applies Nacos' defaults for an empty namespace or group and
-// accepts "group@@name" service names (ref §1: ServiceNameFilter).
+// accepts "group@@name" service names (Nacos ServiceNameFilter).
 func newServiceKey(namespace, group, name string) serviceKey {
 	if namespace == "" {
 		namespace = defaultNamespace
@@ -49,7 +49,7 @@ type service struct {
 	key         serviceKey
 	lastRefTime uint64
 	// overrides are the operator's InstanceMetadata keyed ip:port:cluster
-	// (ref §1: InstanceOperatorClientImpl.updateInstance).
+	// (Nacos InstanceOperatorClientImpl.updateInstance).
 	overrides   map[string]*override
 	pushPending bool
 }
@@ -60,18 +60,19 @@ type override struct {
 	Weight   float64
 	Metadata map[string]string
 	// expiresAt is set while no connection publishes the instance; the
-	// override is deleted then (ref §1: NamingMetadataManager
+	// override is deleted then (Nacos NamingMetadataManager
 	// .handleClientDisconnectEvent, ExpiredMetadataCleaner).
 	expiresAt time.Time
 }
 
-// conn is one client connection: the unary calls and the bidirectional
-// stream of one gRPC ClientConn, keyed by peer address (ref §5).
+// conn is one client connection: the unary calls and the bidirectional stream
+// of one gRPC ClientConn, keyed by peer address, as r-nacos does
+// (src/grpc/server.rs).
 type conn struct {
 	id     string
 	stream auto.BiRequestStream_RequestBiStreamServer
 	sendMu sync.Mutex
-	// published holds one instance per service (ref §1:
+	// published holds one instance per service (Nacos
 	// AbstractClient.publishers is a Map<Service,InstancePublishInfo>).
 	published  map[serviceKey]model.Instance
 	subscribed map[serviceKey]bool
@@ -103,12 +104,12 @@ func (e *Emulator) service(k serviceKey, create bool) *service {
 }
 
 // register makes in the connection's one instance of the service and
-// pushes (ref §1 "Ownership"; EphemeralClientOperationServiceImpl
+// pushes (Nacos EphemeralClientOperationServiceImpl
 // .registerInstance).
 func (e *Emulator) register(c *conn, k serviceKey, in model.Instance) error {
 	if !in.Ephemeral {
 		// Persistent instances are registered by another request over gRPC
-		// (PersistentInstanceRequest); apps register ephemerally (ref §1).
+		// (PersistentInstanceRequest); apps register ephemerally.
 		return fmt.Errorf("%w: the emulator accepts ephemeral instances only", errInvalid)
 	}
 	if in.Weight < 0 || in.Weight > maxWeight {
@@ -120,7 +121,8 @@ func (e *Emulator) register(c *conn, k serviceKey, in model.Instance) error {
 	if in.ClusterName == "" {
 		in.ClusterName = defaultCluster
 	}
-	// For gRPC instances, healthy means the connection is alive (ref §1).
+	// For gRPC instances, healthy means the connection is alive (Nacos
+	// ConnectionBasedClient).
 	in.Healthy = true
 	in.ServiceName = k.grouped()
 	in.InstanceId = in.Ip + "#" + strconv.FormatUint(in.Port, 10) + "#" + in.ClusterName + "#" + k.grouped()
@@ -137,7 +139,7 @@ func (e *Emulator) register(c *conn, k serviceKey, in model.Instance) error {
 	// Re-registration cancels the expiry of an override (InstanceMetadataEvent
 	// with expired=false: NamingMetadataManager.handleInstanceMetadataEvent).
 	// So an app that restarts within the expiry comes back still disabled
-	// (ref §1).
+	// (confirmed on Nacos 3, docs/nacos-servers.md).
 	if o := s.overrides[metadataID(in.Ip, in.Port, in.ClusterName)]; o != nil {
 		o.expiresAt = time.Time{}
 	}
@@ -162,7 +164,7 @@ func (e *Emulator) deregister(c *conn, k serviceKey) {
 }
 
 // disconnect drops everything a connection published or subscribed and
-// pushes (ref §1: the instance disappears when the connection closes).
+// pushes (Nacos: the instance disappears when the connection closes).
 func (e *Emulator) disconnect(c *conn) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -201,12 +203,12 @@ func (e *Emulator) ownerGone(s *service, in model.Instance) {
 	})
 }
 
-// update writes an operator override (ref §1 "The operator override"):
-// the new override replaces the old one whole
-// (NamingMetadataOperateService.updateInstanceMetadata); at every read its
-// enabled and weight replace the instance's and its metadata keys are
-// merged over the app's (instances). Only the service must exist, not the
-// instance.
+// update writes an operator override (Nacos
+// InstanceOperatorClientImpl.updateInstance): the new override replaces the
+// old one whole (NamingMetadataOperateService.updateInstanceMetadata); at
+// every read its enabled and weight replace the instance's and its metadata
+// keys are merged over the app's (instances). Only the service must exist,
+// not the instance.
 func (e *Emulator) update(k serviceKey, ip string, port uint64, cluster string, o override) error {
 	if o.Weight < 0 || o.Weight > maxWeight {
 		return fmt.Errorf("%w: weight must be 0..%d, got %v", errInvalid, maxWeight, o.Weight)
@@ -230,11 +232,11 @@ func (e *Emulator) update(k serviceKey, ip string, port uint64, cluster string, 
 
 // instances lists the service's instances with overrides applied
 // (ServiceStorage.parseInstance applies InstanceUtil.updateInstanceMetadata
-// to each publisher's copy: enabled and weight replaced, metadata keys
-// merged over what the app registered last), sorted by address; enabledOnly hides disabled ones as every client-facing read does
-// (ref §1 "What consumers receive": selectInstancesWithHealthyProtection
-// with enableOnly=true). Weight 0 is not hidden. cluster "" means all.
-// Call with e.mu held.
+// to each publisher's copy: enabled and weight replaced, metadata keys merged
+// over what the app registered last), sorted by address; enabledOnly hides
+// disabled ones as every client-facing read does (Nacos
+// selectInstancesWithHealthyProtection with enableOnly=true). Weight 0 is not
+// hidden. cluster "" means all. Call with e.mu held.
 func (e *Emulator) instances(k serviceKey, cluster string, enabledOnly bool) []model.Instance {
 	s := e.services[k]
 	var out []model.Instance
@@ -266,8 +268,8 @@ func (e *Emulator) instances(k serviceKey, cluster string, enabledOnly bool) []m
 
 // serviceInfo is what subscribers receive. lastRefTime grows strictly per
 // service, as the SDK drops an update whose lastRefTime did not increase
-// (ref §2 "Gotchas"). clusters is echoed: it is part of the SDK's cache key
-// (ref §5). Call with e.mu held.
+// (SDK naming_cache/service_info_holder.go). clusters is echoed: it is part
+// of the SDK's cache key (SDK util.GetServiceCacheKey). Call with e.mu held.
 func (e *Emulator) serviceInfo(k serviceKey, clusters string) model.Service {
 	hosts := e.instances(k, "", true)
 	if hosts == nil {
@@ -294,7 +296,7 @@ func (e *Emulator) serviceInfo(k serviceKey, clusters string) model.Service {
 }
 
 // changed schedules a push of the service to its subscribers after
-// PushDelay; changes within the delay share one push (ref §1: the change
+// PushDelay; changes within the delay share one push (Nacos: the change
 // fires ServiceChangedEvent, the push follows after pushTaskDelay). Call
 // with e.mu held.
 func (e *Emulator) changed(s *service) {

@@ -98,11 +98,11 @@ func publishOnceConnected(ctx context.Context, p *Publisher, service, ip string,
 	}
 }
 
-// Publisher is one SDK connection that publishes instances, at most one
-// per service: Nacos keeps one instance per service and connection (ref
-// §1 "Ownership"), so publishing another instance of the same service
-// replaces the first. Like Register's, its instances live as long as the
-// connection. A few publishers register thousands of instances of as many
+// Publisher is one SDK connection that publishes instances, at most one per
+// service: Nacos keeps one instance per service and connection (Nacos
+// AbstractClient.publishers), so publishing another instance of the same
+// service replaces the first. Like Register's, its instances live as long as
+// the connection. A few publishers register thousands of instances of as many
 // services without a connection each (the scale benchmark does this).
 type Publisher struct {
 	cfg    Config

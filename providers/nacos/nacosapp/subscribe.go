@@ -24,7 +24,7 @@ type Instance struct {
 // official SDK, which receives the server's pushes. update is called with
 // the instances a consumer may call, those of cfg.Cluster that are enabled
 // and healthy with a weight above 0 (the filter of the Java client's
-// selectInstances, ref §1 "What consumers receive"), on the first answer
+// selectInstances, NacosNamingService), on the first answer
 // and on every push that changes them; it must not block. The returned
 // function unsubscribes and closes the connection. ctx bounds the
 // subscription only.

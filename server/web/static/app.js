@@ -3,7 +3,7 @@
 // calls only (never innerHTML), so that no status text can become markup.
 "use strict";
 
-const PHASES = ["prepare", "verify", "enable", "shift", "disable", "drain", "watch"];
+const PHASES = ["prepare", "verify", "preview", "smoke", "analysis", "approval", "enable", "shift", "disable", "drain", "watch"];
 const GROUPS = ["A", "B"];
 const STALE_AFTER_MS = 15000; // the server sends a snapshot at least every 5 s
 const MAX_EVENTS = 200;
@@ -13,6 +13,10 @@ let events = [];
 let skew = 0; // server clock minus ours, from the last snapshot
 let lastMessage = 0;
 let connected = false;
+// The API token typed for the approval buttons, and each service's last
+// answer: kept across re-renders, never stored.
+let approvalToken = "";
+const approvalResults = new Map();
 
 // el builds an element: el("div", {class: "x", "data-field": "y"}, child, "text", ...)
 function el(tag, attrs, ...children) {
@@ -65,6 +69,9 @@ function state(s) {
   const stalled = condition(s, "Stalled");
   if (stalled && stalled.status) return ["STALLED", "s-bad"];
   if (s.suspended) return ["SUSPENDED", "s-muted"];
+  if (s.transition && s.transition.approval && !s.transition.approval.decision && s.transition.phase === "approval") {
+    return ["PAUSED FOR APPROVAL", "s-warn"];
+  }
   if (s.transition) {
     const words = { release: "RELEASING", heal: "HEALING", abort: "ABORTING", "swap-back": "SWAPPING BACK" };
     return [words[s.transition.kind] || s.transition.kind.toUpperCase(), "s-busy"];
@@ -131,8 +138,13 @@ function renderBinding(s, bl) {
       bar.append(seg);
     }
   }
-  return el("div", { class: "binding", "data-binding": key, "data-weight-a": sa, "data-weight-b": sb },
-    el("span", { class: "key mono" }, key),
+  // A preview route: the group it carries, as the server derived it.
+  const route = bl.binding.preview ? (s.preview || []).find((r) => r.binding === key) : null;
+  const attrs = { class: "binding", "data-binding": key, "data-weight-a": sa, "data-weight-b": sb };
+  if (route) attrs["data-preview"] = route.group;
+  return el("div", attrs,
+    el("span", { class: "key mono" }, key,
+      route ? el("span", { class: "preview", "data-field": "preview" }, ` preview route → ${route.group}`) : null),
     bar,
     el("div", { class: "wlabels" },
       el("span", { class: "wa" }, "A weight ", el("b", { "data-field": "weight-A" }, weightLabel(wa))),
@@ -177,6 +189,96 @@ function renderPhase(s) {
   }
   if (s.step) parts.push(el("div", { class: "wait" }, el("span", { class: "k" }, "next step: "), el("span", { "data-field": "step" }, s.step)));
   return el("div", { class: "phase" }, parts);
+}
+
+// renderAnalysis shows the metric analysis of the transition (gates.analysis):
+// per query, how many measurements were successful, failed, inconclusive,
+// and the last value with what it meant.
+function renderAnalysis(s) {
+  const a = s.transition && s.transition.analysis;
+  if (!a) return null;
+  const stage = a.phase === "watch" ? "during the watch" : "before the shift";
+  const head = el("div", { class: "wait" }, el("span", { class: "k" }, `${stage}: `),
+    `${a.measurements} measurement${a.measurements === 1 ? "" : "s"}`,
+    a.lastAt ? [", last ", el("span", { "data-since": a.lastAt }, duration(now() - ms(a.lastAt))), " ago"] : null);
+  const rows = (a.queries || []).map((q) => el("tr", { "data-query": q.name, class: `m-${q.last || "none"}` },
+    el("td", { class: "mono" }, q.name),
+    el("td", { "data-field": "counts" }, `${q.successful} ok · ${q.failed} failed · ${q.inconclusive} inconclusive`),
+    el("td", { class: "mono", "data-field": "value" }, q.value || "—"),
+    el("td", { "data-field": "detail" }, q.last ? q.last + (q.detail ? `: ${q.detail}` : "") : "")));
+  return [el("div", { class: "section-title" }, "Analysis"),
+    el("div", { class: "analysis", "data-field": "analysis" }, head, el("table", { class: "queries" }, el("tbody", {}, rows)))];
+}
+
+// renderApproval shows a release at its approval gate (gates.approval):
+// since when, until when, and who can end the pause; while it lasts,
+// Promote and Abort buttons that call the same API as tandem promote|abort
+// (POST api/v1/services/NAME/promote|abort with the API token, typed here
+// and sent only with that request).
+function renderApproval(s) {
+  const t = s.transition;
+  const a = t && t.approval;
+  if (!a) return null;
+  const box = el("div", { class: "approval", "data-field": "approval" });
+  if (a.decision) {
+    const d = a.decision;
+    box.append(el("p", { "data-field": "approval-decision" },
+      `${d.action === "promote" ? "Promoted" : "Aborted"} by ${d.by} at ${new Date(ms(d.at)).toISOString()}`));
+    return [el("div", { class: "section-title" }, "Approval"), box];
+  }
+  const until = a.deadline && ms(a.deadline)
+    ? `until ${new Date(ms(a.deadline)).toISOString()}, then ${a.onTimeout}`
+    : "until someone decides";
+  box.append(
+    el("p", { "data-field": "approval-pause" }, `Paused since ${new Date(ms(a.since)).toISOString()} (`,
+      el("span", { "data-since": a.since }, duration(now() - ms(a.since))), ` ago), ${until}.`),
+    el("p", { class: "k" }, "Who can promote or abort: a holder of the API token (here, tandem promote|abort, the API) or of a link in the chat message."));
+  const token = el("input", { type: "password", autocomplete: "off", placeholder: "API token (api.tokenEnv), if set", "aria-label": "API token", "data-field": "approval-token" });
+  token.value = approvalToken;
+  token.addEventListener("input", () => { approvalToken = token.value; });
+  const result = el("p", { "data-field": "approval-result", role: "status" }, approvalResults.get(s.service) || "");
+  const show = (text) => { approvalResults.set(s.service, text); result.textContent = text; };
+  const act = (action) => {
+    const headers = { "Content-Type": "application/json" };
+    if (approvalToken) headers.Authorization = `Bearer ${approvalToken}`;
+    show(`${action}…`);
+    fetch(`api/v1/services/${encodeURIComponent(s.service)}/${action}`, {
+      method: "POST", headers, cache: "no-store",
+      body: JSON.stringify({ transition: t.id, by: "dashboard" }),
+    }).then((r) => r.json().then((b) => {
+      show(r.ok ? `${action} accepted (by ${b.by})` : `${action} refused: ${b.error || r.status}`);
+    }), (err) => { show(`${action} failed: ${err}`); });
+  };
+  const promote = el("button", { type: "button", class: "promote", "data-action": "promote" }, "Promote");
+  const abort = el("button", { type: "button", class: "abort", "data-action": "abort" }, "Abort");
+  promote.addEventListener("click", () => act("promote"));
+  abort.addEventListener("click", () => act("abort"));
+  box.append(el("div", { class: "approval-actions" }, token, promote, abort), result);
+  return [el("div", { class: "section-title" }, "Approval"), box];
+}
+
+// renderSmoke shows the smoke tests of the transition, or the last run:
+// each check on each instance, with the answer of a failed one.
+function renderSmoke(s) {
+  const sm = s.smoke;
+  if (!sm) return null;
+  const results = sm.results || [];
+  const failed = results.filter((r) => !r.passed).length;
+  let summary = `group ${sm.group} at ${sm.version}: `;
+  if (!sm.done) summary += `running (run ${sm.runs})`;
+  else if (failed) summary += `${failed} of ${results.length} checks failed`;
+  else summary += `all ${results.length} checks passed`;
+  return [
+    el("div", { class: "section-title" }, "Smoke tests"),
+    el("div", { class: "smoke" + (failed ? " bad" : ""), "data-field": "smoke" },
+      el("div", { "data-field": "smoke-summary" }, summary),
+      results.length ? el("ul", { class: "smoke-results" }, results.map((r) =>
+        el("li", { class: r.passed ? "pass" : "fail", "data-smoke": r.check },
+          el("span", { class: "mono" }, `${r.passed ? "✓" : "✗"} ${r.check}${r.instance ? " @ " + r.instance : ""}`),
+          r.status ? el("span", { class: "dim" }, ` ${r.status}`) : null,
+          r.error ? el("div", { class: "smoke-error", "data-field": "smoke-error" }, r.error) : null,
+          !r.passed && r.body ? el("pre", { class: "smoke-body mono", "data-field": "smoke-body" }, r.body) : null))) : null),
+  ];
 }
 
 function renderConditions(s) {
@@ -232,6 +334,9 @@ function renderService(s) {
     (s.bindings || []).length ? [el("div", { class: "section-title" }, "Traffic"), (s.bindings || []).map((bl) => renderBinding(s, bl))] : null,
     el("div", { class: "section-title" }, "Phase"),
     renderPhase(s),
+    renderAnalysis(s),
+    renderApproval(s),
+    renderSmoke(s),
     el("div", { class: "section-title" }, "Conditions"),
     renderConditions(s),
     (s.drift || []).length ? [el("div", { class: "section-title" }, "Drift"),

@@ -104,8 +104,9 @@ func NewNamingClient(c Config) (naming_client.INamingClient, error) {
 		CacheDir:    c.CacheDir,
 		LogDir:      c.CacheDir,
 		LogLevel:    "warn",
-		// Without these the SDK keeps the last non-empty host list, and
-		// loads a stale one from disk at start (ref §2 "Gotchas").
+		// Without these the SDK keeps the last non-empty host list, and loads
+		// a stale one from disk at start (SDK
+		// naming_cache/service_info_holder.go).
 		UpdateCacheWhenEmpty: true,
 		NotLoadCacheAtStart:  true,
 		TLSCfg:               tlsCfg,
