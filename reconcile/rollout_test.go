@@ -345,3 +345,35 @@ func TestARolloutProbesTheServingGroupWhileItShifts(t *testing.T) {
 	tr.Phase = reconcile.PhaseDrain
 	require.Equal(t, map[spec.Group]bool{spec.GroupB: true}, reconcile.NeedsFor(svc, reconcile.State{Transition: tr}).Probe, "after the shift the source is drained, not probed")
 }
+
+// TestAPreviewRouteCarriesTheTargetAloneThroughEveryRolloutStep: phase
+// preview moves the preview binding to the target before the rollout; the
+// rollout's steps set shares on the main bindings only, so the preview
+// route never goes back to a share of the old group.
+func TestAPreviewRouteCarriesTheTargetAloneThroughEveryRolloutStep(t *testing.T) {
+	svc := func(g spec.Group, version string) *spec.Service {
+		text := strings.Replace(fmt.Sprintf(fullService, g, version), "registry:\n", previewBinding+"registry:\n", 1)
+		svcs, ps := spec.ParseServices("services/user.yaml", []byte(text+stepsRollout))
+		require.NoError(t, ps.Err())
+		return svcs[0]
+	}
+	e := newEnv(t, svc(spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
+	e.world.ModelLBHealth(2)
+	want := svc(spec.GroupB, "1.1.0")
+	main, preview := want.Traffic[0], want.Traffic[2]
+	require.True(t, preview.Preview)
+	var partial bool // seen: a main binding at a share between 0 and 100
+	for range 2000 {
+		err := e.pass(want)
+		require.Empty(t, e.world.Violations())
+		if sh := share(e, want, main, spec.GroupB); sh > 0 && sh < 100 {
+			partial = true
+			require.Equal(t, 100.0, share(e, want, preview, spec.GroupB), "the preview route during a rollout step")
+		}
+		if st, _ := e.rec.Status(want.Name); err == nil && st.InSync {
+			break
+		}
+	}
+	require.True(t, partial, "the rollout went through a partial step")
+	requireLive(t, e, want)
+}
