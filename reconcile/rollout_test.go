@@ -369,6 +369,7 @@ func TestAPreviewRouteCarriesTheTargetAloneThroughEveryRolloutStep(t *testing.T)
 		if sh := share(e, want, main, spec.GroupB); sh > 0 && sh < 100 {
 			partial = true
 			require.Equal(t, 100.0, share(e, want, preview, spec.GroupB), "the preview route during a rollout step")
+			require.Equal(t, preview.Weight, groupWeight(e, want, preview, spec.GroupB), "the preview route keeps the target at its full weight")
 		}
 		if st, _ := e.rec.Status(want.Name); err == nil && st.InSync {
 			break
