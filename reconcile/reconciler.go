@@ -114,7 +114,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, tgt Target) (res Result, err
 	status.Probed = r.rememberProbes(svc, st, live, status.LastPass)
 
 	plan := Compute(Input{Service: svc, Revision: tgt.Revision, Live: live, State: st, Now: r.now(), Heal: r.Heal})
-	status.planned(plan)
+	status.planned(svc, plan)
 	r.announceDrift(svc.Name, tgt.Revision, plan.Drift)
 	if suspended || r.DryRun {
 		if suspended {

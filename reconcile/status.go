@@ -43,10 +43,13 @@ type Status struct {
 	Registry        *providers.RegistryView `json:"registry,omitempty"`
 	Phase           Phase                   `json:"phase,omitempty"`
 	Transition      *Transition             `json:"transition,omitempty"`
-	Summary         string                  `json:"summary"`
-	Step            string                  `json:"step,omitempty"`
-	Message         string                  `json:"message,omitempty"`
-	Evidence        string                  `json:"evidence,omitempty"` // drain evidence of the source group
+	// Phases are the phases the transition goes through, in order, done
+	// left out (transitionPhases); absent when idle.
+	Phases   []Phase `json:"phases,omitempty"`
+	Summary  string  `json:"summary"`
+	Step     string  `json:"step,omitempty"`
+	Message  string  `json:"message,omitempty"`
+	Evidence string  `json:"evidence,omitempty"` // drain evidence of the source group
 	// Probed is the last probe of each group, also of the idle one, which
 	// a quiet pass does not probe: it is read at start and after each
 	// transition.
@@ -181,11 +184,12 @@ func (r *Reconciler) probesHold(service string, at time.Time, applied string) {
 	}
 }
 
-func (s *Status) planned(p Plan) {
+func (s *Status) planned(svc *spec.Service, p Plan) {
 	s.Summary = p.Summary
 	s.Drift = p.Drift
 	s.InSync = p.InSync
 	s.Transition = p.Next.Transition
+	s.Phases = transitionPhases(svc, p.Next.Transition)
 	s.Smoke = shownSmoke(p.Next)
 	s.Phase = p.Phase
 	if p.Step != nil {
@@ -200,6 +204,32 @@ func (s *Status) planned(p Plan) {
 	if p.Next.Applied != nil {
 		s.AppliedRevision = p.Next.Applied.Revision
 	}
+}
+
+// transitionPhases lists the phases t goes through, in order, done left
+// out: a release gate only when t is a release and svc sets the gate (the
+// preview route with a preview binding, the analysis phase with
+// gates.analysis.beforeShift); the others pass unseen (gates.go). Nil
+// without a transition.
+func transitionPhases(svc *spec.Service, t *Transition) []Phase {
+	if t == nil {
+		return nil
+	}
+	g := svc.Gates
+	applies := map[Phase]bool{
+		PhasePreviewRoute: hasPreview(svc),
+		PhaseSmoke:        g.Smoke != nil,
+		PhaseAnalysis:     g.Analysis != nil && g.Analysis.BeforeShift > 0,
+		PhaseApproval:     g.Approval != nil,
+	}
+	out := make([]Phase, 0, len(Phases))
+	for _, ph := range Phases {
+		if gate, ok := applies[ph]; ph == PhaseDone || ok && (!gate || !gated(t)) {
+			continue
+		}
+		out = append(out, ph)
+	}
+	return out
 }
 
 // setStatus stores the status of a pass with its conditions, keeping the

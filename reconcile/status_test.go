@@ -2,11 +2,13 @@ package reconcile_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -53,4 +55,29 @@ func TestStatusShowsOnlyTheAllowedRegistryMetadata(t *testing.T) {
 		require.Equal(t, "<redacted>", in.Metadata["db.password"], "any other value is not")
 		require.Equal(t, "<redacted>", in.Metadata["version"])
 	}
+}
+
+// TestStatusListsThePhasesOfTheTransition: the status lists the phases a
+// transition goes through, the release gates only when the service sets
+// them, so that the dashboard shows no step that will not run.
+func TestStatusListsThePhasesOfTheTransition(t *testing.T) {
+	classic := []reconcile.Phase{reconcile.PhasePrepare, reconcile.PhaseVerify, reconcile.PhaseEnable, reconcile.PhaseShift,
+		reconcile.PhaseDisable, reconcile.PhaseDrain, reconcile.PhaseWatch}
+	phasesOf := func(old, want *spec.Service) []reconcile.Phase {
+		e := newEnv(t, old, spec.GroupA, "1.0.0", "1.0.0")
+		_ = e.pass(want)
+		st, _ := e.rec.Status(want.Name)
+		require.NotNil(t, st.Transition, "the release started")
+		return st.Phases
+	}
+	require.Equal(t, classic, phasesOf(service(t, spec.GroupA, "1.0.0"), service(t, spec.GroupB, "1.1.0")), "no gate: the classic phases")
+	require.Equal(t, slices.Insert(slices.Clone(classic), 2, reconcile.PhaseApproval),
+		phasesOf(service(t, spec.GroupA, "1.0.0"), gatedService(t, spec.GroupB, "1.1.0", "{}")), "the approval gate")
+	require.Equal(t, slices.Insert(slices.Clone(classic), 2, reconcile.PhasePreviewRoute),
+		phasesOf(previewService(t, spec.GroupA, "1.0.0"), previewService(t, spec.GroupB, "1.1.0")), "a preview binding")
+
+	e := newEnv(t, service(t, spec.GroupA, "1.0.0"), spec.GroupA, "1.0.0", "1.0.0")
+	require.NoError(t, e.converge(service(t, spec.GroupA, "1.0.0"), 20))
+	st, _ := e.rec.Status("user-service")
+	require.Nil(t, st.Phases, "idle: no phases")
 }

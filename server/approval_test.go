@@ -26,6 +26,12 @@ func (e *env) pause(service, id string) {
 			list[i].Transition = &reconcile.Transition{ID: id, Kind: reconcile.KindRelease, From: spec.GroupA, To: spec.GroupB, Version: "9.9.9",
 				Phase: reconcile.PhaseApproval, Started: t0.Add(-time.Minute), PhaseSince: t0.Add(-10 * time.Second),
 				Approval: &reconcile.ApprovalProgress{Since: t0.Add(-10 * time.Second), Deadline: t0.Add(time.Hour), OnTimeout: spec.ApprovalAbort}}
+			list[i].Phases = []reconcile.Phase{reconcile.PhasePrepare, reconcile.PhaseVerify}
+			if len(list[i].Preview) > 0 {
+				list[i].Phases = append(list[i].Phases, reconcile.PhasePreviewRoute)
+			}
+			list[i].Phases = append(list[i].Phases, reconcile.PhaseApproval, reconcile.PhaseEnable, reconcile.PhaseShift,
+				reconcile.PhaseDisable, reconcile.PhaseDrain, reconcile.PhaseWatch)
 		}
 	}
 	e.status.set(list)

@@ -38,6 +38,7 @@ type serviceView struct {
 	Groups      map[string]string `json:"groups"` // group -> "version | role | registry"
 	Bindings    []string          `json:"bindings"`
 	Transition  string            `json:"transition"`
+	Phases      []string          `json:"phases"` // the phase strip; nil without a transition
 	Phase       *string           `json:"phase"`
 	Elapsed     *string           `json:"elapsed"`
 	Evidence    *string           `json:"evidence"`
@@ -76,6 +77,7 @@ const readPage = `(() => {
         " bar=" + all(b, ".seg").map((s) => s.textContent).join(",") +
         (b.dataset.preview ? " preview=" + b.dataset.preview + " (" + txt(b, "[data-field=preview]") + ")" : "")),
       transition: txt(a, "[data-field=transition]"),
+      phases: a.querySelector("[data-field=phases]") ? all(a, "[data-field=phases] li").map((li) => li.textContent) : null,
       phase: txt(a, "[data-field=phase]"),
       elapsed: txt(a, "[data-field=elapsed]"),
       evidence: txt(a, "[data-field=evidence]"),
@@ -176,6 +178,7 @@ func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
 		},
 		Bindings:   []string{"haproxy:edge/user_be A=0 B=100 sums=0/200 bar=B 100%"},
 		Transition: "release 2.4.1: group A → group B", Phase: ptr("drain"), Evidence: ptr(evidence),
+		Phases: []string{"✓ prepare", "✓ verify", "✓ analysis", "✓ enable", "✓ shift", "✓ disable", "drain", "watch"},
 		Conditions: []string{"Ready=False Progressing cond c-false-bad", "Reconciling=True Draining cond c-true-busy", "Stalled=False None cond c-quiet"},
 		Drift:      []string{}, Revision: "desired 1a2b3c4 by Zhang Min — “user-service: release 2.4.1” · applied 0c0ffee",
 		Analysis: []string{
@@ -196,14 +199,6 @@ func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
 	require.True(t, strings.HasSuffix(page.Events[0].When, "02:59:30"), page.Events[0].When)
 	for _, r := range page.Resources {
 		require.True(t, strings.HasPrefix(r, e.url+"/"), "the page loaded %s from elsewhere", r)
-	}
-
-	png, err := b.screenshot(ctx)
-	require.NoError(t, err)
-	require.True(t, len(png) > 1000 && string(png[1:4]) == "PNG")
-	require.NoError(t, os.WriteFile(filepath.Join(t.TempDir(), "dashboard.png"), png, 0o644))
-	if *update {
-		require.NoError(t, os.WriteFile(filepath.Join("..", "docs", "dashboard.png"), png, 0o644))
 	}
 
 	// Live: the drain ends, the stalled release is fixed, an event arrives.
@@ -242,14 +237,19 @@ func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
 	require.Equal(t, "PhaseCompleted user-service: phase drain completed", page.Events[0].Text)
 
 	// A release that rolls out in steps shows its step and share while it
-	// shifts.
+	// shifts; without release gates, its strip has the classic phases.
 	u.Phase, u.Transition.Phase = reconcile.PhaseShift, reconcile.PhaseShift
+	u.Phases = []reconcile.Phase{reconcile.PhasePrepare, reconcile.PhaseVerify, reconcile.PhaseEnable, reconcile.PhaseShift,
+		reconcile.PhaseDisable, reconcile.PhaseDrain, reconcile.PhaseWatch}
 	u.Transition.Rollout = &reconcile.RolloutProgress{Steps: []reconcile.RolloutStep{{Share: 10, Pause: time.Minute}, {Share: 50, Hold: time.Minute}, {Share: 100}},
 		Step: 1, Reached: t0.Add(-2 * time.Second)}
 	e.status.set(next)
 	b.waitFor(ctx, t, "the rollout step",
 		`(() => { const r = document.querySelector('article[data-service="user-service"] [data-field=rollout]');
 		 return r && r.textContent === "step 2/3 · 50% to group B"; })()`)
+	require.NoError(t, b.eval(ctx, readPage, &page))
+	require.Equal(t, []string{"✓ prepare", "✓ verify", "✓ enable", "shift", "disable", "drain", "watch"}, page.Services[3].Phases,
+		"no release gate: no gate phase")
 	u.Phase, u.Transition.Phase, u.Transition.Rollout = reconcile.PhaseWatch, reconcile.PhaseWatch, nil
 	e.status.set(next)
 	b.waitFor(ctx, t, "no rollout after the shift",
@@ -358,6 +358,21 @@ func TestDashboardPromotesAPausedRelease(t *testing.T) {
 	require.Equal(t, 2, view.Buttons, "Promote and Abort, on the paused service only")
 	require.Contains(t, view.Pause, "Paused since 2025-03-01T02:59:50.000Z")
 	require.Contains(t, view.Pause, "until 2025-03-01T04:00:00.000Z, then abort")
+	var strip []string
+	require.NoError(t, b.eval(ctx, `[...document.querySelectorAll('article[data-service="gateway"] [data-field=phases] li')].map((li) => li.textContent)`, &strip))
+	require.Equal(t, []string{"✓ prepare", "✓ verify", "✓ preview", "approval", "enable", "shift", "disable", "drain", "watch"}, strip,
+		"the gates the service sets, and only those")
+
+	// docs/dashboard.png: a release paused for approval, one draining, one
+	// stalled, one suspended (go test ./server -run TestDashboardPromotesAPausedRelease -update).
+	png, err := b.screenshot(ctx)
+	require.NoError(t, err)
+	require.True(t, len(png) > 1000 && string(png[1:4]) == "PNG")
+	require.NoError(t, os.WriteFile(filepath.Join(t.TempDir(), "dashboard.png"), png, 0o644))
+	if *update {
+		require.NoError(t, os.WriteFile(filepath.Join("..", "docs", "dashboard.png"), png, 0o644))
+	}
+
 
 	var ok bool
 	require.NoError(t, b.eval(ctx, `(() => { const a = document.querySelector('article[data-service="gateway"]');

@@ -128,6 +128,8 @@ func fixtures() []reconcile.Status {
 						Detail: "the value is NaN (e.g. 0/0: no requests in the range)"},
 				}},
 		},
+		Phases: []reconcile.Phase{reconcile.PhasePrepare, reconcile.PhaseVerify, reconcile.PhaseAnalysis, reconcile.PhaseEnable,
+			reconcile.PhaseShift, reconcile.PhaseDisable, reconcile.PhaseDrain, reconcile.PhaseWatch},
 		Summary: "release 2.4.1: group A -> group B, phase drain",
 		Message: evidence, Evidence: evidence,
 		Conditions: conds(false, "Progressing", "release 2.4.1: group A -> group B, phase drain",

@@ -3,7 +3,9 @@
 // calls only (never innerHTML), so that no status text can become markup.
 "use strict";
 
-const PHASES = ["prepare", "verify", "preview", "smoke", "analysis", "approval", "enable", "shift", "disable", "drain", "watch"];
+// The phases of a transition without release gates; the status's phases
+// list says which ones a transition goes through (docs/api.md).
+const CLASSIC_PHASES = ["prepare", "verify", "enable", "shift", "disable", "drain", "watch"];
 const GROUPS = ["A", "B"];
 const STALE_AFTER_MS = 15000; // the server sends a snapshot at least every 5 s
 const MAX_EVENTS = 200;
@@ -158,9 +160,10 @@ function renderPhase(s) {
       el("span", { class: "what", "data-field": "transition" }, s.suspended ? "suspended" : "no transition"),
       s.summary ? el("span", { "data-field": "summary" }, ` — ${s.summary}`) : null);
   }
-  const cur = PHASES.indexOf(t.phase);
+  const phases = s.phases || CLASSIC_PHASES;
+  const cur = phases.indexOf(t.phase);
   const times = t.phaseTimes || {};
-  const steps = el("ol", { class: "steps" }, PHASES.map((p, i) => {
+  const steps = el("ol", { class: "steps", "data-field": "phases" }, phases.map((p, i) => {
     const cls = i < cur ? "done" : i === cur ? "current" : "";
     const took = times[p] ? ` (${duration(times[p] / 1e6)})` : "";
     return el("li", { class: cls, title: p + took }, i < cur ? `✓ ${p}` : p);
