@@ -178,7 +178,7 @@ func TestDashboardShowsTheStatusAndFollowsItLive(t *testing.T) {
 		},
 		Bindings:   []string{"haproxy:edge/user_be A=0 B=100 sums=0/200 bar=B 100%"},
 		Transition: "release 2.4.1: group A → group B", Phase: ptr("drain"), Evidence: ptr(evidence),
-		Phases: []string{"✓ prepare", "✓ verify", "✓ analysis", "✓ enable", "✓ shift", "✓ disable", "drain", "watch"},
+		Phases:     []string{"✓ prepare", "✓ verify", "✓ analysis", "✓ enable", "✓ shift", "✓ disable", "drain", "watch"},
 		Conditions: []string{"Ready=False Progressing cond c-false-bad", "Reconciling=True Draining cond c-true-busy", "Stalled=False None cond c-quiet"},
 		Drift:      []string{}, Revision: "desired 1a2b3c4 by Zhang Min — “user-service: release 2.4.1” · applied 0c0ffee",
 		Analysis: []string{
@@ -372,7 +372,6 @@ func TestDashboardPromotesAPausedRelease(t *testing.T) {
 	if *update {
 		require.NoError(t, os.WriteFile(filepath.Join("..", "docs", "dashboard.png"), png, 0o644))
 	}
-
 
 	var ok bool
 	require.NoError(t, b.eval(ctx, `(() => { const a = document.querySelector('article[data-service="gateway"]');
