@@ -8,8 +8,6 @@
 //	POST|GET /echo     echoes the request body; ?delay=300ms holds the request (at most 30s)
 //	GET      /ws       WebSocket echo of every message, in order
 //	GET      /version  {"version": ..., "name": ..., "group": ...}
-//	                   500 "broken build" with Options.BrokenEcho (a release that is healthy but
-//	                   serves errors: smoke tests catch it)
 //	GET      /healthz  200 "ok"; 503 once shutdown has begun (see Options.ShutdownDelay)
 //	                   or after SetHealthy(false)
 //	GET      /metrics  Prometheus text: tandem_demo_inflight_requests,
@@ -21,6 +19,8 @@
 //	                   delay in [0, DrainJitter); new upgrades are still accepted
 //
 // Every response carries X-Backend (the instance name), X-Version and X-Group.
+// Options.Faults make a version answer a route with an error status or
+// slowly while /healthz stays green (Fleet.SetFault, the command's --fault).
 package demoapp
 
 import (
@@ -82,12 +82,10 @@ type Options struct {
 	// deregisters the app and runs first when the app stops, as Spring
 	// Cloud applications deregister at shutdown.
 	Register func(ctx context.Context, a *App) (deregister func(), err error)
-	// BrokenEcho makes /echo answer 500 while /healthz and /version stay
-	// as they are: a bad build that passes every health check.
-	BrokenEcho bool
 	// Faults make some versions misbehave while /healthz stays green (a
-	// release that only metric analysis can catch), keyed by version: an
-	// instance restarted at another version by Fleet.Restart keeps the map.
+	// release that only smoke tests or metric analysis can catch), keyed by
+	// version: an instance restarted at another version by Fleet.Restart
+	// keeps the map.
 	Faults map[string]Fault
 	Log    *slog.Logger
 }
@@ -335,10 +333,6 @@ func (a *App) echo(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
-	}
-	if a.opts.BrokenEcho {
-		http.Error(w, fmt.Sprintf("broken build %s: echo handler failed", a.opts.Version), http.StatusInternalServerError)
-		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxEchoBody))
 	if err != nil {

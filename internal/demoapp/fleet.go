@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -24,8 +25,9 @@ type Fleet struct {
 	mu   sync.Mutex
 	apps map[string]*App
 	jobs *DeployJobs
-	// broken are the versions whose apps answer /echo with 500 (BreakEcho).
-	broken map[string]bool
+	// faults are added to the Options.Faults of every app the fleet starts
+	// (SetFault).
+	faults map[string]Fault
 }
 
 // NewFleet returns an empty fleet whose apps and deploy jobs live at most
@@ -46,11 +48,21 @@ func (f *Fleet) Has(addr string) bool {
 	return f.apps[addr] != nil
 }
 
-// Start starts an app (o.Log defaults to the fleet's logger).
+// Start starts an app (o.Log defaults to the fleet's logger; the fleet's
+// faults, SetFault, are added to o.Faults).
 func (f *Fleet) Start(o Options) (*App, error) {
 	if o.Log == nil {
 		o.Log = f.log
 	}
+	f.mu.Lock()
+	if len(f.faults) > 0 {
+		o.Faults = maps.Clone(o.Faults)
+		if o.Faults == nil {
+			o.Faults = map[string]Fault{}
+		}
+		maps.Copy(o.Faults, f.faults)
+	}
+	f.mu.Unlock()
 	a, err := Start(f.ctx, o)
 	if err != nil {
 		return nil, err
@@ -93,9 +105,6 @@ func (f *Fleet) Restart(addrs []string, version string) error {
 			continue // it was not running
 		}
 		o.Version = version
-		f.mu.Lock()
-		o.BrokenEcho = f.broken[version]
-		f.mu.Unlock()
 		if _, err := f.Start(o); err != nil {
 			errs = append(errs, err)
 		}
@@ -106,16 +115,23 @@ func (f *Fleet) Restart(addrs []string, version string) error {
 	return nil
 }
 
-// BreakEcho makes the apps the fleet deploys at version from now on answer
-// /echo with 500 while their health checks pass (Options.BrokenEcho): a
-// bad build that only smoke tests or metrics can tell.
-func (f *Fleet) BreakEcho(version string) {
+// SetFault makes the apps the fleet starts or deploys at version from now
+// on misbehave as fault says (Options.Faults), over the faults of their
+// options.
+func (f *Fleet) SetFault(version string, fault Fault) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.broken == nil {
-		f.broken = map[string]bool{}
+	if f.faults == nil {
+		f.faults = map[string]Fault{}
 	}
-	f.broken[version] = true
+	f.faults[version] = fault
+}
+
+// BreakEcho makes the apps the fleet deploys at version from now on answer
+// /echo with 500 while their health checks pass: a bad build that only
+// smoke tests or metrics can tell.
+func (f *Fleet) BreakEcho(version string) {
+	f.SetFault(version, Fault{Path: "/echo", Status: http.StatusInternalServerError})
 }
 
 // App returns the app running at addr.

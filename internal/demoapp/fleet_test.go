@@ -81,7 +81,7 @@ func TestABrokenVersionAnswersEchoWith500WhileItsHealthChecksPass(t *testing.T) 
 	require.NoError(t, fleet.Restart([]string{a.Addr()}, "2.0.0-bad"))
 	code, body = echo()
 	require.Equal(t, http.StatusInternalServerError, code)
-	require.Equal(t, "broken build 2.0.0-bad: echo handler failed\n", body)
+	require.Equal(t, "fault injected for version 2.0.0-bad\n", body)
 	resp, _ := get(t, "http://"+a.Addr()+"/healthz")
 	require.Equal(t, http.StatusOK, resp.StatusCode, "the health check stays green")
 

@@ -56,7 +56,7 @@ func TestSmokeTestsStopABuildThatIsHealthyButServesErrors(t *testing.T) {
 	rev, err := s.Release(ctx, "web", "2.0.0")
 	require.NoError(t, err)
 	_, err = s.WaitInSync(ctx, "web", rev)
-	why := fmt.Sprintf(`smoke check "echo" failed on %s: POST http://%s/echo: status 500, the body does not contain "smoke-test" (want status 200, body containing "smoke-test"); answer: "broken build 2.0.0: echo handler failed\n"`, targets[0], targets[0])
+	why := fmt.Sprintf(`smoke check "echo" failed on %s: POST http://%s/echo: status 500, the body does not contain "smoke-test" (want status 200, body containing "smoke-test"); answer: "fault injected for version 2.0.0\n"`, targets[0], targets[0])
 	require.ErrorContains(t, err, "ReleaseFailed")
 	require.ErrorContains(t, err, why)
 	for _, addr := range targets {
