@@ -115,6 +115,23 @@ func (d *Dialer) Transport() *http.Transport {
 	}
 }
 
+// InstanceClient is the HTTP client of the requests Tandem sends to
+// instances (health probes, smoke tests): it connects only where hosts
+// allows (policy.network.probe of tandem.yaml; nil: every address but the
+// refused ranges), opens a connection per request and never follows a
+// redirect, which is an answer of its own.
+func InstanceClient(hosts *spec.Allowlist) *http.Client {
+	if hosts == nil {
+		hosts = spec.NewAllowlist("policy.network.probe")
+	}
+	transport := (&Dialer{Allow: hosts}).Transport()
+	transport.DisableKeepAlives = true
+	return &http.Client{
+		Transport:     transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
 // IsRefused reports whether err is a connection the policy refused.
 func IsRefused(err error) bool {
 	var r *RefusedError

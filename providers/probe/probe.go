@@ -52,19 +52,7 @@ func New(hosts *spec.Allowlist, log *slog.Logger) *Prober {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if hosts == nil {
-		hosts = spec.NewAllowlist("policy.network.probe")
-	}
-	transport := (&egress.Dialer{Allow: hosts}).Transport()
-	transport.DisableKeepAlives = true
-	return &Prober{
-		client: &http.Client{
-			Transport: transport,
-			// A redirect is an answer of its own: never follow it elsewhere.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		log: log,
-	}
+	return &Prober{client: egress.InstanceClient(hosts), log: log}
 }
 
 // Probe GETs health.http.path (2xx is healthy; with health.http.jsonStatus

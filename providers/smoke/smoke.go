@@ -51,19 +51,7 @@ func New(hosts *spec.Allowlist, hooks deploy.Policy, log *slog.Logger) *Runner {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if hosts == nil {
-		hosts = spec.NewAllowlist("policy.network.probe")
-	}
-	transport := (&egress.Dialer{Allow: hosts}).Transport()
-	transport.DisableKeepAlives = true
-	return &Runner{
-		client: &http.Client{
-			Transport:     transport,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		hooks: hooks,
-		log:   log,
-	}
+	return &Runner{client: egress.InstanceClient(hosts), hooks: hooks, log: log}
 }
 
 // Smoke runs svc's gates.smoke for req.
