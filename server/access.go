@@ -136,8 +136,8 @@ func (s *Server) dashboardGate(dash http.Handler) http.Handler {
 	})
 }
 
-// loginContentSecurityPolicy: the login form has no script and no style,
-// and posts only here.
+// loginContentSecurityPolicy: the login form and the signed links' pages
+// (writePage) have no script and no style, and post only here.
 const loginContentSecurityPolicy = "default-src 'none'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
 var loginTemplate = template.Must(template.New("login").Parse(`<!doctype html>
@@ -156,6 +156,12 @@ var loginTemplate = template.Must(template.New("login").Parse(`<!doctype html>
 `))
 
 func (s *Server) loginPage(w http.ResponseWriter, code int, msg string) {
+	writePage(w, code, loginTemplate, msg)
+}
+
+// writePage answers with a page of its own (the login form, a signed
+// link's page): no script, not cached, sent with no referrer.
+func writePage(w http.ResponseWriter, code int, t *template.Template, data any) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", loginContentSecurityPolicy)
@@ -163,7 +169,7 @@ func (s *Server) loginPage(w http.ResponseWriter, code int, msg string) {
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	_ = loginTemplate.Execute(w, msg)
+	_ = t.Execute(w, data)
 }
 
 // login serves POST /login (a form with the token): a right token gets

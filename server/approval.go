@@ -209,12 +209,5 @@ var linkTemplate = template.Must(template.New("link").Parse(`<!doctype html>
 `))
 
 func (s *Server) linkAnswer(w http.ResponseWriter, code int, v linkView) {
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", loginContentSecurityPolicy)
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer") // the page's URL carries the signature
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = linkTemplate.Execute(w, v)
+	writePage(w, code, linkTemplate, v) // no referrer: the page's URL carries the signature
 }
