@@ -276,16 +276,6 @@ func TestPropertyAnalysisKeepsTheInvariantsAndConverges(t *testing.T) {
 		}
 		good = true
 		restart()
-		err := e.converge(desired, 3000)
-		var stalled *reconcile.StalledError
-		if errors.As(err, &stalled) {
-			require.Contains(rt, []string{"ReleaseFailed", "VersionWithoutFlip"}, stalled.Reason, "unexpected stall: %v", err)
-			e.world.ServeOnly(desired, spec.GroupA)
-			next++
-			desired = svc(spec.GroupB, fmt.Sprintf("1.%d.0", next))
-			err = e.converge(desired, 3000)
-		}
-		require.NoError(rt, err)
-		requireLive(rt, e, desired)
+		settle(rt, e, desired, next, svc, e.converge, "ReleaseFailed", "VersionWithoutFlip")
 	})
 }

@@ -1,7 +1,6 @@
 package reconcile_test
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -116,18 +115,7 @@ func TestPropertyApprovalPausesPromotesAndAborts(t *testing.T) {
 		}
 		e.rec = e.reconciler()
 		e.rec.Heal = true
-		err := e.convergePromoting(desired, 3000)
-		var stalled *reconcile.StalledError
-		if errors.As(err, &stalled) {
-			require.Contains(rt, []string{"ReleaseFailed", "VersionWithoutFlip", "HealFailed"}, stalled.Reason, "unexpected stall: %v", err)
-			e.world.ServeOnly(desired, spec.GroupA)
-			next++
-			desired = svcAt(spec.GroupB, fmt.Sprintf("1.%d.0", next))
-			err = e.convergePromoting(desired, 3000)
-		}
-		require.NoError(rt, err)
-		requireLive(rt, e, desired)
-		require.Empty(rt, e.world.Violations())
+		settle(rt, e, desired, next, svcAt, e.convergePromoting, "ReleaseFailed", "VersionWithoutFlip", "HealFailed")
 	})
 }
 

@@ -104,27 +104,34 @@ func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 		}
 		e.rec = e.reconciler()
 		e.rec.Heal = true
-		err := e.converge(desired, 3000)
-		var stalled *reconcile.StalledError
-		if errors.As(err, &stalled) {
-			// Two clean ways to refuse: a release that failed and was undone, or
-			// commits that skipped a release (a version change on the serving
-			// group). Either is reported, and a proper release goes through.
-			// A drift repair that cannot complete (the desired group does not
-			// run the desired version) stalls too, until a person fixes the
-			// live state by hand.
-			require.Contains(rt, []string{"ReleaseFailed", "VersionWithoutFlip", "HealFailed"}, stalled.Reason, "unexpected stall: %v", err)
-			// The person on call puts group A back in charge by hand and
-			// commits a new release to B.
-			e.world.ServeOnly(desired, spec.GroupA)
-			next++
-			desired = svc(spec.GroupB, fmt.Sprintf("1.%d.0", next))
-			err = e.converge(desired, 3000)
-		}
-		require.NoError(rt, err)
-		requireLive(rt, e, desired)
-		require.Empty(rt, e.world.Violations())
+		// Two clean ways to refuse: a release that failed and was undone, or
+		// commits that skipped a release (a version change on the serving
+		// group). Either is reported, and a proper release goes through. A
+		// drift repair that cannot complete (the desired group does not run
+		// the desired version) stalls too, until a person fixes the live
+		// state by hand.
+		settle(rt, e, desired, next, svc, e.converge, "ReleaseFailed", "VersionWithoutFlip", "HealFailed")
 	})
+}
+
+// settle converges to desired with converge once the faults have stopped.
+// A stall is one of reasons, and the person on call puts it right: group
+// A back in charge by hand and a new release to group B (at builds it, of
+// the version after 1.next.0), which goes through. Then the live state is
+// the desired one and no invariant was broken.
+func settle(rt *rapid.T, e *env, desired *spec.Service, next int, at func(spec.Group, string) *spec.Service,
+	converge func(*spec.Service, int) error, reasons ...string) {
+	err := converge(desired, 3000)
+	var stalled *reconcile.StalledError
+	if errors.As(err, &stalled) {
+		require.Contains(rt, reasons, stalled.Reason, "unexpected stall: %v", err)
+		e.world.ServeOnly(desired, spec.GroupA)
+		desired = at(spec.GroupB, fmt.Sprintf("1.%d.0", next+1))
+		err = converge(desired, 3000)
+	}
+	require.NoError(rt, err)
+	requireLive(rt, e, desired)
+	require.Empty(rt, e.world.Violations())
 }
 
 // propertyRollouts are the rollouts the property test draws from: none,
