@@ -232,9 +232,7 @@ func TestPropertyAnalysisKeepsTheInvariantsAndConverges(t *testing.T) {
 		limit := rapid.IntRange(0, 2).Draw(rt, "failureLimit")
 		svc := func(g spec.Group, v string) *spec.Service { return analysedService(rt, g, v, beforeShift, limit) }
 		initial := svc(spec.GroupA, "1.0.0")
-		e := newEnv(t, initial, spec.GroupA, "1.0.0", "1.0.0")
-		e.t = rt
-		e.store = &memStore{m: map[string]reconcile.State{}}
+		e := propertyEnv(t, rt, initial)
 		rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(rt, "seed"), 2))
 		good := false
 		f := &fakeProm{answer: func(string) (providers.MetricValue, error) {

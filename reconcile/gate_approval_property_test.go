@@ -2,7 +2,6 @@ package reconcile_test
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -37,22 +36,11 @@ func TestPropertyApprovalPausesPromotesAndAborts(t *testing.T) {
 		gate := rapid.SampledFrom([]string{"{}", "{timeout: 30m, onTimeout: promote}", "{timeout: 30m, onTimeout: abort}"}).Draw(rt, "gate")
 		svcAt := func(g spec.Group, v string) *spec.Service { return gatedService(rt, g, v, gate) }
 		initial := svcAt(spec.GroupA, "1.0.0")
-		e := newEnv(t, initial, spec.GroupA, "1.0.0", "1.0.0")
-		e.t = rt
-		e.store = &memStore{m: map[string]reconcile.State{}}
-		e.rec = e.reconciler()
+		e := propertyEnv(t, rt, initial)
 		desired := initial
 		versions := map[spec.Group]string{spec.GroupA: "1.0.0", spec.GroupB: "1.0.0"}
 		next := 1
-		faultRate := rapid.Float64Range(0, 0.2).Draw(rt, "faultRate")
-		rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(rt, "seed"), 1))
-		faults := true
-		e.world.SetFaults(memory.Faults{Fail: func(op string) error {
-			if faults && rng.Float64() < faultRate {
-				return fmt.Errorf("%s: %w", op, memory.ErrInjected)
-			}
-			return nil
-		}})
+		stopFaults := randomFaults(rt, e, 0.2)
 		seen := map[string]bool{} // every transition id seen, for stale decisions
 
 		steps := rapid.IntRange(1, 60).Draw(rt, "steps")
@@ -109,7 +97,7 @@ func TestPropertyApprovalPausesPromotesAndAborts(t *testing.T) {
 			}
 		}
 
-		faults = false
+		stopFaults()
 		for _, addr := range []string{"10.0.1.11:8080", "10.0.1.12:8080", "10.0.2.11:8080", "10.0.2.12:8080"} {
 			e.world.UpdateApp(addr, func(a *memory.App) { a.Healthy = true })
 		}

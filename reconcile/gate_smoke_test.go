@@ -218,10 +218,7 @@ func TestPlanShowsTheSmokePhaseWithItsChecks(t *testing.T) {
 func TestPropertyABuildThatFailsItsSmokeTestsNeverServes(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		initial := smokeService(rt, spec.GroupA, "1.0.0")
-		e := newEnv(t, initial, spec.GroupA, "1.0.0", "1.0.0")
-		e.t = rt
-		e.store = &memStore{m: map[string]reconcile.State{}}
-		e.rec = e.reconciler()
+		e := propertyEnv(t, rt, initial)
 		broken := map[string]bool{}
 		rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(rt, "seed"), 2))
 		faultRate := rapid.Float64Range(0, 0.2).Draw(rt, "faultRate")

@@ -42,27 +42,13 @@ func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 			return svcs[0]
 		}
 		initial := svc(spec.GroupA, "1.0.0")
-		e := newEnv(t, initial, spec.GroupA, "1.0.0", "1.0.0")
-		e.t = rt
-		e.store = &memStore{m: map[string]reconcile.State{}}
-		e.rec = e.reconciler()
+		e := propertyEnv(t, rt, initial)
 		// The LB checks its servers itself (0: it mirrors app health).
 		e.world.ModelLBHealth(rapid.IntRange(0, 3).Draw(rt, "lbHealthyThreshold"))
 		desired := initial
 		versions := map[spec.Group]string{spec.GroupA: "1.0.0", spec.GroupB: "1.0.0"}
 		next := 1
-		faultRate := rapid.Float64Range(0, 0.3).Draw(rt, "faultRate")
-		// Faults are decided by a PRNG seeded from rapid: probes run
-		// concurrently, and rapid must only be drawn from this goroutine.
-		rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(rt, "seed"), 1))
-		faults := true
-		e.world.SetFaults(memory.Faults{Fail: func(op string) error {
-			// Called with the world locked: rng is never used concurrently.
-			if faults && rng.Float64() < faultRate {
-				return fmt.Errorf("%s: %w", op, memory.ErrInjected)
-			}
-			return nil
-		}})
+		stopFaults := randomFaults(rt, e, 0.3)
 
 		steps := rapid.IntRange(1, 60).Draw(rt, "steps")
 		for i := range steps {
@@ -97,7 +83,7 @@ func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 		}
 
 		// Faults stop and instances recover; drift is healed.
-		faults = false
+		stopFaults()
 		for _, addr := range []string{"10.0.1.11:8080", "10.0.1.12:8080", "10.0.2.11:8080", "10.0.2.12:8080"} {
 			e.world.UpdateApp(addr, func(a *memory.App) { a.Healthy = true })
 			e.world.CutOffLB(addr, false)
@@ -112,6 +98,34 @@ func TestPropertyInvariantsHoldAndStateConverges(t *testing.T) {
 		// state by hand.
 		settle(rt, e, desired, next, svc, e.converge, "ReleaseFailed", "VersionWithoutFlip", "HealFailed")
 	})
+}
+
+// propertyEnv is newEnv for a property test: group A serves 1.0.0 of
+// initial, the journal is kept in memory, failures go to rt.
+func propertyEnv(t *testing.T, rt *rapid.T, initial *spec.Service) *env {
+	e := newEnv(t, initial, spec.GroupA, "1.0.0", "1.0.0")
+	e.t = rt
+	e.store = &memStore{m: map[string]reconcile.State{}}
+	e.rec = e.reconciler()
+	return e
+}
+
+// randomFaults makes a share of the world's calls (drawn up to maxRate)
+// fail until stop is called. Faults are decided by a PRNG seeded from
+// rapid: probes run concurrently, and rapid must only be drawn from the
+// test's goroutine.
+func randomFaults(rt *rapid.T, e *env, maxRate float64) (stop func()) {
+	faultRate := rapid.Float64Range(0, maxRate).Draw(rt, "faultRate")
+	rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(rt, "seed"), 1))
+	faults := true
+	e.world.SetFaults(memory.Faults{Fail: func(op string) error {
+		// Called with the world locked: rng is never used concurrently.
+		if faults && rng.Float64() < faultRate {
+			return fmt.Errorf("%s: %w", op, memory.ErrInjected)
+		}
+		return nil
+	}})
+	return func() { faults = false }
 }
 
 // settle converges to desired with converge once the faults have stopped.
