@@ -43,13 +43,11 @@ type Status struct {
 	Registry        *providers.RegistryView `json:"registry,omitempty"`
 	Phase           Phase                   `json:"phase,omitempty"`
 	Transition      *Transition             `json:"transition,omitempty"`
-	// Phases are the phases the transition goes through, in order, done
-	// left out (transitionPhases); absent when idle.
-	Phases   []Phase `json:"phases,omitempty"`
-	Summary  string  `json:"summary"`
-	Step     string  `json:"step,omitempty"`
-	Message  string  `json:"message,omitempty"`
-	Evidence string  `json:"evidence,omitempty"` // drain evidence of the source group
+	Phases          []Phase                 `json:"phases,omitempty"` // of the transition, in order, done left out (transitionPhases)
+	Summary         string                  `json:"summary"`
+	Step            string                  `json:"step,omitempty"`
+	Message         string                  `json:"message,omitempty"`
+	Evidence        string                  `json:"evidence,omitempty"` // drain evidence of the source group
 	// Probed is the last probe of each group, also of the idle one, which
 	// a quiet pass does not probe: it is read at start and after each
 	// transition.
