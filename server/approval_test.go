@@ -1,9 +1,11 @@
 package server_test
 
 import (
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandemhq/tandem/internal/approvallink"
+	"github.com/tandemhq/tandem/providers"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/server"
 	"github.com/tandemhq/tandem/spec"
@@ -23,12 +26,28 @@ func (e *env) pause(service, id string) {
 	for i := range list {
 		if list[i].Service == service {
 			list[i].Phase = reconcile.PhaseApproval
-			list[i].Transition = &reconcile.Transition{ID: id, Kind: reconcile.KindRelease, From: spec.GroupA, To: spec.GroupB, Version: "9.9.9",
+			list[i].DesiredActive, list[i].DesiredVersion = spec.GroupB, "1.9.0"
+			list[i].Revision.Hash, list[i].Revision.Subject = revNew, service+": release 1.9.0"
+			list[i].Versions = maps.Clone(list[i].Versions)
+			list[i].Versions[spec.GroupB] = "1.9.0" // deployed and verified
+			list[i].InSync, list[i].Summary = false, "release 1.9.0: group A -> group B, phase approval"
+			list[i].Conditions = conds(false, "Progressing", list[i].Summary, true, reconcile.ReasonApprovalPending, "paused for approval", false, "None", "")
+			list[i].Transition = &reconcile.Transition{ID: id, Kind: reconcile.KindRelease, From: spec.GroupA, To: spec.GroupB, Version: "1.9.0", FromVersion: list[i].Versions[spec.GroupA],
 				Phase: reconcile.PhaseApproval, Started: t0.Add(-time.Minute), PhaseSince: t0.Add(-10 * time.Second),
 				Approval: &reconcile.ApprovalProgress{Since: t0.Add(-10 * time.Second), Deadline: t0.Add(time.Hour), OnTimeout: spec.ApprovalAbort}}
 			list[i].Phases = []reconcile.Phase{reconcile.PhasePrepare, reconcile.PhaseVerify}
-			if len(list[i].Preview) > 0 {
+			if len(list[i].Preview) > 0 { // the preview phase moved the preview routes to group B
 				list[i].Phases = append(list[i].Phases, reconcile.PhasePreviewRoute)
+				list[i].Preview = slices.Clone(list[i].Preview)
+				for j := range list[i].Preview {
+					list[i].Preview[j].Group = reconcile.ActiveB
+				}
+				list[i].Bindings = slices.Clone(list[i].Bindings)
+				for j, b := range list[i].Bindings {
+					if b.Binding.Preview {
+						list[i].Bindings[j].Backends = groupBackends(list[i].Groups, spec.GroupB)
+					}
+				}
 			}
 			list[i].Phases = append(list[i].Phases, reconcile.PhaseApproval, reconcile.PhaseEnable, reconcile.PhaseShift,
 				reconcile.PhaseDisable, reconcile.PhaseDrain, reconcile.PhaseWatch)
@@ -41,6 +60,20 @@ func (e *env) pause(service, id string) {
 		e.actions.paused = map[string]string{}
 	}
 	e.actions.paused[service] = id
+}
+
+// groupBackends are the backends of a binding that carries group g alone.
+func groupBackends(groups spec.Groups, g spec.Group) []providers.Backend {
+	weights := map[string]int{}
+	for _, gg := range []spec.Group{spec.GroupA, spec.GroupB} {
+		for _, in := range groups.Get(gg) {
+			weights[in.ID] = 0
+			if gg == g {
+				weights[in.ID] = 100
+			}
+		}
+	}
+	return backends(weights, -1)
 }
 
 func TestPromoteAndAbortThroughTheAPI(t *testing.T) {
@@ -254,7 +287,7 @@ func TestStatusTableShowsThePauseAndTheDecision(t *testing.T) {
 	require.NoError(t, server.PrintServices(&b, server.ServiceList{Time: t0, Services: e.status.Statuses()}, server.FormatTable))
 	require.Contains(t, b.String(), "release:approval")
 	require.Contains(t, b.String(), "gateway: PAUSED for approval since 2025-03-01T02:59:50Z (10s ago), until 2025-03-01T04:00:00Z, then abort: "+
-		"release 9.9.9 to group B (transition gateway-1). Promote or abort: tandem promote|abort gateway, the dashboard, the API, or the chat message's links")
+		"release 1.9.0 to group B (transition gateway-1). Promote or abort: tandem promote|abort gateway, the dashboard, the API, or the chat message's links")
 
 	list := e.status.Statuses()
 	for i := range list {
@@ -266,5 +299,5 @@ func TestStatusTableShowsThePauseAndTheDecision(t *testing.T) {
 	}
 	b.Reset()
 	require.NoError(t, server.PrintServices(&b, server.ServiceList{Time: t0, Services: list}, server.FormatTable))
-	require.Contains(t, b.String(), "gateway: 9.9.9 promoted at the approval gate by link (nonce n1, from 10.0.0.9) at 2025-03-01T03:00:00Z")
+	require.Contains(t, b.String(), "gateway: 1.9.0 promoted at the approval gate by link (nonce n1, from 10.0.0.9) at 2025-03-01T03:00:00Z")
 }
