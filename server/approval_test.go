@@ -48,11 +48,17 @@ func TestPromoteAndAbortThroughTheAPI(t *testing.T) {
 	}{
 		{name: "promote whichever is paused", path: "/api/v1/services/push/promote", header: auth, code: 202,
 			answer:  `{"service": "push", "action": "promote", "by": "api (API token holder from 127.0.0.1)"}`,
-			decided: []decisionCall{{"promote", "push", "", "api (API token holder from 127.0.0.1)"}}},
+			decided: []decisionCall{{"promote", "push", "", "api (API token holder from 127.0.0.1)", reconcile.AnyPause}}},
 		{name: "abort the named transition, saying who asks", path: "/api/v1/services/push/abort", header: auth,
 			body: `{"transition": "push-1", "by": "cli alice@ops"}`, code: 202,
 			answer:  `{"service": "push", "action": "abort", "by": "cli alice@ops (API token holder from 127.0.0.1)"}`,
-			decided: []decisionCall{{"abort", "push", "push-1", "cli alice@ops (API token holder from 127.0.0.1)"}}},
+			decided: []decisionCall{{"abort", "push", "push-1", "cli alice@ops (API token holder from 127.0.0.1)", reconcile.AnyPause}}},
+		{name: "promote a rollout step's pause", path: "/api/v1/services/push/promote", header: auth,
+			body: `{"transition": "push-1", "step": 2}`, code: 202,
+			answer:  `{"service": "push", "action": "promote", "by": "api (API token holder from 127.0.0.1)"}`,
+			decided: []decisionCall{{"promote", "push", "push-1", "api (API token holder from 127.0.0.1)", 2}}},
+		{name: "a negative step is refused", path: "/api/v1/services/push/promote", header: auth, body: `{"step": -1}`, code: 400,
+			answer: `{"error": "request body: want nothing or {\"transition\": \"ID\", \"step\": N, \"by\": \"who\"}: field \"step\": 0 (the approval gate) or a rollout step from 1, got -1"}`},
 		{name: "another transition is a conflict", path: "/api/v1/services/push/promote", header: auth,
 			body: `{"transition": "push-0"}`, code: 409,
 			answer: `{"error": "promote push: no release of this service is paused for approval"}`},
@@ -61,7 +67,7 @@ func TestPromoteAndAbortThroughTheAPI(t *testing.T) {
 		{name: "an unknown service is not found", path: "/api/v1/services/nope/abort", header: auth, code: 409},
 		{name: "without the token it is refused", path: "/api/v1/services/push/promote", code: 401},
 		{name: "a bad body is refused", path: "/api/v1/services/push/promote", header: auth, body: `{"by": "x\ny"}`, code: 400,
-			answer: `{"error": "request body: want nothing or {\"transition\": \"ID\", \"by\": \"who\"}: field \"by\": at most 80 printable characters"}`},
+			answer: `{"error": "request body: want nothing or {\"transition\": \"ID\", \"step\": N, \"by\": \"who\"}: field \"by\": at most 80 printable characters"}`},
 		{name: "a cross-origin browser request is refused", path: "/api/v1/services/push/promote", code: 403,
 			header: map[string]string{"Authorization": "Bearer " + token, "Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}},
 	}
@@ -100,7 +106,7 @@ func local(t *testing.T, link string) (path string, q url.Values) {
 }
 
 func sign(t *testing.T, s *approvallink.Signer, service, transition string, action spec.ApprovalDecision) (string, url.Values) {
-	link, err := s.URL(service, transition, action, t0, time.Time{})
+	link, err := s.URL(service, transition, 0, action, t0, time.Time{})
 	require.NoError(t, err)
 	return local(t, link)
 }
@@ -170,10 +176,10 @@ func TestForgedExpiredAndStaleLinksAreRefused(t *testing.T) {
 		return c
 	}
 	otherPath, otherQ := sign(t, other, "push", "push-1", spec.ApprovalPromote)
-	expiredLink, err := s.URL("push", "push-1", spec.ApprovalPromote, t0.Add(-2*time.Hour), time.Time{})
+	expiredLink, err := s.URL("push", "push-1", 0, spec.ApprovalPromote, t0.Add(-2*time.Hour), time.Time{})
 	require.NoError(t, err)
 	expiredPath, expiredQ := local(t, expiredLink)
-	boundLink, err := s.URL("push", "push-1", spec.ApprovalPromote, t0.Add(-10*time.Minute), t0.Add(-time.Minute))
+	boundLink, err := s.URL("push", "push-1", 0, spec.ApprovalPromote, t0.Add(-10*time.Minute), t0.Add(-time.Minute))
 	require.NoError(t, err)
 	boundPath, boundQ := local(t, boundLink)
 	stalePath, staleQ := sign(t, s, "push", "push-0", spec.ApprovalPromote)

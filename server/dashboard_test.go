@@ -365,7 +365,7 @@ func TestDashboardPromotesAPausedRelease(t *testing.T) {
 		tok.dispatchEvent(new Event("input")); a.querySelector("[data-action=promote]").click(); return true; })()`, &ok))
 	b.waitFor(ctx, t, "the answer", `(() => { const r = document.querySelector('article[data-service="gateway"] [data-field=approval-result]');
 		return r && r.textContent.startsWith("promote accepted"); })()`)
-	require.Equal(t, []decisionCall{{"promote", "gateway", "gateway-1", "dashboard (API token holder from 127.0.0.1)"}}, e.actions.decided())
+	require.Equal(t, []decisionCall{{"promote", "gateway", "gateway-1", "dashboard (API token holder from 127.0.0.1)", 0}}, e.actions.decided())
 
 	e.status.set(fixtures()) // the pause is over: the buttons go
 	b.waitFor(ctx, t, "no buttons", `document.querySelectorAll("[data-action]").length === 0`)
