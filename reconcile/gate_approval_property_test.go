@@ -29,7 +29,7 @@ import (
 func TestPropertyApprovalPausesPromotesAndAborts(t *testing.T) {
 	var stats struct {
 		pending, atStep, atStepAfter, refused int
-		decided          map[string]int
+		decided                               map[string]int
 	}
 	stats.decided = map[string]int{}
 	defer func() {
