@@ -150,7 +150,7 @@ func (s *Server) linkPage(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		code, v.Problem = http.StatusForbidden, err.Error()
 	case !s.paused(l.Service, l.Transition, l.Step):
-		code, v.Problem = http.StatusConflict, fmt.Sprintf("transition %s of %s is not paused at %s any more: someone decided, or the pause ended", l.Transition, l.Service, reconcile.PauseName(l.Step))
+		code, v.Problem = http.StatusConflict, fmt.Sprintf("transition %s of %s is not paused for approval any more at %s: someone decided, or the pause ended", l.Transition, l.Service, reconcile.PauseName(l.Step))
 	default:
 		v.Expires = l.Expires.UTC().Format(time.RFC3339)
 	}
