@@ -204,13 +204,17 @@ func (p *planner) holdStep(t *Transition, r *RolloutProgress) (outcome, bool) {
 // traffic back to the serving group at once (the abort transition).
 func (p *planner) stepDecided(t *Transition, r *RolloutProgress, d *ApprovalVerdict) outcome {
 	at := fmt.Sprintf("rollout %s", r.Position())
-	if d.Action == spec.ApprovalPromote {
+	switch d.Action {
+	case spec.ApprovalPromote:
 		p.event(EventNormal, ReasonPromoted, "%s %s to group %s promoted at %s by %s after a pause of %s", t.Kind, t.Version, t.To, at, d.By, d.At.Sub(r.Pause.Since).Round(time.Second))
 		return outcome{}
+	case spec.ApprovalAbort:
+		why := fmt.Sprintf("aborted at %s by %s; all traffic goes back to group %s", at, d.By, t.From)
+		p.event(EventWarning, ReasonAborted, "%s %s to group %s %s", t.Kind, t.Version, t.To, why)
+		return outcome{reverse: why}
 	}
-	why := fmt.Sprintf("aborted at %s by %s; all traffic goes back to group %s", at, d.By, t.From)
-	p.event(EventWarning, ReasonAborted, "%s %s to group %s %s", t.Kind, t.Version, t.To, why)
-	return outcome{reverse: why}
+	p.stall("CorruptJournal", "the journal's decision %q at %s of transition %s is neither promote nor abort; fix or remove the journal", d.Action, at, t.ID)
+	return outcome{}
 }
 
 // stepPauseMessage announces the manual pause of r's step.
