@@ -196,7 +196,8 @@ func decide(next *State, d ApprovalVerdict) string {
 }
 
 // assumePromoted, for the preview (tandem plan), promotes a transition
-// paused at the approval gate or at a manual rollout step; it reports whether there was one.
+// paused at the approval gate or at a manual rollout step; it reports
+// whether there was one.
 func assumePromoted(st *State, now time.Time) bool {
 	t := st.Transition
 	a, step := t.OpenPause()

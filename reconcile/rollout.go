@@ -142,7 +142,7 @@ func (p *planner) shiftRollout(t *Transition, r *RolloutProgress) outcome {
 
 // holdStep keeps the rollout at a reached step until its pause and its hold
 // are over, watching both groups; a manual step then waits for a decision
-// (stepPause). The target failing verify.failureThreshold checks in a row
+// (stepDecided carries it out). The target failing verify.failureThreshold checks in a row
 // undoes the release; the serving group failing them ends the rollout early
 // (all traffic to the healthy target: going back to a failing group would
 // be worse).
