@@ -33,8 +33,8 @@ func TestAPauseHoldsAcrossARestartAndOnlyItsOwnDecisionEndsIt(t *testing.T) {
 	store, err := reconcile.NewFileStore(filepath.Join(w.cfg.StateDir, "journal"))
 	require.NoError(t, err)
 	d := w.daemon(t, store)
-	require.ErrorIs(t, d.Decide(t.Context(), "user", "", spec.ApprovalPromote, "cli"), server.ErrNotPaused, "nothing is paused yet")
-	require.ErrorIs(t, d.Decide(t.Context(), "nope", "", spec.ApprovalPromote, "cli"), daemon.ErrNotFound)
+	require.ErrorIs(t, d.Decide(t.Context(), "user", "", reconcile.AnyPause, spec.ApprovalPromote, "cli"), server.ErrNotPaused, "nothing is paused yet")
+	require.ErrorIs(t, d.Decide(t.Context(), "nope", "", reconcile.AnyPause, spec.ApprovalPromote, "cli"), daemon.ErrNotFound)
 
 	paused := w.passes(t, d, func(s reconcile.Status) bool { return s.Transition.Paused() })
 	id := paused.Transition.ID
@@ -46,11 +46,11 @@ func TestAPauseHoldsAcrossARestartAndOnlyItsOwnDecisionEndsIt(t *testing.T) {
 	require.Equal(t, id, st.Transition.ID)
 	require.Equal(t, 1, count(w.rec, reconcile.ReasonApprovalPending), "not announced again")
 
-	err = restarted.Decide(t.Context(), "user", "user-older", spec.ApprovalPromote, "cli")
+	err = restarted.Decide(t.Context(), "user", "user-older", reconcile.AnyPause, spec.ApprovalPromote, "cli")
 	require.ErrorIs(t, err, server.ErrNotPaused)
 	require.ErrorContains(t, err, "transition "+id+" is paused, not user-older")
 
-	require.NoError(t, restarted.Decide(t.Context(), "user", id, spec.ApprovalPromote, "cli alice@ops"))
+	require.NoError(t, restarted.Decide(t.Context(), "user", id, reconcile.AnyPause, spec.ApprovalPromote, "cli alice@ops"))
 	done := w.passes(t, restarted, func(s reconcile.Status) bool { return s.InSync })
 	require.Nil(t, done.Transition)
 	require.Equal(t, 1, count(w.rec, reconcile.ReasonPromoted))
@@ -63,5 +63,5 @@ func TestAPauseHoldsAcrossARestartAndOnlyItsOwnDecisionEndsIt(t *testing.T) {
 			require.Equal(t, id, e.Transition)
 		}
 	}
-	require.ErrorIs(t, restarted.Decide(t.Context(), "user", id, spec.ApprovalAbort, "cli"), server.ErrNotPaused, "the pause is over")
+	require.ErrorIs(t, restarted.Decide(t.Context(), "user", id, reconcile.AnyPause, spec.ApprovalAbort, "cli"), server.ErrNotPaused, "the pause is over")
 }

@@ -375,22 +375,22 @@ func (c *current) Suspend(ctx context.Context, service string, suspend bool) err
 	return notFound(service, d.Suspend(ctx, service, suspend))
 }
 
-func (c *current) Promote(ctx context.Context, service, transition, by string) error {
-	return c.decide(ctx, service, transition, spec.ApprovalPromote, by)
+func (c *current) Promote(ctx context.Context, service, transition string, step int, by string) error {
+	return c.decide(ctx, service, transition, step, spec.ApprovalPromote, by)
 }
 
-func (c *current) Abort(ctx context.Context, service, transition, by string) error {
-	return c.decide(ctx, service, transition, spec.ApprovalAbort, by)
+func (c *current) Abort(ctx context.Context, service, transition string, step int, by string) error {
+	return c.decide(ctx, service, transition, step, spec.ApprovalAbort, by)
 }
 
 // decide is carried out by the leader only (a follower names it); the
 // journal it writes to is the one the next leader reads.
-func (c *current) decide(ctx context.Context, service, transition string, action spec.ApprovalDecision, by string) error {
+func (c *current) decide(ctx context.Context, service, transition string, step int, action spec.ApprovalDecision, by string) error {
 	d := c.d.Load()
 	if d == nil {
 		return c.notActing(ctx)
 	}
-	return notFound(service, d.Decide(ctx, service, transition, action, by))
+	return notFound(service, d.Decide(ctx, service, transition, step, action, by))
 }
 
 // ready: a daemon acts and has a desired state in force.

@@ -322,24 +322,29 @@ func (d *Daemon) Suspend(_ context.Context, service string, suspend bool) error 
 var ErrNotPaused = server.ErrNotPaused
 
 // Decide promotes or aborts the release of service paused at its approval
-// gate: transition names it ("" for whichever is paused now, as the last
-// pass saw it), by says who asks. The decision is bound to that transition
-// and journaled by the service's own pass, so it holds across restarts and
+// gate or at a manual rollout step: transition names it ("" for whichever
+// is paused now, as the last pass saw it), step the pause (0 the approval
+// gate, n rollout step n, reconcile.AnyPause whichever is open), by says
+// who asks. The decision is bound to that transition and that pause and
+// journaled by the service's own pass, so it holds across restarts and
 // leader changes and never ends a later pause.
-func (d *Daemon) Decide(_ context.Context, service, transition string, action spec.ApprovalDecision, by string) error {
+func (d *Daemon) Decide(_ context.Context, service, transition string, step int, action spec.ApprovalDecision, by string) error {
 	if _, ok := d.Desired(service); !ok {
 		return fmt.Errorf("%s %s: %w", action, service, ErrNotFound)
 	}
 	st, _ := d.rec.Status(service)
 	t := st.Transition
+	a, open := t.OpenPause()
 	switch {
-	case !t.Paused():
+	case a == nil:
 		return fmt.Errorf("%s %s: %w", action, service, ErrNotPaused)
 	case transition != "" && transition != t.ID:
 		return fmt.Errorf("%s %s: %w (transition %s is paused, not %s)", action, service, ErrNotPaused, t.ID, transition)
+	case step != reconcile.AnyPause && step != open:
+		return fmt.Errorf("%s %s: %w (transition %s is paused at %s, not at %s)", action, service, ErrNotPaused, t.ID, reconcile.PauseName(open), reconcile.PauseName(step))
 	}
 	d.rec.Request(service, reconcile.Request{Decisions: []reconcile.ApprovalVerdict{
-		{Transition: t.ID, Action: action, By: by}}})
+		{Transition: t.ID, Step: open, Action: action, By: by}}})
 	d.queue.Add(service)
 	return nil
 }

@@ -31,7 +31,7 @@ func (s *summary) addLinks(signer *approvallink.Signer, e reconcile.Event, now t
 		action spec.ApprovalDecision
 		label  string
 	}{{spec.ApprovalPromote, "Promote"}, {spec.ApprovalAbort, "Abort"}} {
-		u, err := signer.URL(e.Service, e.Transition, a.action, now, e.Deadline)
+		u, err := signer.URL(e.Service, e.Transition, e.PauseStep, a.action, now, e.Deadline)
 		if err != nil {
 			return fmt.Errorf("signing the %s link: %w", a.action, err)
 		}

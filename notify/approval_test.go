@@ -136,3 +136,24 @@ func TestWithoutALinkKeyThePauseMessageSaysSo(t *testing.T) {
 	require.Contains(t, str(m, "text"), "No promote/abort links: api.linkKeyEnv and api.externalURL are not set.")
 	require.NotContains(t, str(m, "text"), "/approval/")
 }
+
+// The links announcing the pause of a manual rollout step are bound to it.
+func TestTheLinksOfAStepPauseCarryTheStep(t *testing.T) {
+	signer, err := approvallink.New("https://tandem.example.com", []byte("0123456789abcdef0123456789abcdef"), time.Hour)
+	require.NoError(t, err)
+	rc := newReceiver(t, func(*http.Request, []byte) error { return nil }, always(http.StatusOK, ""))
+	n, err := notify.New([]spec.Notifier{{Type: "webhook", URL: rc.srv.URL + "/hook"}}, nil, notify.WithApprovalLinks(signer))
+	require.NoError(t, err)
+	run(t, n)
+	e := pauseEvent(time.Time{})
+	e.Phase, e.PauseStep = reconcile.PhaseShift, 2
+	n.Record(e)
+	h := rc.next(t)
+	require.NoError(t, h.err)
+	promote, _ := linksOf["webhook"](t, h.body)
+	u, err := url.Parse(promote)
+	require.NoError(t, err)
+	l, err := signer.Check("user-service", "promote", u.Query(), time.Now())
+	require.NoError(t, err)
+	require.Equal(t, 2, l.Step)
+}

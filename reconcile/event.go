@@ -19,6 +19,10 @@ type Event struct {
 	// Deadline, on ApprovalPending, is when the pause ends on its own
 	// (zero: never); it bounds the expiry of the chat links.
 	Deadline time.Time `json:"deadline,omitzero"`
+	// PauseStep, on ApprovalPending, is the rollout step (from 1) whose
+	// manual pause it announces; 0 for the approval gate. The chat links
+	// are bound to it.
+	PauseStep int `json:"pauseStep,omitempty"`
 }
 
 // Event types.

@@ -38,10 +38,14 @@ type ApprovalProgress struct {
 // for the audit trail: "api" (and the caller), "cli", "dashboard", "link"
 // (and its nonce), "timeout" or "revision", and when it was journaled.
 type ApprovalVerdict struct {
-	Transition string                `json:"transition"`
-	Action     spec.ApprovalDecision `json:"action"`
-	By         string                `json:"by"`
-	At         time.Time             `json:"at"`
+	Transition string `json:"transition"`
+	// Step is the pause the decision ends: 0 the approval gate, n the
+	// manual pause of rollout step n (from 1); a decision for one never
+	// ends another.
+	Step   int                   `json:"step,omitempty"`
+	Action spec.ApprovalDecision `json:"action"`
+	By     string                `json:"by"`
+	At     time.Time             `json:"at"`
 }
 
 func (a *ApprovalProgress) clone() *ApprovalProgress {
@@ -56,9 +60,38 @@ func (a *ApprovalProgress) clone() *ApprovalProgress {
 	return &c
 }
 
-// Paused reports whether t waits for a decision at the approval gate.
+// AnyPause, as the step of a decision asked for, means whichever pause of
+// the transition is open.
+const AnyPause = -1
+
+// OpenPause returns the pause t waits in for a decision and its step: the
+// approval gate's (0), or the manual pause of rollout step n (n, from 1);
+// nil when t waits for none.
+func (t *Transition) OpenPause() (*ApprovalProgress, int) {
+	switch {
+	case t == nil:
+	case t.Phase == PhaseApproval && t.Approval != nil && t.Approval.Decision == nil:
+		return t.Approval, 0
+	case t.Phase == PhaseShift && t.Rollout != nil && t.Rollout.Pause != nil && t.Rollout.Pause.Decision == nil:
+		return t.Rollout.Pause, t.Rollout.Step + 1
+	}
+	return nil, 0
+}
+
+// Paused reports whether t waits for a decision, at the approval gate or at
+// a manual rollout step.
 func (t *Transition) Paused() bool {
-	return t != nil && t.Phase == PhaseApproval && t.Approval != nil && t.Approval.Decision == nil
+	a, _ := t.OpenPause()
+	return a != nil
+}
+
+// PauseName names the pause at step for messages: "the approval gate" or
+// "rollout step n".
+func PauseName(step int) string {
+	if step == 0 {
+		return "the approval gate"
+	}
+	return fmt.Sprintf("rollout step %d", step)
 }
 
 // approvalRecheck is how long a pause without a deadline waits between
@@ -81,20 +114,7 @@ func (p *planner) approval(t *Transition) outcome {
 		p.plan.Events[len(p.plan.Events)-1].Deadline = t.Approval.Deadline
 	}
 	a := t.Approval
-	if d := a.Decision; d != nil && d.Transition != t.ID {
-		p.event(EventWarning, ReasonApprovalRefused, "%s by %s was made for transition %s, not for %s; ignored", d.Action, d.By, d.Transition, t.ID)
-		a.Decision = nil
-	}
-	if a.Decision == nil {
-		switch {
-		case p.svc.Active != t.DesiredActive || p.svc.Version != t.DesiredVersion:
-			by := fmt.Sprintf("revision %s, which asks for group %s at %s", orDash(p.in.Revision.Hash), p.svc.Active, p.svc.Version)
-			a.Decision = &ApprovalVerdict{Transition: t.ID, Action: spec.ApprovalAbort, By: by, At: now}
-		case !a.Deadline.IsZero() && !now.Before(a.Deadline):
-			a.Decision = &ApprovalVerdict{Transition: t.ID, Action: a.OnTimeout, By: "timeout", At: now}
-		}
-	}
-	d := a.Decision
+	d := p.pauseVerdict(t, a, 0)
 	if d == nil {
 		left, bound := approvalRecheck, "a decision (tandem promote|abort)"
 		if !a.Deadline.IsZero() {
@@ -116,6 +136,30 @@ func (p *planner) approval(t *Transition) outcome {
 	return outcome{}
 }
 
+// pauseVerdict returns the decision that ends pause a of t at step (0: the
+// approval gate, n: rollout step n), or nil while it lasts. A journaled
+// decision made for another transition or another pause is refused and
+// dropped; without one, a new revision that asks for something else
+// aborts, and so does (or promotes) the pause's deadline.
+func (p *planner) pauseVerdict(t *Transition, a *ApprovalProgress, step int) *ApprovalVerdict {
+	now := p.in.Now
+	if d := a.Decision; d != nil && (d.Transition != t.ID || d.Step != step) {
+		p.event(EventWarning, ReasonApprovalRefused, "%s by %s was made for transition %s at %s, not for %s at %s; ignored",
+			d.Action, d.By, d.Transition, PauseName(d.Step), t.ID, PauseName(step))
+		a.Decision = nil
+	}
+	if a.Decision == nil {
+		switch {
+		case p.svc.Active != t.DesiredActive || p.svc.Version != t.DesiredVersion:
+			by := fmt.Sprintf("revision %s, which asks for group %s at %s", orDash(p.in.Revision.Hash), p.svc.Active, p.svc.Version)
+			a.Decision = &ApprovalVerdict{Transition: t.ID, Step: step, Action: spec.ApprovalAbort, By: by, At: now}
+		case !a.Deadline.IsZero() && !now.Before(a.Deadline):
+			a.Decision = &ApprovalVerdict{Transition: t.ID, Step: step, Action: a.OnTimeout, By: "timeout", At: now}
+		}
+	}
+	return a.Decision
+}
+
 // pauseMessage announces a pause: what waits, since when, until when, and
 // who can end it.
 func (p *planner) pauseMessage(t *Transition) string {
@@ -130,31 +174,37 @@ func (p *planner) pauseMessage(t *Transition) string {
 }
 
 // decide journals decision d (made for d.Transition, or "" for whichever
-// transition is paused) into next, the state of d's service. It returns
-// why d does not apply, or "".
+// transition is paused, at d.Step, or AnyPause for whichever pause is
+// open) into next, the state of d's service. It returns why d does not
+// apply, or "".
 func decide(next *State, d ApprovalVerdict) string {
 	t := next.Transition
+	a, step := t.OpenPause()
 	switch {
 	case t == nil:
 		return "no transition is in progress"
 	case d.Transition != "" && d.Transition != t.ID:
 		return fmt.Sprintf("it was made for transition %s, and transition %s is in progress", d.Transition, t.ID)
-	case !t.Paused():
+	case a == nil:
 		return fmt.Sprintf("transition %s is not paused for approval (phase %s)", t.ID, t.Phase)
+	case d.Step != AnyPause && d.Step != step:
+		return fmt.Sprintf("it was made for %s, and transition %s is paused at %s", PauseName(d.Step), t.ID, PauseName(step))
 	}
-	d.Transition = t.ID
-	t.Approval.Decision = &d
+	d.Transition, d.Step = t.ID, step
+	a.Decision = &d
 	return ""
 }
 
 // assumePromoted, for the preview (tandem plan), promotes a transition
-// paused at the approval gate; it reports whether there was one.
+// paused at the approval gate or at a manual rollout step; it reports
+// whether there was one.
 func assumePromoted(st *State, now time.Time) bool {
 	t := st.Transition
-	if !t.Paused() {
+	a, step := t.OpenPause()
+	if a == nil {
 		return false
 	}
-	t.Approval.Decision = &ApprovalVerdict{Transition: t.ID, Action: spec.ApprovalPromote, By: "tandem plan (assumed)", At: now}
+	a.Decision = &ApprovalVerdict{Transition: t.ID, Step: step, Action: spec.ApprovalPromote, By: "tandem plan (assumed)", At: now}
 	return true
 }
 

@@ -34,11 +34,17 @@ func (e *env) untilPaused(svc *spec.Service) *reconcile.Transition {
 	panic("unreachable")
 }
 
-// decide asks for a decision the way the daemon does (through the
-// service's next pass).
+// decide asks for a decision on whichever pause is open the way the
+// daemon does (through the service's next pass).
 func (e *env) decide(svc *spec.Service, transition string, action spec.ApprovalDecision, by string) {
+	e.decideAt(svc, transition, reconcile.AnyPause, action, by)
+}
+
+// decideAt asks for a decision on the pause at step (0 the approval gate,
+// n rollout step n).
+func (e *env) decideAt(svc *spec.Service, transition string, step int, action spec.ApprovalDecision, by string) {
 	e.rec.Request(svc.Name, reconcile.Request{Decisions: []reconcile.ApprovalVerdict{
-		{Transition: transition, Action: action, By: by, At: e.world.Clock().Now()}}})
+		{Transition: transition, Step: step, Action: action, By: by, At: e.world.Clock().Now()}}})
 }
 
 func (e *env) eventsOf(reason string) []reconcile.Event {

@@ -37,6 +37,57 @@ func (p *planner) previewRoute(t *Transition) outcome {
 	return outcome{done: true}
 }
 
+// From the end of phase preview to the shift (smoke, analysis, the approval
+// pause, enable) the preview route carries testers' traffic to the target
+// group while the main bindings still carry the serving one, so the
+// target's health is watched as it is at a rollout step: every pass reads
+// its probes and the LB's health (at least every PollInterval: a longer
+// wait, such as the approval pause's, is shortened), a failed check holds
+// the phase, and verify.failureThreshold failed checks in a row undo the
+// release (the abort takes the preview route back; the main bindings never
+// moved).
+
+// ReasonPreviewUnhealthy is the wait of a phase held because the target
+// failed a health check while the preview route carries it.
+const ReasonPreviewUnhealthy = "PreviewUnhealthy"
+
+// previewWatched reports whether t's target carries the preview route's
+// traffic before the shift.
+func previewWatched(svc *spec.Service, t *Transition) bool {
+	i := t.Phase.index()
+	return gated(t) && hasPreview(svc) && i > PhasePreviewRoute.index() && i < PhaseShift.index()
+}
+
+// watchPreview counts the target's failed health checks while the preview
+// route carries it; failing is true while it holds the phase or undoes t.
+func (p *planner) watchPreview(t *Transition) (o outcome, failing bool) {
+	if !previewWatched(p.svc, t) {
+		return outcome{}, false
+	}
+	bad := p.v.unhealthy(t.To)
+	if len(bad) == 0 {
+		t.PreviewFailures = 0
+		return outcome{}, false
+	}
+	t.PreviewFailures++
+	threshold := p.svc.Verify.FailureThreshold
+	if t.PreviewFailures >= threshold {
+		return outcome{reverse: fmt.Sprintf("group %s failed %d consecutive health checks while the preview route %s carried it (phase %s): %s; the main traffic never left group %s",
+			t.To, t.PreviewFailures, strings.Join(previewKeys(p.svc), ", "), t.Phase, strings.Join(bad, "; "), t.From)}, true
+	}
+	p.wait(ReasonPreviewUnhealthy, PollInterval, fmt.Sprintf("verify.failureThreshold %d", threshold),
+		"phase %s held: group %s failed health check %d/%d while the preview route carries it: %s", t.Phase, t.To, t.PreviewFailures, threshold, strings.Join(bad, "; "))
+	return outcome{}, true
+}
+
+// previewPoll shortens the wait of a pass whose target carries the preview
+// route to PollInterval, so that its health is sampled that often.
+func (p *planner) previewPoll(t *Transition) {
+	if w := p.plan.Wait; w != nil && previewWatched(p.svc, t) && w.For > PollInterval {
+		w.For = PollInterval
+	}
+}
+
 // previewNote says what the preview phase does, for `tandem plan`.
 func previewNote(svc *spec.Service) string {
 	return fmt.Sprintf("per preview route (%s): raise the target, wait until the LB reports it healthy (up to verify.lbHealthTimeout %s; otherwise undo and fail), then lower the serving group; the main bindings keep the serving group until the shift",

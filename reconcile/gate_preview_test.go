@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandemhq/tandem/providers"
+	"github.com/tandemhq/tandem/providers/memory"
 	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -226,4 +227,94 @@ func TestATargetTheLBCannotReachFailsAtThePreviewRoute(t *testing.T) {
 	st := e.state(want.Name)
 	require.Contains(t, st.Failed.Reason, "did not report group B healthy on alb:prod/sgp-preview")
 	require.Contains(t, st.Failed.Reason, "i-b1(10.0.2.11:8080) unhealthy")
+}
+
+// previewGatedService is previewService with the approval gate.
+func previewGatedService(t tb, active spec.Group, version string) *spec.Service {
+	t.Helper()
+	text := strings.Replace(fmt.Sprintf(fullService, active, version), "registry:\n", previewBinding+"registry:\n", 1)
+	svcs, ps := spec.ParseServices("services/user.yaml", []byte(text+"gates: {approval: {}}\n"))
+	require.NoError(t, ps.Err())
+	return svcs[0]
+}
+
+// TestAReleasePausedForApprovalServesThePreviewRouteFromTheTarget: while a
+// release waits at the approval gate, testers reach the target through the
+// preview route and everyone else the serving group through the main
+// bindings; an abort takes the preview route back.
+func TestAReleasePausedForApprovalServesThePreviewRouteFromTheTarget(t *testing.T) {
+	old := previewGatedService(t, spec.GroupA, "1.0.0")
+	e := newEnv(t, old, spec.GroupA, "1.0.0", "1.0.0")
+	e.world.ModelLBHealth(2)
+	want := previewGatedService(t, spec.GroupB, "1.1.0")
+	alb, slb, preview := want.Traffic[0], want.Traffic[1], want.Traffic[2]
+	paused := e.untilPaused(want)
+	require.Equal(t, reconcile.PhaseApproval, paused.Phase)
+	require.Equal(t, 100, groupWeight(e, want, preview, spec.GroupB), "testers reach the target while it waits")
+	require.Equal(t, 0, groupWeight(e, want, preview, spec.GroupA))
+	for _, b := range []spec.Binding{alb, slb} {
+		require.Equal(t, 100, groupWeight(e, want, b, spec.GroupA), "%s stays on the serving group", b.Key())
+		require.Equal(t, 0, groupWeight(e, want, b, spec.GroupB), b.Key())
+	}
+	for _, in := range want.Groups.B.Instances {
+		require.False(t, e.world.Enabled(*want.Registry.Nacos, in.Addr()), "the target is not enabled in the registry before the decision")
+	}
+
+	e.decide(want, paused.ID, spec.ApprovalAbort, "cli")
+	require.ErrorContains(t, e.converge(want, 1000), "aborted at the approval gate by cli")
+	requireLive(t, e, old)
+	require.Equal(t, 100, groupWeight(e, want, preview, spec.GroupA), "the preview route follows the serving group again")
+	require.Equal(t, 0, groupWeight(e, want, preview, spec.GroupB))
+	require.Empty(t, e.world.Violations())
+}
+
+// TestATargetFailingBehindThePreviewRouteAbortsTheRelease: between phase
+// preview and the shift the preview route carries testers' traffic to the
+// target, so its health is watched (every PollInterval, even during the
+// approval pause); verify.failureThreshold failed checks in a row abort the
+// release, and the main bindings never moved.
+func TestATargetFailingBehindThePreviewRouteAbortsTheRelease(t *testing.T) {
+	old := previewGatedService(t, spec.GroupA, "1.0.0")
+	e := newEnv(t, old, spec.GroupA, "1.0.0", "1.0.0")
+	e.world.ModelLBHealth(2)
+	want := previewGatedService(t, spec.GroupB, "1.1.0")
+	alb, preview := want.Traffic[0], want.Traffic[2]
+	e.untilPaused(want)
+	before := e.world.Clock().Now()
+	require.Equal(t, reconcile.ClassWaiting, reconcile.Classify(e.pass(want)))
+	require.Equal(t, reconcile.PollInterval, e.world.Clock().Now().Sub(before), "the pause samples the target's health every PollInterval")
+
+	e.world.UpdateApp("10.0.2.12:8080", func(a *memory.App) { a.Healthy = false })
+	require.Equal(t, reconcile.ClassWaiting, reconcile.Classify(e.pass(want)), "one failed check holds the phase")
+	require.Equal(t, 1, e.state(want.Name).Transition.PreviewFailures)
+	err := e.converge(want, 1000)
+	require.ErrorContains(t, err, "group B failed 2 consecutive health checks while the preview route alb:prod/sgp-preview carried it (phase approval)")
+	require.ErrorContains(t, err, "the main traffic never left group A")
+	requireLive(t, e, old)
+	require.Equal(t, 100, groupWeight(e, want, preview, spec.GroupA))
+	require.Empty(t, e.world.Violations())
+	for _, ev := range e.events {
+		if ev.Reason == reconcile.ReasonStepApplied && strings.Contains(ev.Message, alb.Key()) {
+			t.Fatalf("the main binding was touched: %s", ev.Message)
+		}
+	}
+	require.NotContains(t, e.reasons(), reconcile.ReasonPromoted)
+}
+
+// TestAFailedCheckBehindThePreviewRouteThatRecoversDoesNotAbort: the count
+// is of consecutive failures.
+func TestAFailedCheckBehindThePreviewRouteThatRecoversDoesNotAbort(t *testing.T) {
+	old := previewGatedService(t, spec.GroupA, "1.0.0")
+	e := newEnv(t, old, spec.GroupA, "1.0.0", "1.0.0")
+	e.world.ModelLBHealth(2)
+	want := previewGatedService(t, spec.GroupB, "1.1.0")
+	paused := e.untilPaused(want)
+	e.world.UpdateApp("10.0.2.12:8080", func(a *memory.App) { a.Healthy = false })
+	require.Equal(t, reconcile.ClassWaiting, reconcile.Classify(e.pass(want)))
+	e.world.UpdateApp("10.0.2.12:8080", func(a *memory.App) { a.Healthy = true })
+	require.Equal(t, reconcile.ClassWaiting, reconcile.Classify(e.pass(want)))
+	require.Equal(t, 0, e.state(want.Name).Transition.PreviewFailures)
+	e.decide(want, paused.ID, spec.ApprovalPromote, "cli")
+	require.NoError(t, e.converge(want, 1000))
+	requireLive(t, e, want)
 }

@@ -154,8 +154,11 @@ func (p *planner) transition() {
 			return
 		}
 		p.plan.Summary = p.summary(t)
-		o := outcome{reverse: t.Failure}
+		o, failing := outcome{reverse: t.Failure}, false
 		if t.Failure == "" {
+			o, failing = p.watchPreview(t)
+		}
+		if t.Failure == "" && !failing {
 			o = p.phase(t)
 		}
 		if p.plan.Stall != nil {
@@ -180,6 +183,7 @@ func (p *planner) transition() {
 			p.plan.Events = append(p.plan.Events, e)
 		default:
 			p.plan.Step = o.step
+			p.previewPoll(t)
 			return
 		}
 	}

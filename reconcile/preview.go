@@ -55,6 +55,11 @@ func PreviewTransition(in Input) Preview {
 	if svc.Gates.Approval != nil {
 		pv.Assumes = append(pv.Assumes, "someone promotes the release at the approval gate (gates.approval)")
 	}
+	for i, st := range rolloutSteps(svc.Rollout) {
+		if st.Manual {
+			pv.Assumes = append(pv.Assumes, fmt.Sprintf("someone promotes the release at rollout step %d (pause: manual)", i+1))
+		}
+	}
 	live := cloneLive(in.Live)
 	assumeDrained(svc, live)
 	in.Live = live
@@ -199,6 +204,9 @@ func rolloutText(svc *spec.Service) string {
 		}
 		if st.Hold > 0 {
 			what += fmt.Sprintf(", hold until both groups are healthy for %s without a break", st.Hold)
+		}
+		if st.Manual {
+			what += fmt.Sprintf(", then pause for approval until someone promotes (next step) or aborts (all traffic back to the source group at once): tandem promote|abort %s, the API, the dashboard or the chat message's links", svc.Name)
 		}
 		parts[i] = fmt.Sprintf("step %d/%d: %d%%%s", i+1, len(steps), st.Share, what)
 		if len(ws) > 0 {

@@ -37,6 +37,10 @@ type RolloutProgress struct {
 	// HealthySince starts the step's unbroken healthy run (its hold).
 	HealthySince time.Time `json:"healthySince,omitzero"`
 	Failures     int       `json:"failures,omitempty"` // consecutive failed health checks at this step
+	// Pause is the manual pause of the current step (pause: manual), open
+	// once its hold is over and until someone promotes or aborts; the same
+	// record, decisions and means as the approval gate's (gate_approval.go).
+	Pause *ApprovalProgress `json:"pause,omitempty"`
 }
 
 // RolloutStep is one step of a journaled rollout.
@@ -44,12 +48,17 @@ type RolloutStep struct {
 	Share int           `json:"share"` // the target group's share of each binding, percent
 	Pause time.Duration `json:"pause,omitempty"`
 	Hold  time.Duration `json:"hold,omitempty"`
+	// Manual: the step waits for a decision once its hold is over.
+	Manual bool `json:"manual,omitempty"`
 }
 
 func (s RolloutStep) String() string {
 	out := fmt.Sprintf("%d%%", s.Share)
 	if s.Pause > 0 {
 		out += fmt.Sprintf(" pause %s", s.Pause)
+	}
+	if s.Manual {
+		out += " pause manual"
 	}
 	if s.Hold > 0 {
 		out += fmt.Sprintf(" hold %s", s.Hold)
@@ -71,6 +80,7 @@ func (r *RolloutProgress) clone() *RolloutProgress {
 	}
 	c := *r
 	c.Steps = append([]RolloutStep(nil), r.Steps...)
+	c.Pause = r.Pause.clone()
 	return &c
 }
 
@@ -78,7 +88,7 @@ func (r *RolloutProgress) clone() *RolloutProgress {
 func rolloutSteps(r *spec.Rollout) []RolloutStep {
 	var out []RolloutStep
 	for _, s := range r.Plan() {
-		out = append(out, RolloutStep{Share: s.Traffic, Pause: s.Pause.D(), Hold: s.Hold.D()})
+		out = append(out, RolloutStep{Share: s.Traffic, Pause: s.Pause.D(), Hold: s.Hold.D(), Manual: s.Pause.Manual})
 	}
 	return out
 }
@@ -125,18 +135,26 @@ func (p *planner) shiftRollout(t *Transition, r *RolloutProgress) outcome {
 			continue // the rest was skipped: r is at its last step
 		}
 		r.Step++
-		r.Reached, r.HealthySince, r.Failures = time.Time{}, time.Time{}, 0
+		r.Reached, r.HealthySince, r.Failures, r.Pause = time.Time{}, time.Time{}, 0, nil
 	}
 	return outcome{done: true}
 }
 
 // holdStep keeps the rollout at a reached step until its pause and its hold
-// are over, watching both groups. The target failing verify.failureThreshold
-// checks in a row undoes the release; the serving group failing them ends
-// the rollout early (all traffic to the healthy target: going back to a
-// failing group would be worse).
+// are over, watching both groups; a manual step then waits for a decision
+// (stepDecided carries it out). The target failing verify.failureThreshold checks in a row
+// undoes the release; the serving group failing them ends the rollout early
+// (all traffic to the healthy target: going back to a failing group would
+// be worse).
 func (p *planner) holdStep(t *Transition, r *RolloutProgress) (outcome, bool) {
 	st, now, threshold := r.Current(), p.in.Now, p.svc.Verify.FailureThreshold
+	var d *ApprovalVerdict
+	if r.Pause != nil {
+		d = p.pauseVerdict(t, r.Pause, r.Step+1)
+	}
+	if d != nil && d.Action != spec.ApprovalPromote {
+		return p.stepDecided(t, r, d), true // an abort acts at once, healthy or not
+	}
 	badTo, badFrom := p.v.unhealthy(t.To), p.v.unhealthy(t.From)
 	if len(badTo)+len(badFrom) > 0 {
 		r.Failures++
@@ -150,7 +168,7 @@ func (p *planner) holdStep(t *Transition, r *RolloutProgress) (outcome, bool) {
 			p.event(EventWarning, ReasonRolloutStep, "group %s failed %d consecutive health checks at rollout %s: %s; the rest of the rollout is skipped: group %s takes all traffic now",
 				t.From, r.Failures, r.Position(), strings.Join(bad, "; "), t.To)
 			r.Step = len(r.Steps) - 1
-			r.Reached, r.Failures = time.Time{}, 0
+			r.Reached, r.Failures, r.Pause = time.Time{}, 0, nil
 			return outcome{}, false
 		}
 		p.wait("RolloutUnhealthy", PollInterval, fmt.Sprintf("verify.failureThreshold %d", threshold),
@@ -158,13 +176,53 @@ func (p *planner) holdStep(t *Transition, r *RolloutProgress) (outcome, bool) {
 		return outcome{}, true
 	}
 	r.Failures = 0
-	left := max(r.Reached.Add(st.Pause).Sub(now), r.HealthySince.Add(st.Hold).Sub(now))
-	if left <= 0 {
-		return outcome{}, false
+	if r.Pause == nil {
+		left := max(r.Reached.Add(st.Pause).Sub(now), r.HealthySince.Add(st.Hold).Sub(now))
+		if left > 0 {
+			p.wait("RolloutPause", min(PollInterval, left), fmt.Sprintf("rollout %s", st),
+				"rollout %s: group %s carries %d%% of every binding; the next step in %s", r.Position(), t.To, st.Share, left.Round(time.Millisecond))
+			return outcome{}, true
+		}
+		if !st.Manual {
+			return outcome{}, false
+		}
+		r.Pause = &ApprovalProgress{Since: now}
+		p.event(EventNormal, ReasonApprovalPending, "%s", p.stepPauseMessage(t, r))
+		p.plan.Events[len(p.plan.Events)-1].PauseStep = r.Step + 1
 	}
-	p.wait("RolloutPause", min(PollInterval, left), fmt.Sprintf("rollout %s", st),
-		"rollout %s: group %s carries %d%% of every binding; the next step in %s", r.Position(), t.To, st.Share, left.Round(time.Millisecond))
-	return outcome{}, true
+	if d == nil {
+		// The target carries traffic: its health is still watched at
+		// PollInterval while the pause lasts.
+		p.wait(ReasonApprovalPending, PollInterval, "a decision (tandem promote|abort)", "%s", p.stepPauseMessage(t, r))
+		return outcome{}, true
+	}
+	return p.stepDecided(t, r, d), false
+}
+
+// stepDecided carries out decision d on the manual pause of r's step: a
+// promote lets the rollout go on to the next step, an abort takes all
+// traffic back to the serving group at once (the abort transition).
+func (p *planner) stepDecided(t *Transition, r *RolloutProgress, d *ApprovalVerdict) outcome {
+	at := fmt.Sprintf("rollout %s", r.Position())
+	switch d.Action {
+	case spec.ApprovalPromote:
+		p.event(EventNormal, ReasonPromoted, "%s %s to group %s promoted at %s by %s after a pause of %s", t.Kind, t.Version, t.To, at, d.By, d.At.Sub(r.Pause.Since).Round(time.Second))
+		return outcome{}
+	case spec.ApprovalAbort:
+		why := fmt.Sprintf("aborted at %s by %s; all traffic goes back to group %s", at, d.By, t.From)
+		p.event(EventWarning, ReasonAborted, "%s %s to group %s %s", t.Kind, t.Version, t.To, why)
+		return outcome{reverse: why}
+	}
+	p.stall("CorruptJournal", "the journal's decision %q at %s of transition %s is neither promote nor abort; fix or remove the journal", d.Action, at, t.ID)
+	return outcome{}
+}
+
+// stepPauseMessage announces the manual pause of r's step.
+func (p *planner) stepPauseMessage(t *Transition, r *RolloutProgress) string {
+	return fmt.Sprintf("%s %s of %s to group %s (transition %s) is paused at step %d (share %d%%) for approval since %s, until someone decides; group %s carries %d%% of every binding and group %s the rest at %s. "+
+		"Promote (next step) or abort (all traffic back to group %s): tandem promote|abort %s, POST /api/v1/services/%s/promote|abort (API token), or the dashboard",
+		t.Kind, t.Version, p.svc.Name, t.To, t.ID, r.Step+1, r.Current().Share, r.Pause.Since.UTC().Format(time.RFC3339), t.To, r.Current().Share, t.From, orDash(t.FromVersion),
+		t.From, p.svc.Name, p.svc.Name)
 }
 
 func prefixed(prefix string, items []string) []string {

@@ -125,6 +125,9 @@ type Transition struct {
 	// Drain is the drain of the source group (disable and drain).
 	Drain         DrainProgress `json:"drain,omitzero"`
 	WatchFailures int           `json:"watchFailures,omitempty"`
+	// PreviewFailures counts the target's consecutive failed health checks
+	// while the preview route carries it before the shift (gate_preview.go).
+	PreviewFailures int `json:"previewFailures,omitempty"`
 	// ShiftWait is set between the raise and the lower of a binding (see
 	// shift.go); absent in journals written before make-before-break.
 	ShiftWait *ShiftWait `json:"shiftWait,omitempty"`

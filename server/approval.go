@@ -15,6 +15,7 @@ import (
 	"unicode"
 
 	"github.com/tandemhq/tandem/internal/approvallink"
+	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/spec"
 )
 
@@ -24,6 +25,10 @@ type DecisionRequest struct {
 	// Transition is the paused transition the caller decides on ("":
 	// whichever is paused now); a decision for another one is refused.
 	Transition string `json:"transition,omitempty"`
+	// Step is the pause the caller decides on: 0 the approval gate, n the
+	// manual pause of rollout step n (absent: whichever is open); a
+	// decision for another one is refused.
+	Step *int `json:"step,omitempty"`
 	// By says who asks (e.g. "cli alice@host"), for the audit trail. The
 	// server adds that the caller holds the API token and its address.
 	By string `json:"by,omitempty"`
@@ -45,11 +50,14 @@ func (s *Server) decision(action spec.ApprovalDecision) http.HandlerFunc {
 		} else if err == nil && dec.More() {
 			err = errors.New("more than one JSON value")
 		}
+		if err == nil && req.Step != nil && *req.Step < 0 {
+			err = fmt.Errorf(`field "step": 0 (the approval gate) or a rollout step from 1, got %d`, *req.Step)
+		}
 		if err == nil && (len(req.By) > maxByLen || strings.ContainsFunc(req.By, func(c rune) bool { return !unicode.IsPrint(c) })) {
 			err = fmt.Errorf(`field "by": at most %d printable characters`, maxByLen)
 		}
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf(`request body: want nothing or {"transition": "ID", "by": "who"}: %w`, err))
+			writeError(w, http.StatusBadRequest, fmt.Errorf(`request body: want nothing or {"transition": "ID", "step": N, "by": "who"}: %w`, err))
 			return
 		}
 		claim := req.By
@@ -57,11 +65,15 @@ func (s *Server) decision(action spec.ApprovalDecision) http.HandlerFunc {
 			claim = "api"
 		}
 		by := fmt.Sprintf("%s (API token holder from %s)", claim, remoteHost(r))
+		step := reconcile.AnyPause
+		if req.Step != nil {
+			step = *req.Step
+		}
 		s.act(w, r, ActionResult{Service: name, Action: string(action), By: by}, func() error {
 			if action == spec.ApprovalPromote {
-				return s.opts.Actions.Promote(r.Context(), name, req.Transition, by)
+				return s.opts.Actions.Promote(r.Context(), name, req.Transition, step, by)
 			}
-			return s.opts.Actions.Abort(r.Context(), name, req.Transition, by)
+			return s.opts.Actions.Abort(r.Context(), name, req.Transition, step, by)
 		})
 	}
 }
@@ -124,6 +136,7 @@ func (u *usedNonces) release(nonce string) {
 // linkView is what the link page shows.
 type linkView struct {
 	Service, Action, Transition, Expires string
+	Pause                                string // "the approval gate" or "rollout step n"
 	Problem                              string // why nothing can be done; "" shows the button
 	Done                                 string // the outcome of the POST
 	Form                                 url.Values
@@ -131,13 +144,13 @@ type linkView struct {
 
 func (s *Server) linkPage(w http.ResponseWriter, r *http.Request) {
 	l, err := s.opts.Links.Check(r.PathValue("name"), r.PathValue("action"), r.URL.Query(), s.now())
-	v := linkView{Service: l.Service, Action: string(l.Action), Transition: l.Transition, Form: r.URL.Query()}
+	v := linkView{Service: l.Service, Action: string(l.Action), Transition: l.Transition, Pause: reconcile.PauseName(l.Step), Form: r.URL.Query()}
 	code := http.StatusOK
 	switch {
 	case err != nil:
 		code, v.Problem = http.StatusForbidden, err.Error()
-	case !s.paused(l.Service, l.Transition):
-		code, v.Problem = http.StatusConflict, fmt.Sprintf("transition %s of %s is not paused for approval any more: someone decided, or the pause ended", l.Transition, l.Service)
+	case !s.paused(l.Service, l.Transition, l.Step):
+		code, v.Problem = http.StatusConflict, fmt.Sprintf("transition %s of %s is not paused for approval any more at %s: someone decided, or the pause ended", l.Transition, l.Service, reconcile.PauseName(l.Step))
 	default:
 		v.Expires = l.Expires.UTC().Format(time.RFC3339)
 	}
@@ -152,7 +165,7 @@ func (s *Server) linkAct(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now()
 	l, err := s.opts.Links.Check(r.PathValue("name"), r.PathValue("action"), r.PostForm, now)
-	v := linkView{Service: l.Service, Action: string(l.Action), Transition: l.Transition}
+	v := linkView{Service: l.Service, Action: string(l.Action), Transition: l.Transition, Pause: reconcile.PauseName(l.Step)}
 	if err != nil {
 		s.log.Warn("approval link refused", "target", l.Service, "action", l.Action, "error", err, "remote", r.RemoteAddr)
 		v.Problem = err.Error()
@@ -167,9 +180,9 @@ func (s *Server) linkAct(w http.ResponseWriter, r *http.Request) {
 	}
 	by := fmt.Sprintf("link (nonce %s, from %s)", l.Nonce, remoteHost(r))
 	if l.Action == spec.ApprovalPromote {
-		err = s.opts.Actions.Promote(r.Context(), l.Service, l.Transition, by)
+		err = s.opts.Actions.Promote(r.Context(), l.Service, l.Transition, l.Step, by)
 	} else {
-		err = s.opts.Actions.Abort(r.Context(), l.Service, l.Transition, by)
+		err = s.opts.Actions.Abort(r.Context(), l.Service, l.Transition, l.Step, by)
 	}
 	code := http.StatusAccepted
 	switch {
@@ -185,10 +198,15 @@ func (s *Server) linkAct(w http.ResponseWriter, r *http.Request) {
 	s.linkAnswer(w, code, v)
 }
 
-// paused reports whether the status shows transition paused for approval.
-func (s *Server) paused(service, transition string) bool {
+// paused reports whether the status shows transition paused at step (0
+// the approval gate, n rollout step n).
+func (s *Server) paused(service, transition string, step int) bool {
 	st, ok := s.opts.Status.Status(service)
-	return ok && st.Transition.Paused() && st.Transition.ID == transition
+	if !ok {
+		return false
+	}
+	a, open := st.Transition.OpenPause()
+	return a != nil && st.Transition.ID == transition && open == step
 }
 
 var linkTemplate = template.Must(template.New("link").Parse(`<!doctype html>
@@ -196,7 +214,7 @@ var linkTemplate = template.Must(template.New("link").Parse(`<!doctype html>
 <head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Tandem: {{.Action}} {{.Service}}</title></head>
 <body>
 <h1>Tandem approval</h1>
-{{if .Service}}<p>Service <b id="service">{{.Service}}</b>, transition <code id="transition">{{.Transition}}</code></p>{{end}}
+{{if .Service}}<p>Service <b id="service">{{.Service}}</b>, transition <code id="transition">{{.Transition}}</code>, paused at <span id="pause">{{.Pause}}</span></p>{{end}}
 {{if .Done}}<p id="done" role="status">{{.Done}}</p>
 {{else if .Problem}}<p id="problem" role="alert">Nothing was done: {{.Problem}}</p>
 {{else}}<form method="post">

@@ -87,11 +87,17 @@ func TestPromoteAndAbortThroughTheAPI(t *testing.T) {
 	}{
 		{name: "promote whichever is paused", path: "/api/v1/services/push/promote", header: auth, code: 202,
 			answer:  `{"service": "push", "action": "promote", "by": "api (API token holder from 127.0.0.1)"}`,
-			decided: []decisionCall{{"promote", "push", "", "api (API token holder from 127.0.0.1)"}}},
+			decided: []decisionCall{{"promote", "push", "", "api (API token holder from 127.0.0.1)", reconcile.AnyPause}}},
 		{name: "abort the named transition, saying who asks", path: "/api/v1/services/push/abort", header: auth,
 			body: `{"transition": "push-1", "by": "cli alice@ops"}`, code: 202,
 			answer:  `{"service": "push", "action": "abort", "by": "cli alice@ops (API token holder from 127.0.0.1)"}`,
-			decided: []decisionCall{{"abort", "push", "push-1", "cli alice@ops (API token holder from 127.0.0.1)"}}},
+			decided: []decisionCall{{"abort", "push", "push-1", "cli alice@ops (API token holder from 127.0.0.1)", reconcile.AnyPause}}},
+		{name: "promote a rollout step's pause", path: "/api/v1/services/push/promote", header: auth,
+			body: `{"transition": "push-1", "step": 2}`, code: 202,
+			answer:  `{"service": "push", "action": "promote", "by": "api (API token holder from 127.0.0.1)"}`,
+			decided: []decisionCall{{"promote", "push", "push-1", "api (API token holder from 127.0.0.1)", 2}}},
+		{name: "a negative step is refused", path: "/api/v1/services/push/promote", header: auth, body: `{"step": -1}`, code: 400,
+			answer: `{"error": "request body: want nothing or {\"transition\": \"ID\", \"step\": N, \"by\": \"who\"}: field \"step\": 0 (the approval gate) or a rollout step from 1, got -1"}`},
 		{name: "another transition is a conflict", path: "/api/v1/services/push/promote", header: auth,
 			body: `{"transition": "push-0"}`, code: 409,
 			answer: `{"error": "promote push: no release of this service is paused for approval"}`},
@@ -100,7 +106,7 @@ func TestPromoteAndAbortThroughTheAPI(t *testing.T) {
 		{name: "an unknown service is not found", path: "/api/v1/services/nope/abort", header: auth, code: 409},
 		{name: "without the token it is refused", path: "/api/v1/services/push/promote", code: 401},
 		{name: "a bad body is refused", path: "/api/v1/services/push/promote", header: auth, body: `{"by": "x\ny"}`, code: 400,
-			answer: `{"error": "request body: want nothing or {\"transition\": \"ID\", \"by\": \"who\"}: field \"by\": at most 80 printable characters"}`},
+			answer: `{"error": "request body: want nothing or {\"transition\": \"ID\", \"step\": N, \"by\": \"who\"}: field \"by\": at most 80 printable characters"}`},
 		{name: "a cross-origin browser request is refused", path: "/api/v1/services/push/promote", code: 403,
 			header: map[string]string{"Authorization": "Bearer " + token, "Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}},
 	}
@@ -139,7 +145,7 @@ func local(t *testing.T, link string) (path string, q url.Values) {
 }
 
 func sign(t *testing.T, s *approvallink.Signer, service, transition string, action spec.ApprovalDecision) (string, url.Values) {
-	link, err := s.URL(service, transition, action, t0, time.Time{})
+	link, err := s.URL(service, transition, 0, action, t0, time.Time{})
 	require.NoError(t, err)
 	return local(t, link)
 }
@@ -209,10 +215,10 @@ func TestForgedExpiredAndStaleLinksAreRefused(t *testing.T) {
 		return c
 	}
 	otherPath, otherQ := sign(t, other, "push", "push-1", spec.ApprovalPromote)
-	expiredLink, err := s.URL("push", "push-1", spec.ApprovalPromote, t0.Add(-2*time.Hour), time.Time{})
+	expiredLink, err := s.URL("push", "push-1", 0, spec.ApprovalPromote, t0.Add(-2*time.Hour), time.Time{})
 	require.NoError(t, err)
 	expiredPath, expiredQ := local(t, expiredLink)
-	boundLink, err := s.URL("push", "push-1", spec.ApprovalPromote, t0.Add(-10*time.Minute), t0.Add(-time.Minute))
+	boundLink, err := s.URL("push", "push-1", 0, spec.ApprovalPromote, t0.Add(-10*time.Minute), t0.Add(-time.Minute))
 	require.NoError(t, err)
 	boundPath, boundQ := local(t, boundLink)
 	stalePath, staleQ := sign(t, s, "push", "push-0", spec.ApprovalPromote)
@@ -300,4 +306,61 @@ func TestStatusTableShowsThePauseAndTheDecision(t *testing.T) {
 	b.Reset()
 	require.NoError(t, server.PrintServices(&b, server.ServiceList{Time: t0, Services: list}, server.FormatTable))
 	require.Contains(t, b.String(), "gateway: 1.9.0 promoted at the approval gate by link (nonce n1, from 10.0.0.9) at 2025-03-01T03:00:00Z")
+}
+
+// pauseAtStep shows service's release paused at the manual pause of
+// rollout step (from 1) of three.
+func (e *env) pauseAtStep(service, id string, step int) {
+	e.pause(service, id)
+	list := e.status.Statuses()
+	for i := range list {
+		if list[i].Service == service {
+			list[i].Phase = reconcile.PhaseShift
+			tr := list[i].Transition
+			tr.Phase, tr.Approval = reconcile.PhaseShift, &reconcile.ApprovalProgress{Since: t0.Add(-time.Hour),
+				Decision: &reconcile.ApprovalVerdict{Transition: id, Action: spec.ApprovalPromote, By: "cli", At: t0.Add(-time.Hour)}}
+			tr.Rollout = &reconcile.RolloutProgress{Steps: []reconcile.RolloutStep{{Share: 10, Manual: true}, {Share: 50, Manual: true}, {Share: 100}},
+				Step: step - 1, Reached: t0.Add(-time.Minute), Pause: &reconcile.ApprovalProgress{Since: t0.Add(-10 * time.Second)}}
+		}
+	}
+	e.status.set(list)
+}
+
+// A link is bound to its pause: at a manual rollout step, the approval
+// gate's links (and another step's) find nothing to decide; the step's own
+// link decides that step.
+func TestALinkDecidesOnlyThePauseItWasMadeFor(t *testing.T) {
+	e, s := linkEnv(t)
+	e.pauseAtStep("push", "push-1", 2)
+	path, q := sign(t, s, "push", "push-1", spec.ApprovalAbort) // the gate's
+	code, _, body := e.do(t, "GET", path+"?"+q.Encode(), "", nil)
+	require.Equal(t, http.StatusConflict, code, body)
+	require.Contains(t, body, "transition push-1 of push is not paused for approval any more at the approval gate")
+	nonce := ""
+	for _, step := range []int{1, 2} {
+		link, err := s.URL("push", "push-1", step, spec.ApprovalAbort, t0, time.Time{})
+		require.NoError(t, err)
+		path, q := local(t, link)
+		code, _, body := e.do(t, "GET", path+"?"+q.Encode(), "", nil)
+		if step == 1 {
+			require.Equal(t, http.StatusConflict, code, body)
+			continue
+		}
+		require.Equal(t, http.StatusOK, code, body)
+		require.Contains(t, body, `paused at <span id="pause">rollout step 2</span>`)
+		code, body = e.post(t, path, q, nil)
+		require.Equal(t, http.StatusAccepted, code, body)
+		nonce = q.Get("n")
+	}
+	require.Equal(t, []decisionCall{{"abort", "push", "push-1", "link (nonce " + nonce + ", from 127.0.0.1)", 2}}, e.actions.decided())
+}
+
+func TestStatusTableShowsAPauseAtARolloutStep(t *testing.T) {
+	e := start(t, server.Options{})
+	e.pauseAtStep("gateway", "gateway-1", 2)
+	var b strings.Builder
+	require.NoError(t, server.PrintServices(&b, server.ServiceList{Time: t0, Services: e.status.Statuses()}, server.FormatTable))
+	require.Contains(t, b.String(), "release:shift 2/3 50%")
+	require.Contains(t, b.String(), "gateway: PAUSED at step 2 (share 50%) for approval since 2025-03-01T02:59:50Z (10s ago), until someone decides: "+
+		"release 9.9.9 to group B (transition gateway-1). Promote (next step) or abort (all traffic back to group A): tandem promote|abort gateway")
 }

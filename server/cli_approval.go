@@ -60,6 +60,9 @@ func Decide(ctx context.Context, serverURL string, token spec.Secret, service st
 // who decided.
 func approvalNote(s reconcile.Status, now time.Time) string {
 	t := s.Transition
+	if n := stepPauseNote(s, now); n != "" {
+		return n
+	}
 	if t == nil || t.Approval == nil {
 		return ""
 	}
@@ -77,6 +80,23 @@ func approvalNote(s reconcile.Status, now time.Time) string {
 	}
 	return fmt.Sprintf("%s: PAUSED for approval since %s, %s: %s %s to group %s (transition %s). Promote or abort: tandem promote|abort %s, the dashboard, the API, or the chat message's links",
 		s.Service, since, until, t.Kind, t.Version, t.To, t.ID, s.Service)
+}
+
+// stepPauseNote is what `tandem status` says about a release paused at a
+// manual rollout step (pause: manual).
+func stepPauseNote(s reconcile.Status, now time.Time) string {
+	t := s.Transition
+	a, step := t.OpenPause()
+	if a == nil || step == 0 {
+		return ""
+	}
+	since := a.Since.UTC().Format(time.RFC3339)
+	if !now.IsZero() {
+		since += fmt.Sprintf(" (%s ago)", now.Sub(a.Since).Round(time.Second))
+	}
+	return fmt.Sprintf("%s: PAUSED at step %d (share %d%%) for approval since %s, until someone decides: %s %s to group %s (transition %s). "+
+		"Promote (next step) or abort (all traffic back to group %s): tandem promote|abort %s, the dashboard, the API, or the chat message's links",
+		s.Service, step, t.Rollout.Current().Share, since, t.Kind, t.Version, t.To, t.ID, t.From, s.Service)
 }
 
 func pastTense(a spec.ApprovalDecision) string {

@@ -379,7 +379,19 @@ func TestDashboardPromotesAPausedRelease(t *testing.T) {
 		tok.dispatchEvent(new Event("input")); a.querySelector("[data-action=promote]").click(); return true; })()`, &ok))
 	b.waitFor(ctx, t, "the answer", `(() => { const r = document.querySelector('article[data-service="gateway"] [data-field=approval-result]');
 		return r && r.textContent.startsWith("promote accepted"); })()`)
-	require.Equal(t, []decisionCall{{"promote", "gateway", "gateway-1", "dashboard (API token holder from 127.0.0.1)"}}, e.actions.decided())
+	require.Equal(t, []decisionCall{{"promote", "gateway", "gateway-1", "dashboard (API token holder from 127.0.0.1)", 0}}, e.actions.decided())
+
+	// Paused at a manual rollout step: shown with its step and share, and
+	// the promote is bound to that step.
+	e.pauseAtStep("gateway", "gateway-1", 2)
+	b.waitFor(ctx, t, "the step's pause", `(() => { const a = document.querySelector('article[data-service="gateway"]');
+		return a && a.querySelector("[data-field=state]").textContent === "PAUSED AT STEP 2 (50%) FOR APPROVAL"; })()`)
+	require.NoError(t, b.eval(ctx, `document.querySelector('article[data-service="gateway"] [data-field=approval-pause]').textContent`, &view.Pause))
+	require.Contains(t, view.Pause, "Paused at step 2 (share 50%) for approval since 2025-03-01T02:59:50.000Z")
+	require.NoError(t, b.eval(ctx, `(() => { document.querySelector('article[data-service="gateway"] [data-action=promote]').click(); return true; })()`, &ok))
+	b.waitFor(ctx, t, "the second answer", `(() => { const r = document.querySelector('article[data-service="gateway"] [data-field=approval-result]');
+		return r && r.textContent.startsWith("promote accepted"); })()`)
+	require.Equal(t, decisionCall{"promote", "gateway", "gateway-1", "dashboard (API token holder from 127.0.0.1)", 2}, e.actions.decided()[1])
 
 	e.status.set(fixtures()) // the pause is over: the buttons go
 	b.waitFor(ctx, t, "no buttons", `document.querySelectorAll("[data-action]").length === 0`)

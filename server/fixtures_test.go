@@ -264,10 +264,11 @@ func (f *fakeActions) Suspend(_ context.Context, service string, suspend bool) e
 // decisionCall is a Promote or Abort the fake was asked for.
 type decisionCall struct {
 	Action, Service, Transition, By string
+	Step                            int
 }
 
 // decide records a decision when paused names service's paused transition.
-func (f *fakeActions) decide(action, service, transition, by string) error {
+func (f *fakeActions) decide(action, service, transition string, step int, by string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	paused, ok := f.paused[service]
@@ -275,16 +276,16 @@ func (f *fakeActions) decide(action, service, transition, by string) error {
 		return fmt.Errorf("%s %s: %w", action, service, server.ErrNotPaused)
 	}
 	delete(f.paused, service) // decided: the pause is over
-	f.decisions = append(f.decisions, decisionCall{action, service, transition, by})
+	f.decisions = append(f.decisions, decisionCall{action, service, transition, by, step})
 	return f.err
 }
 
-func (f *fakeActions) Promote(_ context.Context, service, transition, by string) error {
-	return f.decide("promote", service, transition, by)
+func (f *fakeActions) Promote(_ context.Context, service, transition string, step int, by string) error {
+	return f.decide("promote", service, transition, step, by)
 }
 
-func (f *fakeActions) Abort(_ context.Context, service, transition, by string) error {
-	return f.decide("abort", service, transition, by)
+func (f *fakeActions) Abort(_ context.Context, service, transition string, step int, by string) error {
+	return f.decide("abort", service, transition, step, by)
 }
 
 func (f *fakeActions) decided() []decisionCall {

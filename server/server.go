@@ -52,12 +52,15 @@ type Actions interface {
 	Sync(ctx context.Context, service string, retry bool) error
 	// Suspend stops (true) or resumes (false) acting on a service.
 	Suspend(ctx context.Context, service string, suspend bool) error
-	// Promote and Abort end the approval pause of a service's release
-	// (gates.approval): transition names the paused transition ("" for
-	// whichever is paused), by who asked, for the audit trail. They return
-	// ErrNotPaused (wrapped) when nothing, or another transition, is paused.
-	Promote(ctx context.Context, service, transition, by string) error
-	Abort(ctx context.Context, service, transition, by string) error
+	// Promote and Abort end the pause of a service's release at its
+	// approval gate (gates.approval) or at a manual rollout step (pause:
+	// manual): transition names the paused transition ("" for whichever is
+	// paused), step the pause (0 the gate, n rollout step n,
+	// reconcile.AnyPause whichever is open), by who asked, for the audit
+	// trail. They return ErrNotPaused (wrapped) when nothing, or another
+	// transition or pause, is paused.
+	Promote(ctx context.Context, service, transition string, step int, by string) error
+	Abort(ctx context.Context, service, transition string, step int, by string) error
 }
 
 // ErrNotFound is what Actions return (wrapped) for a service that is not in

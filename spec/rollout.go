@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"fmt"
 	"strconv"
 	"time"
 )
@@ -25,14 +26,48 @@ type RolloutStep struct {
 	// when the list does not end with it.
 	Traffic int `yaml:"traffic" json:"traffic"`
 	// Pause is how long the rollout stays at this step once every binding
-	// carries its share, before it moves on.
-	Pause Duration `yaml:"pause" json:"pause,omitempty"`
+	// carries its share, before it moves on; or manual: once its hold is
+	// over, the rollout stays at this step until someone promotes it (on to
+	// the next step) or aborts it (all traffic back to the serving group at
+	// once), through the same means as the approval gate (ApprovalGate).
+	Pause StepPause `yaml:"pause" json:"pause,omitzero"`
 	// Hold is how long both groups must have been healthy without a break
 	// (every probe passing, no server reported unhealthy by the LB) at this
 	// step before it moves on; a failed check restarts it, and
 	// verify.failureThreshold failed checks in a row take all traffic back.
 	Hold Duration `yaml:"hold" json:"hold,omitempty"`
 }
+
+// StepPause is a rollout step's pause: a duration, or the word manual.
+type StepPause struct {
+	Duration
+	Manual bool
+}
+
+// PauseManual is the pause of a step that waits for a decision.
+const PauseManual = "manual"
+
+func (p *StepPause) decodeScalar(s string) error {
+	if s == PauseManual {
+		*p = StepPause{Manual: true}
+		return nil
+	}
+	if err := p.Duration.decodeScalar(s); err != nil {
+		return fmt.Errorf("must be a duration such as 30s or 5m, or %s (wait for tandem promote|abort), got %q", PauseManual, s)
+	}
+	p.Manual = false
+	return nil
+}
+
+func (p StepPause) String() string {
+	if p.Manual {
+		return PauseManual
+	}
+	return p.Duration.String()
+}
+
+// MarshalText prints manual or the duration.
+func (p StepPause) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 
 // Ramp is a linear warm-up: the target's share rises from From to 100
 // percent in Steps equal rises, one every Duration/Steps.
@@ -89,7 +124,10 @@ func (s *Service) validateRollout(bad func(path, format string, args ...any)) {
 		default:
 			prev = st.Traffic
 		}
-		if st.Traffic == 100 && (st.Pause > 0 || st.Hold > 0) {
+		switch {
+		case st.Traffic == 100 && st.Pause.Manual:
+			bad(p+".pause", "must not be manual on the 100 percent step: it ends the shift; to wait for a decision before any traffic moves, use gates.approval")
+		case st.Traffic == 100 && (st.Pause.Duration > 0 || st.Hold > 0):
 			bad(p, "the 100 percent step ends the shift and takes no pause or hold: verify.window watches the target after it")
 		}
 	}
@@ -116,9 +154,9 @@ func (r *Rollout) Plan() []RolloutStep {
 		pause := Duration(m.Duration.D() / time.Duration(n))
 		out := make([]RolloutStep, n)
 		for i := range n {
-			out[i] = RolloutStep{Traffic: m.From + (100-m.From)*(i+1)/n, Pause: pause}
+			out[i] = RolloutStep{Traffic: m.From + (100-m.From)*(i+1)/n, Pause: StepPause{Duration: pause}}
 		}
-		out[n-1].Pause = 0
+		out[n-1].Pause = StepPause{}
 		return out
 	}
 	out := append([]RolloutStep(nil), r.Steps...)

@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"time"
 
+	"github.com/tandemhq/tandem/reconcile"
 	"github.com/tandemhq/tandem/server"
 	"github.com/tandemhq/tandem/spec"
 )
@@ -20,18 +21,22 @@ func init() {
 		summary string
 	}{
 		{spec.ApprovalPromote, `Promote the release of SERVICE paused at its approval gate (gates.approval): the target group,
-deployed and verified, gets its traffic.`},
+deployed and verified, gets its traffic; or paused at a manual rollout step (pause: manual): the
+rollout goes on to its next step.`},
 		{spec.ApprovalAbort, `Abort the release of SERVICE paused at its approval gate (gates.approval): it is undone; the target
-group never got traffic and the serving group was never touched. Git keeps asking for the release:
-commit a revert, or a fix, to move on.`},
+group never got traffic and the serving group was never touched; or paused at a manual rollout step
+(pause: manual): all traffic goes back to the serving group at once. Git keeps asking for the
+release: commit a revert, or a fix, to move on.`},
 	} {
 		var url, tokenEnv, transition string
+		var step int
 		register(&command{
 			name: string(c.action), args: "SERVICE", summary: c.summary,
 			flags: func(fs *flag.FlagSet) {
 				fs.StringVar(&url, "server", "http://127.0.0.1:8080", "URL of the daemon's HTTP API")
 				fs.StringVar(&tokenEnv, "token-env", "TANDEM_API_TOKEN", "environment variable holding the API token (api.tokenEnv), sent when set")
 				fs.StringVar(&transition, "transition", "", "the paused transition's id (tandem status -o json); refused when another one is paused. Default: whichever is paused")
+				fs.IntVar(&step, "step", reconcile.AnyPause, "the pause: 0 the approval gate, N the manual pause of rollout step N; refused when another one is open. Default: whichever is open")
 			},
 			run: func(ctx context.Context, env *cli, _ *flag.FlagSet, args []string) error {
 				if len(args) != 1 {
@@ -39,8 +44,11 @@ commit a revert, or a fix, to move on.`},
 				}
 				ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
-				res, err := server.Decide(ctx, url, spec.Secret(os.Getenv(tokenEnv)), args[0], c.action,
-					server.DecisionRequest{Transition: transition, By: "cli " + whoami()})
+				req := server.DecisionRequest{Transition: transition, By: "cli " + whoami()}
+				if step != reconcile.AnyPause {
+					req.Step = &step
+				}
+				res, err := server.Decide(ctx, url, spec.Secret(os.Getenv(tokenEnv)), args[0], c.action, req)
 				if err != nil {
 					return err
 				}

@@ -4,6 +4,8 @@
 //
 //	{api.externalURL}/approval/{service}/{action}?t={transition}&e={expiry}&n={nonce}&s={signature}
 //
+// with, for the manual pause of a rollout step (pause: manual), &p={step}
+// (from 1; absent for the approval gate),
 // where the signature is HMAC-SHA256 (RFC 2104) under the key api.linkKeyEnv
 // names, over every other part. It is bound to one service, one action and
 // one transition, expires (api.linkTTL, never after the gate's own timeout)
@@ -35,6 +37,7 @@ type Link struct {
 	Service    string
 	Action     spec.ApprovalDecision
 	Transition string
+	Step       int // the pause: 0 the approval gate, n the manual pause of rollout step n
 	Expires    time.Time
 	Nonce      string
 }
@@ -62,10 +65,11 @@ func New(base string, key []byte, ttl time.Duration) (*Signer, error) {
 	return &Signer{base: u, key: key, ttl: ttl}, nil
 }
 
-// URL returns a new signed link for action on the paused transition of
-// service; it expires after the signer's ttl, or at deadline when that is
+// URL returns a new signed link for action on the pause at step (0 the
+// approval gate, n rollout step n) of the paused transition of service; it
+// expires after the signer's ttl, or at deadline when that is
 // sooner (the pause ends then on its own).
-func (s *Signer) URL(service, transition string, action spec.ApprovalDecision, now, deadline time.Time) (string, error) {
+func (s *Signer) URL(service, transition string, step int, action spec.ApprovalDecision, now, deadline time.Time) (string, error) {
 	exp := now.Add(s.ttl)
 	if !deadline.IsZero() && deadline.Before(exp) {
 		exp = deadline
@@ -74,7 +78,7 @@ func (s *Signer) URL(service, transition string, action spec.ApprovalDecision, n
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("making a link nonce: %w", err)
 	}
-	l := Link{Service: service, Action: action, Transition: transition, Expires: exp.Truncate(time.Second), Nonce: base64.RawURLEncoding.EncodeToString(b[:])}
+	l := Link{Service: service, Action: action, Transition: transition, Step: step, Expires: exp.Truncate(time.Second), Nonce: base64.RawURLEncoding.EncodeToString(b[:])}
 	u := *s.base
 	u.Path += PathPrefix + url.PathEscape(service) + "/" + string(action)
 	u.RawQuery = s.query(l).Encode()
@@ -84,6 +88,9 @@ func (s *Signer) URL(service, transition string, action spec.ApprovalDecision, n
 func (s *Signer) query(l Link) url.Values {
 	q := url.Values{}
 	q.Set("t", l.Transition)
+	if l.Step > 0 {
+		q.Set("p", strconv.Itoa(l.Step))
+	}
 	q.Set("e", strconv.FormatInt(l.Expires.Unix(), 10))
 	q.Set("n", l.Nonce)
 	q.Set("s", s.sign(l))
@@ -91,10 +98,16 @@ func (s *Signer) query(l Link) url.Values {
 }
 
 // sign is the signature over every part of l, each length-prefixed so that
-// no two links share a message.
+// no two links share a message. The step of a rollout pause is a part of
+// its own, so a link of the approval gate never decides a rollout step's
+// pause, nor one step's another's.
 func (s *Signer) sign(l Link) string {
 	m := hmac.New(sha256.New, s.key)
-	for _, part := range []string{"tandem-approval-v1", l.Service, string(l.Action), l.Transition, strconv.FormatInt(l.Expires.Unix(), 10), l.Nonce} {
+	parts := []string{"tandem-approval-v1", l.Service, string(l.Action), l.Transition, strconv.FormatInt(l.Expires.Unix(), 10), l.Nonce}
+	if l.Step > 0 {
+		parts = append(parts, "step:"+strconv.Itoa(l.Step))
+	}
+	for _, part := range parts {
 		fmt.Fprintf(m, "%d:%s\n", len(part), part)
 	}
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
@@ -126,6 +139,13 @@ func (s *Signer) Check(service, action string, q url.Values, now time.Time) (Lin
 		return l, ErrForged
 	}
 	l.Service, l.Transition, l.Expires, l.Nonce = service, q.Get("t"), time.Unix(exp, 0).UTC(), q.Get("n")
+	if p, ok := q["p"]; ok {
+		step, err := strconv.Atoi(q.Get("p"))
+		if len(p) != 1 || err != nil || step < 1 {
+			return l, ErrForged
+		}
+		l.Step = step
+	}
 	if !hmac.Equal([]byte(s.sign(l)), []byte(q.Get("s"))) {
 		return l, ErrForged
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	pmodel "github.com/prometheus/common/model"
 )
 
 // RequireEnv turns "not installed" from a skip into a failure.
@@ -219,7 +220,11 @@ func (s *Server) Version(ctx context.Context) (string, error) {
 }
 
 // WaitScraped waits until Prometheus scrapes n targets and every one was
-// scraped up (at most bound), so that a test's queries find series.
+// scraped up (at most bound), so that a test's queries find series. A
+// target's health turns good before its scrape is committed to the TSDB
+// (scrapeLoop.report runs before the appender's Commit), so it waits until
+// the up series of the n targets can be queried: they are committed with
+// the samples of the same scrape.
 func (s *Server) WaitScraped(ctx context.Context, n int, bound time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
@@ -228,13 +233,9 @@ func (s *Server) WaitScraped(ctx context.Context, n int, bound time.Duration) er
 	for {
 		res, err := s.api.Targets(ctx)
 		if err == nil && len(res.Active) == n {
-			up := 0
-			for _, tg := range res.Active {
-				if tg.Health == v1.HealthGood {
-					up++
-				}
-			}
-			if up == len(res.Active) {
+			var v pmodel.Value
+			v, _, _, err = s.api.Query(ctx, "count(up == 1)", time.Now())
+			if vec, ok := v.(pmodel.Vector); err == nil && ok && len(vec) == 1 && int(vec[0].Value) == n {
 				return nil
 			}
 		}

@@ -237,6 +237,12 @@ func (e *Emulator) update(k serviceKey, ip string, port uint64, cluster string, 
 // disabled ones as every client-facing read does (Nacos
 // selectInstancesWithHealthyProtection with enableOnly=true). Weight 0 is not
 // hidden. cluster "" means all. Call with e.mu held.
+//
+// Every read answers from the current state. Nacos answers its reads from
+// what its last push task built (ServiceStorage.getData), so there a change
+// shows in reads only when it is pushed. Tandem's SetEnabled returns once
+// its subscription was pushed its change, by when both read the same
+// (docs/propagation.md, "Confirming the enable").
 func (e *Emulator) instances(k serviceKey, cluster string, enabledOnly bool) []model.Instance {
 	s := e.services[k]
 	var out []model.Instance

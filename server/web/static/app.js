@@ -74,6 +74,10 @@ function state(s) {
   if (s.transition && s.transition.approval && !s.transition.approval.decision && s.transition.phase === "approval") {
     return ["PAUSED FOR APPROVAL", "s-warn"];
   }
+  const r = s.transition && s.transition.rollout;
+  if (r && r.pause && !r.pause.decision && s.transition.phase === "shift") {
+    return [`PAUSED AT STEP ${r.step + 1} (${r.steps[r.step].share}%) FOR APPROVAL`, "s-warn"];
+  }
   if (s.transition) {
     const words = { release: "RELEASING", heal: "HEALING", abort: "ABORTING", "swap-back": "SWAPPING BACK" };
     return [words[s.transition.kind] || s.transition.kind.toUpperCase(), "s-busy"];
@@ -220,8 +224,13 @@ function renderAnalysis(s) {
 // and sent only with that request).
 function renderApproval(s) {
   const t = s.transition;
-  const a = t && t.approval;
+  // The manual pause of a rollout step (pause: manual) is shown, and
+  // decided, like the approval gate's; the step binds the decision to it.
+  const r = t && t.rollout;
+  const a = (r && r.pause) || (t && t.approval);
   if (!a) return null;
+  const step = r && r.pause ? r.step + 1 : 0;
+  const where = step ? `Paused at step ${step} (share ${r.steps[r.step].share}%) for approval since ` : "Paused since ";
   const box = el("div", { class: "approval", "data-field": "approval" });
   if (a.decision) {
     const d = a.decision;
@@ -233,7 +242,7 @@ function renderApproval(s) {
     ? `until ${new Date(ms(a.deadline)).toISOString()}, then ${a.onTimeout}`
     : "until someone decides";
   box.append(
-    el("p", { "data-field": "approval-pause" }, `Paused since ${new Date(ms(a.since)).toISOString()} (`,
+    el("p", { "data-field": "approval-pause" }, `${where}${new Date(ms(a.since)).toISOString()} (`,
       el("span", { "data-since": a.since }, duration(now() - ms(a.since))), ` ago), ${until}.`),
     el("p", { class: "k" }, "Who can promote or abort: a holder of the API token (here, tandem promote|abort, the API) or of a link in the chat message."));
   const token = el("input", { type: "password", autocomplete: "off", placeholder: "API token (api.tokenEnv), if set", "aria-label": "API token", "data-field": "approval-token" });
@@ -247,7 +256,7 @@ function renderApproval(s) {
     show(`${action}…`);
     fetch(`api/v1/services/${encodeURIComponent(s.service)}/${action}`, {
       method: "POST", headers, cache: "no-store",
-      body: JSON.stringify({ transition: t.id, by: "dashboard" }),
+      body: JSON.stringify({ transition: t.id, step, by: "dashboard" }),
     }).then((r) => r.json().then((b) => {
       show(r.ok ? `${action} accepted (by ${b.by})` : `${action} refused: ${b.error || r.status}`);
     }), (err) => { show(`${action} failed: ${err}`); });
