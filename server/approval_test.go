@@ -362,5 +362,5 @@ func TestStatusTableShowsAPauseAtARolloutStep(t *testing.T) {
 	require.NoError(t, server.PrintServices(&b, server.ServiceList{Time: t0, Services: e.status.Statuses()}, server.FormatTable))
 	require.Contains(t, b.String(), "release:shift 2/3 50%")
 	require.Contains(t, b.String(), "gateway: PAUSED at step 2 (share 50%) for approval since 2025-03-01T02:59:50Z (10s ago), until someone decides: "+
-		"release 9.9.9 to group B (transition gateway-1). Promote (next step) or abort (all traffic back to group A): tandem promote|abort gateway")
+		"release 1.9.0 to group B (transition gateway-1). Promote (next step) or abort (all traffic back to group A): tandem promote|abort gateway")
 }
