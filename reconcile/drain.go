@@ -132,19 +132,30 @@ func (p *planner) sessions(bl BindingLive, g spec.Group) int {
 	return n
 }
 
+// countFailures counts in *n the consecutive passes in which group g looks
+// unhealthy: bad says why (nil: healthy, and *n starts again from 0), over
+// whether *n reached verify.failureThreshold.
+func (p *planner) countFailures(g spec.Group, n *int) (bad []string, over bool) {
+	bad = p.v.unhealthy(g)
+	if len(bad) == 0 {
+		*n = 0
+		return nil, false
+	}
+	*n++
+	return bad, *n >= p.svc.Verify.FailureThreshold
+}
+
 // watchTarget counts consecutive passes in which the target group looks
 // unhealthy, from the shift on; at verify.failureThreshold it swaps back.
 func (p *planner) watchTarget(t *Transition) (outcome, bool) {
 	if t.Kind.reverse() {
 		return outcome{}, false
 	}
-	bad := p.v.unhealthy(t.To)
+	bad, over := p.countFailures(t.To, &t.WatchFailures)
 	if len(bad) == 0 {
-		t.WatchFailures = 0
 		return outcome{}, false
 	}
-	t.WatchFailures++
-	if t.WatchFailures >= p.svc.Verify.FailureThreshold {
+	if over {
 		return outcome{reverse: fmt.Sprintf("group %s failed %d consecutive health checks after the shift: %s", t.To, t.WatchFailures, strings.Join(bad, "; "))}, true
 	}
 	p.wait("WatchingTarget", PollInterval, fmt.Sprintf("verify.failureThreshold %d", p.svc.Verify.FailureThreshold),

@@ -64,14 +64,12 @@ func (p *planner) watchPreview(t *Transition) (o outcome, failing bool) {
 	if !previewWatched(p.svc, t) {
 		return outcome{}, false
 	}
-	bad := p.v.unhealthy(t.To)
+	bad, over := p.countFailures(t.To, &t.PreviewFailures)
 	if len(bad) == 0 {
-		t.PreviewFailures = 0
 		return outcome{}, false
 	}
-	t.PreviewFailures++
 	threshold := p.svc.Verify.FailureThreshold
-	if t.PreviewFailures >= threshold {
+	if over {
 		return outcome{reverse: fmt.Sprintf("group %s failed %d consecutive health checks while the preview route %s carried it (phase %s): %s; the main traffic never left group %s",
 			t.To, t.PreviewFailures, strings.Join(previewKeys(p.svc), ", "), t.Phase, strings.Join(bad, "; "), t.From)}, true
 	}
