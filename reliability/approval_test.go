@@ -53,24 +53,81 @@ func (p *pauseLinks) await(ctx context.Context, transition string) (map[string]s
 }
 
 // awaitPaused waits until the service's status shows a release paused at
-// its approval gate, and returns the transition.
-func (e *env) awaitPaused(ctx context.Context, service string) *reconcile.Transition {
+// its approval gate, or atStep at a manual rollout step, and returns the
+// transition.
+func (e *env) awaitPaused(ctx context.Context, service string, atStep bool) *reconcile.Transition {
 	e.t.Helper()
-	st := e.daemon.waitStatus(ctx, service, "a release paused for approval", func(s reconcile.Status) bool { return s.Transition.Paused() })
+	what := "a release paused for approval"
+	if atStep {
+		what = "a release paused at a rollout step"
+	}
+	st := e.daemon.waitStatus(ctx, service, what, func(s reconcile.Status) bool {
+		a, step := s.Transition.OpenPause()
+		return a != nil && (step > 0) == atStep
+	})
 	return st.Transition
 }
 
-// killWhilePaused SIGKILLs the daemon n times while the release is paused,
-// restarting it each time, and checks that the same pause comes back.
+// killWhilePaused SIGKILLs the daemon n times while the release is paused
+// (at the gate or a manual step), restarting it each time, and checks that
+// the same pause of the same transition comes back.
 func (e *env) killWhilePaused(ctx context.Context, service string, paused *reconcile.Transition, n int) {
 	e.t.Helper()
+	pause, step := paused.OpenPause()
+	require.NotNil(e.t, pause, "killWhilePaused needs a paused transition")
 	for range n {
 		e.daemon.kill()
 		e.daemon.start()
-		again := e.awaitPaused(ctx, service)
+		again := e.awaitPaused(ctx, service, step > 0)
+		againPause, againStep := again.OpenPause()
 		require.Equal(e.t, paused.ID, again.ID, "the same transition is paused after the restart")
-		require.Equal(e.t, paused.Approval.Since.UTC(), again.Approval.Since.UTC(), "since when: the journaled pause")
+		require.Equal(e.t, step, againStep, "at the same pause")
+		require.Equal(e.t, pause.Since.UTC(), againPause.Since.UTC(), "since when: the journaled pause")
 	}
+}
+
+// decideThroughKills posts a decision (action promote or abort, with its
+// JSON body) and SIGKILLs the daemon right after, until the restarted
+// daemon no longer shows the pause: a kill may lose an accepted decision
+// the pass had not journaled yet, and it is then asked again.
+func (e *env) decideThroughKills(ctx context.Context, service, action, body string) {
+	e.t.Helper()
+	for {
+		code, answer, err := e.daemon.postBody("/api/v1/services/"+service+"/"+action, body)
+		require.NoError(e.t, err)
+		require.Equal(e.t, http.StatusAccepted, code, "%s", answer)
+		e.daemon.kill()
+		e.daemon.start()
+		st := e.daemon.waitStatus(ctx, service, "the pause or what follows it", func(s reconcile.Status) bool {
+			c, _ := condition(s, reconcile.ConditionStalled)
+			return s.Transition != nil || s.InSync || c.Status
+		})
+		if !st.Transition.Paused() {
+			return
+		}
+	}
+}
+
+// newLinkEnv is the stage of the SIGKILL tests of pauses: svc alone, behind
+// the ALB emulator and in Nacos, its ApprovalPending notifications posted to
+// a webhook that collects their signed links.
+func newLinkEnv(t *testing.T, svc stage.Service) (*env, *pauseLinks) {
+	t.Helper()
+	links := &pauseLinks{links: map[string]map[string]string{}}
+	hook := httptest.NewServer(links)
+	t.Cleanup(hook.Close)
+	e := newEnv(t, envOptions{
+		services: []stage.Service{svc},
+		timing: stage.Timing{Propagation: time.Second, Quiet: 100 * time.Millisecond, VerifyWindow: time.Second,
+			HealthDeadline: 20 * time.Second, DeployTimeout: 10 * time.Second, DrainTimeout: 15 * time.Second},
+		config: func(_ *stage.Stage, cfg *spec.Config) {
+			cfg.Notify = append(cfg.Notify, spec.Notifier{Name: "approvals", Type: "webhook", URL: hook.URL, Events: []string{reconcile.ReasonApprovalPending}})
+		},
+	})
+	e.daemon.cfg.API.ExternalURL, e.daemon.cfg.API.LinkKeyEnv = "http://"+e.daemon.cfg.Listen, "TANDEM_TEST_LINK_KEY"
+	e.daemon.writeConfig()
+	e.daemon.env = append(e.daemon.env, "TANDEM_TEST_LINK_KEY=a-link-key-of-more-than-32-bytes-for-tests")
+	return e, links
 }
 
 // linkPost sends a link's confirmation form (what the page's button does).
@@ -92,20 +149,7 @@ func (e *env) linkPost(link string) (int, string) {
 // it: the old group keeps serving, its weights and registrations never
 // changed. Invariants hold throughout and users notice nothing.
 func TestSIGKILLWhilePausedKeepsThePauseAndADecisionCompletesIt(t *testing.T) {
-	links := &pauseLinks{links: map[string]map[string]string{}}
-	hook := httptest.NewServer(links)
-	t.Cleanup(hook.Close)
-	e := newEnv(t, envOptions{
-		services: []stage.Service{{Name: "web", LB: spec.KindALB, Nacos: true, Approval: "{}"}},
-		timing: stage.Timing{Propagation: time.Second, Quiet: 100 * time.Millisecond, VerifyWindow: time.Second,
-			HealthDeadline: 20 * time.Second, DeployTimeout: 10 * time.Second, DrainTimeout: 15 * time.Second},
-		config: func(_ *stage.Stage, cfg *spec.Config) {
-			cfg.Notify = append(cfg.Notify, spec.Notifier{Name: "approvals", Type: "webhook", URL: hook.URL, Events: []string{reconcile.ReasonApprovalPending}})
-		},
-	})
-	e.daemon.cfg.API.ExternalURL, e.daemon.cfg.API.LinkKeyEnv = "http://"+e.daemon.cfg.Listen, "TANDEM_TEST_LINK_KEY"
-	e.daemon.writeConfig()
-	e.daemon.env = append(e.daemon.env, "TANDEM_TEST_LINK_KEY=a-link-key-of-more-than-32-bytes-for-tests")
+	e, links := newLinkEnv(t, stage.Service{Name: "web", LB: spec.KindALB, Nacos: true, Approval: "{}"})
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	e.daemon.start()
@@ -115,7 +159,7 @@ func TestSIGKILLWhilePausedKeepsThePauseAndADecisionCompletesIt(t *testing.T) {
 	// Release 1.1.0: paused, killed three times, still paused.
 	rev, err := e.commit(ctx, "web", "1.1.0")
 	require.NoError(t, err)
-	paused := e.awaitPaused(ctx, "web")
+	paused := e.awaitPaused(ctx, "web", false)
 	first, err := links.await(ctx, paused.ID)
 	require.NoError(t, err)
 	e.killWhilePaused(ctx, "web", paused, 3)
@@ -123,17 +167,7 @@ func TestSIGKILLWhilePausedKeepsThePauseAndADecisionCompletesIt(t *testing.T) {
 
 	// Promote through the API; a kill right after may lose an accepted
 	// decision the pass had not journaled yet: then it is still paused.
-	for {
-		code, body, err := e.daemon.postBody("/api/v1/services/web/promote", fmt.Sprintf(`{"transition": %q, "by": "crash test"}`, paused.ID))
-		require.NoError(t, err)
-		require.Equal(t, http.StatusAccepted, code, "%s", body)
-		e.daemon.kill()
-		e.daemon.start()
-		st := e.daemon.waitStatus(ctx, "web", "the pause or what follows it", func(s reconcile.Status) bool { return s.Transition != nil || s.InSync })
-		if !st.Transition.Paused() {
-			break
-		}
-	}
+	e.decideThroughKills(ctx, "web", "promote", fmt.Sprintf(`{"transition": %q, "by": "crash test"}`, paused.ID))
 	e.requireOutcome(ctx, "web", rev, succeeded)
 	e.requireLiveIs("web", paused.To, "1.1.0")
 	code, body := e.linkPost(first["promote"])
@@ -144,7 +178,7 @@ func TestSIGKILLWhilePausedKeepsThePauseAndADecisionCompletesIt(t *testing.T) {
 	// Release 1.2.0: paused, killed, then aborted through its link.
 	rev, err = e.commit(ctx, "web", "1.2.0")
 	require.NoError(t, err)
-	paused = e.awaitPaused(ctx, "web")
+	paused = e.awaitPaused(ctx, "web", false)
 	second, err := links.await(ctx, paused.ID)
 	require.NoError(t, err)
 	before := e.mon.live("web")
@@ -161,7 +195,7 @@ func TestSIGKILLWhilePausedKeepsThePauseAndADecisionCompletesIt(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, string(page), `id="confirm"`)
-	require.True(t, e.awaitPaused(ctx, "web").Paused(), "the GET did not act")
+	require.True(t, e.awaitPaused(ctx, "web", false).Paused(), "the GET did not act")
 	code, body = e.linkPost(second["abort"])
 	require.Equal(t, http.StatusAccepted, code, "%s", body)
 	st := e.requireOutcome(ctx, "web", rev, aborted)
