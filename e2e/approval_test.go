@@ -39,14 +39,7 @@ func TestAReleasePausedForApprovalThroughHAProxyLosesNothing(t *testing.T) {
 		Services: []stage.Service{{Name: service, LB: spec.KindHAProxy, Nacos: true, Approval: "{}"}}})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
-	head, err := s.Head()
-	require.NoError(t, err)
-	_, err = s.WaitInSync(ctx, service, head)
-	require.NoError(t, err)
-	viaLB, err := s.StartTraffic(ctx, s.URL(service), lbRate, lbClients)
-	require.NoError(t, err)
-	viaConsumer, err := s.StartTraffic(ctx, s.ConsumerURL(service), consumerRate, consumerClients)
-	require.NoError(t, err)
+	_, viaLB, viaConsumer := inSyncUnderLoad(t, ctx, s, service)
 
 	// Release 1.1.0: paused; promoted through the API.
 	rev, err := s.Release(ctx, service, "1.1.0")
@@ -71,10 +64,7 @@ func TestAReleasePausedForApprovalThroughHAProxyLosesNothing(t *testing.T) {
 	require.Empty(t, changes, "the serving group's weights and registrations changed")
 	require.Greater(t, samples, 1)
 
-	for name, r := range map[string]loadgen.Report{"load balancer": viaLB.Stop(), "nacos consumer": viaConsumer.Stop()} {
-		t.Logf("through the %s: %s", name, r)
-		requireUnnoticed(t, name, r)
-		requireEachVersionOnItsGroup(t, name, r)
+	for name, r := range stopUnnoticed(t, viaLB, viaConsumer) {
 		for _, p := range r.Timeline {
 			require.NotEqual(t, "1.2.0", p.Version, "%s: the aborted version answered", name)
 		}

@@ -79,14 +79,7 @@ func run(t *testing.T, svc stage.Service, nacos *stage.NacosServer) {
 	t.Logf("stage: %s load balancer, Nacos %s; users enter at %s and through the Nacos consumer at %s",
 		svc.LB, s.NacosName(), s.URL(service), s.ConsumerURL(service))
 
-	head, err := s.Head()
-	require.NoError(t, err)
-	_, err = s.WaitInSync(ctx, service, head)
-	require.NoError(t, err)
-	viaLB, err := s.StartTraffic(ctx, s.URL(service), lbRate, lbClients)
-	require.NoError(t, err)
-	viaConsumer, err := s.StartTraffic(ctx, s.ConsumerURL(service), consumerRate, consumerClients)
-	require.NoError(t, err)
+	head, viaLB, viaConsumer := inSyncUnderLoad(t, ctx, s, service)
 
 	revisions := []string{head}
 	for i := 1; i <= releases; i++ {
@@ -102,11 +95,7 @@ func run(t *testing.T, svc stage.Service, nacos *stage.NacosServer) {
 		require.NoError(t, err, "revert of %s", version)
 		revisions = append(revisions, rev, rev2)
 	}
-	for name, r := range map[string]loadgen.Report{"load balancer": viaLB.Stop(), "nacos consumer": viaConsumer.Stop()} {
-		t.Logf("through the %s: %s", name, r)
-		requireUnnoticed(t, name, r)
-		requireEachVersionOnItsGroup(t, name, r)
-	}
+	stopUnnoticed(t, viaLB, viaConsumer)
 
 	var deployed []string
 	for _, d := range s.Deploys() {
@@ -130,6 +119,36 @@ func run(t *testing.T, svc stage.Service, nacos *stage.NacosServer) {
 // requireUnnoticed asserts item 5: no failed request, no lost or
 // misordered message, and every WebSocket close a 1000/1001 followed by a
 // successful reconnect.
+// inSyncUnderLoad waits until service is in sync at the stage's head, then
+// starts the suite's load through the load balancer and through the Nacos
+// consumer; it returns the head.
+func inSyncUnderLoad(t *testing.T, ctx context.Context, s *stage.Stage, service string) (head string, viaLB, viaConsumer *loadgen.Generator) {
+	t.Helper()
+	head, err := s.Head()
+	require.NoError(t, err)
+	_, err = s.WaitInSync(ctx, service, head)
+	require.NoError(t, err)
+	viaLB, err = s.StartTraffic(ctx, s.URL(service), lbRate, lbClients)
+	require.NoError(t, err)
+	viaConsumer, err = s.StartTraffic(ctx, s.ConsumerURL(service), consumerRate, consumerClients)
+	require.NoError(t, err)
+	return head, viaLB, viaConsumer
+}
+
+// stopUnnoticed stops the load of inSyncUnderLoad and asserts that users
+// noticed nothing and each version answered from its own group; it returns
+// the reports by entry, for further checks.
+func stopUnnoticed(t *testing.T, viaLB, viaConsumer *loadgen.Generator) map[string]loadgen.Report {
+	t.Helper()
+	reports := map[string]loadgen.Report{"load balancer": viaLB.Stop(), "nacos consumer": viaConsumer.Stop()}
+	for name, r := range reports {
+		t.Logf("through the %s: %s", name, r)
+		requireUnnoticed(t, name, r)
+		requireEachVersionOnItsGroup(t, name, r)
+	}
+	return reports
+}
+
 func requireUnnoticed(t *testing.T, name string, r loadgen.Report) {
 	t.Helper()
 	require.Positive(t, r.Requests, name)

@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandemhq/tandem/internal/haproxytest"
-	"github.com/tandemhq/tandem/internal/loadgen"
 	"github.com/tandemhq/tandem/internal/stage"
 	"github.com/tandemhq/tandem/internal/testkit"
 	"github.com/tandemhq/tandem/reconcile"
@@ -50,14 +49,7 @@ func runRollouts(t *testing.T, svc stage.Service) {
 	s, err := stage.Start(ctx, stage.Options{Dir: t.TempDir(), Services: []stage.Service{svc}, Log: log})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, s.Close()) })
-	head, err := s.Head()
-	require.NoError(t, err)
-	_, err = s.WaitInSync(ctx, service, head)
-	require.NoError(t, err)
-	viaLB, err := s.StartTraffic(ctx, s.URL(service), lbRate, lbClients)
-	require.NoError(t, err)
-	viaConsumer, err := s.StartTraffic(ctx, s.ConsumerURL(service), consumerRate, consumerClients)
-	require.NoError(t, err)
+	_, viaLB, viaConsumer := inSyncUnderLoad(t, ctx, s, service)
 
 	inSync := func(rev string, what string) {
 		t.Helper()
@@ -117,11 +109,7 @@ func runRollouts(t *testing.T, svc stage.Service) {
 	}
 	require.True(t, aborted, "the release in its 50%% step was undone")
 
-	for name, r := range map[string]loadgen.Report{"load balancer": viaLB.Stop(), "nacos consumer": viaConsumer.Stop()} {
-		t.Logf("through the %s: %s", name, r)
-		requireUnnoticed(t, name, r)
-		requireEachVersionOnItsGroup(t, name, r)
-	}
+	stopUnnoticed(t, viaLB, viaConsumer)
 }
 
 // requireStepsReached asserts that the transition of revision rev reached
